@@ -1,0 +1,86 @@
+"""Engines and sessions for one driver in one mode, with a statement counter on each.
+
+``DriverEnv`` is what a pattern receives (see ``scenarios.registry.PatternEnv``); the
+harness also opens scenario sessions from it. Sync and async differ only in which
+SQLAlchemy factory builds the engine and the session.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from bench.probes import StatementCounter
+from bench.targets import Driver
+from scenarios.dataset import DatasetSize, rebuild
+from scenarios.expect import Setting
+
+
+def sqlalchemy_version() -> tuple[int, int]:
+    major, minor = sqlalchemy.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def setting_for(driver: Driver) -> Setting:
+    spec = driver.spec
+    return Setting(spec.target, spec.name, spec.mode, sqlalchemy_version())
+
+
+class DriverEnv:
+    """A driver's default engine, its counter, and factories for sessions and engines."""
+
+    def __init__(self, driver: Driver, size: DatasetSize) -> None:
+        self.driver = driver.spec.name
+        self.mode = driver.spec.mode
+        self.size = size
+        self.setting = setting_for(driver)
+        self.counter = StatementCounter()
+        self._driver = driver
+        self.default_engine = self.new_engine()
+
+    @property
+    def id(self) -> str:
+        return self._driver.id
+
+    def new_engine(self, **options: Any) -> Engine | AsyncEngine:
+        """A new engine on this driver's URL, counted; the caller disposes it."""
+        factory = create_async_engine if self.mode == "async" else create_engine
+        options.setdefault("connect_args", self._driver.connect_args())
+        engine = factory(self._driver.url, **options)
+        self.counter.attach(engine)
+        return engine
+
+    def session(self, **options: Any) -> Session | AsyncSession:
+        """A new session, on the default engine unless ``bind=`` says otherwise."""
+        factory = async_sessionmaker if self.mode == "async" else sessionmaker
+        options.setdefault("bind", self.default_engine)
+        return factory(**options)()
+
+    def sync_driver_url(self) -> URL:
+        """This target's URL with the sync driver of the same family (psycopg2 for asyncpg)."""
+        return self._driver.sync_url()
+
+    def dispose_sync(self) -> None:
+        self.default_engine.dispose()
+
+    async def dispose(self) -> None:
+        """Close pooled connections (on the loop that opened them, in async mode)."""
+        if isinstance(self.default_engine, AsyncEngine):
+            await self.default_engine.dispose()
+        else:
+            self.default_engine.dispose()
+
+
+def prepare_database(driver: Driver, size: DatasetSize) -> None:
+    """Create the schema and seed it through ``driver``'s sync twin (one code path)."""
+    engine = create_engine(driver.sync_url(), connect_args=driver.connect_args())
+    try:
+        with engine.begin() as connection:
+            rebuild(connection, size)
+    finally:
+        engine.dispose()

@@ -1,0 +1,92 @@
+"""Expected outcomes: "works, with N statements" or "raises X", per driver and version.
+
+Scenarios and patterns declare what they expect through these types; the harness
+observes what happened and compares. Where drivers or SQLAlchemy versions differ, the
+difference is written here once, as data, with the evidence that established it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.exc import MissingGreenlet, StatementError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Where an outcome is observed: the facts an expectation may depend on."""
+
+    target: str  # sqlite, postgresql, mysql
+    driver: str  # pysqlite, aiosqlite, psycopg2, asyncpg, psycopg, pymysql, aiomysql
+    mode: str  # sync or async
+    sqlalchemy: tuple[int, int]  # major, minor
+
+
+@dataclass(frozen=True)
+class Works:
+    statements: int
+
+    def describe(self) -> str:
+        return f"works, {self.statements} statement{'s' if self.statements != 1 else ''}"
+
+
+@dataclass(frozen=True)
+class Raises:
+    """The operation raises ``error``; ``statements`` completed before it did.
+
+    ``attempted`` counts statements that started (``before_cursor_execute`` fired), which
+    exceeds ``statements`` when a driver fails inside ``cursor.execute``. ``wrapped_in``
+    is set when SQLAlchemy delivers the error as the ``.orig`` of another exception.
+    """
+
+    error: type[BaseException]
+    statements: int
+    attempted: int | None = None
+    wrapped_in: type[BaseException] | None = None
+
+    @property
+    def started(self) -> int:
+        return self.statements if self.attempted is None else self.attempted
+
+    def describe(self) -> str:
+        name = self.error.__name__
+        if self.wrapped_in is not None:
+            name = f"{self.wrapped_in.__name__}({name})"
+        return f"raises {name} after {self.statements} (started {self.started})"
+
+
+@dataclass(frozen=True)
+class NotApplicable:
+    reason: str
+
+    def describe(self) -> str:
+        return f"n/a: {self.reason}"
+
+
+Outcome = Works | Raises | NotApplicable
+
+# Async drivers whose adapter awaits while it creates a cursor. There an implicit load
+# fails before its statement starts, and SQLAlchemy wraps the MissingGreenlet in a
+# StatementError; elsewhere the statement starts, fails in execute, and MissingGreenlet
+# arrives plainly. Observed with SQLAlchemy 2.0.58 and 2.1.9 on the drivers installed
+# by this project; the verification tests fail if a release changes it.
+_CURSOR_CREATION_AWAITS: dict[tuple[int, int], frozenset[str]] = {
+    (2, 0): frozenset({"aiomysql"}),
+    (2, 1): frozenset({"psycopg", "aiomysql", "aiosqlite"}),
+}
+
+
+def missing_greenlet(setting: Setting, completed: int) -> Raises:
+    """The form in which an implicit load inside async code fails on this driver."""
+    newest = max(_CURSOR_CREATION_AWAITS)
+    awaiting = _CURSOR_CREATION_AWAITS.get(setting.sqlalchemy, _CURSOR_CREATION_AWAITS[newest])
+    if setting.driver in awaiting:
+        return Raises(MissingGreenlet, completed, wrapped_in=StatementError)
+    return Raises(MissingGreenlet, completed, attempted=completed + 1)
+
+
+def sync_or_greenlet(setting: Setting, statements: int, completed_before_io: int) -> Outcome:
+    """Works in sync mode; in async the implicit IO fails as ``missing_greenlet``."""
+    if setting.mode == "sync":
+        return Works(statements)
+    return missing_greenlet(setting, completed_before_io)

@@ -1,0 +1,492 @@
+"""The verification catalogue: which patterns work, in which mode, at what cost.
+
+Each pattern is a pair of twins taking a ``PatternEnv`` (or one function with
+``only="async"`` when the pattern exists only in async code) and declares its expected
+outcome: ``Works(N statements)`` or ``Raises(X)``, in the form each driver and SQLAlchemy
+version actually gives. The tests assert every pattern on every configured driver, and
+``sqla-bench verify`` prints the same catalogue as a matrix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+from sqlalchemy import event, select, text
+from sqlalchemy.exc import (
+    ArgumentError,
+    InvalidRequestError,
+    TimeoutError,
+)
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import joinedload, raiseload, selectinload
+from sqlalchemy.orm.exc import DetachedInstanceError
+from sqlalchemy.pool import QueuePool
+
+from scenarios.dataset import DatasetSize
+from scenarios.expect import Outcome, Raises, Setting, Works, sync_or_greenlet
+from scenarios.loading import SELECTIN_CHUNK
+from scenarios.models import Post, User
+from scenarios.registry import PatternEnv, pattern
+
+USER_ID = 1
+
+
+def _new_user(**extra: object) -> User:
+    return User(name="fresh", email="fresh@example.test", **extra)
+
+
+# --- implicit IO: works in sync, MissingGreenlet in async -----------------------------
+
+
+@pattern("lazy_load", expect=lambda s, d: sync_or_greenlet(s, 2, completed_before_io=1))
+def lazy_load(env: PatternEnv) -> int:
+    """Touch a lazy collection of an object loaded by a plain query."""
+    with env.session() as session:
+        return len(session.get(User, USER_ID).posts)
+
+
+@lazy_load.twin
+async def lazy_load_async(env: PatternEnv) -> int:
+    async with env.session() as session:
+        return len((await session.get(User, USER_ID)).posts)
+
+
+@pattern("expired_after_commit", expect=lambda s, d: sync_or_greenlet(s, 2, 1))
+def expired_after_commit(env: PatternEnv) -> str:
+    """Read an attribute after commit() with the default expire_on_commit=True."""
+    with env.session() as session:
+        user = session.get(User, USER_ID)
+        session.commit()
+        return user.name
+
+
+@expired_after_commit.twin
+async def expired_after_commit_async(env: PatternEnv) -> str:
+    async with env.session() as session:
+        user = await session.get(User, USER_ID)
+        await session.commit()
+        return user.name
+
+
+@pattern("kept_after_commit", statements=1)
+def kept_after_commit(env: PatternEnv) -> str:
+    """Read an attribute after commit() with expire_on_commit=False: no reload."""
+    with env.session(expire_on_commit=False) as session:
+        user = session.get(User, USER_ID)
+        session.commit()
+        return user.name
+
+
+@kept_after_commit.twin
+async def kept_after_commit_async(env: PatternEnv) -> str:
+    async with env.session(expire_on_commit=False) as session:
+        user = await session.get(User, USER_ID)
+        await session.commit()
+        return user.name
+
+
+@pattern("session_expire", expect=lambda s, d: sync_or_greenlet(s, 2, 1))
+def session_expire(env: PatternEnv) -> str:
+    """Read an attribute after session.expire(obj)."""
+    with env.session() as session:
+        user = session.get(User, USER_ID)
+        session.expire(user)
+        return user.name
+
+
+@session_expire.twin
+async def session_expire_async(env: PatternEnv) -> str:
+    async with env.session() as session:
+        user = await session.get(User, USER_ID)
+        session.expire(user)
+        return user.name
+
+
+@pattern("deferred_column", expect=lambda s, d: sync_or_greenlet(s, 2, 1))
+def deferred_column(env: PatternEnv) -> str:
+    """Read a deferred() column that the query did not load."""
+    with env.session() as session:
+        return session.get(Post, 1).body
+
+
+@deferred_column.twin
+async def deferred_column_async(env: PatternEnv) -> str:
+    async with env.session() as session:
+        return (await session.get(Post, 1)).body
+
+
+@pattern("dynamic_relationship", expect=lambda s, d: sync_or_greenlet(s, 2, 1))
+def dynamic_relationship(env: PatternEnv) -> int:
+    """Iterate a lazy="dynamic" relationship."""
+    with env.session() as session:
+        return len(list(session.get(User, USER_ID).posts_dynamic))
+
+
+@dynamic_relationship.twin
+async def dynamic_relationship_async(env: PatternEnv) -> int:
+    async with env.session() as session:
+        return len(list((await session.get(User, USER_ID)).posts_dynamic))
+
+
+@pattern("fresh_object_collection", expect=lambda s, d: sync_or_greenlet(s, 2, 1))
+def fresh_object_collection(env: PatternEnv) -> int:
+    """Read a collection of an object just flushed without setting it (User() then .posts)."""
+    with env.session() as session:
+        user = _new_user()
+        session.add(user)
+        session.flush()
+        return len(user.posts)
+
+
+@fresh_object_collection.twin
+async def fresh_object_collection_async(env: PatternEnv) -> int:
+    async with env.session() as session:
+        user = _new_user()
+        session.add(user)
+        await session.flush()
+        return len(user.posts)
+
+
+@pattern("fresh_object_collection_set", statements=1)
+def fresh_object_collection_set(env: PatternEnv) -> int:
+    """The same with the collection given at construction (User(posts=[])): no load."""
+    with env.session() as session:
+        user = _new_user(posts=[])
+        session.add(user)
+        session.flush()
+        return len(user.posts)
+
+
+@fresh_object_collection_set.twin
+async def fresh_object_collection_set_async(env: PatternEnv) -> int:
+    async with env.session() as session:
+        user = _new_user(posts=[])
+        session.add(user)
+        await session.flush()
+        return len(user.posts)
+
+
+# --- the safe ways to load in async ------------------------------------------------------
+
+
+@pattern("awaitable_attrs", statements=2, only="async")
+async def awaitable_attrs(env: PatternEnv) -> int:
+    """await obj.awaitable_attrs.posts (AsyncAttrs mixin) loads the collection."""
+    async with env.session() as session:
+        user = await session.get(User, USER_ID)
+        return len(await user.awaitable_attrs.posts)
+
+
+@pattern("run_sync", statements=2, only="async")
+async def run_sync(env: PatternEnv) -> int:
+    """await session.run_sync(fn): fn may lazy-load as in sync code."""
+    async with env.session() as session:
+        return await session.run_sync(lambda sync: len(sync.get(User, USER_ID).posts))
+
+
+@pattern("refresh_relationship", statements=3)
+def refresh_relationship(env: PatternEnv) -> int:
+    """session.refresh(obj, ["posts"]) reloads the row and loads the collection."""
+    with env.session() as session:
+        user = session.get(User, USER_ID)
+        session.refresh(user, ["posts"])
+        return len(user.posts)
+
+
+@refresh_relationship.twin
+async def refresh_relationship_async(env: PatternEnv) -> int:
+    async with env.session() as session:
+        user = await session.get(User, USER_ID)
+        await session.refresh(user, ["posts"])
+        return len(user.posts)
+
+
+@pattern("write_only_append", statements=2)
+def write_only_append(env: PatternEnv) -> str:
+    """Add to a WriteOnlyMapped collection and flush: the collection is never loaded."""
+    with env.session() as session:
+        user = session.get(User, USER_ID)
+        user.post_stream.add(Post(title="appended", body="appended"))
+        session.flush()
+        return user.name
+
+
+@write_only_append.twin
+async def write_only_append_async(env: PatternEnv) -> str:
+    async with env.session() as session:
+        user = await session.get(User, USER_ID)
+        user.post_stream.add(Post(title="appended", body="appended"))
+        await session.flush()
+        return user.name
+
+
+# --- loading strategies that refuse ------------------------------------------------------
+
+
+@pattern("raiseload_option", expect=lambda s, d: Raises(InvalidRequestError, 1))
+def raiseload_option(env: PatternEnv) -> int:
+    """Touch a relationship that the query marked raiseload()."""
+    with env.session() as session:
+        query = select(User).where(User.id == USER_ID).options(raiseload(User.posts))
+        return len(session.scalars(query).one().posts)
+
+
+@raiseload_option.twin
+async def raiseload_option_async(env: PatternEnv) -> int:
+    async with env.session() as session:
+        query = select(User).where(User.id == USER_ID).options(raiseload(User.posts))
+        return len((await session.scalars(query)).one().posts)
+
+
+@pattern("lazy_raise_model", expect=lambda s, d: Raises(InvalidRequestError, 1))
+def lazy_raise_model(env: PatternEnv) -> int:
+    """Touch a relationship declared lazy="raise" on the model."""
+    with env.session() as session:
+        return len(session.get(User, USER_ID).posts_raise)
+
+
+@lazy_raise_model.twin
+async def lazy_raise_model_async(env: PatternEnv) -> int:
+    async with env.session() as session:
+        return len((await session.get(User, USER_ID)).posts_raise)
+
+
+def _first_post_raise_on_sql():
+    return (
+        select(Post)
+        .where(Post.user_id == USER_ID)
+        .order_by(Post.id)
+        .limit(1)
+        .options(raiseload(Post.author, sql_only=True))
+    )
+
+
+@pattern("raise_on_sql_in_identity_map", statements=2)
+def raise_on_sql_in_identity_map(env: PatternEnv) -> str:
+    """raiseload(sql_only=True) on a many-to-one already in the identity map: no raise."""
+    with env.session() as session:
+        author = session.get(User, USER_ID)  # held: the identity map keeps weak references
+        post = session.scalars(_first_post_raise_on_sql()).one()
+        return post.author.name if post.author is author else "another object"
+
+
+@raise_on_sql_in_identity_map.twin
+async def raise_on_sql_in_identity_map_async(env: PatternEnv) -> str:
+    async with env.session() as session:
+        author = await session.get(User, USER_ID)
+        post = (await session.scalars(_first_post_raise_on_sql())).one()
+        return post.author.name if post.author is author else "another object"
+
+
+@pattern("raise_on_sql_reference_dropped", expect=lambda s, d: Raises(InvalidRequestError, 2))
+def raise_on_sql_reference_dropped(env: PatternEnv) -> str:
+    """The same, but the loaded author was not kept: garbage-collected, so SQL is needed."""
+    with env.session() as session:
+        session.get(User, USER_ID)  # result dropped at once; the identity map forgets it
+        return session.scalars(_first_post_raise_on_sql()).one().author.name
+
+
+@raise_on_sql_reference_dropped.twin
+async def raise_on_sql_reference_dropped_async(env: PatternEnv) -> str:
+    async with env.session() as session:
+        await session.get(User, USER_ID)
+        return (await session.scalars(_first_post_raise_on_sql())).one().author.name
+
+
+@pattern("raise_on_sql_needs_sql", expect=lambda s, d: Raises(InvalidRequestError, 1))
+def raise_on_sql_needs_sql(env: PatternEnv) -> str:
+    """raiseload(sql_only=True) on a many-to-one that would need a SELECT: raises."""
+    with env.session() as session:
+        return session.scalars(_first_post_raise_on_sql()).one().author.name
+
+
+@raise_on_sql_needs_sql.twin
+async def raise_on_sql_needs_sql_async(env: PatternEnv) -> str:
+    async with env.session() as session:
+        return (await session.scalars(_first_post_raise_on_sql())).one().author.name
+
+
+@pattern("detached_instance", expect=lambda s, d: Raises(DetachedInstanceError, 1))
+def detached_instance(env: PatternEnv) -> int:
+    """Touch an unloaded relationship after the session closed."""
+    with env.session() as session:
+        user = session.get(User, USER_ID)
+    return len(user.posts)
+
+
+@detached_instance.twin
+async def detached_instance_async(env: PatternEnv) -> int:
+    async with env.session() as session:
+        user = await session.get(User, USER_ID)
+    return len(user.posts)
+
+
+# --- statement counts that surprise ----------------------------------------------------
+
+
+def _all_users_selectin_statements(setting: Setting, size: DatasetSize) -> Outcome:
+    return Works(1 + math.ceil(size.users / SELECTIN_CHUNK))
+
+
+@pattern("selectin_chunking", expect=_all_users_selectin_statements)
+def selectin_chunking(env: PatternEnv) -> int:
+    """selectinload over every user: one SELECT per 500 parents (4 for 1,200 users)."""
+    with env.session() as session:
+        users = session.scalars(select(User).options(selectinload(User.posts))).all()
+        return sum(len(user.posts) for user in users)
+
+
+@selectin_chunking.twin
+async def selectin_chunking_async(env: PatternEnv) -> int:
+    async with env.session() as session:
+        users = (await session.scalars(select(User).options(selectinload(User.posts)))).all()
+        return sum(len(user.posts) for user in users)
+
+
+@pattern("joinedload_without_unique", expect=lambda s, d: Raises(InvalidRequestError, 1))
+def joinedload_without_unique(env: PatternEnv) -> int:
+    """joinedload() of a collection without .unique() on the result."""
+    with env.session() as session:
+        return len(session.scalars(select(User).options(joinedload(User.posts))).all())
+
+
+@joinedload_without_unique.twin
+async def joinedload_without_unique_async(env: PatternEnv) -> int:
+    async with env.session() as session:
+        return len((await session.scalars(select(User).options(joinedload(User.posts)))).all())
+
+
+def _autoflush_before_text(setting: Setting, size: DatasetSize) -> Outcome:
+    # 2.1 autoflushes before a text() statement; 2.0 did not, so the INSERT waits.
+    return Works(2 if setting.sqlalchemy >= (2, 1) else 1)
+
+
+@pattern("autoflush_before_text", expect=_autoflush_before_text)
+def autoflush_before_text(env: PatternEnv) -> int:
+    """Add an object, then run a text() SELECT: is the pending INSERT flushed first?"""
+    with env.session() as session:
+        session.add(_new_user())
+        return session.execute(text("SELECT count(*) FROM users")).scalar_one()
+
+
+@autoflush_before_text.twin
+async def autoflush_before_text_async(env: PatternEnv) -> int:
+    async with env.session() as session:
+        session.add(_new_user())
+        return (await session.execute(text("SELECT count(*) FROM users"))).scalar_one()
+
+
+# --- engine and session configuration ----------------------------------------------------
+
+
+def _sync_url_in_async_engine(setting: Setting, size: DatasetSize) -> Outcome:
+    # psycopg (v3) is one driver with both modes: its URL is already an async URL.
+    if setting.driver == "psycopg":
+        return Works(0)
+    return Raises(InvalidRequestError, 0)
+
+
+@pattern("sync_url_in_async_engine", expect=_sync_url_in_async_engine, only="async")
+async def sync_url_in_async_engine(env: PatternEnv) -> None:
+    """create_async_engine() given the URL of the target's sync driver."""
+    await create_async_engine(env.sync_driver_url()).dispose()
+
+
+@pattern("queuepool_in_async_engine", expect=lambda s, d: Raises(ArgumentError, 0), only="async")
+async def queuepool_in_async_engine(env: PatternEnv) -> None:
+    """create_async_engine(poolclass=QueuePool): async engines need an async pool."""
+    await env.new_engine(poolclass=QueuePool).dispose()
+
+
+def _on_statement(*_: object) -> None:
+    """A listener that does nothing: the patterns only check where it may be attached."""
+
+
+def _listen_on_engine(setting: Setting, size: DatasetSize) -> Outcome:
+    return Works(0) if setting.mode == "sync" else Raises(NotImplementedError, 0)
+
+
+@pattern("listen_on_engine", expect=_listen_on_engine)
+def listen_on_engine(env: PatternEnv) -> None:
+    """event.listen() on the engine object the code holds (an AsyncEngine in async)."""
+    engine = env.new_engine()
+    try:
+        event.listen(engine, "before_cursor_execute", _on_statement)
+    finally:
+        engine.dispose()
+
+
+@listen_on_engine.twin
+async def listen_on_engine_async(env: PatternEnv) -> None:
+    engine = env.new_engine()
+    try:
+        event.listen(engine, "before_cursor_execute", _on_statement)
+    finally:
+        await engine.dispose()
+
+
+@pattern("listen_on_sync_engine", statements=0, only="async")
+async def listen_on_sync_engine(env: PatternEnv) -> None:
+    """event.listen() on async_engine.sync_engine, where SQLAlchemy expects listeners."""
+    engine = env.new_engine()
+    try:
+        event.listen(engine.sync_engine, "before_cursor_execute", _on_statement)
+    finally:
+        await engine.dispose()
+
+
+SHARED_SESSION_TIMEOUT_SECONDS = 30
+
+
+@pattern(
+    "shared_async_session",
+    # The first task's SELECT completes; the second is refused (error code isce).
+    expect=lambda s, d: Raises(InvalidRequestError, 1),
+    only="async",
+)
+async def shared_async_session(env: PatternEnv) -> None:
+    """One AsyncSession used by two concurrent tasks while it opens its connection."""
+    # A fresh engine: the session must open a new connection, which awaits, and the
+    # second task arrives while the first is still provisioning it.
+    engine = env.new_engine()
+
+    async def two_tasks_one_session() -> list:
+        async with env.session(bind=engine) as session:
+            return await asyncio.gather(
+                session.execute(select(User.id).limit(1)),
+                session.execute(select(User.id).limit(1)),
+                return_exceptions=True,  # let both tasks finish before the session closes
+            )
+
+    try:
+        results = await asyncio.wait_for(two_tasks_one_session(), SHARED_SESSION_TIMEOUT_SECONDS)
+    finally:
+        await engine.dispose()
+    errors = [result for result in results if isinstance(result, BaseException)]
+    if errors:
+        raise errors[0]
+
+
+POOL_TIMEOUT_SECONDS = 0.2
+
+
+@pattern("pool_exhausted", expect=lambda s, d: Raises(TimeoutError, 0))
+def pool_exhausted(env: PatternEnv) -> None:
+    """Check out more connections than pool_size + max_overflow within pool_timeout."""
+    engine = env.new_engine(pool_size=1, max_overflow=0, pool_timeout=POOL_TIMEOUT_SECONDS)
+    try:
+        with engine.connect(), engine.connect():
+            pass
+    finally:
+        engine.dispose()
+
+
+@pool_exhausted.twin
+async def pool_exhausted_async(env: PatternEnv) -> None:
+    engine = env.new_engine(pool_size=1, max_overflow=0, pool_timeout=POOL_TIMEOUT_SECONDS)
+    try:
+        async with engine.connect(), engine.connect():
+            pass
+    finally:
+        await engine.dispose()

@@ -1,0 +1,160 @@
+"""Declaring scenarios and patterns, and finding them.
+
+A scenario is an operation worth measuring: ``fn(session, **params)`` returning plain
+data. A pattern is a case of the verification catalogue: ``fn(env, **params)``, where
+``env`` (see ``PatternEnv``) can open sessions and engines, because several patterns are
+about how engines and sessions are configured. Both are declared the same way::
+
+    @scenario("crud.get", statements=1, params={"user_id": (1,)})
+    def get_user(session, user_id): ...
+
+    @get_user.twin
+    async def get_user_async(session, user_id): ...
+
+Discovery imports every module of this package and collects the declared objects, so
+adding a scenario touches one place and there is no list to keep.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import itertools
+import pkgutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from scenarios.dataset import DatasetSize
+from scenarios.expect import NotApplicable, Outcome, Setting, Works
+
+MODES = ("sync", "async")
+
+Expectation = Callable[..., Outcome]
+
+
+class PatternEnv(Protocol):
+    """What a pattern may use; the harness provides it (``bench.engines.DriverEnv``)."""
+
+    mode: str
+    driver: str
+    size: DatasetSize
+
+    def session(self, **options: Any) -> Any: ...
+    def engine(self, **options: Any) -> Any: ...
+    def sync_driver_url(self) -> Any: ...
+
+
+@dataclass
+class Case:
+    """A declared scenario or pattern: its twins, parameters and expected outcome."""
+
+    kind: str  # "scenario" or "pattern"
+    id: str
+    doc: str
+    expect: Expectation
+    params: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    only: str | None = None  # the one mode a single-mode case applies to
+    sync: Callable[..., Any] | None = None
+    async_: Callable[..., Any] | None = None
+
+    def twin(self, fn: Callable[..., Any]) -> Case:
+        """Attach the other mode's function (decorator)."""
+        self._attach(fn)
+        return self
+
+    def _attach(self, fn: Callable[..., Any]) -> None:
+        slot = "async_" if inspect.iscoroutinefunction(fn) else "sync"
+        if getattr(self, slot) is not None:
+            raise TypeError(f"{self.id}: a {slot.rstrip('_')} function is already declared")
+        setattr(self, slot, fn)
+
+    def function(self, mode: str) -> Callable[..., Any] | None:
+        return self.sync if mode == "sync" else self.async_
+
+    def cells(self) -> Iterator[dict[str, Any]]:
+        """Every combination of the parameter grid."""
+        names = list(self.params)
+        for values in itertools.product(*(self.params[name] for name in names)):
+            yield dict(zip(names, values, strict=True))
+
+    def expected(self, setting: Setting, size: DatasetSize, **params: Any) -> Outcome:
+        if self.only is not None and setting.mode != self.only:
+            return NotApplicable(f"{self.only} only")
+        return self.expect(setting, size, **params)
+
+
+def _declare(
+    kind: str,
+    case_id: str,
+    statements: int | None,
+    expect: Expectation | None,
+    params: Mapping[str, Sequence[Any]] | None,
+    only: str | None,
+) -> Callable[[Callable[..., Any]], Case]:
+    if (statements is None) == (expect is None):
+        raise TypeError(f"{case_id}: declare exactly one of statements= or expect=")
+    if only not in (None, *MODES):
+        raise TypeError(f"{case_id}: only= must be one of {MODES}")
+    if expect is None:
+
+        def expect(setting: Setting, size: DatasetSize, **params: Any) -> Outcome:
+            return Works(statements)
+
+    def decorate(fn: Callable[..., Any]) -> Case:
+        doc = (inspect.getdoc(fn) or "").strip()
+        case = Case(kind, case_id, doc.splitlines()[0] if doc else "", expect, params or {}, only)
+        case._attach(fn)
+        return case
+
+    return decorate
+
+
+def scenario(
+    case_id: str,
+    *,
+    statements: int | None = None,
+    expect: Expectation | None = None,
+    params: Mapping[str, Sequence[Any]] | None = None,
+) -> Callable[[Callable[..., Any]], Case]:
+    """Declare a scenario: ``statements=N`` when it always works, else ``expect=``."""
+    return _declare("scenario", case_id, statements, expect, params, None)
+
+
+def pattern(
+    case_id: str,
+    *,
+    statements: int | None = None,
+    expect: Expectation | None = None,
+    params: Mapping[str, Sequence[Any]] | None = None,
+    only: str | None = None,
+) -> Callable[[Callable[..., Any]], Case]:
+    """Declare a verification pattern; ``only="async"`` when the other mode has no twin."""
+    return _declare("pattern", case_id, statements, expect, params, only)
+
+
+def discover(kind: str | None = None) -> list[Case]:
+    """Every case declared in this package, in module then declaration order."""
+    import scenarios
+
+    found: dict[str, Case] = {}
+    for info in pkgutil.iter_modules(scenarios.__path__):
+        module = importlib.import_module(f"scenarios.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, Case) and found.setdefault(value.id, value) is not value:
+                raise RuntimeError(f"case id {value.id!r} is declared twice")
+    return [case for case in found.values() if kind in (None, case.kind)]
+
+
+def problems(case: Case) -> list[str]:
+    """What a declared case lacks: a twin, a docstring, or a non-empty parameter grid."""
+    found = []
+    if not case.doc:
+        found.append(f"{case.id}: no docstring (its first line is the report label)")
+    modes = MODES if case.only is None else (case.only,)
+    found += [f"{case.id}: no {mode} twin" for mode in modes if case.function(mode) is None]
+    if case.kind == "scenario" and case.only is not None:
+        found.append(f"{case.id}: a scenario needs both twins, not only={case.only}")
+    if not any(True for _ in case.cells()):
+        found.append(f"{case.id}: its parameter grid is empty")
+    return found

@@ -1,0 +1,58 @@
+"""Sync and async twins return the same plain data; loading strategies agree."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.verify import applicable_cells, check_async, check_sync
+from scenarios.expect import Works
+from scenarios.loading import STRATEGIES
+from scenarios.registry import discover
+
+
+def _working_in_both(sync_env, async_env):
+    sync_cells = applicable_cells(discover(), sync_env.setting, sync_env.size)
+    async_cells = applicable_cells(discover(), async_env.setting, async_env.size)
+    return [
+        (case, params)
+        for case, params in sync_cells
+        if (case, params) in async_cells
+        and isinstance(case.expected(sync_env.setting, sync_env.size, **params), Works)
+        and isinstance(case.expected(async_env.setting, async_env.size, **params), Works)
+    ]
+
+
+@pytest.mark.asyncio
+async def test_twins_return_the_same_data(twin_envs) -> None:
+    sync_env, async_env = twin_envs
+    compared = 0
+    for case, params in _working_in_both(sync_env, async_env):
+        sync_check = check_sync(case, params, sync_env)
+        async_check = await check_async(case, params, async_env)
+        assert sync_check.passed, sync_check.explain()
+        assert async_check.passed, async_check.explain()
+        assert sync_check.observation.value == async_check.observation.value, (
+            f"{case.id}{params}: sync and async twins disagree"
+        )
+        compared += 1
+    # Guard against the comparison silently covering nothing.
+    assert compared >= 30, f"only {compared} twin pairs compared"
+
+
+def test_loading_strategies_agree(sync_env) -> None:
+    """Every working strategy of one shape loads exactly the same graph."""
+    shapes = [case for case in discover("scenario") if case.id.startswith("load.")]
+    assert len(shapes) == 4
+    for case in shapes:
+        results = {}
+        for strategy in STRATEGIES:
+            params = {"strategy": strategy, "limit": 20}
+            if not isinstance(case.expected(sync_env.setting, sync_env.size, **params), Works):
+                continue
+            check = check_sync(case, params, sync_env)
+            assert check.passed, check.explain()
+            results[strategy] = check.observation.value
+        reference = results.pop("joined")
+        assert len(reference) == 20 and all(len(row) > 1 for row in reference)
+        for strategy, value in results.items():
+            assert value == reference, f"{case.id}: {strategy} differs from joined"

@@ -45,19 +45,38 @@ DRIVER_SPECS = (
     DriverSpec("pysqlite", "sqlite", "sync", "sqlite+pysqlite", "sqlite3", "pysqlite", None),
     DriverSpec("aiosqlite", "sqlite", "async", "sqlite+aiosqlite", "aiosqlite", "pysqlite", None),
     DriverSpec(
-        "psycopg2", "postgresql", "sync", "postgresql+psycopg2", "psycopg2", "psycopg2",
+        "psycopg2",
+        "postgresql",
+        "sync",
+        "postgresql+psycopg2",
+        "psycopg2",
+        "psycopg2",
         "connect_timeout",
     ),
-    DriverSpec("asyncpg", "postgresql", "async", "postgresql+asyncpg", "asyncpg", "psycopg2", "timeout"),
     DriverSpec(
-        "psycopg", "postgresql", "sync", "postgresql+psycopg", "psycopg", "psycopg",
+        "asyncpg", "postgresql", "async", "postgresql+asyncpg", "asyncpg", "psycopg2", "timeout"
+    ),
+    DriverSpec(
+        "psycopg",
+        "postgresql",
+        "sync",
+        "postgresql+psycopg",
+        "psycopg",
+        "psycopg",
         "connect_timeout",
     ),
     DriverSpec(
-        "psycopg", "postgresql", "async", "postgresql+psycopg", "psycopg", "psycopg",
+        "psycopg",
+        "postgresql",
+        "async",
+        "postgresql+psycopg",
+        "psycopg",
+        "psycopg",
         "connect_timeout",
     ),
-    DriverSpec("pymysql", "mysql", "sync", "mysql+pymysql", "pymysql", "pymysql", "connect_timeout"),
+    DriverSpec(
+        "pymysql", "mysql", "sync", "mysql+pymysql", "pymysql", "pymysql", "connect_timeout"
+    ),
     DriverSpec(
         "aiomysql", "mysql", "async", "mysql+aiomysql", "aiomysql", "pymysql", "connect_timeout"
     ),
@@ -162,10 +181,14 @@ def _parse_server_url(name: str, variable: str, raw: str) -> URL:
     try:
         url = make_url(raw)
     except ArgumentError:
-        raise ConfigError(f"{variable} is not a database URL (expected {name}://user:password@host:port/db)") from None
+        raise ConfigError(
+            f"{variable} is not a database URL (expected {name}://user:password@host:port/db)"
+        ) from None
     backend = url.get_backend_name()
     if backend != name and not (name == "mysql" and backend == "mariadb"):
-        raise ConfigError(f"{variable} points to a {backend!r} database, not {name}: {safe_url(url)}")
+        raise ConfigError(
+            f"{variable} points to a {backend!r} database, not {name}: {safe_url(url)}"
+        )
     if not url.host or not url.database:
         raise ConfigError(f"{variable} needs a host and a database name: {safe_url(url)}")
     return url
@@ -203,6 +226,8 @@ def check_reachable(target: Target) -> None:
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         detail = redact(reason[0] if reason else type(exc).__name__, target.url)
-        raise ConfigError(f"cannot connect to {target.name} at {target.safe_url}: {detail}") from None
+        raise ConfigError(
+            f"cannot connect to {target.name} at {target.safe_url}: {detail}"
+        ) from None
     finally:
         engine.dispose()

@@ -6,7 +6,8 @@ Used by the tests (one assertion per case, cell and driver) and by ``sqla-bench 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,3 +147,33 @@ async def check_async(case: Case, params: dict[str, Any], env: DriverEnv) -> Che
         with observing(env.counter) as check.observation:
             check.observation.value = await case.async_(session, **params)
     return check
+
+
+def check_driver(
+    env: DriverEnv,
+    cells: list[tuple[Case, dict[str, Any]]],
+    loop: asyncio.AbstractEventLoop,
+    on_check: Callable[[Check], None] = lambda check: None,
+) -> list[Check]:
+    """Every cell once on ``env``; async twins run on ``loop``, which the caller keeps."""
+    if env.mode == "sync":
+        checks = []
+        for case, params in cells:
+            checks.append(check_sync(case, params, env))
+            on_check(checks[-1])
+        env.dispose_sync()
+        return checks
+    return loop.run_until_complete(_check_driver_async(env, cells, on_check))
+
+
+async def _check_driver_async(
+    env: DriverEnv, cells: list[tuple[Case, dict[str, Any]]], on_check: Callable[[Check], None]
+) -> list[Check]:
+    checks = []
+    try:
+        for case, params in cells:
+            checks.append(await check_async(case, params, env))
+            on_check(checks[-1])
+    finally:
+        await env.dispose()  # on the loop that opened the connections
+    return checks

@@ -116,12 +116,11 @@ def _check_ids(connection: Connection, size: DatasetSize) -> None:
             )
 
 
-def fingerprint(connection: Connection) -> dict[str, int]:
-    """Row counts and id sums per table: equal fingerprints mean equal seeds."""
-    tables = Base.metadata.sorted_tables
+def fingerprint(connection: Connection) -> dict[str, tuple[int, int]]:
+    """Row count and sum of the first key column per table: equal seeds, equal prints."""
     return {
         table.name: tuple(
-            connection.execute(select(func.count(), func.sum(list(table.primary_key)[0]))).one()
+            connection.execute(select(func.count(), func.sum(next(iter(table.primary_key))))).one()
         )
-        for table in tables
+        for table in Base.metadata.sorted_tables
     }

@@ -252,9 +252,7 @@ def users_with_posts_comments(session: Session, strategy: str, limit: int) -> li
 
 
 @users_with_posts_comments.twin
-async def users_with_posts_comments_async(
-    session: AsyncSession, strategy: str, limit: int
-) -> list:
+async def users_with_posts_comments_async(session: AsyncSession, strategy: str, limit: int) -> list:
     return await load_async(session, USERS_WITH_POSTS_COMMENTS, strategy, limit)
 
 

@@ -50,9 +50,7 @@ class User(Base):
     posts: Mapped[list[Post]] = relationship(
         back_populates="author", cascade="all, delete-orphan", order_by="Post.id"
     )
-    posts_raise: Mapped[list[Post]] = relationship(
-        lazy="raise", viewonly=True, order_by="Post.id"
-    )
+    posts_raise: Mapped[list[Post]] = relationship(lazy="raise", viewonly=True, order_by="Post.id")
     posts_dynamic: DynamicMapped[Post] = relationship(viewonly=True, order_by="Post.id")
     # passive_deletes: deleting a user must not try to load this collection (write-only
     # collections refuse to); ``posts`` already cascades the delete to the rows.

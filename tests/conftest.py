@@ -49,14 +49,20 @@ class Configured:
                 check_reachable(target)
         for name in self.required:
             if isinstance(self.targets[name], Unavailable):
-                raise ConfigError(f"SQLA_BENCH_REQUIRE names {name}, but {self.targets[name].reason}")
+                raise ConfigError(
+                    f"SQLA_BENCH_REQUIRE names {name}, but {self.targets[name].reason}"
+                )
 
     def drivers(self, mode: str) -> list[pytest.param]:
         """One pytest param per driver of ``mode``; unconfigured targets appear skipped."""
         params = []
         for name, target in self.targets.items():
             if isinstance(target, Unavailable):
-                params.append(pytest.param(None, id=f"{name}-{mode}", marks=pytest.mark.skip(reason=target.reason)))
+                params.append(
+                    pytest.param(
+                        None, id=f"{name}-{mode}", marks=pytest.mark.skip(reason=target.reason)
+                    )
+                )
                 continue
             params += [pytest.param(d, id=d.id) for d in target.drivers if d.spec.mode == mode]
         return params
@@ -97,7 +103,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("twin_envs", _twin_pairs(configured), indirect=True)
     elif len(modes) == 1 and "cell" in metafunc.fixturenames:
         combos = [
-            pytest.param(driver.values[0], cell.values[0], id=f"{driver.id}-{cell.id}", marks=driver.marks)
+            pytest.param(
+                driver.values[0], cell.values[0], id=f"{driver.id}-{cell.id}", marks=driver.marks
+            )
             for driver in configured.drivers(modes[0])
             for cell in _case_params(driver.values[0])
         ]

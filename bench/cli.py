@@ -1,0 +1,306 @@
+"""The ``sqla-bench`` command: ``list`` what is here, ``verify`` the pattern catalogue.
+
+Errors in what the user asked for end in one line on stderr and exit status 2; a
+verification that disagrees with the catalogue exits 1. Passwords are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
+
+from bench.engines import DriverEnv, prepare_database, setting_for, sqlalchemy_version
+from bench.targets import (
+    TARGETS,
+    ConfigError,
+    Target,
+    Unavailable,
+    check_reachable,
+    redact,
+    resolve,
+)
+from bench.verify import Check, applicable_cells, check_driver
+from scenarios.dataset import DatasetSize
+from scenarios.expect import Raises, Works
+from scenarios.loading import STRATEGIES
+from scenarios.registry import discover
+
+EXIT_MISMATCH = 1
+EXIT_USAGE = 2
+PIPED_WIDTH = 200
+KINDS = {"all": None, "patterns": "pattern", "scenarios": "scenario"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad input as one line (no usage dump) with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"sqla-bench: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="sqla-bench",
+        description="Benchmark and pattern-verification suite for SQLAlchemy sync and async.",
+        epilog=(
+            "Server targets come from SQLA_BENCH_POSTGRESQL_URL and SQLA_BENCH_MYSQL_URL "
+            "(plain postgresql:// or mysql:// URLs; every driver's URL is derived from them). "
+            "SQLite needs nothing."
+        ),
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    commands.add_parser(
+        "list",
+        help="scenarios, strategies, patterns, targets and drivers available here",
+        description="List what can be run here, and why any target is unavailable.",
+    )
+    verify = commands.add_parser(
+        "verify",
+        help="run the verification catalogue and print the outcome matrix",
+        description=(
+            "Run every pattern and scenario cell once per driver and mode, and print what "
+            "happened (works with N statements, or raises X) beside what the catalogue "
+            "expects. Exit status 1 when anything differs."
+        ),
+    )
+    verify.add_argument(
+        "--target",
+        action="append",
+        metavar="NAME",
+        help=f"target to verify, repeatable: {', '.join(TARGETS)} (default: every configured one)",
+    )
+    verify.add_argument(
+        "--only", choices=sorted(KINDS), default="all", help="patterns, scenarios, or all (default)"
+    )
+    verify.add_argument("--json", type=Path, metavar="PATH", help="also write the matrix as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Piped output (CI logs, files) gets a width the matrix fits in, not rich's 80.
+    console = Console() if sys.stdout.isatty() else Console(width=PIPED_WIDTH)
+    # The MissingGreenlet patterns abandon a cursor coroutine on purpose (see pyproject).
+    warnings.filterwarnings(
+        "ignore", "coroutine 'Connection.cursor' was never awaited", RuntimeWarning
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="sqla-bench-") as sqlite_dir:
+            return COMMANDS[args.command](args, Path(sqlite_dir), console)
+    except ConfigError as error:
+        _fail(f"sqla-bench: error: {error}", EXIT_USAGE)
+    except KeyboardInterrupt:
+        _fail("sqla-bench: interrupted", 130)
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    print(message, file=sys.stderr)
+    raise SystemExit(status)
+
+
+# --- list -------------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> int:
+    scenarios = Table(title="Scenarios", show_lines=False)
+    for column in ("id", "what it does", "parameters"):
+        scenarios.add_column(column)
+    for case in discover("scenario"):
+        grid = ", ".join(
+            f"{name}: {'/'.join(map(str, values))}" for name, values in case.params.items()
+        )
+        scenarios.add_row(case.id, case.doc, grid)
+    console.print(scenarios)
+    console.print(f"Loading strategies: {', '.join(STRATEGIES)}")
+    console.print(
+        f"Verification patterns: {len(discover('pattern'))} (sqla-bench verify --only patterns)"
+    )
+    targets = Table(title="Targets")
+    for column in ("target", "status", "drivers"):
+        targets.add_column(column)
+    for name in TARGETS:
+        target = resolve(name, sqlite_dir)
+        if isinstance(target, Unavailable):
+            targets.add_row(name, f"unavailable: {target.reason}", "")
+        else:
+            drivers = ", ".join(f"{d.spec.name} ({d.spec.mode})" for d in target.drivers)
+            targets.add_row(name, f"{target.source}: {target.safe_url}", drivers)
+    console.print(targets)
+    return 0
+
+
+# --- verify -----------------------------------------------------------------------------
+
+
+def selected_targets(
+    names: list[str] | None, sqlite_dir: Path
+) -> tuple[list[Target], list[Unavailable]]:
+    """The named targets (each must be available), or every available one and the rest."""
+    if not names:
+        resolved = [resolve(name, sqlite_dir) for name in TARGETS]
+        available = [target for target in resolved if isinstance(target, Target)]
+        return available, [target for target in resolved if isinstance(target, Unavailable)]
+    targets = []
+    for name in dict.fromkeys(names):
+        target = resolve(name, sqlite_dir)
+        if isinstance(target, Unavailable):
+            raise ConfigError(target.reason)
+        targets.append(target)
+    return targets, []
+
+
+def cmd_verify(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> int:
+    size = DatasetSize()
+    targets, unavailable = selected_targets(args.target, sqlite_dir)
+    for target in targets:
+        if target.name != "sqlite":
+            check_reachable(target)
+    cases = discover(KINDS[args.only])
+    checks: list[Check] = []
+    loop = asyncio.new_event_loop()  # one loop for every async twin of the run
+    try:
+        with _progress(console) as progress:
+            for target in targets:
+                checks += _verify_target(target, cases, size, loop, progress)
+    finally:
+        loop.close()
+    for target in targets:
+        console.print(
+            _matrix(target, [c for c in checks if c.driver.startswith(f"{target.name}-")])
+        )
+    _print_summary(console, checks, unavailable)
+    if args.json:
+        _write_json(args.json, checks, targets)
+    return 0 if all(check.passed for check in checks) else EXIT_MISMATCH
+
+
+def _verify_target(
+    target: Target,
+    cases: list,
+    size: DatasetSize,
+    loop: asyncio.AbstractEventLoop,
+    progress: Progress,
+) -> list[Check]:
+    try:
+        prepare_database(target.drivers[0], size)
+        checks = []
+        for driver in target.drivers:
+            cells = applicable_cells(cases, setting_for(driver), size)
+            task = progress.add_task(driver.id, total=len(cells))
+            env = DriverEnv(driver, size)
+            checks += check_driver(env, cells, loop, lambda _, task=task: progress.advance(task))
+        return checks
+    except SQLAlchemyError as error:
+        # The server went away or refused us mid-run: say so in one line, no traceback.
+        detail = redact(str(error).strip().splitlines()[0], target.url)
+        raise ConfigError(f"{target.name} at {target.safe_url} failed: {detail}") from None
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+
+
+def short(outcome: Works | Raises | None) -> str:
+    """A matrix cell: ``ok 2`` or ``MissingGreenlet 1/2`` (completed/started)."""
+    if outcome is None:
+        return "-"
+    if isinstance(outcome, Works):
+        return f"ok {outcome.statements}"
+    name = outcome.error.__name__
+    if outcome.wrapped_in is not None:
+        name = f"{outcome.wrapped_in.__name__}({name})"
+    counts = f"{outcome.statements}" + (
+        f"/{outcome.started}" if outcome.started != outcome.statements else ""
+    )
+    return f"{name} {counts}"
+
+
+def _row_key(check: Check) -> tuple[str, str]:
+    return check.case.id, " ".join(f"{name}={value}" for name, value in check.params.items())
+
+
+def _matrix(target: Target, checks: list[Check]) -> Table:
+    drivers = list(dict.fromkeys(check.driver for check in checks))
+    version = ".".join(map(str, sqlalchemy_version()))
+    table = Table(title=f"{target.name} ({target.safe_url}), SQLAlchemy {version}")
+    table.add_column("pattern / scenario", no_wrap=True)
+    table.add_column("parameters", no_wrap=True)
+    for driver in drivers:
+        _, name, mode = driver.split("-")
+        table.add_column(f"{name}\n{mode}", no_wrap=True)
+    rows: dict[tuple[str, str], dict[str, Check]] = {}
+    for check in checks:
+        rows.setdefault(_row_key(check), {})[check.driver] = check
+    for (case_id, params), by_driver in rows.items():
+        table.add_row(case_id, params, *(_cell(by_driver.get(driver)) for driver in drivers))
+    return table
+
+
+def _cell(check: Check | None) -> str:
+    if check is None or check.observation is None:
+        return "[dim]n/a[/dim]"
+    text = short(check.observed)
+    return (
+        text if check.passed else f"[bold red]{text} (expected {short(check.expected)})[/bold red]"
+    )
+
+
+def _print_summary(console: Console, checks: list[Check], unavailable: list[Unavailable]) -> None:
+    ran = [check for check in checks if check.observation is not None]
+    failed = [check for check in ran if not check.passed]
+    console.print(
+        "Cells read 'ok N' (works, N statements) or 'Error C/S' (raised after C statements "
+        "completed, S started); StatementError(X) means X arrived wrapped."
+    )
+    for check in failed:
+        console.print(f"[red]MISMATCH[/red] {check.explain()}", highlight=False)
+    for target in unavailable:
+        console.print(f"Not verified: {target.reason}")
+    console.print(f"{len(ran) - len(failed)} passed, {len(failed)} failed")
+
+
+def _write_json(path: Path, checks: list[Check], targets: list[Target]) -> None:
+    document = {
+        "sqlalchemy": ".".join(map(str, sqlalchemy_version())),
+        "targets": {t.name: {"url": t.safe_url, "source": t.source} for t in targets},
+        "checks": [_check_record(check) for check in checks if check.observation is not None],
+    }
+    try:
+        path.write_text(json.dumps(document, indent=2) + "\n")
+    except OSError as error:
+        raise ConfigError(f"cannot write {path}: {error.strerror}") from None
+
+
+def _check_record(check: Check) -> dict[str, Any]:
+    return {
+        "case": check.case.id,
+        "kind": check.case.kind,
+        "params": check.params,
+        "driver": check.driver,
+        "expected": check.expected.describe(),
+        "observed": check.observed.describe(),
+        "passed": check.passed,
+    }
+
+
+COMMANDS = {"list": cmd_list, "verify": cmd_verify}

@@ -1,0 +1,95 @@
+"""The command line, run as a user runs it: a subprocess, its exit status and output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_targets import PASSWORD, closed_port
+
+VARIABLES = ("SQLA_BENCH_POSTGRESQL_URL", "SQLA_BENCH_MYSQL_URL", "SQLA_BENCH_REQUIRE")
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in VARIABLES} | env
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, env=clean, timeout=300
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+    assert PASSWORD not in result.stderr + result.stdout
+
+
+def test_verify_on_sqlite_prints_the_matrix_and_writes_json(tmp_path) -> None:
+    out = tmp_path / "matrix.json"
+    result = run("bench", "verify", "--target", "sqlite", "--only", "patterns", "--json", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "lazy_load" in result.stdout and "0 failed" in result.stdout
+    checks = json.loads(out.read_text())["checks"]
+    assert len(checks) > 40 and all(check["passed"] for check in checks)
+    lazy = {c["driver"]: c["observed"] for c in checks if c["case"] == "lazy_load"}
+    assert lazy["sqlite-pysqlite-sync"] == "works, 2 statements"
+    assert "MissingGreenlet" in lazy["sqlite-aiosqlite-async"]
+
+
+def test_list_names_scenarios_and_unavailable_targets() -> None:
+    result = run("bench", "list")
+    assert result.returncode == 0, result.stderr
+    assert "load.users_with_posts" in result.stdout
+    assert "SQLA_BENCH_MYSQL_URL" in result.stdout
+
+
+@pytest.mark.parametrize("command", [(), ("list",), ("verify",)])
+def test_help_explains_every_command(command) -> None:
+    result = run("bench", *command, "--help")
+    assert result.returncode == 0 and "usage: sqla-bench" in result.stdout
+
+
+def test_unknown_target_is_one_line() -> None:
+    assert_one_line_error(run("bench", "verify", "--target", "oracle"), "unknown target 'oracle'")
+
+
+def test_unknown_option_is_one_line() -> None:
+    assert_one_line_error(run("bench", "verify", "--bogus"), "unrecognized arguments: --bogus")
+
+
+def test_unconfigured_target_named_explicitly_is_one_line() -> None:
+    assert_one_line_error(run("bench", "verify", "--target", "mysql"), "SQLA_BENCH_MYSQL_URL")
+
+
+def test_unreachable_url_is_one_line_without_password() -> None:
+    url = f"postgresql://bench:{PASSWORD}@127.0.0.1:{closed_port()}/bench"
+    result = run("bench", "verify", "--target", "postgresql", SQLA_BENCH_POSTGRESQL_URL=url)
+    assert_one_line_error(result, "cannot connect to postgresql at", "***")
+
+
+def test_url_with_a_driver_the_suite_lacks_is_one_line() -> None:
+    url = f"postgresql+pg8000://bench:{PASSWORD}@127.0.0.1/bench"
+    result = run("bench", "verify", SQLA_BENCH_POSTGRESQL_URL=url)
+    assert_one_line_error(result, "names driver 'pg8000'")
+
+
+def test_pytest_fails_when_a_required_target_is_not_configured() -> None:
+    result = run(
+        "pytest",
+        "tests/test_registry.py",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        SQLA_BENCH_REQUIRE="mysql",
+    )
+    assert result.returncode != 0
+    assert "SQLA_BENCH_REQUIRE names mysql" in result.stderr + result.stdout
+    assert "SQLA_BENCH_MYSQL_URL" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout

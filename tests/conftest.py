@@ -130,12 +130,7 @@ def _twin_pairs(configured: Configured) -> list[pytest.param]:
 
 
 @pytest.fixture(scope="session")
-def configured(pytestconfig: pytest.Config) -> Configured:
-    return pytestconfig.stash[CONFIGURED]
-
-
-@pytest.fixture(scope="session")
-def prepared(configured: Configured) -> set[str]:
+def prepared() -> set[str]:
     """Names of targets whose database has been rebuilt and seeded in this session."""
     return set()
 

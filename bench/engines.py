@@ -70,9 +70,6 @@ class DriverEnv:
         """This target's URL with the sync driver of the same family (psycopg2 for asyncpg)."""
         return self._driver.sync_url()
 
-    def dispose_sync(self) -> None:
-        self.default_engine.dispose()
-
     async def dispose(self) -> None:
         """Close pooled connections (on the loop that opened them, in async mode)."""
         if isinstance(self.default_engine, AsyncEngine):

@@ -155,25 +155,22 @@ def check_driver(
     loop: asyncio.AbstractEventLoop,
     on_check: Callable[[Check], None] = lambda check: None,
 ) -> list[Check]:
-    """Every cell once on ``env``; async twins run on ``loop``, which the caller keeps."""
-    if env.mode == "sync":
-        checks = []
-        for case, params in cells:
-            checks.append(check_sync(case, params, env))
-            on_check(checks[-1])
-        env.dispose_sync()
-        return checks
-    return loop.run_until_complete(_check_driver_async(env, cells, on_check))
+    """Every cell once on ``env``, then dispose of it; runs on ``loop``, which the caller
+    keeps for the whole run (async pooled connections belong to the loop that opened them)."""
+    return loop.run_until_complete(_check_driver(env, cells, on_check))
 
 
-async def _check_driver_async(
+async def _check_driver(
     env: DriverEnv, cells: list[tuple[Case, dict[str, Any]]], on_check: Callable[[Check], None]
 ) -> list[Check]:
     checks = []
     try:
         for case, params in cells:
-            checks.append(await check_async(case, params, env))
+            if env.mode == "sync":
+                checks.append(check_sync(case, params, env))
+            else:
+                checks.append(await check_async(case, params, env))
             on_check(checks[-1])
     finally:
-        await env.dispose()  # on the loop that opened the connections
+        await env.dispose()
     return checks

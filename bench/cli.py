@@ -34,7 +34,6 @@ from bench.targets import (
 from bench.verify import Check, applicable_cells, check_driver
 from scenarios.dataset import DatasetSize
 from scenarios.expect import Raises, Works
-from scenarios.loading import STRATEGIES
 from scenarios.registry import discover
 
 EXIT_MISMATCH = 1
@@ -124,7 +123,6 @@ def cmd_list(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> in
         )
         scenarios.add_row(case.id, case.doc, grid)
     console.print(scenarios)
-    console.print(f"Loading strategies: {', '.join(STRATEGIES)}")
     console.print(
         f"Verification patterns: {len(discover('pattern'))} (sqla-bench verify --only patterns)"
     )

@@ -38,6 +38,7 @@ from scenarios.registry import discover
 
 EXIT_MISMATCH = 1
 EXIT_USAGE = 2
+EXIT_INCOMPLETE = 3  # a target failed part-way; what finished is still reported
 PIPED_WIDTH = 200
 KINDS = {"all": None, "patterns": "pattern", "scenarios": "scenario"}
 
@@ -72,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run every pattern and scenario cell once per driver and mode, and print what "
             "happened (works with N statements, or raises X) beside what the catalogue "
-            "expects. Exit status 1 when anything differs."
+            "expects. Exit status 1 when anything differs, 2 for bad input, 3 when a "
+            "target failed part-way (what finished is still printed and saved)."
         ),
     )
     verify.add_argument(
@@ -168,13 +170,16 @@ def cmd_verify(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> 
             check_reachable(target)
     cases = discover(KINDS[args.only])
     checks: list[Check] = []
+    failures: list[str] = []
     loop = asyncio.new_event_loop()  # one loop for every async twin of the run
     try:
         with _progress(console) as progress:
             for target in targets:
-                checks += _verify_target(target, cases, size, loop, progress)
+                failure = _verify_target(target, cases, size, loop, progress, checks)
+                failures += [failure] if failure else []
     finally:
         loop.close()
+    # Whatever finished is shown and saved, also when a target failed part-way.
     for target in targets:
         console.print(
             _matrix(target, [c for c in checks if c.driver.startswith(f"{target.name}-")])
@@ -182,6 +187,10 @@ def cmd_verify(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> 
     _print_summary(console, checks, unavailable)
     if args.json:
         _write_json(args.json, checks, targets)
+    for failure in failures:
+        print(f"sqla-bench: incomplete: {failure}", file=sys.stderr)
+    if failures:
+        return EXIT_INCOMPLETE
     return 0 if all(check.passed for check in checks) else EXIT_MISMATCH
 
 
@@ -191,20 +200,22 @@ def _verify_target(
     size: DatasetSize,
     loop: asyncio.AbstractEventLoop,
     progress: Progress,
-) -> list[Check]:
+    checks: list[Check],
+) -> str | None:
+    """Append each finished check to ``checks``; return why the target stopped, if it did."""
     try:
         prepare_database(target.drivers[0], size)
-        checks = []
         for driver in target.drivers:
             cells = applicable_cells(cases, setting_for(driver), size)
             task = progress.add_task(driver.id, total=len(cells))
             env = DriverEnv(driver, size)
             checks += check_driver(env, cells, loop, lambda _, task=task: progress.advance(task))
-        return checks
-    except SQLAlchemyError as error:
-        # The server went away or refused us mid-run: say so in one line, no traceback.
-        detail = redact(str(error).strip().splitlines()[0], target.url)
-        raise ConfigError(f"{target.name} at {target.safe_url} failed: {detail}") from None
+    except (SQLAlchemyError, OSError) as error:
+        # The database refused us or went away: one line, no traceback, password removed.
+        lines = str(error).strip().splitlines()
+        detail = redact(lines[0] if lines else type(error).__name__, target.url)
+        return f"{target.name} at {target.safe_url} failed: {detail}"
+    return None
 
 
 def _progress(console: Console) -> Progress:

@@ -93,3 +93,41 @@ def test_pytest_fails_when_a_required_target_is_not_configured() -> None:
     assert "SQLA_BENCH_REQUIRE names mysql" in result.stderr + result.stdout
     assert "SQLA_BENCH_MYSQL_URL" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def _database_where_tables_cannot_be_created() -> str:
+    """The configured PostgreSQL URL, pointed at the ``postgres`` database, where a
+    non-owner may connect but (PostgreSQL 15+) not create tables in schema public."""
+    from sqlalchemy import create_engine, make_url, text
+
+    raw = os.environ.get("SQLA_BENCH_POSTGRESQL_URL")
+    if not raw:
+        pytest.skip("postgresql is not configured: set SQLA_BENCH_POSTGRESQL_URL to a URL")
+    url = make_url(raw).set(drivername="postgresql+psycopg2", database="postgres")
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        may_create = connection.scalar(
+            text("SELECT has_schema_privilege(current_user, 'public', 'CREATE')")
+        )
+    engine.dispose()
+    if may_create:  # never let the suite drop and create tables in someone's database
+        pytest.skip("the configured PostgreSQL user may create tables in database postgres")
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def test_a_target_failing_part_way_keeps_what_finished(tmp_path) -> None:
+    url = _database_where_tables_cannot_be_created()
+    out = tmp_path / "matrix.json"
+    result = run(
+        "bench", "verify", "--target", "sqlite", "--target", "postgresql",
+        "--only", "patterns", "--json", str(out),
+        SQLA_BENCH_POSTGRESQL_URL=url,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "incomplete: postgresql at" in lines[0]
+    assert "permission denied" in lines[0]
+    checks = json.loads(out.read_text())["checks"]
+    assert {check["driver"].split("-")[0] for check in checks} == {"sqlite"}
+    assert len(checks) > 40 and "0 failed" in result.stdout

@@ -1,7 +1,9 @@
-"""The ``sqla-bench`` command: ``list`` what is here, ``verify`` the pattern catalogue.
+"""The ``sqla-bench`` command: ``run`` the benchmarks, ``verify`` the pattern catalogue,
+``list`` what is here, ``selfcheck`` the harness.
 
-Errors in what the user asked for end in one line on stderr and exit status 2; a
-verification that disagrees with the catalogue exits 1. Passwords are never printed.
+Errors in what the user asked for end in one line on stderr and exit status 2; an
+outcome that disagrees with the catalogue exits 1; a target that failed part-way exits
+3 with everything that finished kept. Passwords are never printed.
 """
 
 from __future__ import annotations
@@ -12,29 +14,42 @@ import json
 import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from bench.engines import DriverEnv, prepare_database, setting_for, sqlalchemy_version
+from bench.measure import Policy
+from bench.report import NOTE, tables
+from bench.results import LOCAL_RESULTS, ResultFile, check_writable, default_path, write_csv
+from bench.runner import Progress as RunProgress
+from bench.runner import Runner, RunPlan, run_header
 from bench.targets import (
     TARGETS,
     ConfigError,
     Target,
     Unavailable,
     check_reachable,
-    redact,
+    failure,
     resolve,
 )
 from bench.verify import Check, applicable_cells, check_driver
 from scenarios.dataset import DatasetSize
 from scenarios.expect import Raises, Works
-from scenarios.registry import discover
+from scenarios.registry import MODES, discover
 
 EXIT_MISMATCH = 1
 EXIT_USAGE = 2
@@ -87,11 +102,134 @@ def build_parser() -> argparse.ArgumentParser:
         "--only", choices=sorted(KINDS), default="all", help="patterns, scenarios, or all (default)"
     )
     verify.add_argument("--json", type=Path, metavar="PATH", help="also write the matrix as JSON")
+    _add_run_parser(commands)
     return parser
 
 
+def _positive_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected positive whole numbers separated by commas, got {text!r}"
+        )
+    return values
+
+
+def _number(kind: type, minimum: float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _add_run_parser(commands: argparse._SubParsersAction) -> None:
+    defaults = Policy()
+    run = commands.add_parser(
+        "run",
+        help="measure scenarios: time, statements and rows per operation, raw samples saved",
+        description=(
+            "Measure every selected scenario cell on every selected driver and mode: "
+            "statements and rows per operation, and the time of each call (after warm-up, "
+            "until both --min-rounds and --min-time are reached). Set-up, seeding and the "
+            "fresh session each call gets are never timed. Raw samples and metadata go to a "
+            "JSON result file, written after every cell, so an interrupted run keeps what "
+            "finished. With no options: every scenario on embedded SQLite, in both modes. "
+            "Exit status 1 when an outcome differs from the catalogue, 2 for bad input, 3 "
+            "when a target failed part-way, 130 when interrupted."
+        ),
+    )
+    run.add_argument(
+        "--target",
+        action="append",
+        metavar="NAME",
+        help=f"target, repeatable: {', '.join(TARGETS)} (default: sqlite)",
+    )
+    run.add_argument(
+        "--driver", action="append", metavar="NAME", help="only these drivers, repeatable"
+    )
+    run.add_argument(
+        "--mode", action="append", choices=MODES, help="sync or async, repeatable (default: both)"
+    )
+    run.add_argument(
+        "--scenario",
+        action="append",
+        metavar="ID",
+        help="a scenario id or a prefix such as crud or load, repeatable (default: all)",
+    )
+    run.add_argument(
+        "--strategy",
+        action="append",
+        metavar="NAME",
+        help="of the cells that have a loading strategy, only these; repeatable (default: all)",
+    )
+    default_size = DatasetSize()
+    run.add_argument(
+        "--users",
+        type=_positive_list,
+        default=(default_size.users,),
+        metavar="N[,N...]",
+        help=f"dataset sizes in users (default: {default_size.users})",
+    )
+    run.add_argument(
+        "--posts",
+        type=_positive_list,
+        default=(default_size.posts_per_user,),
+        metavar="N[,N...]",
+        help=f"posts per user (default: {default_size.posts_per_user}); every "
+        "combination with --users is seeded and measured",
+    )
+    run.add_argument(
+        "--min-time",
+        type=_number(float, 0),
+        default=defaults.min_time,
+        metavar="SECONDS",
+        help=f"sample each cell for at least this long (default: {defaults.min_time})",
+    )
+    run.add_argument(
+        "--min-rounds",
+        type=_number(int, 1),
+        default=defaults.min_rounds,
+        metavar="N",
+        help=f"and at least this many samples (default: {defaults.min_rounds})",
+    )
+    run.add_argument(
+        "--max-rounds",
+        type=_number(int, 1),
+        default=defaults.max_rounds,
+        metavar="N",
+        help=f"but at most this many (default: {defaults.max_rounds})",
+    )
+    run.add_argument(
+        "--warmup",
+        type=_number(int, 0),
+        default=defaults.warmup,
+        metavar="N",
+        help=f"discarded calls before sampling (default: {defaults.warmup})",
+    )
+    run.add_argument(
+        "--output",
+        type=Path,
+        metavar="PATH",
+        help=f"result file (default: {LOCAL_RESULTS}/run-DATE-TIME-TARGETS.json)",
+    )
+    run.add_argument(
+        "--csv", action="store_true", help="also write one CSV row per cell beside the JSON"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = ["sqla-bench", *argv]
     # Piped output (CI logs, files) gets a width the matrix fits in, not rich's 80.
     console = Console() if sys.stdout.isatty() else Console(width=PIPED_WIDTH)
     # The MissingGreenlet patterns abandon a cursor coroutine on purpose (see pyproject).
@@ -212,9 +350,7 @@ def _verify_target(
             checks += check_driver(env, cells, loop, lambda _, task=task: progress.advance(task))
     except (SQLAlchemyError, OSError) as error:
         # The database refused us or went away: one line, no traceback, password removed.
-        lines = str(error).strip().splitlines()
-        detail = redact(lines[0] if lines else type(error).__name__, target.url)
-        return f"{target.name} at {target.safe_url} failed: {detail}"
+        return failure(target, error)
     return None
 
 
@@ -223,6 +359,7 @@ def _progress(console: Console) -> Progress:
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TimeElapsedColumn(),
         console=console,
         transient=True,
         disable=not console.is_terminal,
@@ -312,4 +449,102 @@ def _check_record(check: Check) -> dict[str, Any]:
     }
 
 
-COMMANDS = {"list": cmd_list, "verify": cmd_verify}
+# --- run --------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> int:
+    targets, _ = selected_targets(args.target or ["sqlite"], sqlite_dir)
+    for target in targets:
+        if target.name != "sqlite":
+            check_reachable(target)
+    plan = _plan(args, targets)
+    started = datetime.now(timezone.utc)
+    path = args.output or default_path(started, [target.name for target in targets])
+    check_writable(path)
+    results = ResultFile(path, run_header(plan, args.argv, started))
+    failures = _measure(plan, results, console)
+    results.finish("incomplete" if failures else "complete", "; ".join(failures) or None)
+    for table in tables(results.cells):
+        console.print(table)
+    console.print(NOTE, style="dim")
+    if args.csv:
+        write_csv(path.with_suffix(".csv"), results.cells)
+    return _run_summary(console, results, failures)
+
+
+def _plan(args: argparse.Namespace, targets: list[Target]) -> RunPlan:
+    try:
+        policy = Policy(args.warmup, args.min_rounds, args.min_time, args.max_rounds)
+        datasets = tuple(
+            DatasetSize(users=users, posts_per_user=posts)
+            for users in dict.fromkeys(args.users)
+            for posts in dict.fromkeys(args.posts)
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return RunPlan(
+        targets=tuple(targets),
+        modes=tuple(dict.fromkeys(args.mode or MODES)),
+        drivers=_names(args.driver),
+        scenarios=_names(args.scenario),
+        strategies=_names(args.strategy),
+        datasets=datasets,
+        policy=policy,
+    )
+
+
+def _names(values: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(dict.fromkeys(values)) if values else None
+
+
+def _measure(plan: RunPlan, results: ResultFile, console: Console) -> list[str]:
+    """Run the plan; an interruption or a crash still leaves a valid file of what finished."""
+    try:
+        with _progress(console) as progress:
+            task = progress.add_task("starting", total=None)
+            runner = Runner(plan, results, _run_progress(console, progress, task))
+            progress.update(task, total=runner.total_cells())
+            return runner.run()
+    except KeyboardInterrupt:
+        results.finish("interrupted", "interrupted by the user")
+        _fail(
+            f"sqla-bench: interrupted: {len(results.cells)} finished cells kept in {results.path}",
+            130,
+        )
+    except BaseException as error:
+        results.finish("failed", f"{type(error).__name__}: {str(error)[:200]}")
+        print(f"sqla-bench: {len(results.cells)} finished cells kept in {results.path}")
+        raise
+
+
+def _run_progress(console: Console, progress: Progress, task: TaskID) -> RunProgress:
+    def on_driver(description: str, cells: int) -> None:
+        progress.update(task, description=description)
+        if not console.is_terminal:  # a log gets one line per driver instead of a bar
+            console.print(f"measuring {description}: {cells} cells", highlight=False)
+
+    return RunProgress(on_driver, lambda cell: progress.advance(task))
+
+
+def _run_summary(console: Console, results: ResultFile, failures: list[str]) -> int:
+    differ = [cell for cell in results.cells if not cell.matches_expected]
+    raised = sum(cell.outcome == "raised" for cell in results.cells)
+    console.print(
+        f"{len(results.cells)} cells measured, {raised} raised, "
+        f"{len(differ)} differ from the catalogue. Results: {results.path}",
+        highlight=False,
+    )
+    for cell in differ:
+        console.print(
+            f"[red]DIFFERS[/red] {cell.case} {cell.params} on {cell.target}-{cell.driver}-"
+            f"{cell.mode}: expected {cell.expected}",
+            highlight=False,
+        )
+    for failure_line in failures:
+        print(f"sqla-bench: incomplete: {failure_line}", file=sys.stderr)
+    if failures:
+        return EXIT_INCOMPLETE
+    return EXIT_MISMATCH if differ else 0
+
+
+COMMANDS = {"list": cmd_list, "verify": cmd_verify, "run": cmd_run}

@@ -78,11 +78,20 @@ class DriverEnv:
             self.default_engine.dispose()
 
 
-def prepare_database(driver: Driver, size: DatasetSize) -> None:
-    """Create the schema and seed it through ``driver``'s sync twin (one code path)."""
+def prepare_database(driver: Driver, size: DatasetSize) -> str:
+    """Create the schema and seed it through ``driver``'s sync twin (one code path);
+    return the server's version, e.g. ``postgresql 15.19``."""
     engine = create_engine(driver.sync_url(), connect_args=driver.connect_args())
     try:
         with engine.begin() as connection:
             rebuild(connection, size)
+        return server_version(engine)
     finally:
         engine.dispose()
+
+
+def server_version(engine: Engine) -> str:
+    dialect = engine.dialect
+    name = "mariadb" if getattr(dialect, "is_mariadb", False) else dialect.name
+    numbers = [str(part) for part in dialect.server_version_info or () if isinstance(part, int)]
+    return f"{name} {'.'.join(numbers)}".strip()

@@ -231,3 +231,14 @@ def check_reachable(target: Target) -> None:
         ) from None
     finally:
         engine.dispose()
+
+
+def first_line(error: BaseException, target: Target) -> str:
+    """An error's first line with the target's password removed, for people and files."""
+    lines = str(error).strip().splitlines()
+    return redact(lines[0] if lines else type(error).__name__, target.url)
+
+
+def failure(target: Target, error: BaseException) -> str:
+    """Why a target stopped part-way, in one line."""
+    return f"{target.name} at {target.safe_url} failed: {first_line(error, target)}"

@@ -7,49 +7,28 @@ Used by the tests (one assertion per case, cell and driver) and by ``sqla-bench 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.exc import StatementError
-
 from bench.engines import DriverEnv
-from bench.probes import StatementCounter
+from bench.measure import ONCE, Cell, Measurement, Observation, measure, measure_driver, subject_for
 from scenarios.dataset import DatasetSize
 from scenarios.expect import NotApplicable, Outcome, Raises, Setting, Works
 from scenarios.registry import Case
 
 
-@dataclass
-class Observation:
-    """What one call did: its value or exception, and the statements it ran."""
-
-    value: Any = None
-    error: BaseException | None = None
-    started: int = 0
-    completed: int = 0
-
-    def outcome(self) -> Works | Raises:
-        if self.error is None:
-            return Works(self.completed)
-        error, wrapper = _unwrap(self.error)
-        return Raises(error, self.completed, attempted=self.started, wrapped_in=wrapper)
-
-
-def _unwrap(error: BaseException) -> tuple[type[BaseException], type[BaseException] | None]:
-    # A bare StatementError carrying .orig is SQLAlchemy re-delivering another error (for
-    # example MissingGreenlet); DBAPI errors subclass StatementError and stay as they are.
-    orig = getattr(error, "orig", None)
-    if type(error) is StatementError and isinstance(orig, BaseException):
-        return type(orig), StatementError
-    return type(error), None
-
-
 def _signature(outcome: Works | Raises) -> tuple:
     if isinstance(outcome, Works):
-        return ("works", outcome.statements, outcome.statements)
+        return ("works", outcome.statements)
     return ("raises", outcome.error, outcome.wrapped_in, outcome.statements, outcome.started)
+
+
+def matches(expected: Outcome, observed: Works | Raises | None) -> bool:
+    """Whether an observed outcome is the declared one (anything matches not-applicable)."""
+    if isinstance(expected, NotApplicable):
+        return True
+    return observed is not None and _signature(observed) == _signature(expected)
 
 
 @dataclass
@@ -68,10 +47,7 @@ class Check:
 
     @property
     def passed(self) -> bool:
-        if isinstance(self.expected, NotApplicable):
-            return True
-        observed = self.observed
-        return observed is not None and _signature(observed) == _signature(self.expected)
+        return matches(self.expected, self.observed)
 
     def explain(self) -> str:
         observed = self.observed
@@ -91,19 +67,6 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0][:160] if lines else ''}"
 
 
-@contextmanager
-def observing(counter: StatementCounter) -> Iterator[Observation]:
-    """Count statements and catch the exception of the ``with`` body into an Observation."""
-    observation = Observation()
-    counter.reset()
-    try:
-        yield observation
-    except Exception as error:
-        observation.error = error
-    finally:
-        observation.started, observation.completed = counter.started, counter.completed
-
-
 def applicable_cells(
     cases: list[Case], setting: Setting, size: DatasetSize
 ) -> list[tuple[Case, dict[str, Any]]]:
@@ -120,57 +83,29 @@ def plan(case: Case, params: dict[str, Any], env: DriverEnv) -> Check:
     return Check(case, params, env.id, case.expected(env.setting, env.size, **params))
 
 
-def check_sync(case: Case, params: dict[str, Any], env: DriverEnv) -> Check:
-    """Run a case's sync twin once in ``env`` (unless not applicable) and record it."""
+async def check(case: Case, params: dict[str, Any], env: DriverEnv) -> Check:
+    """Run a case's twin for ``env``'s mode once (unless not applicable) and record it."""
     check = plan(case, params, env)
-    if isinstance(check.expected, NotApplicable):
-        return check
-    if case.kind == "pattern":
-        with observing(env.counter) as check.observation:
-            check.observation.value = case.sync(env, **params)
-        return check
-    with env.session() as session, observing(env.counter) as check.observation:
-        check.observation.value = case.sync(session, **params)
-    return check
-
-
-async def check_async(case: Case, params: dict[str, Any], env: DriverEnv) -> Check:
-    """Run a case's async twin once in ``env`` (unless not applicable) and record it."""
-    check = plan(case, params, env)
-    if isinstance(check.expected, NotApplicable):
-        return check
-    if case.kind == "pattern":
-        with observing(env.counter) as check.observation:
-            check.observation.value = await case.async_(env, **params)
-        return check
-    async with env.session() as session:
-        with observing(env.counter) as check.observation:
-            check.observation.value = await case.async_(session, **params)
+    if not isinstance(check.expected, NotApplicable):
+        check.observation = (await measure(subject_for(case, params, env), ONCE)).first
     return check
 
 
 def check_driver(
     env: DriverEnv,
-    cells: list[tuple[Case, dict[str, Any]]],
+    cells: list[Cell],
     loop: asyncio.AbstractEventLoop,
     on_check: Callable[[Check], None] = lambda check: None,
 ) -> list[Check]:
     """Every cell once on ``env``, then dispose of it; runs on ``loop``, which the caller
-    keeps for the whole run (async pooled connections belong to the loop that opened them)."""
-    return loop.run_until_complete(_check_driver(env, cells, on_check))
+    keeps for the whole run (async pooled connections belong to the loop that opened them).
+    This is the measurement path with a policy of one call, so verify and run agree."""
+    checks: list[Check] = []
 
+    def record(case: Case, params: dict[str, Any], measurement: Measurement) -> None:
+        checks.append(plan(case, params, env))
+        checks[-1].observation = measurement.first
+        on_check(checks[-1])
 
-async def _check_driver(
-    env: DriverEnv, cells: list[tuple[Case, dict[str, Any]]], on_check: Callable[[Check], None]
-) -> list[Check]:
-    checks = []
-    try:
-        for case, params in cells:
-            if env.mode == "sync":
-                checks.append(check_sync(case, params, env))
-            else:
-                checks.append(await check_async(case, params, env))
-            on_check(checks[-1])
-    finally:
-        await env.dispose()
+    measure_driver(env, cells, ONCE, loop, record)
     return checks

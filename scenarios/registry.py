@@ -13,6 +13,11 @@ about how engines and sessions are configured. Both are declared the same way::
 
 Discovery imports every module of this package and collects the declared objects, so
 adding a scenario touches one place and there is no list to keep.
+
+What the first argument is, is declared too (``receives``): a pattern gets the ``env``, a
+scenario a fresh ``session`` per call, and a driver baseline the ``driver_connection``
+(the DBAPI driver's own connection, with SQLAlchemy out of the way). The harness provides
+each of ``RECEIVES``; it never needs to know which scenario asked.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import importlib
 import inspect
 import itertools
 import pkgutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,6 +34,14 @@ from scenarios.dataset import DatasetSize
 from scenarios.expect import NotApplicable, Outcome, Setting, Works
 
 MODES = ("sync", "async")
+RECEIVES = ("env", "session", "driver_connection")
+# A baseline measures something other than SQLAlchemy, to compare SQLAlchemy against:
+# "harness" is an operation that does nothing (the measuring loop's own cost per sample),
+# "driver" is the same query through the driver alone.
+BASELINES = ("harness", "driver")
+# The parameter that names a loading strategy: ``run --strategy`` selects on it, and
+# tables show its value alone ("selectin" rather than "strategy=selectin").
+STRATEGY = "strategy"
 
 Expectation = Callable[..., Outcome]
 
@@ -55,8 +68,16 @@ class Case:
     expect: Expectation
     params: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     only: str | None = None  # the one mode a single-mode case applies to
+    receives: str = "session"  # one of RECEIVES
+    group: str | None = None  # the id of the case whose table this one joins
+    baseline: str | None = None  # one of BASELINES
     sync: Callable[..., Any] | None = None
     async_: Callable[..., Any] | None = None
+
+    @property
+    def table(self) -> str:
+        """The report table this case appears in: its own, or the one it joins."""
+        return self.group or self.id
 
     def twin(self, fn: Callable[..., Any]) -> Case:
         """Attach the other mode's function (decorator)."""
@@ -90,12 +111,13 @@ def _declare(
     statements: int | None,
     expect: Expectation | None,
     params: Mapping[str, Sequence[Any]] | None,
-    only: str | None,
+    **options: Any,
 ) -> Callable[[Callable[..., Any]], Case]:
     if (statements is None) == (expect is None):
         raise TypeError(f"{case_id}: declare exactly one of statements= or expect=")
-    if only not in (None, *MODES):
-        raise TypeError(f"{case_id}: only= must be one of {MODES}")
+    for name, allowed in (("only", MODES), ("receives", RECEIVES), ("baseline", BASELINES)):
+        if options.get(name) not in (None, *allowed):
+            raise TypeError(f"{case_id}: {name}= must be one of {allowed}")
     if expect is None:
 
         def expect(setting: Setting, size: DatasetSize, **params: Any) -> Outcome:
@@ -103,7 +125,8 @@ def _declare(
 
     def decorate(fn: Callable[..., Any]) -> Case:
         doc = (inspect.getdoc(fn) or "").strip()
-        case = Case(kind, case_id, doc.splitlines()[0] if doc else "", expect, params or {}, only)
+        label = doc.splitlines()[0] if doc else ""
+        case = Case(kind, case_id, label, expect, params or {}, **options)
         case._attach(fn)
         return case
 
@@ -116,9 +139,17 @@ def scenario(
     statements: int | None = None,
     expect: Expectation | None = None,
     params: Mapping[str, Sequence[Any]] | None = None,
+    receives: str = "session",
+    group: str | None = None,
+    baseline: str | None = None,
 ) -> Callable[[Callable[..., Any]], Case]:
-    """Declare a scenario: ``statements=N`` when it always works, else ``expect=``."""
-    return _declare("scenario", case_id, statements, expect, params, None)
+    """Declare a scenario: ``statements=N`` when it always works, else ``expect=``.
+
+    ``group="crud.get"`` puts it in that scenario's table, so the two are compared
+    directly; ``baseline=`` marks what it measures when that is not SQLAlchemy.
+    """
+    options = {"receives": receives, "group": group, "baseline": baseline}
+    return _declare("scenario", case_id, statements, expect, params, **options)
 
 
 def pattern(
@@ -130,7 +161,7 @@ def pattern(
     only: str | None = None,
 ) -> Callable[[Callable[..., Any]], Case]:
     """Declare a verification pattern; ``only="async"`` when the other mode has no twin."""
-    return _declare("pattern", case_id, statements, expect, params, only)
+    return _declare("pattern", case_id, statements, expect, params, only=only, receives="env")
 
 
 def discover(kind: str | None = None) -> list[Case]:
@@ -146,8 +177,9 @@ def discover(kind: str | None = None) -> list[Case]:
     return [case for case in found.values() if kind in (None, case.kind)]
 
 
-def problems(case: Case) -> list[str]:
-    """What a declared case lacks: a twin, a docstring, or a non-empty parameter grid."""
+def problems(case: Case, known_ids: Collection[str] = ()) -> list[str]:
+    """What a declared case lacks: a twin, a docstring, a non-empty parameter grid, or
+    (given the ids of every declared case) the scenario whose table it joins."""
     found = []
     if not case.doc:
         found.append(f"{case.id}: no docstring (its first line is the report label)")
@@ -157,4 +189,6 @@ def problems(case: Case) -> list[str]:
         found.append(f"{case.id}: a scenario needs both twins, not only={case.only}")
     if not any(True for _ in case.cells()):
         found.append(f"{case.id}: its parameter grid is empty")
+    if known_ids and case.group is not None and case.group not in known_ids:
+        found.append(f"{case.id}: joins the table of {case.group!r}, which is not declared")
     return found

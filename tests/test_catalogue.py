@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import pytest
 
-from bench.verify import check_async, check_sync
+from bench.verify import check
 
 
-def test_sync_outcome(sync_env, cell) -> None:
+@pytest.mark.asyncio
+async def test_sync_outcome(sync_env, cell) -> None:
     case, params = cell
-    check = check_sync(case, params, sync_env)
-    assert check.passed, check.explain()
+    result = await check(case, params, sync_env)
+    assert result.passed, result.explain()
 
 
 @pytest.mark.asyncio
 async def test_async_outcome(async_env, cell) -> None:
     case, params = cell
-    check = await check_async(case, params, async_env)
-    assert check.passed, check.explain()
+    result = await check(case, params, async_env)
+    assert result.passed, result.explain()

@@ -17,7 +17,7 @@ def test_cases_are_discovered() -> None:
 
 @pytest.mark.parametrize("case", discover(), ids=lambda case: case.id)
 def test_every_case_is_complete(case: Case) -> None:
-    assert problems(case) == []
+    assert problems(case, {known.id for known in discover()}) == []
 
 
 def test_an_incomplete_case_is_reported() -> None:
@@ -29,6 +29,25 @@ def test_an_incomplete_case_is_reported() -> None:
         "example.missing_twin: no docstring (its first line is the report label)",
         "example.missing_twin: no async twin",
     ]
+
+
+def test_a_group_that_names_no_case_is_reported() -> None:
+    @scenario("example.orphan", statements=0, group="example.nowhere")
+    def orphan(session):
+        """Doc."""
+
+    @orphan.twin
+    async def orphan_async(session):
+        return None
+
+    assert problems(orphan, {"example.orphan"}) == [
+        "example.orphan: joins the table of 'example.nowhere', which is not declared"
+    ]
+
+
+def test_an_unknown_argument_kind_is_refused() -> None:
+    with pytest.raises(TypeError, match="receives= must be one of"):
+        scenario("example.bad", statements=0, receives="cursor")
 
 
 def test_a_second_function_for_one_mode_is_refused() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.verify import applicable_cells, check_async, check_sync
+from bench.verify import applicable_cells, check
 from scenarios.expect import Works
 from scenarios.loading import STRATEGIES
 from scenarios.registry import discover
@@ -27,8 +27,8 @@ async def test_twins_return_the_same_data(twin_envs) -> None:
     sync_env, async_env = twin_envs
     compared = 0
     for case, params in _working_in_both(sync_env, async_env):
-        sync_check = check_sync(case, params, sync_env)
-        async_check = await check_async(case, params, async_env)
+        sync_check = await check(case, params, sync_env)
+        async_check = await check(case, params, async_env)
         assert sync_check.passed, sync_check.explain()
         assert async_check.passed, async_check.explain()
         assert sync_check.observation.value == async_check.observation.value, (
@@ -39,7 +39,8 @@ async def test_twins_return_the_same_data(twin_envs) -> None:
     assert compared >= 30, f"only {compared} twin pairs compared"
 
 
-def test_loading_strategies_agree(sync_env) -> None:
+@pytest.mark.asyncio
+async def test_loading_strategies_agree(sync_env) -> None:
     """Every working strategy of one shape loads exactly the same graph."""
     shapes = [case for case in discover("scenario") if case.id.startswith("load.")]
     assert len(shapes) == 4
@@ -49,10 +50,36 @@ def test_loading_strategies_agree(sync_env) -> None:
             params = {"strategy": strategy, "limit": 20}
             if not isinstance(case.expected(sync_env.setting, sync_env.size, **params), Works):
                 continue
-            check = check_sync(case, params, sync_env)
-            assert check.passed, check.explain()
-            results[strategy] = check.observation.value
+            result = await check(case, params, sync_env)
+            assert result.passed, result.explain()
+            results[strategy] = result.observation.value
         reference = results.pop("joined")
         assert len(reference) == 20 and all(len(row) > 1 for row in reference)
         for strategy, value in results.items():
             assert value == reference, f"{case.id}: {strategy} differs from joined"
+
+
+async def _group_agrees(env) -> int:
+    """Each case that joins another's table returns what that case returns."""
+    cases = {case.id: case for case in discover("scenario")}
+    compared = 0
+    for case in (c for c in cases.values() if c.group is not None):
+        for params in case.cells():
+            joined = await check(case, params, env)
+            owner = await check(cases[case.group], params, env)
+            assert joined.passed and owner.passed, joined.explain() + owner.explain()
+            assert joined.observation.value == owner.observation.value, (
+                f"{case.id} and {case.group} disagree on {env.id}"
+            )
+            compared += 1
+    return compared
+
+
+@pytest.mark.asyncio
+async def test_driver_baseline_reads_what_the_orm_reads_sync(sync_env) -> None:
+    assert await _group_agrees(sync_env) >= 1
+
+
+@pytest.mark.asyncio
+async def test_driver_baseline_reads_what_the_orm_reads_async(async_env) -> None:
+    assert await _group_agrees(async_env) >= 1

@@ -1,0 +1,136 @@
+"""Tables for people, computed from result records only (never while measuring).
+
+One table per scenario table and dataset size: a row per variant (strategy, or the case
+that joined the table), mode and driver, with statements per operation, median and p95
+time, throughput, the ratio to the fastest row of the table, and the outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from rich.table import Table
+
+from bench.results import CellRecord
+from bench.stats import Summary, summarize
+from scenarios.registry import MODES, STRATEGY
+
+NOTE = (
+    "median and p95 per operation over the samples after warm-up; ops/s is one client's "
+    "rate at the median (1 / median); x fastest compares medians within the table; stmts "
+    "is statements per operation as SQLAlchemy counts them (a driver baseline bypasses "
+    "SQLAlchemy, so it shows -); rows is what the operation returned"
+)
+
+
+@dataclass
+class _Row:
+    cell: CellRecord
+    summary: Summary | None
+
+
+def tables(cells: Iterable[CellRecord]) -> list[Table]:
+    """One rich table per (table, dataset) in the order the cells were measured."""
+    cells = list(cells)
+    several_sizes = len({_dataset_key(cell) for cell in cells}) > 1
+    # A table's own cells come first and place it: a baseline measured early that joins
+    # crud.get's table does not move that table to the top.
+    owners_first = sorted(cells, key=lambda cell: cell.case != cell.table)
+    grouped: dict[tuple, list[CellRecord]] = {}
+    for cell in owners_first:
+        grouped.setdefault((cell.table, _dataset_key(cell)), []).append(cell)
+    return [_table(group, several_sizes) for group in grouped.values()]
+
+
+def _dataset_key(cell: CellRecord) -> tuple:
+    return tuple(sorted(cell.dataset.items()))
+
+
+def _table(cells: list[CellRecord], several_sizes: bool) -> Table:
+    owner = next((cell for cell in cells if cell.case == cell.table), cells[0])
+    title = f"{owner.table}: {owner.label}"
+    if several_sizes:
+        title += f" (users={owner.dataset['users']}, posts/user={owner.dataset['posts_per_user']})"
+    table = Table(title=title, title_justify="left")
+    for name, justify in COLUMNS:
+        table.add_column(name, justify=justify, no_wrap=True)
+    rows = [_Row(cell, summarize(cell.samples_ns)) for cell in cells]
+    fastest = min((row.summary.median_ns for row in rows if row.summary), default=None)
+    for row in sorted(rows, key=_order(cells)):
+        table.add_row(*_cells(row, _variant(row.cell, cells), fastest))
+    return table
+
+
+COLUMNS = (
+    ("variant", "left"),
+    ("mode", "left"),
+    ("driver", "left"),
+    ("stmts", "right"),
+    ("rows", "right"),
+    ("median", "right"),
+    ("p95", "right"),
+    ("ops/s", "right"),
+    ("x fastest", "right"),
+    ("outcome", "left"),
+)
+
+
+def _order(cells: list[CellRecord]):
+    """Variants in the order first measured, then sync before async, then driver."""
+    first_seen: dict[str, int] = {}
+    for cell in cells:
+        first_seen.setdefault(_variant(cell, cells), len(first_seen))
+
+    def key(row: _Row) -> tuple:
+        cell = row.cell
+        return (first_seen[_variant(cell, cells)], MODES.index(cell.mode), cell.target, cell.driver)
+
+    return key
+
+
+def _variant(cell: CellRecord, table: list[CellRecord]) -> str:
+    """The case (when the table has several) and the parameters that vary in the table."""
+    parts = [cell.case] if len({c.case for c in table}) > 1 else []
+    varying = [name for name in cell.params if len({repr(c.params.get(name)) for c in table}) > 1]
+    # A strategy is its own name ("selectin"); other parameters need theirs ("user_id=0").
+    parts += [
+        str(cell.params[name]) if name == STRATEGY else f"{name}={cell.params[name]}"
+        for name in varying
+    ]
+    return " ".join(parts) or cell.case
+
+
+def _cells(row: _Row, variant: str, fastest: float | None) -> list[str]:
+    cell, summary = row.cell, row.summary
+    statements = "-" if cell.baseline == "driver" else str(cell.statements)
+    timing = ["-", "-", "-", "-"]
+    if summary is not None:
+        timing = [
+            duration(summary.median_ns),
+            duration(summary.p95_ns),
+            f"{summary.ops_per_second:,.0f}",
+            f"{summary.median_ns / fastest:.2f}" if fastest else "-",
+        ]
+    rows = "-" if cell.rows is None else str(cell.rows)
+    driver = f"{cell.target}+{cell.driver}"
+    return [variant, cell.mode, driver, statements, rows, *timing, outcome(cell)]
+
+
+def outcome(cell: CellRecord) -> str:
+    """``ok``, or the error (with its wrapper); flagged when it is not what is declared."""
+    if cell.outcome == "ok":
+        text = "ok"
+    else:
+        text = cell.error if cell.wrapped_in is None else f"{cell.wrapped_in}({cell.error})"
+    if not cell.matches_expected:
+        text = f"[bold red]{text}, catalogue: {cell.expected}[/bold red]"
+    return text
+
+
+def duration(ns: float) -> str:
+    """A time in the unit that keeps three significant figures readable."""
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+        if ns >= scale:
+            return f"{ns / scale:.3g} {unit}" if ns < scale * 1000 else f"{ns / scale:,.0f} {unit}"
+    return f"{ns:.0f} ns"

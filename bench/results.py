@@ -1,0 +1,188 @@
+"""Result files: one JSON document per run, raw samples and all, described by a schema.
+
+The document (``result.schema.json`` beside this module) holds a ``schema_version``,
+what was run and how (parameters, command line, start time), where (library, driver and
+server versions, the machine), and one record per measured cell with its raw samples.
+Statistics are computed from these files when they are read, never stored in them.
+
+The file is rewritten after every finished cell, to a temporary file that then replaces
+it, so an interrupted run leaves a complete, valid document of what finished. URLs are
+stored with their password masked, and every message is redacted before it is stored.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from bench.stats import summarize
+from bench.targets import ConfigError
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).with_name("result.schema.json")
+LOCAL_RESULTS = Path("results") / "local"
+STATUSES = ("running", "complete", "incomplete", "interrupted", "failed")
+
+
+@dataclass
+class CellRecord:
+    """One measured cell: what ran, where, what happened, and every timed sample."""
+
+    case: str
+    table: str  # the report table it belongs to (its own id, or the case it joins)
+    label: str  # the case's one-line description
+    baseline: str | None
+    params: dict[str, Any]
+    dataset: dict[str, int]
+    target: str
+    driver: str
+    mode: str
+    outcome: str  # "ok" or "raised"
+    error: str | None  # the exception's class name, when it raised
+    wrapped_in: str | None  # e.g. StatementError, when SQLAlchemy wrapped the error
+    message: str | None  # the exception's first line, redacted
+    expected: str  # what the catalogue declares, in words
+    matches_expected: bool
+    statements: int  # completed per operation (the usual count over the samples)
+    statements_started: int  # differs from ``statements`` only for a call that raised
+    statements_seen: list[int]  # every distinct per-sample count; more than one is a finding
+    rows: int | None  # rows or items the operation returned (None when it raised)
+    warmup: int
+    samples_ns: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CellRecord:
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+    @property
+    def key(self) -> tuple:
+        """What identifies the cell across runs (for comparing two result files)."""
+        params = tuple(sorted(self.params.items()))
+        dataset = tuple(sorted(self.dataset.items()))
+        return (self.case, params, dataset, self.target, self.driver, self.mode)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def default_path(started: datetime, targets: Iterable[str]) -> Path:
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    return LOCAL_RESULTS / f"run-{stamp}-{'-'.join(targets)}.json"
+
+
+class ResultFile:
+    """A run's result document on disk, rewritten atomically as cells finish."""
+
+    def __init__(self, path: Path, header: dict[str, Any]) -> None:
+        self.path = path
+        self.header = header
+        self.cells: list[CellRecord] = []
+        self._encoded: list[str] = []  # cells are encoded once, not at every rewrite
+        self._write()
+
+    def add(self, cell: CellRecord) -> None:
+        self.cells.append(cell)
+        self._encoded.append(json.dumps(cell.to_json(), separators=(",", ":")))
+        self._write()
+
+    def finish(self, status: str, reason: str | None = None) -> None:
+        self.header["run"].update(status=status, reason=reason, finished=now())
+        self._write()
+
+    def _write(self) -> None:
+        # The header is indented for people; each cell is one line, so a diff of two
+        # result files shows cells, and writing after every cell stays cheap.
+        head = json.dumps(self.header, indent=2)
+        cells = ",\n".join(f"    {encoded}" for encoded in self._encoded)
+        body = f"[\n{cells}\n  ]" if cells else "[]"
+        text = f'{head[:-2]},\n  "cells": {body}\n}}\n'  # head ends "\n}": reopen it
+        temporary = self.path.with_name(f".{self.path.name}.tmp")
+        temporary.write_text(text)
+        os.replace(temporary, self.path)
+
+
+def check_writable(path: Path) -> None:
+    """Create ``path``'s folder and prove a file can be written there, or ConfigError."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(f".{path.name}.tmp")
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"cannot write results to {path}: {error.strerror}") from None
+    if path.is_dir():
+        raise ConfigError(f"cannot write results to {path}: it is a directory")
+
+
+@cache
+def schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def validate(document: dict[str, Any]) -> None:
+    """Raise ``jsonschema.ValidationError`` unless ``document`` follows the schema."""
+    jsonschema.validate(document, schema())
+
+
+def read_result(path: Path) -> tuple[dict[str, Any], list[CellRecord]]:
+    """A result file's header and cells, or a one-line ConfigError saying what is wrong."""
+    try:
+        document = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path} is not JSON: {error.msg} at line {error.lineno}") from None
+    version = document.get("schema_version") if isinstance(document, dict) else None
+    if version != SCHEMA_VERSION:
+        raise ConfigError(
+            f"{path} has schema_version {version!r}; this sqla-bench reads {SCHEMA_VERSION}"
+        )
+    try:
+        validate(document)
+    except jsonschema.ValidationError as error:
+        where = "/".join(map(str, error.absolute_path)) or "the top level"
+        raise ConfigError(f"{path} is not a valid result file: {where}: {error.message}") from None
+    cells = [CellRecord.from_json(cell) for cell in document.pop("cells")]
+    return document, cells
+
+
+CSV_COLUMNS = (
+    *("target", "driver", "mode", "case", "table", "params", "users", "posts_per_user"),
+    *("outcome", "error", "expected", "matches_expected", "statements", "rows", "samples"),
+    *("median_us", "p95_us", "mean_us", "stdev_us", "min_us", "ops_per_second"),
+)
+
+
+def write_csv(path: Path, cells: Iterable[CellRecord]) -> None:
+    """One row per cell with its summary, for pandas or a spreadsheet."""
+    with path.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(_csv_row(cell) for cell in cells)
+
+
+def _csv_row(cell: CellRecord) -> dict[str, Any]:
+    row: dict[str, Any] = {name: getattr(cell, name, None) for name in CSV_COLUMNS}
+    row["params"] = " ".join(f"{name}={value}" for name, value in cell.params.items())
+    row["users"] = cell.dataset.get("users")
+    row["posts_per_user"] = cell.dataset.get("posts_per_user")
+    summary = summarize(cell.samples_ns)
+    row["samples"] = len(cell.samples_ns)
+    if summary is not None:
+        for name in ("median", "p95", "mean", "stdev", "min"):
+            row[f"{name}_us"] = round(getattr(summary, f"{name}_ns") / 1000, 3)
+        row["ops_per_second"] = round(summary.ops_per_second, 1)
+    return row

@@ -1,0 +1,297 @@
+"""``sqla-bench run``: which cells to measure, measuring them, and recording each one.
+
+A ``RunPlan`` is what the user asked for (targets, drivers, modes, scenarios,
+strategies, dataset sizes, sampling policy), checked before anything is measured. The
+``Runner`` prepares each target's database once per dataset size (untimed), measures
+every applicable cell of every selected driver on one event loop, and appends each cell
+to the result file as soon as it finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import os
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+
+from bench.engines import DriverEnv, prepare_database, setting_for
+from bench.measure import Cell, Measurement, Policy, measure_driver
+from bench.results import SCHEMA_VERSION, CellRecord, ResultFile
+from bench.targets import ConfigError, Driver, Target, failure, first_line
+from bench.verify import applicable_cells, matches
+from scenarios.dataset import DatasetSize
+from scenarios.expect import Raises
+from scenarios.registry import MODES, STRATEGY, Case, discover
+
+# Errors that mean the database went away or refused us, not that the pattern raised.
+CONNECTION_LOST = (OperationalError, InterfaceError, OSError)
+
+
+DEFAULT_POLICY = Policy()
+
+
+class TargetLost(Exception):
+    """A cell failed because its database stopped answering: stop measuring the target."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What to measure, validated: unknown names raise ConfigError before any work."""
+
+    targets: tuple[Target, ...]
+    modes: tuple[str, ...] = MODES
+    drivers: tuple[str, ...] | None = None
+    scenarios: tuple[str, ...] | None = None  # ids, or prefixes such as "crud"
+    strategies: tuple[str, ...] | None = None
+    datasets: tuple[DatasetSize, ...] = (DatasetSize(),)
+    policy: Policy = DEFAULT_POLICY
+
+    def __post_init__(self) -> None:
+        self._check_drivers()
+        cases = self.cases()  # raises for a scenario that does not exist
+        self._check_strategies(cases)
+        if not any(self.cells(d, size) for d in self.selected_drivers() for size in self.datasets):
+            raise ConfigError("nothing to measure: no scenario cell matches that selection")
+
+    def cases(self) -> list[Case]:
+        cases = discover("scenario")
+        if self.scenarios is None:
+            return cases
+        for selector in self.scenarios:
+            if not any(_selects(selector, case) for case in cases):
+                known = ", ".join(sorted({case.id for case in cases}))
+                raise ConfigError(f"unknown scenario {selector!r}; choose from {known}")
+        return [case for case in cases if any(_selects(s, case) for s in self.scenarios)]
+
+    def selected_drivers(self) -> list[Driver]:
+        return [
+            driver
+            for target in self.targets
+            for driver in target.drivers
+            if driver.spec.mode in self.modes
+            and (self.drivers is None or driver.spec.name in self.drivers)
+        ]
+
+    def cells(self, driver: Driver, size: DatasetSize) -> list[Cell]:
+        cells = applicable_cells(self.cases(), setting_for(driver), size)
+        if self.strategies is None:
+            return cells
+        # --strategy narrows the cells that have a strategy; it leaves the others alone.
+        return [(c, p) for c, p in cells if p.get(STRATEGY, self.strategies[0]) in self.strategies]
+
+    def parameters(self) -> dict[str, Any]:
+        """The plan as plain data, for the result file."""
+        return {
+            "targets": [target.name for target in self.targets],
+            "drivers": list(self.drivers) if self.drivers else None,
+            "modes": list(self.modes),
+            "scenarios": list(self.scenarios) if self.scenarios else None,
+            "strategies": list(self.strategies) if self.strategies else None,
+            "datasets": [asdict(size) for size in self.datasets],
+            "policy": asdict(self.policy),
+        }
+
+    def _check_drivers(self) -> None:
+        if self.drivers is None:
+            return
+        available = {d.spec.name for target in self.targets for d in target.drivers}
+        for name in self.drivers:
+            if name not in available:
+                raise ConfigError(
+                    f"unknown driver {name!r} for the selected targets; "
+                    f"choose from {', '.join(sorted(available))}"
+                )
+
+    def _check_strategies(self, cases: list[Case]) -> None:
+        if self.strategies is None:
+            return
+        known = {value for case in cases for value in case.params.get(STRATEGY, ())}
+        for name in self.strategies:
+            if name not in known:
+                raise ConfigError(
+                    f"unknown strategy {name!r} for the selected scenarios; "
+                    f"choose from {', '.join(sorted(known)) or 'none: they have no strategies'}"
+                )
+
+
+def _selects(selector: str, case: Case) -> bool:
+    """``crud.get`` or ``crud`` selects crud.get and any baseline that joins its table."""
+    names = (case.id, case.table)
+    return any(name == selector or name.startswith(f"{selector}.") for name in names)
+
+
+def run_header(plan: RunPlan, command: Sequence[str], started: datetime) -> dict[str, Any]:
+    """Everything about the run except its cells: the result file's header."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "sqla-bench", "version": _distribution_version("sqla-bench") or "dev"},
+        "run": {
+            "started": started.isoformat(timespec="seconds"),
+            "finished": None,
+            "status": "running",
+            "reason": None,
+            # The command line never carries a URL (targets come from the environment).
+            "command": list(command),
+            "parameters": plan.parameters(),
+        },
+        "environment": environment(plan.selected_drivers()),
+        "targets": {
+            target.name: {"url": target.safe_url, "source": target.source, "server_version": None}
+            for target in plan.targets
+        },
+    }
+
+
+def environment(drivers: Sequence[Driver]) -> dict[str, Any]:
+    """Library, driver and machine facts for the result file."""
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "sqlalchemy": sqlalchemy.__version__,
+        "greenlet": _distribution_version("greenlet"),
+        "drivers": {d.spec.module: _module_version(d.spec.module) for d in drivers},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "architecture": platform.machine(),
+        },
+    }
+
+
+def _module_version(module: str) -> str | None:
+    if module == "sqlite3":  # in the standard library: the SQLite library's version matters
+        import sqlite3
+
+        return sqlite3.sqlite_version
+    distributions = importlib.metadata.packages_distributions().get(module, [module])
+    return _distribution_version(distributions[0])
+
+
+def _distribution_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def rows_in(value: Any) -> int:
+    """Rows or items an operation returned: a list counts its items, one tuple is a row."""
+    if value is None:
+        return 0
+    return len(value) if isinstance(value, list) else 1
+
+
+@dataclass
+class Progress:
+    """What the runner reports while it works (the CLI draws it; tests may ignore it)."""
+
+    on_driver: Callable[[str, int], None] = lambda description, cells: None
+    on_cell: Callable[[CellRecord], None] = lambda record: None
+
+
+class Runner:
+    """Measures a plan into a result file; returns why any target stopped part-way."""
+
+    def __init__(self, plan: RunPlan, results: ResultFile, progress: Progress) -> None:
+        self.plan = plan
+        self.results = results
+        self.progress = progress
+
+    def total_cells(self) -> int:
+        return sum(
+            len(self.plan.cells(driver, size))
+            for driver in self.plan.selected_drivers()
+            for size in self.plan.datasets
+        )
+
+    def run(self) -> list[str]:
+        failures = []
+        loop = asyncio.new_event_loop()  # one loop, created before timing, for the whole run
+        try:
+            for target in self.plan.targets:
+                reason = self._run_target(target, loop)
+                failures += [reason] if reason else []
+        finally:
+            loop.close()
+        return failures
+
+    def _run_target(self, target: Target, loop: asyncio.AbstractEventLoop) -> str | None:
+        drivers = [d for d in self.plan.selected_drivers() if d.spec.target == target.name]
+        try:
+            for size in self.plan.datasets:
+                # Seeding is set-up: never timed, once per target and size.
+                version = prepare_database(target.drivers[0], size)
+                self.results.header["targets"][target.name]["server_version"] = version
+                for driver in drivers:
+                    self._run_driver(target, driver, size, loop)
+        except (SQLAlchemyError, OSError, TargetLost) as error:
+            return failure(target, error)
+        return None
+
+    def _run_driver(
+        self, target: Target, driver: Driver, size: DatasetSize, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        cells = self.plan.cells(driver, size)
+        self.progress.on_driver(f"{driver.id} ({_describe(size)})", len(cells))
+        env = DriverEnv(driver, size)
+
+        def record(case: Case, params: dict[str, Any], measurement: Measurement) -> None:
+            cell = self._record(target, env, case, params, measurement)
+            self.results.add(cell)
+            self.progress.on_cell(cell)
+            lost = issubclass(_error_class(measurement), CONNECTION_LOST)
+            if lost and not cell.matches_expected:
+                raise TargetLost(cell.message or cell.error)
+
+        measure_driver(env, cells, self.plan.policy, loop, record)
+
+    def _record(
+        self,
+        target: Target,
+        env: DriverEnv,
+        case: Case,
+        params: dict[str, Any],
+        measurement: Measurement,
+    ) -> CellRecord:
+        expected = case.expected(env.setting, env.size, **params)
+        observed = measurement.outcome()
+        failed = measurement.failure
+        raised = isinstance(observed, Raises)
+        return CellRecord(
+            case=case.id,
+            table=case.table,
+            label=case.doc,
+            baseline=case.baseline,
+            params=dict(params),
+            dataset=asdict(env.size),
+            target=target.name,
+            driver=env.driver,
+            mode=env.mode,
+            outcome="raised" if raised else "ok",
+            error=observed.error.__name__ if raised else None,
+            wrapped_in=observed.wrapped_in.__name__ if raised and observed.wrapped_in else None,
+            message=first_line(failed.error, target) if failed else None,
+            expected=expected.describe(),
+            matches_expected=matches(expected, observed),
+            statements=observed.statements,
+            statements_started=observed.started if raised else observed.statements,
+            statements_seen=sorted(measurement.statements),
+            rows=None if raised else rows_in(measurement.first.value),
+            warmup=self.plan.policy.warmup,
+            samples_ns=measurement.samples_ns,
+        )
+
+
+def _error_class(measurement: Measurement) -> type[BaseException]:
+    return type(measurement.failure.error) if measurement.failure else type(None)
+
+
+def _describe(size: DatasetSize) -> str:
+    return f"users={size.users}, posts/user={size.posts_per_user}"

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
+import signal
 import sys
 import tempfile
 import warnings
@@ -243,6 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(f"sqla-bench: error: {error}", EXIT_USAGE)
     except KeyboardInterrupt:
         _fail("sqla-bench: interrupted", 130)
+    finally:
+        # Abandoned cursor coroutines (the MissingGreenlet cells) are finalised now, while
+        # the warning filter above still works, not noisily at interpreter shutdown.
+        gc.collect()
 
 
 def _fail(message: str, status: int) -> NoReturn:
@@ -497,12 +503,37 @@ def _names(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(values)) if values else None
 
 
+class StopOnInterrupt:
+    """Ctrl-C asks the run to stop at the next safe point instead of raising anywhere.
+
+    Python's own handler raises KeyboardInterrupt wherever the interpreter happens to be,
+    including inside a garbage collector callback, where it is printed and swallowed (seen
+    here: the run then went on to the end). Polling a flag between calls always stops.
+    A second Ctrl-C raises at once, for a call that hangs.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __enter__(self) -> StopOnInterrupt:
+        self._previous = signal.signal(signal.SIGINT, self._request)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _request(self, signum: int, frame: object) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _measure(plan: RunPlan, results: ResultFile, console: Console) -> list[str]:
     """Run the plan; an interruption or a crash still leaves a valid file of what finished."""
     try:
-        with _progress(console) as progress:
+        with _progress(console) as progress, StopOnInterrupt() as stop:
             task = progress.add_task("starting", total=None)
-            runner = Runner(plan, results, _run_progress(console, progress, task))
+            reporting = _run_progress(console, progress, task, lambda: stop.requested)
+            runner = Runner(plan, results, reporting)
             progress.update(task, total=runner.total_cells())
             return runner.run()
     except KeyboardInterrupt:
@@ -517,13 +548,15 @@ def _measure(plan: RunPlan, results: ResultFile, console: Console) -> list[str]:
         raise
 
 
-def _run_progress(console: Console, progress: Progress, task: TaskID) -> RunProgress:
+def _run_progress(
+    console: Console, progress: Progress, task: TaskID, stop_requested: Callable[[], bool]
+) -> RunProgress:
     def on_driver(description: str, cells: int) -> None:
         progress.update(task, description=description)
         if not console.is_terminal:  # a log gets one line per driver instead of a bar
             console.print(f"measuring {description}: {cells} cells", highlight=False)
 
-    return RunProgress(on_driver, lambda cell: progress.advance(task))
+    return RunProgress(on_driver, lambda cell: progress.advance(task), stop_requested)
 
 
 def _run_summary(console: Console, results: ResultFile, failures: list[str]) -> int:

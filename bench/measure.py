@@ -149,13 +149,25 @@ async def observe(subject: Subject, argument: Any) -> Observation:
     return Observation(value, None, counter.started, counter.completed, elapsed)
 
 
-async def measure(subject: Subject, policy: Policy) -> Measurement:
-    """Sample ``subject`` under ``policy``; a call that raises ends the cell."""
+def never() -> bool:
+    return False
+
+
+async def measure(
+    subject: Subject, policy: Policy, stop_requested: Callable[[], bool] = never
+) -> Measurement:
+    """Sample ``subject`` under ``policy``; a call that raises ends the cell.
+
+    ``stop_requested`` is polled between calls: when it says so, the cell is abandoned
+    with KeyboardInterrupt at that safe point (see ``bench.cli.stop_on_interrupt``).
+    """
     measurement = Measurement()
     async with subject.arguments() as per_call:
         calls = 0
         sampling_since = time.perf_counter()
         while True:
+            if stop_requested():
+                raise KeyboardInterrupt
             async with per_call() as argument:
                 observation = await observe(subject, argument)
             warm_up = calls < policy.warmup
@@ -180,17 +192,23 @@ def measure_driver(
     policy: Policy,
     loop: asyncio.AbstractEventLoop,
     on_measured: OnMeasured,
+    stop_requested: Callable[[], bool] = never,
 ) -> None:
     """Measure every cell on ``env`` in turn, handing each result to ``on_measured`` as it
     finishes, then dispose of the engine. Runs on ``loop``, which the caller keeps."""
-    loop.run_until_complete(_measure_driver(env, cells, policy, on_measured))
+    loop.run_until_complete(_measure_driver(env, cells, policy, on_measured, stop_requested))
 
 
 async def _measure_driver(
-    env: DriverEnv, cells: list[Cell], policy: Policy, on_measured: OnMeasured
+    env: DriverEnv,
+    cells: list[Cell],
+    policy: Policy,
+    on_measured: OnMeasured,
+    stop_requested: Callable[[], bool],
 ) -> None:
     try:
         for case, params in cells:
-            on_measured(case, params, await measure(subject_for(case, params, env), policy))
+            subject = subject_for(case, params, env)
+            on_measured(case, params, await measure(subject, policy, stop_requested))
     finally:
         await env.dispose()

@@ -118,6 +118,11 @@ def check_writable(path: Path) -> None:
     """Create ``path``'s folder and prove a file can be written there, or ConfigError."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # some part of the folder is a file
+        raise ConfigError(f"cannot write results to {path}: a parent is not a directory") from None
+    except OSError as error:
+        raise ConfigError(f"cannot write results to {path}: {error.strerror}") from None
+    try:
         probe = path.with_name(f".{path.name}.tmp")
         probe.write_text("")
         probe.unlink()

@@ -22,7 +22,7 @@ import sqlalchemy
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from bench.engines import DriverEnv, prepare_database, setting_for
-from bench.measure import Cell, Measurement, Policy, measure_driver
+from bench.measure import Cell, Measurement, Policy, measure_driver, never
 from bench.results import SCHEMA_VERSION, CellRecord, ResultFile
 from bench.targets import ConfigError, Driver, Target, failure, first_line
 from bench.verify import applicable_cells, matches
@@ -194,6 +194,7 @@ class Progress:
 
     on_driver: Callable[[str, int], None] = lambda description, cells: None
     on_cell: Callable[[CellRecord], None] = lambda record: None
+    stop_requested: Callable[[], bool] = never  # polled between calls
 
 
 class Runner:
@@ -250,7 +251,8 @@ class Runner:
             if lost and not cell.matches_expected:
                 raise TargetLost(cell.message or cell.error)
 
-        measure_driver(env, cells, self.plan.policy, loop, record)
+        policy = self.plan.policy
+        measure_driver(env, cells, policy, loop, record, self.progress.stop_requested)
 
     def _record(
         self,

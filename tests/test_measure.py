@@ -1,0 +1,117 @@
+"""The measuring loop: warm-up, stopping rules, errors, and one event loop for async.
+
+These drive ``measure`` with plain functions: what is under test is the loop, not a
+database (the catalogue and run tests cover those through the same loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+
+import pytest
+
+from bench.measure import ONCE, Policy, Subject, measure
+from bench.probes import StatementCounter
+from scenarios.expect import Raises, Works
+
+
+class Calls:
+    """A callable that records each call and, in async mode, the loop it ran on."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.count = 0
+        self.loops: set[int] = set()
+        self.fail_at = fail_at
+
+    def sync(self, argument: str) -> str:
+        self.count += 1
+        if self.count == self.fail_at:
+            raise KeyError("boom")
+        return argument
+
+    async def async_(self, argument: str) -> str:
+        self.loops.add(id(asyncio.get_running_loop()))
+        return self.sync(argument)
+
+
+def _subject(call, awaits: bool, made: list[str]) -> Subject:
+    @asynccontextmanager
+    async def per_call():
+        made.append("argument")
+        yield "argument"
+
+    @asynccontextmanager
+    async def arguments():
+        yield per_call
+
+    return Subject(call, awaits, arguments, StatementCounter())
+
+
+def _measure(subject: Subject, policy: Policy, loop: asyncio.AbstractEventLoop):
+    return loop.run_until_complete(measure(subject, policy))
+
+
+@pytest.fixture
+def loop():
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.mark.parametrize("awaits", [False, True], ids=["sync", "async"])
+def test_warm_up_is_discarded_and_min_rounds_is_reached(loop, awaits) -> None:
+    calls, made = Calls(), []
+    call = calls.async_ if awaits else calls.sync
+    policy = Policy(warmup=4, min_rounds=7, min_time=0.0)
+    measurement = _measure(_subject(call, awaits, made), policy, loop)
+    assert calls.count == 11 and len(made) == 11  # a fresh argument for every call
+    assert len(measurement.samples_ns) == 7
+    assert all(sample > 0 for sample in measurement.samples_ns)
+    assert measurement.first.value == "argument"
+    assert measurement.outcome() == Works(0)
+
+
+def test_min_time_keeps_sampling_past_min_rounds(loop) -> None:
+    calls = Calls()
+    policy = Policy(warmup=0, min_rounds=1, min_time=0.05, max_rounds=1_000_000)
+    started = loop.time()
+    measurement = _measure(_subject(calls.sync, False, []), policy, loop)
+    assert loop.time() - started >= 0.05
+    assert len(measurement.samples_ns) > 1
+
+
+def test_max_rounds_ends_a_cell_before_min_time(loop) -> None:
+    policy = Policy(warmup=0, min_rounds=5, min_time=60.0, max_rounds=5)
+    measurement = _measure(_subject(Calls().sync, False, []), policy, loop)
+    assert len(measurement.samples_ns) == 5
+
+
+def test_async_samples_all_run_on_the_callers_loop(loop) -> None:
+    calls = Calls()
+    _measure(_subject(calls.async_, True, []), Policy(warmup=2, min_rounds=50, min_time=0), loop)
+    assert calls.loops == {id(loop)}
+
+
+def test_a_raising_call_ends_the_cell_and_is_the_outcome(loop) -> None:
+    calls = Calls(fail_at=6)
+    policy = Policy(warmup=2, min_rounds=100, min_time=0)
+    measurement = _measure(_subject(calls.sync, False, []), policy, loop)
+    assert calls.count == 6
+    assert len(measurement.samples_ns) == 3  # calls 3, 4 and 5; call 6 raised
+    assert measurement.outcome() == Raises(KeyError, 0, attempted=0)
+
+
+def test_once_is_a_single_sampled_call(loop) -> None:
+    calls = Calls()
+    measurement = _measure(_subject(calls.sync, False, []), ONCE, loop)
+    assert calls.count == 1 and len(measurement.samples_ns) == 1
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"warmup": -1}, {"min_rounds": 0}, {"min_time": -0.1}, {"min_rounds": 5, "max_rounds": 4}],
+)
+def test_a_policy_that_cannot_be_followed_is_refused(options) -> None:
+    with pytest.raises(ValueError):
+        Policy(**options)

@@ -1,0 +1,105 @@
+"""Result files: the schema round-trips, every rewrite is valid, secrets stay out."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from bench.measure import Policy
+from bench.results import CSV_COLUMNS, CellRecord, ResultFile, read_result, write_csv
+from bench.runner import Progress, Runner, RunPlan, run_header
+from bench.stats import percentile, summarize
+from bench.targets import ConfigError, first_line, resolve
+from tests.test_targets import PASSWORD
+
+QUICK = Policy(warmup=1, min_rounds=3, min_time=0.0)
+
+
+def _run(tmp_path, on_cell=lambda cell: None, **plan_options):
+    target = resolve("sqlite", tmp_path)
+    plan = RunPlan(targets=(target,), policy=QUICK, **plan_options)
+    path = tmp_path / "run.json"
+    results = ResultFile(path, run_header(plan, ["sqla-bench", "run"], datetime.now(timezone.utc)))
+    failures = Runner(plan, results, Progress(on_cell=on_cell)).run()
+    results.finish("complete")
+    return path, results, failures
+
+
+def test_a_run_round_trips_through_its_schema(tmp_path) -> None:
+    path, results, failures = _run(tmp_path, scenarios=("crud.get", "load.users_with_posts"))
+    assert failures == []
+    header, cells = read_result(path)  # validates against result.schema.json
+    assert cells == results.cells
+    assert [CellRecord.from_json(json.loads(json.dumps(c.to_json()))) for c in cells] == cells
+    assert header["run"]["status"] == "complete" and header["run"]["finished"]
+    assert header["targets"]["sqlite"]["server_version"].startswith("sqlite 3.")
+    assert set(header["environment"]["drivers"]) == {"sqlite3", "aiosqlite"}
+    assert header["run"]["parameters"]["policy"]["min_rounds"] == 3
+    ok = [cell for cell in cells if cell.outcome == "ok"]
+    assert ok and all(len(cell.samples_ns) >= 3 for cell in ok)
+    # crud.get's table also holds the driver baseline, selected with it.
+    assert {"crud.get", "baseline.driver_get"} <= {cell.case for cell in cells}
+
+
+def test_the_file_is_valid_after_every_cell(tmp_path) -> None:
+    seen = []
+
+    def reread(cell: CellRecord) -> None:
+        _, cells = read_result(tmp_path / "run.json")
+        seen.append(len(cells))
+
+    _run(tmp_path, on_cell=reread, scenarios=("crud",))
+    assert seen == list(range(1, len(seen) + 1)) and len(seen) >= 10
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(schema_version=99), "schema_version 99"),
+        (lambda d: d["cells"][0].update(samples_ns=[]), "cells/0"),
+        (lambda d: d["cells"][0].update(outcome="maybe"), "cells/0/outcome"),
+        (lambda d: d["run"].pop("command"), "'command' is a required property"),
+    ],
+)
+def test_a_damaged_file_is_refused_in_one_line(tmp_path, change, message) -> None:
+    path, _, _ = _run(tmp_path, scenarios=("crud.get",))
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document))
+    with pytest.raises(ConfigError) as raised:
+        read_result(path)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_file_that_is_not_json_is_refused(tmp_path) -> None:
+    (tmp_path / "x.json").write_text("{ not json")
+    with pytest.raises(ConfigError, match="is not JSON"):
+        read_result(tmp_path / "x.json")
+
+
+def test_an_error_message_loses_the_password(tmp_path) -> None:
+    env = {"SQLA_BENCH_POSTGRESQL_URL": f"postgresql://u:{PASSWORD}@db.example:5432/bench"}
+    target = resolve("postgresql", tmp_path, env)
+    error = RuntimeError(f'connection to "postgresql://u:{PASSWORD}@db.example" refused\nmore')
+    line = first_line(error, target)
+    assert PASSWORD not in line and "***" in line and "more" not in line
+    assert PASSWORD not in target.safe_url
+
+
+def test_csv_has_one_row_per_cell_with_its_summary(tmp_path) -> None:
+    path, results, _ = _run(tmp_path, scenarios=("crud.get",))
+    write_csv(path.with_suffix(".csv"), results.cells)
+    with path.with_suffix(".csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == len(results.cells) and list(rows[0]) == list(CSV_COLUMNS)
+    for row, cell in zip(rows, results.cells, strict=True):
+        assert float(row["median_us"]) == round(summarize(cell.samples_ns).median_ns / 1000, 3)
+
+
+def test_percentile_interpolates() -> None:
+    assert percentile(list(range(1, 101)), 95) == pytest.approx(95.05)
+    assert percentile([7], 95) == 7
+    assert summarize([]) is None

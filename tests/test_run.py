@@ -1,0 +1,194 @@
+"""``sqla-bench run``: what it records agrees with the catalogue, on every target; the
+command keeps what finished when interrupted, never writes a password, and refuses bad
+input in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from bench.engines import prepare_database, sqlalchemy_version
+from bench.measure import Policy
+from bench.results import ResultFile, read_result
+from bench.runner import Progress, Runner, RunPlan, run_header
+from bench.targets import TARGETS, ConfigError, Target, Unavailable, resolve
+from scenarios.dataset import DatasetSize
+from scenarios.expect import Setting, Works
+from scenarios.registry import discover
+from tests.conftest import CONFIGURED, SIZE
+from tests.test_cli import VARIABLES, assert_one_line_error, run
+
+QUICK = ("--min-time", "0", "--min-rounds", "3", "--warmup", "1")
+
+
+def _target(request: pytest.FixtureRequest, name: str) -> Target:
+    target = request.config.stash[CONFIGURED].targets[name]
+    if isinstance(target, Unavailable):  # SQLA_BENCH_REQUIRE turns this into an error
+        pytest.skip(target.reason)
+    return target
+
+
+def _expected(cell) -> Works:
+    case = next(case for case in discover("scenario") if case.id == cell.case)
+    setting = Setting(cell.target, cell.driver, cell.mode, sqlalchemy_version())
+    return case.expected(setting, DatasetSize(**cell.dataset), **cell.params)
+
+
+@pytest.fixture
+def reseeded_target(request, tmp_path):
+    """The target named by the test's parameter, seeded as the rest of the suite expects
+    again afterwards (a run reseeds it at its own size); SQLite gets a file of its own."""
+    name = request.param
+    if name == "sqlite":
+        yield resolve("sqlite", tmp_path)
+        return
+    target = _target(request, name)
+    try:
+        yield target
+    finally:
+        prepare_database(target.drivers[0], SIZE)
+
+
+@pytest.mark.parametrize("reseeded_target", TARGETS, indirect=True)
+def test_statements_in_results_equal_the_catalogue(tmp_path, reseeded_target) -> None:
+    size = DatasetSize(users=30, posts_per_user=3)  # not the default: counts must follow it
+    plan = RunPlan(targets=(reseeded_target,), datasets=(size,), policy=Policy(1, 2, 0.0))
+    results = ResultFile(tmp_path / "r.json", run_header(plan, ["t"], datetime.now(timezone.utc)))
+    assert Runner(plan, results, Progress()).run() == []
+    _, cells = read_result(tmp_path / "r.json")
+    expected_cells = sum(len(plan.cells(d, size)) for d in plan.selected_drivers())
+    assert len(cells) == expected_cells and len(cells) >= 70
+    for cell in cells:
+        expected = _expected(cell)
+        where = f"{cell.case} {cell.params} {cell.driver}-{cell.mode}"
+        assert cell.matches_expected, where
+        if isinstance(expected, Works):
+            assert cell.outcome == "ok", where
+            assert cell.statements_seen == [expected.statements], where
+        else:
+            assert (cell.outcome, cell.error) == ("raised", expected.error.__name__), where
+            assert cell.statements == expected.statements, where
+
+
+def test_run_on_sqlite_prints_tables_and_writes_a_valid_file(tmp_path) -> None:
+    out = tmp_path / "sub" / "run.json"
+    result = run(
+        "bench", "run", "--scenario", "crud.get", "--scenario", "load.users_with_posts",
+        "--strategy", "lazy", "--strategy", "selectin", *QUICK, "--output", str(out), "--csv",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    header, cells = read_result(out)
+    assert header["run"]["status"] == "complete"
+    assert header["run"]["command"][:2] == ["sqla-bench", "run"]
+    assert {cell.params.get("strategy") for cell in cells} == {None, "lazy", "selectin"}
+    lazy_async = next(c for c in cells if c.params.get("strategy") == "lazy" and c.mode == "async")
+    assert lazy_async.outcome == "raised" and lazy_async.error == "MissingGreenlet"
+    assert lazy_async.samples_ns == [] and lazy_async.matches_expected
+    for needle in ("crud.get: Get a user", "baseline.driver_get", "selectin", "x fastest"):
+        assert needle in result.stdout
+    assert str(out) in result.stdout and out.with_suffix(".csv").exists()
+
+
+def test_run_on_the_server_targets_writes_no_password(request, tmp_path) -> None:
+    urls = {
+        f"SQLA_BENCH_{name.upper()}_URL": _target(request, name).url.render_as_string(
+            hide_password=False
+        )
+        for name in ("postgresql", "mysql")
+    }
+    passwords = {url.split(":")[2].split("@")[0] for url in urls.values()}
+    out = tmp_path / "servers.json"
+    result = run(
+        "bench", "run", "--target", "postgresql", "--target", "mysql",
+        "--scenario", "crud.get", "--scenario", "tx.begin_commits", *QUICK,
+        "--output", str(out), "--csv", **urls,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    header, cells = read_result(out)
+    assert {cell.driver for cell in cells} == {
+        "psycopg2", "asyncpg", "psycopg", "pymysql", "aiomysql"
+    }  # fmt: skip
+    assert header["targets"]["postgresql"]["url"].count("***") == 1
+    written = out.read_text() + out.with_suffix(".csv").read_text()
+    for password in passwords:
+        assert password and password not in written + result.stdout + result.stderr
+
+
+def test_an_interrupted_run_keeps_the_finished_cells(tmp_path) -> None:
+    out = tmp_path / "interrupted.json"
+    clean = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+    command = [sys.executable, "-m", "bench", "run", "--min-time", "0.3", "--output", str(out)]
+    process = subprocess.Popen(command, env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for_cells(out, at_least=2, seconds=60)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr.decode()[-3000:]
+    lines = stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "finished cells kept in" in lines[0] and str(out) in lines[0]
+    header, cells = read_result(out)
+    assert header["run"]["status"] == "interrupted"
+    assert len(cells) >= 2
+    assert all(cell.samples_ns or cell.outcome == "raised" for cell in cells)
+
+
+def _wait_for_cells(path, at_least: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.exists():
+            try:
+                if len(read_result(path)[1]) >= at_least:
+                    return
+            except ConfigError:  # never expected (writes are atomic); keep polling
+                pass
+        time.sleep(0.1)
+    pytest.fail(f"no {at_least} cells in {path} after {seconds} s")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "needle"),
+    [
+        (("--scenario", "crud.nope"), "unknown scenario 'crud.nope'"),
+        (("--strategy", "eager"), "unknown strategy 'eager'"),
+        (("--scenario", "crud", "--strategy", "lazy"), "they have no strategies"),
+        (("--users", "-5"), "expected positive whole numbers"),
+        (("--posts", "1,x"), "expected positive whole numbers"),
+        (("--min-time", "-1"), "expected a number >= 0"),
+        (("--min-rounds", "10", "--max-rounds", "5"), "max rounds must be at least min rounds"),
+        (("--driver", "asyncpg"), "unknown driver 'asyncpg'"),
+        (("--mode", "threads"), "invalid choice: 'threads'"),
+        (("--target", "oracle"), "unknown target 'oracle'"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path, arguments, needle) -> None:
+    out = tmp_path / "never.json"
+    assert_one_line_error(run("bench", "run", *arguments, "--output", str(out)), needle)
+    assert not out.exists()
+
+
+def test_an_unwritable_output_is_one_line(tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run("bench", "run", "--output", str(blocker / "run.json"))
+    assert_one_line_error(result, "cannot write results to", "a parent is not a directory")
+    result = run("bench", "run", "--output", "/proc/sqla-bench/run.json")
+    assert_one_line_error(result, "cannot write results to /proc/sqla-bench/run.json")
+    result = run("bench", "run", "--output", str(tmp_path))
+    assert_one_line_error(result, "it is a directory")
+
+
+def test_results_json_lists_cells_one_per_line(tmp_path) -> None:
+    out = tmp_path / "lines.json"
+    result = run("bench", "run", "--scenario", "crud.get", *QUICK, "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    cell_lines = [line for line in out.read_text().splitlines() if line.startswith('    {"case"')]
+    assert len(cell_lines) == len(json.loads(out.read_text())["cells"]) == 4  # 2 cases x 2 modes

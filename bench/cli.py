@@ -38,7 +38,14 @@ from bench.measure import Policy
 from bench.report import NOTE, tables
 from bench.results import LOCAL_RESULTS, ResultFile, check_writable, default_path, write_csv
 from bench.runner import Progress as RunProgress
-from bench.runner import Runner, RunPlan, run_header
+from bench.runner import Runner, RunPlan, pin_to, run_header
+from bench.selfcheck import (
+    CHECKS,
+    Figure,
+    driver_against_pgbench,
+    overhead,
+    repeat_variation,
+)
 from bench.targets import (
     TARGETS,
     ConfigError,
@@ -46,6 +53,7 @@ from bench.targets import (
     Unavailable,
     check_reachable,
     failure,
+    redact,
     resolve,
 )
 from bench.verify import Check, applicable_cells, check_driver
@@ -105,7 +113,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", type=Path, metavar="PATH", help="also write the matrix as JSON")
     _add_run_parser(commands)
+    _add_selfcheck_parser(commands)
     return parser
+
+
+def _add_selfcheck_parser(commands: argparse._SubParsersAction) -> None:
+    selfcheck = commands.add_parser(
+        "selfcheck",
+        help="benchmark the harness itself: overhead, raw driver vs pgbench, run-to-run CV",
+        description=(
+            "Benchmarks of the harness, each printed beside its goal: (overhead) the time "
+            "the harness adds per sample, sync and async, with asyncio.run and "
+            "run_until_complete per call measured alongside; (driver) raw psycopg2 "
+            "primary-key selects per second over pgbench -S -c 1 on the same server "
+            "(needs SQLA_BENCH_POSTGRESQL_URL and pgbench); (cv) the variation of each "
+            "cell's median over repeated runs of the default matrix, for cells slower than "
+            "1 ms. Takes a few minutes. Exit status 1 when a goal is missed."
+        ),
+    )
+    selfcheck.add_argument(
+        "--only",
+        action="append",
+        choices=CHECKS,
+        help="run only this check, repeatable (default: all; driver is skipped without "
+        "a PostgreSQL URL unless named)",
+    )
+    selfcheck.add_argument(
+        "--repeats",
+        type=_number(int, 2),
+        default=5,
+        metavar="N",
+        help="runs of the default matrix for the cv check (default: 5)",
+    )
+    selfcheck.add_argument(
+        "--seconds",
+        type=_number(float, 1),
+        default=10.0,
+        metavar="S",
+        help="duration of pgbench and of the raw driver cell (default: 10)",
+    )
+    selfcheck.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help=f"folder for the result files it measures from (default: {LOCAL_RESULTS}/"
+        "selfcheck-DATE-TIME)",
+    )
+    _add_affinity(selfcheck)
 
 
 def _positive_list(text: str) -> tuple[int, ...]:
@@ -225,6 +279,17 @@ def _add_run_parser(commands: argparse._SubParsersAction) -> None:
     )
     run.add_argument(
         "--csv", action="store_true", help="also write one CSV row per cell beside the JSON"
+    )
+    _add_affinity(run)
+
+
+def _add_affinity(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--affinity",
+        default="auto",
+        metavar="CPUS",
+        help="CPUs to run on: auto (one: the last this process may use; repeated runs agree "
+        "far better), all (leave it to the OS), or a list such as 0,1 (default: auto)",
     )
 
 
@@ -467,6 +532,7 @@ def cmd_run(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> int
     started = datetime.now(timezone.utc)
     path = args.output or default_path(started, [target.name for target in targets])
     check_writable(path)
+    pin_to(args.affinity)
     results = ResultFile(path, run_header(plan, args.argv, started))
     failures = _measure(plan, results, console)
     results.finish("incomplete" if failures else "complete", "; ".join(failures) or None)
@@ -543,8 +609,12 @@ def _measure(plan: RunPlan, results: ResultFile, console: Console) -> list[str]:
             130,
         )
     except BaseException as error:
-        results.finish("failed", f"{type(error).__name__}: {str(error)[:200]}")
-        print(f"sqla-bench: {len(results.cells)} finished cells kept in {results.path}")
+        reason = redact(f"{type(error).__name__}: {str(error)[:200]}", *plan.target_urls())
+        results.finish("failed", reason)
+        print(
+            f"sqla-bench: {len(results.cells)} finished cells kept in {results.path}",
+            file=sys.stderr,
+        )
         raise
 
 
@@ -580,4 +650,56 @@ def _run_summary(console: Console, results: ResultFile, failures: list[str]) -> 
     return EXIT_MISMATCH if differ else 0
 
 
-COMMANDS = {"list": cmd_list, "verify": cmd_verify, "run": cmd_run}
+# --- selfcheck ---------------------------------------------------------------------------
+
+
+def cmd_selfcheck(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> int:
+    checks = args.only or list(CHECKS)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    folder = args.output or LOCAL_RESULTS / f"selfcheck-{stamp}"
+    check_writable(folder / "probe.json")
+    pin_to(args.affinity)
+    postgresql = resolve("postgresql", sqlite_dir)
+    skipped = []
+    if "driver" in checks and isinstance(postgresql, Unavailable):
+        if args.only:
+            raise ConfigError(postgresql.reason)
+        checks.remove("driver")
+        skipped.append(f"driver: skipped, {postgresql.reason}")
+    figures = _selfcheck_figures(checks, args, sqlite_dir, postgresql, folder, console)
+    table = Table(title="sqla-bench selfcheck", title_justify="left")
+    for column in ("figure", "value", "goal", "met", "how"):
+        table.add_column(column)
+    for figure in figures:
+        met = {True: "yes", False: "[bold red]no[/bold red]", None: ""}[figure.met]
+        table.add_row(figure.name, figure.shown, figure.goal, met, figure.how)
+    console.print(table)
+    for line in skipped:
+        console.print(line, highlight=False)
+    console.print(f"Result files: {folder}", highlight=False)
+    return EXIT_MISMATCH if any(figure.met is False for figure in figures) else 0
+
+
+def _selfcheck_figures(
+    checks: list[str],
+    args: argparse.Namespace,
+    sqlite_dir: Path,
+    postgresql: Target | Unavailable,
+    folder: Path,
+    console: Console,
+) -> list[Figure]:
+    def say(text: str) -> None:
+        console.print(text, style="dim", highlight=False)
+
+    figures: list[Figure] = []
+    if "overhead" in checks:
+        figures += overhead(resolve("sqlite", sqlite_dir), folder, say)
+    if "driver" in checks:
+        check_reachable(postgresql)
+        figures += driver_against_pgbench(postgresql, args.seconds, folder, say)
+    if "cv" in checks:
+        figures += repeat_variation(args.repeats, args.affinity, folder, say)
+    return figures
+
+
+COMMANDS = {"list": cmd_list, "verify": cmd_verify, "run": cmd_run, "selfcheck": cmd_selfcheck}

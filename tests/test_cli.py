@@ -95,7 +95,7 @@ def test_pytest_fails_when_a_required_target_is_not_configured() -> None:
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def _database_where_tables_cannot_be_created() -> str:
+def database_where_tables_cannot_be_created() -> str:
     """The configured PostgreSQL URL, pointed at the ``postgres`` database, where a
     non-owner may connect but (PostgreSQL 15+) not create tables in schema public."""
     from sqlalchemy import create_engine, make_url, text
@@ -116,7 +116,7 @@ def _database_where_tables_cannot_be_created() -> str:
 
 
 def test_a_target_failing_part_way_keeps_what_finished(tmp_path) -> None:
-    url = _database_where_tables_cannot_be_created()
+    url = database_where_tables_cannot_be_created()
     out = tmp_path / "matrix.json"
     result = run(
         "bench", "verify", "--target", "sqlite", "--target", "postgresql",

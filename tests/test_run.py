@@ -23,7 +23,12 @@ from scenarios.dataset import DatasetSize
 from scenarios.expect import Setting, Works
 from scenarios.registry import discover
 from tests.conftest import CONFIGURED, SIZE
-from tests.test_cli import VARIABLES, assert_one_line_error, run
+from tests.test_cli import (
+    VARIABLES,
+    assert_one_line_error,
+    database_where_tables_cannot_be_created,
+    run,
+)
 
 QUICK = ("--min-time", "0", "--min-rounds", "3", "--warmup", "1")
 
@@ -192,3 +197,20 @@ def test_results_json_lists_cells_one_per_line(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     cell_lines = [line for line in out.read_text().splitlines() if line.startswith('    {"case"')]
     assert len(cell_lines) == len(json.loads(out.read_text())["cells"]) == 4  # 2 cases x 2 modes
+
+
+def test_a_target_failing_part_way_keeps_the_other_targets_cells(tmp_path) -> None:
+    url = database_where_tables_cannot_be_created()
+    out = tmp_path / "partial.json"
+    result = run(
+        "bench", "run", "--target", "sqlite", "--target", "postgresql",
+        "--scenario", "crud.get", *QUICK, "--output", str(out),
+        SQLA_BENCH_POSTGRESQL_URL=url,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "incomplete: postgresql at" in lines[0], result.stderr
+    header, cells = read_result(out)
+    assert header["run"]["status"] == "incomplete"
+    assert "permission denied" in header["run"]["reason"]
+    assert {cell.target for cell in cells} == {"sqlite"} and len(cells) == 4

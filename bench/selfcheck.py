@@ -1,0 +1,243 @@
+"""``sqla-bench selfcheck``: benchmarks of the harness itself, each against a goal.
+
+1. overhead: the time the harness adds to a sample, from the harness baseline (an
+   operation that does nothing) in both modes, beside what one ``asyncio.run`` and one
+   ``loop.run_until_complete`` per call would cost, measured in the same run;
+2. driver: raw psycopg2 primary-key selects per second, measured by the harness, over
+   what ``pgbench -S -c 1`` reaches on the same server in the same run;
+3. cv: the coefficient of variation of each cell's median over repeated runs of the
+   default matrix, each in a process of its own, for cells slower than 1 ms.
+
+Every figure comes from result files written under the output folder, which are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.measure import Policy
+from bench.results import CellRecord, ResultFile, read_result
+from bench.runner import Progress, Runner, RunPlan, run_header
+from bench.stats import coefficient_of_variation, summarize
+from bench.targets import ConfigError, Target
+from scenarios.registry import discover
+
+CHECKS = ("overhead", "driver", "cv")
+SLOW_CELL_NS = 1_000_000  # the CV goal concerns cells slower than 1 ms
+GOALS = {  # figure: (relation, limit, the limit as people read it)
+    "overhead sync": ("below", 1_000.0, "1 µs"),  # ns per sample
+    "overhead async": ("below", 5_000.0, "5 µs"),
+    "driver ratio": ("at least", 0.95, "0.95"),
+    "cv": ("below", 0.05, "5 %"),
+}
+
+
+@dataclass
+class Figure:
+    """One measured figure, its goal, and how it was obtained."""
+
+    name: str
+    value: float | None
+    shown: str
+    how: str
+
+    @property
+    def met(self) -> bool | None:
+        if self.value is None or self.name not in GOALS:
+            return None
+        relation, limit, _ = GOALS[self.name]
+        return self.value < limit if relation == "below" else self.value >= limit
+
+    @property
+    def goal(self) -> str:
+        if self.name not in GOALS:
+            return ""
+        relation, _, shown = GOALS[self.name]
+        return f"{relation} {shown}"
+
+
+Say = Callable[[str], None]
+
+
+def _measure(plan: RunPlan, path: Path, command: Sequence[str]) -> list[CellRecord]:
+    from datetime import datetime, timezone
+
+    results = ResultFile(path, run_header(plan, command, datetime.now(timezone.utc)))
+    failures = Runner(plan, results, Progress()).run()
+    results.finish("incomplete" if failures else "complete", "; ".join(failures) or None)
+    if failures:
+        raise ConfigError(failures[0])
+    return results.cells
+
+
+def _cases_with(baseline: str) -> tuple[str, ...]:
+    return tuple(case.id for case in discover("scenario") if case.baseline == baseline)
+
+
+# --- 1. harness overhead ----------------------------------------------------------------
+
+
+def overhead(sqlite: Target, folder: Path, say: Say) -> list[Figure]:
+    say("overhead: sampling the operation that does nothing, sync and async")
+    policy = Policy(warmup=1_000, min_rounds=100_000, min_time=1.0, max_rounds=100_000)
+    plan = RunPlan(targets=(sqlite,), scenarios=_cases_with("harness"), policy=policy)
+    cells = _measure(plan, folder / "overhead.json", ["selfcheck", "overhead"])
+    figures = []
+    for cell in cells:
+        median = summarize(cell.samples_ns).median_ns
+        how = f"median of {len(cell.samples_ns):,} samples of {cell.case} ({cell.driver})"
+        figures.append(Figure(f"overhead {cell.mode}", median, f"{median:,.0f} ns", how))
+    for name, per_call in _loop_alternatives().items():
+        how = "median of 2,000 calls of an empty coroutine, for comparison"
+        figures.append(Figure(name, per_call, f"{per_call:,.0f} ns", how))
+    return figures
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _loop_alternatives() -> dict[str, float]:
+    """What a harness that started the event loop per sample would add."""
+    loop = asyncio.new_event_loop()
+    try:
+        per_run = _median_call_ns(lambda: asyncio.run(_nothing()), 2_000)
+        per_run_until = _median_call_ns(lambda: loop.run_until_complete(_nothing()), 2_000)
+    finally:
+        loop.close()
+    return {"asyncio.run per call": per_run, "run_until_complete per call": per_run_until}
+
+
+def _median_call_ns(call: Callable[[], Any], times: int) -> float:
+    samples = []
+    for _ in range(times):
+        started = time.perf_counter_ns()
+        call()
+        samples.append(time.perf_counter_ns() - started)
+    return statistics.median(samples)
+
+
+# --- 2. raw driver against pgbench ------------------------------------------------------
+
+
+def driver_against_pgbench(
+    postgresql: Target, seconds: float, folder: Path, say: Say
+) -> list[Figure]:
+    pgbench = shutil.which("pgbench")
+    if pgbench is None:
+        raise ConfigError("pgbench is not installed (it comes with the PostgreSQL client)")
+    say(f"driver: pgbench -S -c 1 for {seconds:g} s")
+    pgbench_tps = _pgbench_select_tps(pgbench, postgresql, seconds)
+    say(f"driver: raw psycopg2 primary-key selects for {seconds:g} s")
+    policy = Policy(warmup=100, min_rounds=100, min_time=seconds, max_rounds=10_000_000)
+    plan = RunPlan(
+        targets=(postgresql,),
+        modes=("sync",),
+        drivers=("psycopg2",),
+        scenarios=_cases_with("driver"),
+        policy=policy,
+    )
+    cells = _measure(plan, folder / "driver.json", ["selfcheck", "driver"])
+    raw = next(cell for cell in cells if cell.baseline == "driver")
+    rate = len(raw.samples_ns) / (sum(raw.samples_ns) / 1e9)
+    return [
+        Figure("pgbench -S -c 1", pgbench_tps, f"{pgbench_tps:,.0f} tps", "pgbench's own report"),
+        Figure(
+            "psycopg2 raw select",
+            rate,
+            f"{rate:,.0f} /s",
+            f"{len(raw.samples_ns):,} calls over their timed sum (untimed set-up excluded)",
+        ),
+        Figure("driver ratio", rate / pgbench_tps, f"{rate / pgbench_tps:.3f}", "raw / pgbench"),
+    ]
+
+
+def _pgbench_select_tps(pgbench: str, target: Target, seconds: float) -> float:
+    # The password goes in the environment, never on a command line others can read.
+    url = target.url
+    env = os.environ | {
+        "PGHOST": url.host or "127.0.0.1",
+        "PGPORT": str(url.port or 5432),
+        "PGUSER": url.username or "",
+        "PGDATABASE": url.database or "",
+        "PGPASSWORD": url.password or "",
+    }
+    _pgbench(pgbench, ["-i", "-s", "1", "-q"], env, target)
+    try:
+        output = _pgbench(
+            pgbench, ["-S", "-c", "1", "-j", "1", "-n", "-T", f"{seconds:g}"], env, target
+        )
+    finally:
+        _pgbench(pgbench, ["-i", "-I", "d"], env, target)  # drop pgbench's tables again
+    match = re.search(r"tps = ([\d.]+)", output)
+    if match is None:
+        raise ConfigError("pgbench printed no tps figure")
+    return float(match.group(1))
+
+
+def _pgbench(pgbench: str, arguments: list[str], env: dict, target: Target) -> str:
+    done = subprocess.run([pgbench, *arguments], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        raise ConfigError(f"pgbench {arguments[0]} failed: {lines[-1] if lines else '?'}")
+    return done.stdout + done.stderr
+
+
+# --- 3. stability of medians over repeated runs -----------------------------------------
+
+
+def repeat_variation(repeats: int, affinity: str, folder: Path, say: Say) -> list[Figure]:
+    medians: dict[tuple, list[float]] = {}
+    for index in range(1, repeats + 1):
+        say(f"cv: default matrix, run {index} of {repeats} (a process of its own)")
+        path = folder / f"default-{index}.json"
+        command = [sys.executable, "-m", "bench", "run", "--output", str(path)]
+        command += ["--affinity", affinity]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode not in (0, 1):
+            raise ConfigError(f"run {index} failed: {done.stderr.strip()[-300:]}")
+        for cell in read_result(path)[1]:
+            summary = summarize(cell.samples_ns)
+            if summary is not None:
+                medians.setdefault(cell.key, []).append(summary.median_ns)
+    return _variation_figures(medians, repeats)
+
+
+def _variation_figures(medians: dict[tuple, list[float]], repeats: int) -> list[Figure]:
+    slow = {
+        key: coefficient_of_variation(values)
+        for key, values in medians.items()
+        if len(values) == repeats and statistics.fmean(values) > SLOW_CELL_NS
+    }
+    every = {key: coefficient_of_variation(v) for key, v in medians.items() if len(v) == repeats}
+    if not slow:
+        return [Figure("cv", None, "-", "no cell slower than 1 ms")]
+    worst_key = max(slow, key=slow.get)
+    worst = f"{worst_key[0]} {dict(worst_key[1])} {worst_key[4]}-{worst_key[5]}"
+    under = sum(value < GOALS["cv"][1] for value in slow.values())
+    return [
+        Figure("cv", max(slow.values()), f"{max(slow.values()):.1%}", f"worst: {worst}"),
+        Figure(
+            "cv median (cells > 1 ms)",
+            statistics.median(slow.values()),
+            f"{statistics.median(slow.values()):.1%}",
+            f"{under} of {len(slow)} cells under 5 %",
+        ),
+        Figure(
+            "cv median (all cells)",
+            statistics.median(every.values()),
+            f"{statistics.median(every.values()):.1%}",
+            f"{len(every)} cells, {repeats} runs",
+        ),
+    ]

@@ -187,6 +187,15 @@ def _number(kind: type, minimum: float) -> Callable[[str], Any]:
     return parse
 
 
+# option, Policy field, type, minimum, metavar, help
+POLICY_OPTIONS = (
+    ("--min-time", "min_time", float, 0, "SECONDS", "sample each cell for at least this long"),
+    ("--min-rounds", "min_rounds", int, 1, "N", "and at least this many samples"),
+    ("--max-rounds", "max_rounds", int, 1, "N", "but at most this many"),
+    ("--warmup", "warmup", int, 0, "N", "discarded calls before sampling"),
+)
+
+
 def _add_run_parser(commands: argparse._SubParsersAction) -> None:
     defaults = Policy()
     run = commands.add_parser(
@@ -243,34 +252,16 @@ def _add_run_parser(commands: argparse._SubParsersAction) -> None:
         help=f"posts per user (default: {default_size.posts_per_user}); every "
         "combination with --users is seeded and measured",
     )
-    run.add_argument(
-        "--min-time",
-        type=_number(float, 0),
-        default=defaults.min_time,
-        metavar="SECONDS",
-        help=f"sample each cell for at least this long (default: {defaults.min_time})",
-    )
-    run.add_argument(
-        "--min-rounds",
-        type=_number(int, 1),
-        default=defaults.min_rounds,
-        metavar="N",
-        help=f"and at least this many samples (default: {defaults.min_rounds})",
-    )
-    run.add_argument(
-        "--max-rounds",
-        type=_number(int, 1),
-        default=defaults.max_rounds,
-        metavar="N",
-        help=f"but at most this many (default: {defaults.max_rounds})",
-    )
-    run.add_argument(
-        "--warmup",
-        type=_number(int, 0),
-        default=defaults.warmup,
-        metavar="N",
-        help=f"discarded calls before sampling (default: {defaults.warmup})",
-    )
+    for option, field, kind, minimum, metavar, text in POLICY_OPTIONS:
+        default = getattr(defaults, field)
+        run.add_argument(
+            option,
+            dest=field,
+            type=_number(kind, minimum),
+            default=default,
+            metavar=metavar,
+            help=f"{text} (default: {default})",
+        )
     run.add_argument(
         "--output",
         type=Path,
@@ -546,7 +537,7 @@ def cmd_run(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> int
 
 def _plan(args: argparse.Namespace, targets: list[Target]) -> RunPlan:
     try:
-        policy = Policy(args.warmup, args.min_rounds, args.min_time, args.max_rounds)
+        policy = Policy(**{field: getattr(args, field) for _, field, *_ in POLICY_OPTIONS})
         datasets = tuple(
             DatasetSize(users=users, posts_per_user=posts)
             for users in dict.fromkeys(args.users)

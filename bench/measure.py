@@ -159,7 +159,7 @@ async def measure(
     """Sample ``subject`` under ``policy``; a call that raises ends the cell.
 
     ``stop_requested`` is polled between calls: when it says so, the cell is abandoned
-    with KeyboardInterrupt at that safe point (see ``bench.cli.stop_on_interrupt``).
+    with KeyboardInterrupt at that safe point (see ``bench.cli.StopOnInterrupt``).
     """
     measurement = Measurement()
     async with subject.arguments() as per_call:

@@ -31,10 +31,8 @@ from scenarios.dataset import DatasetSize
 from scenarios.expect import Raises
 from scenarios.registry import MODES, STRATEGY, Case, discover
 
-# Errors that mean the database went away or refused us, not that the pattern raised.
+# Errors that mean the database went away or refused us, not that the scenario raised.
 CONNECTION_LOST = (OperationalError, InterfaceError, OSError)
-
-
 DEFAULT_POLICY = Policy()
 
 
@@ -85,7 +83,11 @@ class RunPlan:
         if self.strategies is None:
             return cells
         # --strategy narrows the cells that have a strategy; it leaves the others alone.
-        return [(c, p) for c, p in cells if p.get(STRATEGY, self.strategies[0]) in self.strategies]
+        return [
+            (case, params)
+            for case, params in cells
+            if STRATEGY not in params or params[STRATEGY] in self.strategies
+        ]
 
     def target_urls(self) -> list[URL]:
         return [target.url for target in self.targets]
@@ -286,7 +288,8 @@ class Runner:
             cell = self._record(target, env, case, params, measurement)
             self.results.add(cell)
             self.progress.on_cell(cell)
-            lost = issubclass(_error_class(measurement), CONNECTION_LOST)
+            failed = measurement.failure
+            lost = failed is not None and isinstance(failed.error, CONNECTION_LOST)
             if lost and not cell.matches_expected:
                 raise TargetLost(cell.message or cell.error)
 
@@ -324,14 +327,11 @@ class Runner:
             statements=observed.statements,
             statements_started=observed.started if raised else observed.statements,
             statements_seen=sorted(measurement.statements),
+            # The first call's value: every call of a cell returns the same data.
             rows=None if raised else rows_in(measurement.first.value),
             warmup=self.plan.policy.warmup,
             samples_ns=measurement.samples_ns,
         )
-
-
-def _error_class(measurement: Measurement) -> type[BaseException]:
-    return type(measurement.failure.error) if measurement.failure else type(None)
 
 
 def _describe(size: DatasetSize) -> str:

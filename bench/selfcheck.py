@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,6 @@ Say = Callable[[str], None]
 
 
 def _measure(plan: RunPlan, path: Path, command: Sequence[str]) -> list[CellRecord]:
-    from datetime import datetime, timezone
-
     results = ResultFile(path, run_header(plan, command, datetime.now(timezone.utc)))
     failures = Runner(plan, results, Progress()).run()
     results.finish("incomplete" if failures else "complete", "; ".join(failures) or None)

@@ -645,11 +645,7 @@ def _run_summary(console: Console, results: ResultFile, failures: list[str]) -> 
 
 
 def cmd_selfcheck(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> int:
-    checks = args.only or list(CHECKS)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    folder = args.output or LOCAL_RESULTS / f"selfcheck-{stamp}"
-    check_writable(folder / "probe.json")
-    pin_to(args.affinity)
+    checks = list(dict.fromkeys(args.only or CHECKS))
     postgresql = resolve("postgresql", sqlite_dir)
     skipped = []
     if "driver" in checks and isinstance(postgresql, Unavailable):
@@ -657,6 +653,10 @@ def cmd_selfcheck(args: argparse.Namespace, sqlite_dir: Path, console: Console) 
             raise ConfigError(postgresql.reason)
         checks.remove("driver")
         skipped.append(f"driver: skipped, {postgresql.reason}")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    folder = args.output or LOCAL_RESULTS / f"selfcheck-{stamp}"
+    check_writable(folder / "probe.json")
+    pin_to(args.affinity)
     figures = _selfcheck_figures(checks, args, sqlite_dir, postgresql, folder, console)
     table = Table(title="sqla-bench selfcheck", title_justify="left")
     for column in ("figure", "value", "goal", "met", "how"):

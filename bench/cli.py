@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import gc
 import json
+import math
 import signal
 import sys
 import tempfile
@@ -174,6 +175,25 @@ def _positive_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _latencies(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 0 or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected round-trip milliseconds >= 0 separated by commas, got {text!r}"
+        )
+    return values
+
+
+def _grid_values(text: str) -> tuple[str, tuple[Any, ...]]:
+    name, _, values = text.partition("=")
+    if not name or not values:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE[,VALUE...], got {text!r}")
+    return name, tuple(int(v) if v.lstrip("-").isdigit() else v for v in values.split(","))
+
+
 def _number(kind: type, minimum: float) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
@@ -251,6 +271,22 @@ def _add_run_parser(commands: argparse._SubParsersAction) -> None:
         metavar="N[,N...]",
         help=f"posts per user (default: {default_size.posts_per_user}); every "
         "combination with --users is seeded and measured",
+    )
+    run.add_argument(
+        "--param",
+        action="append",
+        type=_grid_values,
+        metavar="NAME=V[,V...]",
+        help="replace a scenario parameter's values, repeatable: --param limit=50 makes the "
+        "loading scenarios load 50 parents instead of 20",
+    )
+    run.add_argument(
+        "--latency",
+        type=_latencies,
+        metavar="MS[,MS...]",
+        help="round-trip milliseconds to add with a TCP proxy (in a process of its own) in "
+        "front of each server, e.g. 0,1,5,20; also counts round trips per operation "
+        "(servers only: SQLite has no network)",
     )
     for option, field, kind, minimum, metavar, text in POLICY_OPTIONS:
         default = getattr(defaults, field)
@@ -553,6 +589,8 @@ def _plan(args: argparse.Namespace, targets: list[Target]) -> RunPlan:
         strategies=_names(args.strategy),
         datasets=datasets,
         policy=policy,
+        latencies=args.latency,
+        grid=tuple(dict(args.param or ()).items()),
     )
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from bench.probes import StatementCounter
+from bench.probes import RoundTripCounter, StatementCounter
 from bench.targets import Driver
 from scenarios.dataset import DatasetSize, rebuild
 from scenarios.expect import Setting
@@ -39,12 +39,15 @@ def setting_for(driver: Driver) -> Setting:
 class DriverEnv:
     """A driver's default engine, its counter, and factories for sessions and engines."""
 
-    def __init__(self, driver: Driver, size: DatasetSize) -> None:
+    def __init__(
+        self, driver: Driver, size: DatasetSize, round_trips: RoundTripCounter | None = None
+    ) -> None:
         self.driver = driver.spec.name
         self.mode = driver.spec.mode
         self.size = size
         self.setting = setting_for(driver)
         self.counter = StatementCounter()
+        self.round_trips = round_trips  # when the driver's URL leads through the proxy
         self._driver = driver
         self.default_engine = self.new_engine()
 

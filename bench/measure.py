@@ -27,7 +27,7 @@ from sqlalchemy.exc import StatementError
 
 from bench.engines import DriverEnv
 from bench.fixtures import PerCall, arguments
-from bench.probes import StatementCounter
+from bench.probes import RoundTripCounter, StatementCounter
 from scenarios.expect import Raises, Works
 from scenarios.registry import Case
 
@@ -69,6 +69,7 @@ class Observation:
     started: int = 0
     completed: int = 0
     elapsed_ns: int = 0
+    round_trips: int | None = None  # only when the target is reached through the proxy
 
     def outcome(self) -> Works | Raises:
         if self.error is None:
@@ -93,6 +94,7 @@ class Measurement:
     first: Observation | None = None  # kept whole (with its value) for verification
     samples_ns: list[int] = field(default_factory=list)
     statements: Counter[int] = field(default_factory=Counter)  # completed, per sample
+    round_trips: Counter[int] = field(default_factory=Counter)  # per sample, when counted
     failure: Observation | None = None  # the call that raised; sampling stopped there
 
     def add(self, observation: Observation, warm_up: bool) -> None:
@@ -103,6 +105,8 @@ class Measurement:
         elif not warm_up:
             self.samples_ns.append(observation.elapsed_ns)
             self.statements[observation.completed] += 1
+            if observation.round_trips is not None:
+                self.round_trips[observation.round_trips] += 1
 
     def outcome(self) -> Works | Raises:
         """Raised, as the failing call did; else works with the usual statement count."""
@@ -121,6 +125,7 @@ class Subject:
     awaits: bool
     arguments: Callable[[], AbstractAsyncContextManager[PerCall]]
     counter: StatementCounter
+    round_trips: RoundTripCounter | None = None
 
 
 def subject_for(case: Case, params: dict[str, Any], env: DriverEnv) -> Subject:
@@ -130,23 +135,27 @@ def subject_for(case: Case, params: dict[str, Any], env: DriverEnv) -> Subject:
         awaits=env.mode == "async",
         arguments=lambda: arguments(case.receives, env),
         counter=env.counter,
+        round_trips=env.round_trips,
     )
 
 
 async def observe(subject: Subject, argument: Any) -> Observation:
     """One call, timed. The only timed region in sqla-bench."""
-    counter = subject.counter
+    counter, round_trips = subject.counter, subject.round_trips
     counter.reset()
+    if round_trips is not None:
+        round_trips.reset()
+    error = value = None
     started = time.perf_counter_ns()
     try:
         value = subject.call(argument)
         if subject.awaits:
             value = await value
-    except Exception as error:
-        elapsed = time.perf_counter_ns() - started
-        return Observation(None, error, counter.started, counter.completed, elapsed)
+    except Exception as raised:
+        error = raised
     elapsed = time.perf_counter_ns() - started
-    return Observation(value, None, counter.started, counter.completed, elapsed)
+    trips = None if round_trips is None else round_trips.count
+    return Observation(value, error, counter.started, counter.completed, elapsed, trips)
 
 
 def never() -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -36,3 +37,23 @@ class StatementCounter:
 
     def _on_complete(self, *_: Any) -> None:
         self.completed += 1
+
+
+class RoundTripCounter:
+    """Counts network round trips through a latency proxy (``bench.latency``).
+
+    ``read`` returns the proxy's running total. The proxy counts a round trip when the
+    server's answer reaches it, before passing it on, so by the time a call has its
+    answer, the count includes it.
+    """
+
+    def __init__(self, read: Callable[[], int]) -> None:
+        self._read = read
+        self._base = read()
+
+    def reset(self) -> None:
+        self._base = self._read()
+
+    @property
+    def count(self) -> int:
+        return self._read() - self._base

@@ -20,7 +20,8 @@ NOTE = (
     "median and p95 per operation over the samples after warm-up; ops/s is one client's "
     "rate at the median (1 / median); x fastest compares medians within the table; stmts "
     "is statements per operation as SQLAlchemy counts them (a driver baseline bypasses "
-    "SQLAlchemy, so it shows -); rows is what the operation returned"
+    "SQLAlchemy, so it shows -); rows is what the operation returned; with --latency, rtt "
+    "is the round-trip time the proxy added and trips the round trips per operation"
 )
 
 
@@ -53,20 +54,25 @@ def _table(cells: list[CellRecord], several_sizes: bool) -> Table:
     if several_sizes:
         title += f" (users={owner.dataset['users']}, posts/user={owner.dataset['posts_per_user']})"
     table = Table(title=title, title_justify="left")
-    for name, justify in COLUMNS:
+    proxied = any(cell.latency_ms is not None for cell in cells)
+    columns = COLUMNS if proxied else [c for c in COLUMNS if c[0] not in PROXY_COLUMNS]
+    for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=True)
     rows = [_Row(cell, summarize(cell.samples_ns)) for cell in cells]
     fastest = min((row.summary.median_ns for row in rows if row.summary), default=None)
     for row in sorted(rows, key=_order(cells)):
-        table.add_row(*_cells(row, _variant(row.cell, cells), fastest))
+        values = _cells(row, _variant(row.cell, cells), fastest)
+        table.add_row(*(values[name] for name, _ in columns))
     return table
 
 
 COLUMNS = (
     ("variant", "left"),
+    ("rtt", "right"),
     ("mode", "left"),
     ("driver", "left"),
     ("stmts", "right"),
+    ("trips", "right"),
     ("rows", "right"),
     ("median", "right"),
     ("p95", "right"),
@@ -74,6 +80,7 @@ COLUMNS = (
     ("x fastest", "right"),
     ("outcome", "left"),
 )
+PROXY_COLUMNS = ("rtt", "trips")  # shown when the run went through the latency proxy
 
 
 def _order(cells: list[CellRecord]):
@@ -84,7 +91,8 @@ def _order(cells: list[CellRecord]):
 
     def key(row: _Row) -> tuple:
         cell = row.cell
-        return (first_seen[_variant(cell, cells)], MODES.index(cell.mode), cell.target, cell.driver)
+        variant = first_seen[_variant(cell, cells)]
+        return (variant, cell.latency_ms or 0, MODES.index(cell.mode), cell.target, cell.driver)
 
     return key
 
@@ -101,20 +109,28 @@ def _variant(cell: CellRecord, table: list[CellRecord]) -> str:
     return " ".join(parts) or cell.case
 
 
-def _cells(row: _Row, variant: str, fastest: float | None) -> list[str]:
+def _cells(row: _Row, variant: str, fastest: float | None) -> dict[str, str]:
     cell, summary = row.cell, row.summary
-    statements = "-" if cell.baseline == "driver" else str(cell.statements)
-    timing = ["-", "-", "-", "-"]
+    values = {
+        "variant": variant,
+        "rtt": "-" if cell.latency_ms is None else f"{cell.latency_ms:g} ms",
+        "mode": cell.mode,
+        "driver": f"{cell.target}+{cell.driver}",
+        "stmts": "-" if cell.baseline == "driver" else str(cell.statements),
+        "trips": "-" if cell.round_trips is None else str(cell.round_trips),
+        "rows": "-" if cell.rows is None else str(cell.rows),
+        "outcome": outcome(cell),
+    }
+    names = ("median", "p95", "ops/s", "x fastest")
+    values |= dict.fromkeys(names, "-")
     if summary is not None:
-        timing = [
-            duration(summary.median_ns),
-            duration(summary.p95_ns),
-            f"{summary.ops_per_second:,.0f}",
-            f"{summary.median_ns / fastest:.2f}" if fastest else "-",
-        ]
-    rows = "-" if cell.rows is None else str(cell.rows)
-    driver = f"{cell.target}+{cell.driver}"
-    return [variant, cell.mode, driver, statements, rows, *timing, outcome(cell)]
+        values |= {
+            "median": duration(summary.median_ns),
+            "p95": duration(summary.p95_ns),
+            "ops/s": f"{summary.ops_per_second:,.0f}",
+            "x fastest": f"{summary.median_ns / fastest:.2f}" if fastest else "-",
+        }
+    return values
 
 
 def outcome(cell: CellRecord) -> str:

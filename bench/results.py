@@ -58,6 +58,9 @@ class CellRecord:
     rows: int | None  # rows or items the operation returned (None when it raised)
     warmup: int
     samples_ns: list[int] = field(default_factory=list)
+    latency_ms: float | None = None  # round-trip time the proxy added; None without proxy
+    round_trips: int | None = None  # per operation, counted by the proxy
+    round_trips_seen: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,7 +74,7 @@ class CellRecord:
         """What identifies the cell across runs (for comparing two result files)."""
         params = tuple(sorted(self.params.items()))
         dataset = tuple(sorted(self.dataset.items()))
-        return (self.case, params, dataset, self.target, self.driver, self.mode)
+        return (self.case, params, dataset, self.target, self.driver, self.mode, self.latency_ms)
 
 
 def now() -> str:
@@ -166,7 +169,8 @@ def read_result(path: Path) -> tuple[dict[str, Any], list[CellRecord]]:
 
 CSV_COLUMNS = (
     *("target", "driver", "mode", "case", "table", "params", "users", "posts_per_user"),
-    *("outcome", "error", "expected", "matches_expected", "statements", "rows", "samples"),
+    *("outcome", "error", "expected", "matches_expected", "statements", "rows"),
+    *("latency_ms", "round_trips", "samples"),
     *("median_us", "p95_us", "mean_us", "stdev_us", "min_us", "ops_per_second"),
 )
 

@@ -13,8 +13,10 @@ import asyncio
 import importlib.metadata
 import os
 import platform
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +25,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from bench.engines import DriverEnv, prepare_database, setting_for
+from bench.latency import LatencyProxy
 from bench.measure import Cell, Measurement, Policy, measure_driver, never
+from bench.probes import RoundTripCounter
 from bench.results import SCHEMA_VERSION, CellRecord, ResultFile
 from bench.targets import ConfigError, Driver, Target, failure, first_line
 from bench.verify import applicable_cells, matches
@@ -33,6 +37,7 @@ from scenarios.registry import MODES, STRATEGY, Case, discover
 
 # Errors that mean the database went away or refused us, not that the scenario raised.
 CONNECTION_LOST = (OperationalError, InterfaceError, OSError)
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 DEFAULT_POLICY = Policy()
 
 
@@ -51,23 +56,32 @@ class RunPlan:
     strategies: tuple[str, ...] | None = None
     datasets: tuple[DatasetSize, ...] = (DatasetSize(),)
     policy: Policy = DEFAULT_POLICY
+    latencies: tuple[float, ...] | None = None  # round-trip milliseconds added by the proxy
+    grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # parameter values replacing a grid's
 
     def __post_init__(self) -> None:
+        if self.latencies is not None and any(t.name == "sqlite" for t in self.targets):
+            raise ConfigError(
+                "--latency needs a network and sqlite has none: choose --target postgresql "
+                "or --target mysql"
+            )
         self._check_drivers()
         cases = self.cases()  # raises for a scenario that does not exist
         self._check_strategies(cases)
+        self._check_grid(cases)
         if not any(self.cells(d, size) for d in self.selected_drivers() for size in self.datasets):
             raise ConfigError("nothing to measure: no scenario cell matches that selection")
 
     def cases(self) -> list[Case]:
+        """The selected scenarios, with their grids changed as ``grid`` says."""
         cases = discover("scenario")
-        if self.scenarios is None:
-            return cases
-        for selector in self.scenarios:
-            if not any(_selects(selector, case) for case in cases):
-                known = ", ".join(sorted({case.id for case in cases}))
-                raise ConfigError(f"unknown scenario {selector!r}; choose from {known}")
-        return [case for case in cases if any(_selects(s, case) for s in self.scenarios)]
+        if self.scenarios is not None:
+            for selector in self.scenarios:
+                if not any(_selects(selector, case) for case in cases):
+                    known = ", ".join(sorted({case.id for case in cases}))
+                    raise ConfigError(f"unknown scenario {selector!r}; choose from {known}")
+            cases = [case for case in cases if any(_selects(s, case) for s in self.scenarios)]
+        return [_with_grid(case, dict(self.grid)) for case in cases]
 
     def selected_drivers(self) -> list[Driver]:
         return [
@@ -102,7 +116,18 @@ class RunPlan:
             "strategies": list(self.strategies) if self.strategies else None,
             "datasets": [asdict(size) for size in self.datasets],
             "policy": asdict(self.policy),
+            "latencies_ms": list(self.latencies) if self.latencies else None,
+            "grid": {name: list(values) for name, values in self.grid},
         }
+
+    def _check_grid(self, cases: list[Case]) -> None:
+        for name, _ in self.grid:
+            if not any(name in case.params for case in cases):
+                known = sorted({param for case in cases for param in case.params})
+                raise ConfigError(
+                    f"--param {name}: no selected scenario has that parameter; "
+                    f"they have {', '.join(known) or 'none'}"
+                )
 
     def _check_drivers(self) -> None:
         if self.drivers is None:
@@ -125,6 +150,11 @@ class RunPlan:
                     f"unknown strategy {name!r} for the selected scenarios; "
                     f"choose from {', '.join(sorted(known)) or 'none: they have no strategies'}"
                 )
+
+
+def _with_grid(case: Case, grid: dict[str, tuple[Any, ...]]) -> Case:
+    changed = {name: values for name, values in grid.items() if name in case.params}
+    return replace(case, params={**case.params, **changed}) if changed else case
 
 
 def _selects(selector: str, case: Case) -> bool:
@@ -247,11 +277,12 @@ class Runner:
         self.progress = progress
 
     def total_cells(self) -> int:
-        return sum(
+        per_latency = sum(
             len(self.plan.cells(driver, size))
             for driver in self.plan.selected_drivers()
             for size in self.plan.datasets
         )
+        return per_latency * len(self.plan.latencies or (None,))
 
     def run(self) -> list[str]:
         failures = []
@@ -267,25 +298,35 @@ class Runner:
     def _run_target(self, target: Target, loop: asyncio.AbstractEventLoop) -> str | None:
         drivers = [d for d in self.plan.selected_drivers() if d.spec.target == target.name]
         try:
-            for size in self.plan.datasets:
-                # Seeding is set-up: never timed, once per target and size.
-                version = prepare_database(target.drivers[0], size)
-                self.results.header["targets"][target.name]["server_version"] = version
-                for driver in drivers:
-                    self._run_driver(target, driver, size, loop)
+            with route_to(target, self.plan.latencies is not None) as route:
+                for size in self.plan.datasets:
+                    # Seeding is set-up: never timed, straight to the server, once per size.
+                    version = prepare_database(target.drivers[0], size)
+                    self.results.header["targets"][target.name]["server_version"] = version
+                    for latency in self.plan.latencies or (None,):
+                        route.set_latency(latency)
+                        for driver in drivers:
+                            self._run_driver(target, route, driver, size, loop)
         except (SQLAlchemyError, OSError, TargetLost) as error:
             return failure(target, error)
         return None
 
     def _run_driver(
-        self, target: Target, driver: Driver, size: DatasetSize, loop: asyncio.AbstractEventLoop
+        self,
+        target: Target,
+        route: Route,
+        driver: Driver,
+        size: DatasetSize,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         cells = self.plan.cells(driver, size)
-        self.progress.on_driver(f"{driver.id} ({_describe(size)})", len(cells))
-        env = DriverEnv(driver, size)
+        described = _describe(size) + route.describe()
+        self.progress.on_driver(f"{driver.id} ({described})", len(cells))
+        env = DriverEnv(route.driver(driver), size, route.round_trip_counter())
 
         def record(case: Case, params: dict[str, Any], measurement: Measurement) -> None:
             cell = self._record(target, env, case, params, measurement)
+            cell.latency_ms = route.latency_ms
             self.results.add(cell)
             self.progress.on_cell(cell)
             failed = measurement.failure
@@ -331,7 +372,49 @@ class Runner:
             rows=None if raised else rows_in(measurement.first.value),
             warmup=self.plan.policy.warmup,
             samples_ns=measurement.samples_ns,
+            # A cell that raised has no samples: its round trips are the failing call's.
+            round_trips=failed.round_trips if raised else _usual(measurement.round_trips),
+            round_trips_seen=sorted(measurement.round_trips),
         )
+
+
+def _usual(counts: Counter[int]) -> int | None:
+    return counts.most_common(1)[0][0] if counts else None
+
+
+class Route:
+    """How drivers reach a target: directly, or through a latency proxy."""
+
+    def __init__(self, proxy: LatencyProxy | None = None) -> None:
+        self.proxy = proxy
+        self.latency_ms: float | None = None
+
+    def set_latency(self, round_trip_ms: float | None) -> None:
+        self.latency_ms = round_trip_ms
+        if self.proxy is not None and round_trip_ms is not None:
+            self.proxy.set_delay(round_trip_ms / 2000)  # one way, in seconds
+
+    def driver(self, driver: Driver) -> Driver:
+        if self.proxy is None:
+            return driver
+        return replace(driver, url=driver.url.set(host="127.0.0.1", port=self.proxy.port))
+
+    def round_trip_counter(self) -> RoundTripCounter | None:
+        return None if self.proxy is None else RoundTripCounter(self.proxy.round_trips)
+
+    def describe(self) -> str:
+        return "" if self.latency_ms is None else f", +{self.latency_ms:g} ms per round trip"
+
+
+@contextmanager
+def route_to(target: Target, through_proxy: bool) -> Iterator[Route]:
+    """A route to ``target``; through a proxy process (stopped afterwards) if asked."""
+    if not through_proxy:
+        yield Route()
+        return
+    url = target.url
+    with LatencyProxy(url.host or "127.0.0.1", url.port or DEFAULT_PORTS[target.name]) as proxy:
+        yield Route(proxy)
 
 
 def _describe(size: DatasetSize) -> str:

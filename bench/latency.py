@@ -1,0 +1,282 @@
+"""A TCP proxy that adds round-trip latency and counts round trips, in a process of its own.
+
+``LatencyProxy(host, port)`` starts the proxy in a child process (never a thread of the
+measured process: a proxy thread competes with the client for the GIL and caps its
+throughput) listening on 127.0.0.1. Each chunk read from one side is released to the
+other ``delay`` seconds after it arrived, measured from its own arrival, so chunks in
+flight do not add up (as Toxiproxy's latency toxic does); a round trip gains 2 x delay.
+Release times are kept to well under a millisecond by sleeping until just before the
+due time and spinning the rest, which ``asyncio.sleep`` (about 0.6 ms late) cannot do.
+
+A round trip is a burst from the client answered by a burst from the server: counted
+when the first server chunk arrives after client chunks. Round trips and bytes each
+way are kept in shared memory, so the measuring process reads them around a single call
+with no message to the proxy; per-connection figures and the proxy's CPU time come on
+request over a pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import queue
+import random
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+ROUND_TRIPS, BYTES_UP, BYTES_DOWN, CONNECTIONS = range(4)
+SPIN_SECONDS = 150e-6  # the last stretch before a due time is spun, not slept
+CHUNK = 65536
+START_TIMEOUT_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Counts since the proxy started; subtract two readings for an interval."""
+
+    round_trips: int
+    bytes_up: int
+    bytes_down: int
+    connections: int
+
+    def __sub__(self, other: Totals) -> Totals:
+        return Totals(
+            self.round_trips - other.round_trips,
+            self.bytes_up - other.bytes_up,
+            self.bytes_down - other.bytes_down,
+            self.connections - other.connections,
+        )
+
+
+class LatencyProxy:
+    """The measuring process's handle on a proxy process in front of ``host:port``."""
+
+    def __init__(self, host: str, port: int) -> None:
+        context = multiprocessing.get_context("spawn")  # a clean interpreter: no engines
+        self._counters = context.RawArray(ctypes.c_longlong, 4)
+        self._control, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve, args=(child, host, port, self._counters), daemon=True
+        )
+        self._process.start()
+        if not self._control.poll(START_TIMEOUT_SECONDS):
+            self.close()
+            raise RuntimeError("the latency proxy did not start")
+        reply = self._control.recv()
+        if isinstance(reply, str):
+            self.close()
+            raise OSError(reply)
+        self.port: int = reply
+
+    def set_delay(self, one_way_seconds: float, jitter_seconds: float = 0.0) -> None:
+        """Delay each chunk by ``one_way_seconds`` (+ uniform jitter up to the given)."""
+        self._ask("delay", one_way_seconds, jitter_seconds)
+
+    def round_trips(self) -> int:
+        """The running count of round trips (one shared-memory read)."""
+        return self._counters[ROUND_TRIPS]
+
+    def totals(self) -> Totals:
+        """A reading of the shared counters: cheap enough to take around every call."""
+        counters = self._counters
+        return Totals(
+            counters[ROUND_TRIPS], counters[BYTES_UP], counters[BYTES_DOWN], counters[CONNECTIONS]
+        )
+
+    def report(self) -> dict[str, Any]:
+        """Per-connection counts and the proxy process's CPU seconds."""
+        return self._ask("report")
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            with contextlib.suppress(OSError):  # it may have gone already
+                self._control.send(("stop",))
+            self._process.join(2)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+
+    def __enter__(self) -> LatencyProxy:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _ask(self, *message: Any) -> Any:
+        self._control.send(message)
+        return self._control.recv()
+
+
+# --- the proxy process -------------------------------------------------------------------
+
+
+class _Proxy:
+    """State of the proxy process: the delay now in force and every connection's counts."""
+
+    def __init__(self, counters: Any) -> None:
+        self.counters = counters
+        self.delay = 0.0
+        self.jitter = 0.0
+        self.lock = threading.Lock()
+        self.links: list[_Link] = []
+
+    def due(self, arrived: float) -> float:
+        jitter = random.uniform(0, self.jitter) if self.jitter else 0.0
+        return arrived + self.delay + jitter
+
+    def add(self, index: int, amount: int) -> None:
+        with self.lock:
+            self.counters[index] += amount
+
+
+class _Link:
+    """One client connection and its upstream connection."""
+
+    def __init__(self, proxy: _Proxy, client: socket.socket, upstream: socket.socket) -> None:
+        self.proxy = proxy
+        self.round_trips = 0
+        self.bytes = {"up": 0, "down": 0}
+        self.last = "down"  # the direction of the last chunk seen
+        self.open = True
+        for source, target, direction in ((client, upstream, "up"), (upstream, client, "down")):
+            _Direction(self, source, target, direction).start()
+
+    def arrived(self, direction: str, size: int) -> None:
+        proxy = self.proxy
+        with proxy.lock:
+            self.bytes[direction] += size
+            proxy.counters[BYTES_UP if direction == "up" else BYTES_DOWN] += size
+            if direction == "down" and self.last == "up":
+                self.round_trips += 1
+                proxy.counters[ROUND_TRIPS] += 1
+            self.last = direction
+
+
+class _Direction:
+    """One direction of a link: a reader that stamps chunks, a writer that releases them."""
+
+    def __init__(self, link: _Link, source: socket.socket, target: socket.socket, name: str):
+        self.link, self.source, self.target, self.name = link, source, target, name
+        self.chunks: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
+        self.pending = 0  # chunks queued and not yet sent (changed under the proxy's lock)
+
+    def start(self) -> None:
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._write, daemon=True).start()
+
+    def _read(self) -> None:
+        last_due = 0.0
+        proxy = self.link.proxy
+        while True:
+            try:
+                data = self.source.recv(CHUNK)
+            except OSError:
+                data = b""
+            arrived = time.perf_counter()
+            if data:
+                self.link.arrived(self.name, len(data))
+            if data and self._undelayed(proxy):
+                if not self._send(data):
+                    return
+                continue
+            # Jitter must not reorder a byte stream: a chunk is never due before the last.
+            last_due = max(proxy.due(arrived), last_due)
+            with proxy.lock:
+                self.pending += 1
+            self.chunks.put((last_due, data))
+            if not data:
+                return
+
+    def _undelayed(self, proxy: _Proxy) -> bool:
+        # Without delay, handing a chunk to the writer thread costs thread wake-ups that
+        # made a local round trip six times slower; the reader sends it itself, unless
+        # earlier chunks are still queued and must go first.
+        return not (proxy.delay or proxy.jitter or self.pending)
+
+    def _write(self) -> None:
+        while True:
+            due, data = self.chunks.get()
+            _wait_until(due)
+            sent = self._send(data)
+            with self.link.proxy.lock:
+                self.pending -= 1
+            if not sent or not data:
+                return
+
+    def _send(self, data: bytes) -> bool:
+        """Send ``data`` (end of stream when empty); False once the peer is gone."""
+        try:
+            if data == b"":
+                self.target.shutdown(socket.SHUT_WR)
+            else:
+                self.target.sendall(data)
+        except OSError:
+            self.link.open = False
+            return False
+        return True
+
+
+def _wait_until(due: float) -> None:
+    remaining = due - time.perf_counter()
+    if remaining > SPIN_SECONDS:
+        time.sleep(remaining - SPIN_SECONDS)
+    while time.perf_counter() < due:
+        pass
+
+
+def _serve(control: Connection, host: str, port: int, counters: Any) -> None:
+    proxy = _Proxy(counters)
+    try:
+        listener = socket.create_server(("127.0.0.1", 0))
+    except OSError as error:
+        control.send(f"the latency proxy cannot listen: {error}")
+        return
+    control.send(listener.getsockname()[1])
+    threading.Thread(target=_accept, args=(proxy, listener, host, port), daemon=True).start()
+    _obey(proxy, control)
+
+
+def _accept(proxy: _Proxy, listener: socket.socket, host: str, port: int) -> None:
+    while True:
+        client, _ = listener.accept()
+        try:
+            upstream = socket.create_connection((host, port), timeout=5)
+        except OSError:
+            client.close()
+            continue
+        upstream.settimeout(None)
+        for sock in (client, upstream):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        proxy.add(CONNECTIONS, 1)
+        proxy.links.append(_Link(proxy, client, upstream))
+
+
+def _obey(proxy: _Proxy, control: Connection) -> None:
+    """Answer the measuring process until it says stop (or goes away)."""
+    while True:
+        try:
+            command, *arguments = control.recv()
+        except EOFError:
+            return
+        if command == "stop":
+            return
+        if command == "delay":
+            proxy.delay, proxy.jitter = arguments
+            control.send(None)
+        elif command == "report":
+            control.send(_report(proxy))
+
+
+def _report(proxy: _Proxy) -> dict[str, Any]:
+    with proxy.lock:
+        links = [
+            {"round_trips": link.round_trips, "bytes_up": link.bytes["up"],
+             "bytes_down": link.bytes["down"], "open": link.open}
+            for link in proxy.links
+        ]  # fmt: skip
+    return {"cpu_seconds": time.process_time(), "connections": links}

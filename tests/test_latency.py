@@ -1,0 +1,167 @@
+"""The latency proxy: it counts round trips and bytes, releases chunks on time, and the
+runner's figures obey the physics of injected latency on the real servers.
+
+The timing checks have physical bounds the issue sets (a call cannot beat the delays it
+crosses; the excess is bounded); performance figures themselves come from selfcheck."""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import threading
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from bench.engines import prepare_database
+from bench.latency import LatencyProxy
+from bench.measure import Policy
+from bench.results import ResultFile
+from bench.runner import Progress, Runner, RunPlan, run_header
+from bench.stats import summarize
+from scenarios.dataset import DatasetSize
+from tests.conftest import SIZE
+from tests.test_cli import assert_one_line_error, run
+from tests.test_run import _target
+
+MESSAGE = b"x" * 100
+
+
+class EchoServer:
+    """Sends back whatever it receives, on 127.0.0.1, until closed."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._echo, args=(client,), daemon=True).start()
+
+    @staticmethod
+    def _echo(client: socket.socket) -> None:
+        with client:
+            while data := client.recv(65536):
+                client.sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture(scope="module")
+def echo():
+    server = EchoServer()
+    yield server
+    server.close()
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _round_trip_ms(sock: socket.socket, times: int) -> float:
+    samples = []
+    for _ in range(times):
+        started = time.perf_counter()
+        sock.sendall(MESSAGE)
+        received = b""
+        while len(received) < len(MESSAGE):
+            received += sock.recv(65536)
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples) * 1000
+
+
+def test_round_trips_and_bytes_are_counted(echo) -> None:
+    with LatencyProxy("127.0.0.1", echo.port) as proxy, _connect(proxy.port) as sock:
+        before = proxy.totals()
+        _round_trip_ms(sock, 25)
+        counted = proxy.totals() - before
+        assert (counted.round_trips, counted.bytes_up, counted.bytes_down) == (25, 2500, 2500)
+        (link,) = proxy.report()["connections"]
+        assert link["round_trips"] == 25 and link["open"]
+        assert proxy.report()["cpu_seconds"] > 0
+
+
+@pytest.mark.parametrize("one_way_ms", [0.5, 2.5, 10])
+def test_a_round_trip_gains_twice_the_delay_and_little_more(echo, one_way_ms) -> None:
+    with _connect(echo.port) as direct:
+        direct_ms = _round_trip_ms(direct, 200)
+    with LatencyProxy("127.0.0.1", echo.port) as proxy, _connect(proxy.port) as sock:
+        proxy.set_delay(one_way_ms / 1000)
+        through_ms = _round_trip_ms(sock, 60 if one_way_ms < 10 else 30)
+    excess = through_ms - direct_ms - 2 * one_way_ms
+    assert 0 <= excess <= 0.2, f"round trip {through_ms:.3f} ms, direct {direct_ms:.3f} ms"
+
+
+def test_chunks_in_flight_do_not_add_up(echo) -> None:
+    """Ten messages sent at once arrive one delay later, not ten delays later."""
+    with LatencyProxy("127.0.0.1", echo.port) as proxy, _connect(proxy.port) as sock:
+        proxy.set_delay(0.02)
+        started = time.perf_counter()
+        for _ in range(10):
+            sock.sendall(MESSAGE)
+            time.sleep(0.001)  # separate chunks
+        received = b""
+        while len(received) < 10 * len(MESSAGE):
+            received += sock.recv(65536)
+        elapsed = time.perf_counter() - started
+    assert 0.04 <= elapsed < 0.08  # one round trip of 40 ms plus the 10 ms of sending
+
+
+@pytest.mark.parametrize("name", ["postgresql", "mysql"])
+def test_time_per_operation_follows_round_trips_times_latency(request, tmp_path, name) -> None:
+    target = _target(request, name)
+    size = DatasetSize(users=10, posts_per_user=2)
+    round_trip_ms = 5.0
+    plan = RunPlan(
+        targets=(target,),
+        scenarios=("load.users_with_posts",),
+        strategies=("lazy", "selectin", "joined"),
+        datasets=(size,),
+        latencies=(0.0, round_trip_ms),
+        policy=Policy(warmup=2, min_rounds=5, min_time=0.0),
+    )
+    results = ResultFile(tmp_path / "r.json", run_header(plan, ["t"], datetime.now(timezone.utc)))
+    try:
+        assert Runner(plan, results, Progress()).run() == []
+    finally:
+        prepare_database(target.drivers[0], SIZE)  # the rest of the suite expects its seed
+    timed = [cell for cell in results.cells if cell.samples_ns]
+    baseline = {_key(cell): cell for cell in timed if cell.latency_ms == 0}
+    checked = 0
+    for cell in (c for c in timed if c.latency_ms == round_trip_ms):
+        zero = summarize(baseline[_key(cell)].samples_ns).median_ns / 1e6
+        median = summarize(cell.samples_ns).median_ns / 1e6
+        floor = cell.round_trips * round_trip_ms
+        where = f"{cell.params} {cell.driver}-{cell.mode}: {cell.round_trips} round trips"
+        assert cell.round_trips >= cell.statements, where
+        assert floor <= median <= floor * 1.15 + zero, f"{where}, {median:.1f} ms"
+        checked += 1
+    assert checked >= 5  # 3 strategies x 2 modes, less lazy loading in async
+
+
+def _key(cell) -> tuple:
+    return (cell.case, tuple(cell.params.items()), cell.driver, cell.mode)
+
+
+def test_latency_on_sqlite_is_one_line() -> None:
+    result = run("bench", "run", "--latency", "5")
+    assert_one_line_error(result, "--latency needs a network and sqlite has none")
+
+
+@pytest.mark.parametrize("value", ["-1", "fast", "1,,2", "nan"])
+def test_bad_latency_is_one_line(value) -> None:
+    assert_one_line_error(run("bench", "run", "--latency", value), "round-trip milliseconds")
+
+
+def test_unknown_grid_parameter_is_one_line() -> None:
+    result = run("bench", "run", "--scenario", "crud.list", "--param", "depth=3")
+    assert_one_line_error(result, "--param depth: no selected scenario has that parameter")

@@ -36,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bench.engines import DriverEnv, prepare_database, setting_for, sqlalchemy_version
 from bench.measure import Policy
-from bench.report import NOTE, tables
+from bench.report import LOAD_NOTE, NOTE, load_tables, tables
 from bench.results import LOCAL_RESULTS, ResultFile, check_writable, default_path, write_csv
 from bench.runner import Progress as RunProgress
 from bench.runner import Runner, RunPlan, pin_to, run_header
@@ -287,6 +287,35 @@ def _add_run_parser(commands: argparse._SubParsersAction) -> None:
         help="round-trip milliseconds to add with a TCP proxy (in a process of its own) in "
         "front of each server, e.g. 0,1,5,20; also counts round trips per operation "
         "(servers only: SQLite has no network)",
+    )
+    run.add_argument(
+        "--concurrency",
+        type=_positive_list,
+        metavar="N[,N...]",
+        help="measure under load instead: N workers (threads in sync mode, tasks in async) "
+        "share one engine, each opening a session, calling the scenario and closing, for "
+        "--load-seconds; records throughput, p50/p95/p99, pool waits and timeouts, peak "
+        "server connections and CPU time of client, proxy and server",
+    )
+    run.add_argument(
+        "--pool-size", type=_positive_list, metavar="N[,N...]", help="engine pool sizes to measure"
+    )
+    run.add_argument(
+        "--max-overflow", type=_number(int, 0), metavar="N", help="engine max_overflow"
+    )
+    run.add_argument(
+        "--pool-timeout",
+        type=_number(float, 0.001),
+        metavar="SECONDS",
+        help="engine pool_timeout: a checkout that waits longer fails with TimeoutError, "
+        "counted per cell",
+    )
+    run.add_argument(
+        "--load-seconds",
+        type=_number(float, 0.1),
+        default=2.0,
+        metavar="SECONDS",
+        help="how long each load runs, the first fifth being warm-up (default: 2)",
     )
     for option, field, kind, minimum, metavar, text in POLICY_OPTIONS:
         default = getattr(defaults, field)
@@ -563,9 +592,13 @@ def cmd_run(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> int
     results = ResultFile(path, run_header(plan, args.argv, started))
     failures = _measure(plan, results, console)
     results.finish("incomplete" if failures else "complete", "; ".join(failures) or None)
-    for table in tables(results.cells):
+    single = [cell for cell in results.cells if cell.load is None]
+    loaded = [cell for cell in results.cells if cell.load is not None]
+    for table in tables(single):
         console.print(table)
-    console.print(NOTE, style="dim")
+    for table in load_tables(loaded):
+        console.print(table)
+    console.print(NOTE if single else LOAD_NOTE, style="dim")
     if args.csv:
         write_csv(path.with_suffix(".csv"), results.cells)
     return _run_summary(console, results, failures)
@@ -591,6 +624,11 @@ def _plan(args: argparse.Namespace, targets: list[Target]) -> RunPlan:
         policy=policy,
         latencies=args.latency,
         grid=tuple(dict(args.param or ()).items()),
+        concurrency=args.concurrency,
+        pool_sizes=args.pool_size,
+        max_overflow=args.max_overflow,
+        pool_timeout=args.pool_timeout,
+        load_seconds=args.load_seconds,
     )
 
 

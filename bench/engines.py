@@ -40,7 +40,11 @@ class DriverEnv:
     """A driver's default engine, its counter, and factories for sessions and engines."""
 
     def __init__(
-        self, driver: Driver, size: DatasetSize, round_trips: RoundTripCounter | None = None
+        self,
+        driver: Driver,
+        size: DatasetSize,
+        round_trips: RoundTripCounter | None = None,
+        pool: dict[str, Any] | None = None,
     ) -> None:
         self.driver = driver.spec.name
         self.mode = driver.spec.mode
@@ -49,7 +53,8 @@ class DriverEnv:
         self.counter = StatementCounter()
         self.round_trips = round_trips  # when the driver's URL leads through the proxy
         self._driver = driver
-        self.default_engine = self.new_engine()
+        self.pool = pool or {}  # pool_size, max_overflow, pool_timeout for the default engine
+        self.default_engine = self.new_engine(**self.pool)
 
     @property
     def id(self) -> str:

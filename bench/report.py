@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from rich.table import Table
 
 from bench.results import CellRecord
-from bench.stats import Summary, summarize
+from bench.stats import Summary, percentile, summarize
 from scenarios.registry import MODES, STRATEGY
 
 NOTE = (
@@ -150,3 +150,68 @@ def duration(ns: float) -> str:
         if ns >= scale:
             return f"{ns / scale:.3g} {unit}" if ns < scale * 1000 else f"{ns / scale:,.0f} {unit}"
     return f"{ns:.0f} ns"
+
+
+LOAD_COLUMNS = (
+    "variant", "pool", "workers", "served", "mode", "driver", "ops/s", "p50", "p95", "p99",
+    "wait p50", "wait p95", "peak conns", "errors", "cpu client/proxy/server",
+)  # fmt: skip
+
+
+CPU_OWNERS = ("client", "proxy", "server")
+LOAD_NOTE = (
+    "under load: ops/s is what completed in the measuring window over its length; p50/p95/"
+    "p99 time each operation from asking the pool for a connection to the end of the call; "
+    "wait is the part spent waiting for the connection; served is how many workers completed "
+    "an operation in the window (the pools are not fair: a worker that returns a connection "
+    "takes it back before a waiting one wakes); peak conns is the most server "
+    "connections the engine held at once; cpu is seconds of CPU in the load (client, "
+    "latency proxy, database server): a plateau with the client near one CPU-second per "
+    "second is the CPU, not the pool"
+)
+
+
+def load_tables(cells: Iterable[CellRecord]) -> list[Table]:
+    """One table per scenario table, rtt and dataset for cells measured under load."""
+    grouped: dict[tuple, list[CellRecord]] = {}
+    for cell in cells:
+        grouped.setdefault((cell.table, cell.latency_ms, _dataset_key(cell)), []).append(cell)
+    return [_load_table(group) for group in grouped.values()]
+
+
+def _load_table(cells: list[CellRecord]) -> Table:
+    first = cells[0]
+    rtt = "" if first.latency_ms is None else f", +{first.latency_ms:g} ms per round trip"
+    table = Table(title=f"{first.table} under load{rtt}", title_justify="left")
+    for name in LOAD_COLUMNS:
+        table.add_column(name, justify="left" if name in ("variant", "mode", "driver") else "right")
+    for cell in cells:
+        table.add_row(*_load_row(cell, _variant(cell, cells)))
+    return table
+
+
+def _load_row(cell: CellRecord, variant: str) -> list[str]:
+    load = cell.load
+    waits = load["pool_wait_ns"]
+    cpu = load["cpu_seconds"]
+    times = "-", "-", "-"
+    if cell.samples_ns:
+        times = tuple(duration(percentile(cell.samples_ns, p)) for p in (50, 95, 99))
+    pool = cell.pool or {}
+    served = sum(1 for count in load["per_worker"] if count)
+    return [
+        variant,
+        f"{pool.get('pool_size', 5)}+{pool.get('max_overflow', 10)}",
+        str(cell.concurrency),
+        str(served),
+        cell.mode,
+        f"{cell.target}+{cell.driver}",
+        f"{load['throughput']:,.0f}",
+        *times,
+        *(duration(percentile(waits, p)) if waits else "-" for p in (50, 95)),
+        "-" if load["peak_connections"] is None else str(load["peak_connections"]),
+        ", ".join(f"{count} {name}" for name, count in load["errors"].items()) or "0",
+        "/".join(
+            "-" if cpu.get(k) is None else f"{cpu[k]:.2f}" for k in ("client", "proxy", "server")
+        ),
+    ]

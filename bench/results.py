@@ -61,6 +61,9 @@ class CellRecord:
     latency_ms: float | None = None  # round-trip time the proxy added; None without proxy
     round_trips: int | None = None  # per operation, counted by the proxy
     round_trips_seen: list[int] = field(default_factory=list)
+    concurrency: int | None = None  # workers sharing the engine; None: one call at a time
+    pool: dict[str, Any] | None = None  # pool_size, max_overflow, pool_timeout when set
+    load: dict[str, Any] | None = None  # throughput, pool waits, errors, peak connections, CPU
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,7 +77,11 @@ class CellRecord:
         """What identifies the cell across runs (for comparing two result files)."""
         params = tuple(sorted(self.params.items()))
         dataset = tuple(sorted(self.dataset.items()))
-        return (self.case, params, dataset, self.target, self.driver, self.mode, self.latency_ms)
+        pool = tuple(sorted((self.pool or {}).items()))
+        return (
+            *(self.case, params, dataset, self.target, self.driver, self.mode),
+            *(self.latency_ms, self.concurrency, pool),
+        )
 
 
 def now() -> str:

@@ -26,7 +26,17 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from bench.engines import DriverEnv, prepare_database, setting_for
 from bench.latency import LatencyProxy
-from bench.measure import Cell, Measurement, Policy, measure_driver, never
+from bench.load import run_load
+from bench.measure import (
+    ONCE,
+    Cell,
+    Measurement,
+    Policy,
+    measure,
+    measure_driver,
+    never,
+    subject_for,
+)
 from bench.probes import RoundTripCounter
 from bench.results import SCHEMA_VERSION, CellRecord, ResultFile
 from bench.targets import ConfigError, Driver, Target, failure, first_line
@@ -58,6 +68,11 @@ class RunPlan:
     policy: Policy = DEFAULT_POLICY
     latencies: tuple[float, ...] | None = None  # round-trip milliseconds added by the proxy
     grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # parameter values replacing a grid's
+    concurrency: tuple[int, ...] | None = None  # workers per load; None measures one call
+    pool_sizes: tuple[int, ...] | None = None
+    max_overflow: int | None = None
+    pool_timeout: float | None = None
+    load_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         if self.latencies is not None and any(t.name == "sqlite" for t in self.targets):
@@ -92,8 +107,19 @@ class RunPlan:
             and (self.drivers is None or driver.spec.name in self.drivers)
         ]
 
+    def pools(self) -> list[dict[str, Any] | None]:
+        """Engine pool settings to measure with, one per pool size (None: the defaults)."""
+        common = {"max_overflow": self.max_overflow, "pool_timeout": self.pool_timeout}
+        common = {name: value for name, value in common.items() if value is not None}
+        if self.pool_sizes is None:
+            return [common or None]
+        return [{"pool_size": size, **common} for size in self.pool_sizes]
+
     def cells(self, driver: Driver, size: DatasetSize) -> list[Cell]:
-        cells = applicable_cells(self.cases(), setting_for(driver), size)
+        cases = self.cases()
+        if self.concurrency is not None:  # workers open sessions: session scenarios only
+            cases = [case for case in cases if case.receives == "session"]
+        cells = applicable_cells(cases, setting_for(driver), size)
         if self.strategies is None:
             return cells
         # --strategy narrows the cells that have a strategy; it leaves the others alone.
@@ -118,6 +144,9 @@ class RunPlan:
             "policy": asdict(self.policy),
             "latencies_ms": list(self.latencies) if self.latencies else None,
             "grid": {name: list(values) for name, values in self.grid},
+            "concurrency": list(self.concurrency) if self.concurrency else None,
+            "pools": self.pools(),
+            "load_seconds": self.load_seconds,
         }
 
     def _check_grid(self, cases: list[Case]) -> None:
@@ -282,7 +311,8 @@ class Runner:
             for driver in self.plan.selected_drivers()
             for size in self.plan.datasets
         )
-        return per_latency * len(self.plan.latencies or (None,))
+        levels = len(self.plan.concurrency or (None,))
+        return per_latency * len(self.plan.latencies or (None,)) * len(self.plan.pools()) * levels
 
     def run(self) -> list[str]:
         failures = []
@@ -305,8 +335,9 @@ class Runner:
                     self.results.header["targets"][target.name]["server_version"] = version
                     for latency in self.plan.latencies or (None,):
                         route.set_latency(latency)
-                        for driver in drivers:
-                            self._run_driver(target, route, driver, size, loop)
+                        for pool in self.plan.pools():
+                            for driver in drivers:
+                                self._run_driver(target, route, driver, size, pool, loop)
         except (SQLAlchemyError, OSError, TargetLost) as error:
             return failure(target, error)
         return None
@@ -317,12 +348,16 @@ class Runner:
         route: Route,
         driver: Driver,
         size: DatasetSize,
+        pool: dict[str, Any] | None,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         cells = self.plan.cells(driver, size)
-        described = _describe(size) + route.describe()
+        described = _describe(size) + route.describe() + _describe_pool(pool)
         self.progress.on_driver(f"{driver.id} ({described})", len(cells))
-        env = DriverEnv(route.driver(driver), size, route.round_trip_counter())
+        env = DriverEnv(route.driver(driver), size, route.round_trip_counter(), pool)
+        if self.plan.concurrency is not None:
+            self._load_driver(target, route, env, cells, loop)
+            return
 
         def record(case: Case, params: dict[str, Any], measurement: Measurement) -> None:
             cell = self._record(target, env, case, params, measurement)
@@ -336,6 +371,30 @@ class Runner:
 
         policy = self.plan.policy
         measure_driver(env, cells, policy, loop, record, self.progress.stop_requested)
+
+    def _load_driver(
+        self, target: Target, route: Route, env: DriverEnv, cells: list[Cell], loop
+    ) -> None:
+        """Each cell once alone (its outcome and counts), then under every concurrency."""
+        direct = target.drivers[0].sync_url()  # the poller goes straight to the server
+        try:
+            for case, params in cells:
+                alone = loop.run_until_complete(measure(subject_for(case, params, env), ONCE))
+                for workers in self.plan.concurrency:
+                    load = run_load(
+                        env, case, params, workers, self.plan.load_seconds, loop,
+                        route.proxy_cpu(), direct,
+                    )  # fmt: skip
+                    cell = self._record(target, env, case, params, alone)
+                    cell.latency_ms = route.latency_ms
+                    cell.samples_ns = load.samples_ns
+                    cell.concurrency, cell.pool, cell.load = workers, env.pool, load.to_json()
+                    self.results.add(cell)
+                    self.progress.on_cell(cell)
+                    if self.progress.stop_requested():
+                        raise KeyboardInterrupt
+        finally:
+            loop.run_until_complete(env.dispose())
 
     def _record(
         self,
@@ -402,6 +461,12 @@ class Route:
     def round_trip_counter(self) -> RoundTripCounter | None:
         return None if self.proxy is None else RoundTripCounter(self.proxy.round_trips)
 
+    def proxy_cpu(self) -> Callable[[], float] | None:
+        if self.proxy is None:
+            return None
+        proxy = self.proxy
+        return lambda: proxy.report()["cpu_seconds"]
+
     def describe(self) -> str:
         return "" if self.latency_ms is None else f", +{self.latency_ms:g} ms per round trip"
 
@@ -415,6 +480,10 @@ def route_to(target: Target, through_proxy: bool) -> Iterator[Route]:
     url = target.url
     with LatencyProxy(url.host or "127.0.0.1", url.port or DEFAULT_PORTS[target.name]) as proxy:
         yield Route(proxy)
+
+
+def _describe_pool(pool: dict[str, Any] | None) -> str:
+    return "".join(f", {name}={value}" for name, value in (pool or {}).items())
 
 
 def _describe(size: DatasetSize) -> str:

@@ -1,0 +1,285 @@
+"""Concurrent load: C workers sharing one engine, each opening a session, running one
+scenario call and closing, over and over, for a bounded time.
+
+Sync workers are threads; async workers are tasks on the run's event loop. Both run the
+same worker coroutine, which awaits only in async mode (a sync thread runs it on a loop
+of its own, started once per worker, never per call). Each operation is timed from the
+moment it asks the pool for a connection, and the pool wait is timed on its own. The
+first ``WARMUP_SHARE`` of the time warms the pool and caches up; operations that start
+in it are not recorded, and throughput is what completed in the rest over its length.
+
+Around each load: the peak number of the engine's server connections (polled on a
+separate connection) and the CPU time of the client, the latency proxy and the server,
+so a plateau can be told apart: a full pool, or a saturated CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
+
+from bench.engines import DriverEnv
+from scenarios.registry import Case
+
+WARMUP_SHARE = 0.2
+POLL_SECONDS = 0.02
+SETTLE_SECONDS = 1.0
+SERVER_PROCESSES = {"postgresql": ("postgres",), "mysql": ("mariadbd", "mysqld")}
+# Connections to this database other than the poller's own.
+CONNECTIONS_SQL = {
+    "postgresql": "SELECT count(*) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    "mysql": "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+    "WHERE DB = DATABASE() AND ID <> CONNECTION_ID()",
+}
+
+
+@dataclass
+class Load:
+    """What C workers did in the measuring window."""
+
+    concurrency: int
+    window_seconds: float = 0.0
+    samples_ns: list[int] = field(default_factory=list)  # each operation, pool wait included
+    pool_wait_ns: list[int] = field(default_factory=list)
+    completed: int = 0  # operations that ended inside the window: the throughput
+    per_worker: Counter[int] = field(default_factory=Counter)  # completed, per worker
+    errors: Counter[str] = field(default_factory=Counter)  # e.g. TimeoutError: pool timeouts
+    first_error: str | None = None
+    peak_connections: int | None = None
+    cpu_seconds: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def throughput(self) -> float:
+        return self.completed / self.window_seconds if self.window_seconds else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """What the result file keeps beside the samples (which are the cell's own)."""
+        return {
+            "window_seconds": round(self.window_seconds, 6),
+            "throughput": round(self.throughput, 3),
+            "pool_wait_ns": self.pool_wait_ns,
+            "errors": dict(self.errors),
+            "first_error": self.first_error,
+            "completed": self.completed,
+            # How evenly the workers were served: completed operations per worker.
+            "per_worker": [self.per_worker[n] for n in range(self.concurrency)],
+            "peak_connections": self.peak_connections,
+            "cpu_seconds": self.cpu_seconds,
+        }
+
+
+@dataclass
+class _Window:
+    opens: float  # perf_counter seconds
+    closes: float
+
+    def overlaps(self, started: float, ended: float) -> bool:
+        # Every operation in progress during the window counts for latency, including one
+        # that started waiting for the pool in the warm-up: checkout is not fair, and a
+        # worker can wait for several of its neighbours' operations.
+        return started < self.closes and ended > self.opens
+
+    def holds(self, ended: float) -> bool:
+        return self.opens < ended <= self.closes
+
+
+async def _worker(
+    number: int,
+    env: DriverEnv,
+    call: Callable[[Any], Any],
+    window: _Window,
+    load: Load,
+    lock: threading.Lock,
+) -> None:
+    awaits = env.mode == "async"
+    while time.perf_counter() < window.closes:
+        started = time.perf_counter()
+        session = env.session()
+        error = None
+        try:
+            connection = session.connection()
+            if awaits:
+                await connection
+            acquired = time.perf_counter()
+            value = call(session)
+            if awaits:
+                await value
+        except Exception as raised:
+            error, acquired = raised, time.perf_counter()
+        finally:
+            closing = session.close()
+            if awaits:
+                await closing
+        ended = time.perf_counter()
+        if window.overlaps(started, ended):
+            with lock:
+                _note(load, started, acquired, ended, error)
+                if error is None and window.holds(ended):
+                    load.completed += 1
+                    load.per_worker[number] += 1
+
+
+def _note(load: Load, started: float, acquired: float, ended: float, error: Exception | None):
+    if error is not None:
+        load.errors[type(error).__name__] += 1
+        load.first_error = load.first_error or f"{type(error).__name__}: {error}"[:200]
+        return
+    load.samples_ns.append(int((ended - started) * 1e9))
+    load.pool_wait_ns.append(int((acquired - started) * 1e9))
+
+
+def run_load(
+    env: DriverEnv,
+    case: Case,
+    params: dict[str, Any],
+    concurrency: int,
+    seconds: float,
+    loop: asyncio.AbstractEventLoop,
+    proxy_cpu: Callable[[], float] | None,
+    direct_url: URL,
+) -> Load:
+    """``concurrency`` workers on ``env`` for ``seconds`` (the first share is warm-up)."""
+    load = Load(concurrency)
+    function = case.function(env.mode)
+
+    def call(session: Any) -> Any:
+        return function(session, **params)
+
+    # An empty pool, so the poller's count at the start is other clients' connections
+    # only; opening connections again falls in the warm-up.
+    loop.run_until_complete(env.dispose())
+    lock = threading.Lock()
+    with _watch(load, env, proxy_cpu, direct_url):
+        now = time.perf_counter()  # after the watcher has settled, not before
+        window = _Window(now + seconds * WARMUP_SHARE, now + seconds)
+        workers = [_worker(n, env, call, window, load, lock) for n in range(concurrency)]
+        if env.mode == "async":
+            loop.run_until_complete(_together(workers))
+        else:
+            _in_threads(workers)
+    load.window_seconds = window.closes - window.opens
+    return load
+
+
+async def _together(workers: list) -> None:
+    # gather inside the coroutine, so its tasks belong to the run's loop
+    await asyncio.gather(*workers)
+
+
+def _in_threads(workers: list) -> None:
+    threads = [threading.Thread(target=asyncio.run, args=(worker,)) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+@contextlib.contextmanager
+def _watch(
+    load: Load, env: DriverEnv, proxy_cpu: Callable[[], float] | None, direct_url: URL
+) -> Iterator[None]:
+    """Poll server connections and read CPU times around the load."""
+    target = env.setting.target
+    poller = _ConnectionPoller(direct_url, CONNECTIONS_SQL.get(target))
+    before = _cpu(target, proxy_cpu)
+    poller.start()
+    try:
+        yield
+    finally:
+        load.peak_connections = poller.stop()
+        after = _cpu(target, proxy_cpu)
+        load.cpu_seconds = {
+            name: None if after[name] is None else round(after[name] - before[name], 3)
+            for name in after
+        }
+
+
+def _cpu(target: str, proxy_cpu: Callable[[], float] | None) -> dict[str, float | None]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "client": usage.ru_utime + usage.ru_stime,
+        "proxy": proxy_cpu() if proxy_cpu else None,
+        "server": _server_cpu(SERVER_PROCESSES.get(target, ())),
+    }
+
+
+def _server_cpu(names: tuple[str, ...]) -> float | None:
+    """CPU seconds of the database server's processes, when they run on this machine.
+
+    PostgreSQL runs a process per connection, and one that exits takes its CPU time with
+    it: the time reaped children used (kept by the postmaster) is added, so the total
+    only grows and a difference of two readings is the server's CPU in between.
+    """
+    if not names:
+        return None
+    total, found = 0.0, False
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] in names:
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+                found = True
+    return total if found else None
+
+
+class _ConnectionPoller:
+    """The most connections to the database seen at once, less those open at the start."""
+
+    def __init__(self, url: URL, sql: str | None) -> None:
+        self.sql = sql
+        self.engine = create_engine(url, poolclass=NullPool) if sql else None
+        self.peak: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def start(self) -> None:
+        if self.engine is not None:
+            self._connection = self.engine.connect()
+            self._idle = self._settled_count()
+            self._thread.start()
+
+    def _settled_count(self) -> int:
+        # Connections the engine just closed linger on the server for a moment (a
+        # backend exits after its socket closes): wait until the count stops falling,
+        # or it would be taken for other clients' and hide part of the peak.
+        deadline = time.perf_counter() + SETTLE_SECONDS
+        count = self._count()
+        while time.perf_counter() < deadline:
+            time.sleep(POLL_SECONDS)
+            now = self._count()
+            if now >= count:
+                return now
+            count = now
+        return count
+
+    def stop(self) -> int | None:
+        if self.engine is None:
+            return None
+        self._stop.set()
+        self._thread.join()
+        self._connection.close()
+        self.engine.dispose()
+        return None if self.peak is None else max(self.peak - self._idle, 0)
+
+    def _count(self) -> int:
+        count = self._connection.scalar(text(self.sql))
+        self._connection.rollback()  # a fresh snapshot of the server's view each time
+        return count
+
+    def _poll(self) -> None:
+        while not self._stop.wait(POLL_SECONDS):
+            count = self._count()
+            self.peak = count if self.peak is None else max(self.peak, count)

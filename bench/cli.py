@@ -36,8 +36,16 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bench.engines import DriverEnv, prepare_database, setting_for, sqlalchemy_version
 from bench.measure import Policy
+from bench.plots import write_plots
 from bench.report import LOAD_NOTE, NOTE, load_tables, tables
-from bench.results import LOCAL_RESULTS, ResultFile, check_writable, default_path, write_csv
+from bench.results import (
+    LOCAL_RESULTS,
+    ResultFile,
+    check_writable,
+    default_path,
+    read_result,
+    write_csv,
+)
 from bench.runner import Progress as RunProgress
 from bench.runner import Runner, RunPlan, pin_to, run_header
 from bench.selfcheck import (
@@ -45,6 +53,7 @@ from bench.selfcheck import (
     Figure,
     driver_against_pgbench,
     overhead,
+    proxy_cost,
     repeat_variation,
 )
 from bench.targets import (
@@ -115,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", type=Path, metavar="PATH", help="also write the matrix as JSON")
     _add_run_parser(commands)
     _add_selfcheck_parser(commands)
+    _add_report_parser(commands)
     return parser
 
 
@@ -127,7 +137,8 @@ def _add_selfcheck_parser(commands: argparse._SubParsersAction) -> None:
             "the harness adds per sample, sync and async, with asyncio.run and "
             "run_until_complete per call measured alongside; (driver) raw psycopg2 "
             "primary-key selects per second over pgbench -S -c 1 on the same server "
-            "(needs SQLA_BENCH_POSTGRESQL_URL and pgbench); (cv) the variation of each "
+            "(needs SQLA_BENCH_POSTGRESQL_URL and pgbench); (proxy) the throughput the "
+            "latency proxy costs at zero delay (needs the same URL); (cv) the variation of each "
             "cell's median over repeated runs of the default matrix, for cells slower than "
             "1 ms. Takes a few minutes. Exit status 1 when a goal is missed."
         ),
@@ -336,7 +347,28 @@ def _add_run_parser(commands: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--csv", action="store_true", help="also write one CSV row per cell beside the JSON"
     )
+    run.add_argument(
+        "--plot", action="store_true", help="also write PNG plots beside the result file"
+    )
     _add_affinity(run)
+
+
+def _add_report_parser(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser(
+        "report",
+        help="print the tables of a result file, and plot it",
+        description=(
+            "Read a result file written by run (it is validated against the schema) and "
+            "print its tables; --plot writes PNG plots: time per operation against latency "
+            "when it was measured at several latencies, throughput and p99 against "
+            "concurrency when it was measured under load."
+        ),
+    )
+    report.add_argument("result", type=Path, metavar="RESULT.json", help="a result file")
+    report.add_argument("--plot", action="store_true", help="write PNG plots")
+    report.add_argument(
+        "--output", type=Path, metavar="DIR", help="folder for plots (default: the file's)"
+    )
 
 
 def _add_affinity(parser: argparse.ArgumentParser) -> None:
@@ -592,16 +624,49 @@ def cmd_run(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> int
     results = ResultFile(path, run_header(plan, args.argv, started))
     failures = _measure(plan, results, console)
     results.finish("incomplete" if failures else "complete", "; ".join(failures) or None)
-    single = [cell for cell in results.cells if cell.load is None]
-    loaded = [cell for cell in results.cells if cell.load is not None]
+    _print_tables(console, results.cells)
+    if args.csv:
+        write_csv(path.with_suffix(".csv"), results.cells)
+    if args.plot:
+        _plot(console, results.cells, path.parent, path.stem)
+    return _run_summary(console, results, failures)
+
+
+def _print_tables(console: Console, cells: list) -> None:
+    single = [cell for cell in cells if cell.load is None]
+    loaded = [cell for cell in cells if cell.load is not None]
     for table in tables(single):
         console.print(table)
     for table in load_tables(loaded):
         console.print(table)
     console.print(NOTE if single else LOAD_NOTE, style="dim")
-    if args.csv:
-        write_csv(path.with_suffix(".csv"), results.cells)
-    return _run_summary(console, results, failures)
+
+
+def _plot(console: Console, cells: list, folder: Path, stem: str) -> None:
+    written = write_plots(cells, folder, stem)
+    for path in written:
+        console.print(f"plot: {path}", highlight=False)
+    if not written:
+        console.print("no plot: measure at several --latency values or --concurrency levels")
+
+
+# --- report ------------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> int:
+    header, cells = read_result(args.result)
+    run = header["run"]
+    console.print(
+        f"{args.result}: {run['status']}, {len(cells)} cells, started {run['started']}, "
+        f"SQLAlchemy {header['environment']['sqlalchemy']}",
+        highlight=False,
+    )
+    _print_tables(console, cells)
+    if args.plot:
+        folder = args.output or args.result.parent
+        check_writable(folder / "probe.png")
+        _plot(console, cells, folder, args.result.stem)
+    return 0
 
 
 def _plan(args: argparse.Namespace, targets: list[Target]) -> RunPlan:
@@ -724,11 +789,12 @@ def cmd_selfcheck(args: argparse.Namespace, sqlite_dir: Path, console: Console) 
     checks = list(dict.fromkeys(args.only or CHECKS))
     postgresql = resolve("postgresql", sqlite_dir)
     skipped = []
-    if "driver" in checks and isinstance(postgresql, Unavailable):
-        if args.only:
-            raise ConfigError(postgresql.reason)
-        checks.remove("driver")
-        skipped.append(f"driver: skipped, {postgresql.reason}")
+    for check in ("driver", "proxy"):  # the checks that need PostgreSQL
+        if check in checks and isinstance(postgresql, Unavailable):
+            if args.only:
+                raise ConfigError(postgresql.reason)
+            checks.remove(check)
+            skipped.append(f"{check}: skipped, {postgresql.reason}")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     folder = args.output or LOCAL_RESULTS / f"selfcheck-{stamp}"
     check_writable(folder / "probe.json")
@@ -761,12 +827,21 @@ def _selfcheck_figures(
     figures: list[Figure] = []
     if "overhead" in checks:
         figures += overhead(resolve("sqlite", sqlite_dir), folder, say)
-    if "driver" in checks:
+    if "driver" in checks or "proxy" in checks:
         check_reachable(postgresql)
+    if "driver" in checks:
         figures += driver_against_pgbench(postgresql, args.seconds, folder, say)
+    if "proxy" in checks:
+        figures += proxy_cost(postgresql, args.seconds, folder, say)
     if "cv" in checks:
         figures += repeat_variation(args.repeats, args.affinity, folder, say)
     return figures
 
 
-COMMANDS = {"list": cmd_list, "verify": cmd_verify, "run": cmd_run, "selfcheck": cmd_selfcheck}
+COMMANDS = {
+    "list": cmd_list,
+    "verify": cmd_verify,
+    "run": cmd_run,
+    "selfcheck": cmd_selfcheck,
+    "report": cmd_report,
+}

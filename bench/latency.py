@@ -7,6 +7,9 @@ other ``delay`` seconds after it arrived, measured from its own arrival, so chun
 flight do not add up (as Toxiproxy's latency toxic does); a round trip gains 2 x delay.
 Release times are kept to well under a millisecond by sleeping until just before the
 due time and spinning the rest, which ``asyncio.sleep`` (about 0.6 ms late) cannot do.
+``time.sleep`` wakes late too (70-100 us here), so the proxy measures by how much when
+it starts and sleeps that much less: a spin of 150 us instead cost more than a CPU core
+at 1,300 operations per second with three round trips each.
 
 A round trip is a burst from the client answered by a burst from the server: counted
 when the first server chunk arrives after client chunks. Round trips and bytes each
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import multiprocessing
+import os
 import queue
 import random
 import socket
@@ -30,7 +34,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 ROUND_TRIPS, BYTES_UP, BYTES_DOWN, CONNECTIONS = range(4)
-SPIN_SECONDS = 150e-6  # the last stretch before a due time is spun, not slept
+SPIN_SECONDS = 50e-6  # the last stretch before a due time is spun, not slept
+CALIBRATION_SLEEPS = 20
+CALIBRATION_SECONDS = 0.0025  # sleeps wake later after longer ones: 72 us at 0.5 ms, 96 at 10
 CHUNK = 65536
 START_TIMEOUT_SECONDS = 10
 
@@ -60,8 +66,9 @@ class LatencyProxy:
         context = multiprocessing.get_context("spawn")  # a clean interpreter: no engines
         self._counters = context.RawArray(ctypes.c_longlong, 4)
         self._control, child = context.Pipe()
+        client_cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         self._process = context.Process(
-            target=_serve, args=(child, host, port, self._counters), daemon=True
+            target=_serve, args=(child, host, port, self._counters, client_cpus), daemon=True
         )
         self._process.start()
         if not self._control.poll(START_TIMEOUT_SECONDS):
@@ -120,6 +127,7 @@ class _Proxy:
 
     def __init__(self, counters: Any) -> None:
         self.counters = counters
+        self.early = _sleep_lateness() + SPIN_SECONDS  # wake this long before a due time
         self.delay = 0.0
         self.jitter = 0.0
         self.lock = threading.Lock()
@@ -148,12 +156,16 @@ class _Link:
 
     def arrived(self, direction: str, size: int) -> None:
         proxy = self.proxy
+        counters = proxy.counters
         with proxy.lock:
             self.bytes[direction] += size
-            proxy.counters[BYTES_UP if direction == "up" else BYTES_DOWN] += size
-            if direction == "down" and self.last == "up":
-                self.round_trips += 1
-                proxy.counters[ROUND_TRIPS] += 1
+            if direction == "up":
+                counters[BYTES_UP] += size
+            else:
+                counters[BYTES_DOWN] += size
+                if self.last == "up":
+                    self.round_trips += 1
+                    counters[ROUND_TRIPS] += 1
             self.last = direction
 
 
@@ -170,38 +182,39 @@ class _Direction:
         threading.Thread(target=self._write, daemon=True).start()
 
     def _read(self) -> None:
+        # The hot path of every proxied statement: names are bound once, and a chunk
+        # that needs no delay is sent from here, without waking the writer thread.
+        proxy, link, name = self.link.proxy, self.link, self.name
+        recv, sendall, arrived = self.source.recv, self.target.sendall, link.arrived
         last_due = 0.0
-        proxy = self.link.proxy
         while True:
             try:
-                data = self.source.recv(CHUNK)
+                data = recv(CHUNK)
             except OSError:
                 data = b""
-            arrived = time.perf_counter()
-            if data:
-                self.link.arrived(self.name, len(data))
-            if data and self._undelayed(proxy):
-                if not self._send(data):
+            if data and not (proxy.delay or proxy.jitter or self.pending):
+                arrived(name, len(data))
+                try:
+                    sendall(data)
+                except OSError:
+                    link.open = False
                     return
                 continue
+            now = time.perf_counter()
+            if data:
+                arrived(name, len(data))
             # Jitter must not reorder a byte stream: a chunk is never due before the last.
-            last_due = max(proxy.due(arrived), last_due)
+            last_due = max(proxy.due(now), last_due)
             with proxy.lock:
                 self.pending += 1
             self.chunks.put((last_due, data))
             if not data:
                 return
 
-    def _undelayed(self, proxy: _Proxy) -> bool:
-        # Without delay, handing a chunk to the writer thread costs thread wake-ups that
-        # made a local round trip six times slower; the reader sends it itself, unless
-        # earlier chunks are still queued and must go first.
-        return not (proxy.delay or proxy.jitter or self.pending)
-
     def _write(self) -> None:
         while True:
             due, data = self.chunks.get()
-            _wait_until(due)
+            _wait_until(due, self.link.proxy.early)
             sent = self._send(data)
             with self.link.proxy.lock:
                 self.pending -= 1
@@ -221,15 +234,40 @@ class _Direction:
         return True
 
 
-def _wait_until(due: float) -> None:
+def _wait_until(due: float, early: float) -> None:
+    """Return at ``due``: sleep until ``early`` before it (the sleep's usual lateness and
+    a little spin), then spin."""
     remaining = due - time.perf_counter()
-    if remaining > SPIN_SECONDS:
-        time.sleep(remaining - SPIN_SECONDS)
+    if remaining > early:
+        time.sleep(remaining - early)
     while time.perf_counter() < due:
         pass
 
 
-def _serve(control: Connection, host: str, port: int, counters: Any) -> None:
+def _sleep_lateness() -> float:
+    """How late ``time.sleep`` wakes on this machine (the median of a few short sleeps)."""
+    late = []
+    for _ in range(CALIBRATION_SLEEPS):
+        started = time.perf_counter()
+        time.sleep(CALIBRATION_SECONDS)
+        late.append(time.perf_counter() - started - CALIBRATION_SECONDS)
+    return sorted(late)[len(late) // 2]
+
+
+def _leave_the_clients_cpus(client_cpus: set[int] | None) -> None:
+    """Run on the CPUs the measuring process does not use: a child inherits its parent's
+    CPU affinity, and a proxy pinned to the client's one core starved both under load."""
+    if client_cpus is None or not hasattr(os, "sched_setaffinity"):
+        return
+    others = set(range(os.cpu_count() or 1)) - client_cpus
+    with contextlib.suppress(OSError):  # a cpuset may forbid some: then stay as we are
+        os.sched_setaffinity(0, others or client_cpus)
+
+
+def _serve(
+    control: Connection, host: str, port: int, counters: Any, client_cpus: set[int] | None
+) -> None:
+    _leave_the_clients_cpus(client_cpus)
     proxy = _Proxy(counters)
     try:
         listener = socket.create_server(("127.0.0.1", 0))

@@ -61,7 +61,7 @@ def _table(cells: list[CellRecord], several_sizes: bool) -> Table:
     rows = [_Row(cell, summarize(cell.samples_ns)) for cell in cells]
     fastest = min((row.summary.median_ns for row in rows if row.summary), default=None)
     for row in sorted(rows, key=_order(cells)):
-        values = _cells(row, _variant(row.cell, cells), fastest)
+        values = _cells(row, variant_of(row.cell, cells), fastest)
         table.add_row(*(values[name] for name, _ in columns))
     return table
 
@@ -87,17 +87,17 @@ def _order(cells: list[CellRecord]):
     """Variants in the order first measured, then sync before async, then driver."""
     first_seen: dict[str, int] = {}
     for cell in cells:
-        first_seen.setdefault(_variant(cell, cells), len(first_seen))
+        first_seen.setdefault(variant_of(cell, cells), len(first_seen))
 
     def key(row: _Row) -> tuple:
         cell = row.cell
-        variant = first_seen[_variant(cell, cells)]
+        variant = first_seen[variant_of(cell, cells)]
         return (variant, cell.latency_ms or 0, MODES.index(cell.mode), cell.target, cell.driver)
 
     return key
 
 
-def _variant(cell: CellRecord, table: list[CellRecord]) -> str:
+def variant_of(cell: CellRecord, table: list[CellRecord]) -> str:
     """The case (when the table has several) and the parameters that vary in the table."""
     parts = [cell.case] if len({c.case for c in table}) > 1 else []
     varying = [name for name in cell.params if len({repr(c.params.get(name)) for c in table}) > 1]
@@ -186,7 +186,7 @@ def _load_table(cells: list[CellRecord]) -> Table:
     for name in LOAD_COLUMNS:
         table.add_column(name, justify="left" if name in ("variant", "mode", "driver") else "right")
     for cell in cells:
-        table.add_row(*_load_row(cell, _variant(cell, cells)))
+        table.add_row(*_load_row(cell, variant_of(cell, cells)))
     return table
 
 

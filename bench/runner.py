@@ -353,7 +353,8 @@ class Runner:
     ) -> None:
         cells = self.plan.cells(driver, size)
         described = _describe(size) + route.describe() + _describe_pool(pool)
-        self.progress.on_driver(f"{driver.id} ({described})", len(cells))
+        loads = len(self.plan.concurrency or (None,))  # each load is a cell of its own
+        self.progress.on_driver(f"{driver.id} ({described})", len(cells) * loads)
         env = DriverEnv(route.driver(driver), size, route.round_trip_counter(), pool)
         if self.plan.concurrency is not None:
             self._load_driver(target, route, env, cells, loop)

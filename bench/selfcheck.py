@@ -34,12 +34,13 @@ from bench.stats import coefficient_of_variation, summarize
 from bench.targets import ConfigError, Target
 from scenarios.registry import discover
 
-CHECKS = ("overhead", "driver", "cv")
+CHECKS = ("overhead", "driver", "proxy", "cv")
 SLOW_CELL_NS = 1_000_000  # the CV goal concerns cells slower than 1 ms
 GOALS = {  # figure: (relation, limit, the limit as people read it)
     "overhead sync": ("below", 1_000.0, "1 µs"),  # ns per sample
     "overhead async": ("below", 5_000.0, "5 µs"),
     "driver ratio": ("at least", 0.95, "0.95"),
+    "proxy cost": ("at most", 0.20, "20 %"),
     "cv": ("below", 0.05, "5 %"),
 }
 
@@ -58,7 +59,9 @@ class Figure:
         if self.value is None or self.name not in GOALS:
             return None
         relation, limit, _ = GOALS[self.name]
-        return self.value < limit if relation == "below" else self.value >= limit
+        if relation == "below":
+            return self.value < limit
+        return self.value <= limit if relation == "at most" else self.value >= limit
 
     @property
     def goal(self) -> str:
@@ -193,7 +196,34 @@ def _pgbench(pgbench: str, arguments: list[str], env: dict, target: Target) -> s
     return done.stdout + done.stderr
 
 
-# --- 3. stability of medians over repeated runs -----------------------------------------
+# --- 3. the latency proxy's own cost -----------------------------------------------------
+
+
+def proxy_cost(postgresql: Target, seconds: float, folder: Path, say: Say) -> list[Figure]:
+    """Raw psycopg2 selects per second, direct and through the proxy at zero delay."""
+    say(f"proxy: raw psycopg2 selects, direct and through the proxy at 0 ms, {seconds:g} s each")
+    rates = {}
+    for name, latencies in (("direct", None), ("proxied", (0.0,))):
+        plan = RunPlan(
+            targets=(postgresql,),
+            modes=("sync",),
+            drivers=("psycopg2",),
+            scenarios=_cases_with("driver"),
+            latencies=latencies,
+            policy=Policy(warmup=100, min_rounds=100, min_time=seconds, max_rounds=10_000_000),
+        )
+        cells = _measure(plan, folder / f"proxy-{name}.json", ["selfcheck", "proxy"])
+        raw = next(cell for cell in cells if cell.baseline == "driver")
+        rates[name] = len(raw.samples_ns) / (sum(raw.samples_ns) / 1e9)
+    cost = 1 - rates["proxied"] / rates["direct"]
+    return [
+        Figure("raw select direct", rates["direct"], f"{rates['direct']:,.0f} /s", ""),
+        Figure("raw select via proxy", rates["proxied"], f"{rates['proxied']:,.0f} /s", "0 ms"),
+        Figure("proxy cost", cost, f"{cost:.1%}", "throughput lost to the proxy at 0 ms"),
+    ]
+
+
+# --- 4. stability of medians over repeated runs -----------------------------------------
 
 
 def repeat_variation(repeats: int, affinity: str, folder: Path, say: Say) -> list[Figure]:

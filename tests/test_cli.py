@@ -50,7 +50,9 @@ def test_list_names_scenarios_and_unavailable_targets() -> None:
     assert "SQLA_BENCH_MYSQL_URL" in result.stdout
 
 
-@pytest.mark.parametrize("command", [(), ("list",), ("verify",), ("run",), ("selfcheck",)])
+@pytest.mark.parametrize(
+    "command", [(), ("list",), ("verify",), ("run",), ("selfcheck",), ("report",)]
+)
 def test_help_explains_every_command(command) -> None:
     result = run("bench", *command, "--help")
     assert result.returncode == 0 and "usage: sqla-bench" in result.stdout

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 import pytest
 
 from bench.measure import Policy
+from bench.plots import write_plots
 from bench.results import ResultFile, read_result
 from bench.runner import Progress, Runner, RunPlan, run_header
 from tests.test_cli import assert_one_line_error, run
@@ -56,6 +57,7 @@ def test_throughput_follows_littles_law_and_the_pool_bounds_connections(
         assert alone.load["peak_connections"] == 1, where
         assert crowded.load["errors"] == {} and crowded.outcome == "ok"
         assert alone.statements == 1 and alone.round_trips >= 1
+    assert [path.name for path in write_plots(cells, tmp_path, "r")] == ["r-load-crud.get.png"]
 
 
 def test_pool_timeouts_are_counted_not_raised(request, tmp_path) -> None:

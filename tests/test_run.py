@@ -214,3 +214,16 @@ def test_a_target_failing_part_way_keeps_the_other_targets_cells(tmp_path) -> No
     assert header["run"]["status"] == "incomplete"
     assert "permission denied" in header["run"]["reason"]
     assert {cell.target for cell in cells} == {"sqlite"} and len(cells) == 4
+
+
+def test_report_reprints_a_result_file_and_refuses_a_bad_one(tmp_path) -> None:
+    out = tmp_path / "again.json"
+    assert (
+        run("bench", "run", "--scenario", "crud.get", *QUICK, "--output", str(out)).returncode == 0
+    )
+    result = run("bench", "report", str(out), "--plot")
+    assert result.returncode == 0, result.stderr
+    assert "complete, 4 cells" in result.stdout and "baseline.driver_get" in result.stdout
+    assert "no plot" in result.stdout  # one latency, no load: nothing to plot
+    (tmp_path / "bad.json").write_text("[]")
+    assert_one_line_error(run("bench", "report", str(tmp_path / "bad.json")), "schema_version")

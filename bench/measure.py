@@ -100,9 +100,11 @@ class Measurement:
     def add(self, observation: Observation, warm_up: bool) -> None:
         if self.first is None:
             self.first = observation
+        if warm_up:
+            return
         if observation.error is not None:
             self.failure = observation
-        elif not warm_up:
+        else:
             self.samples_ns.append(observation.elapsed_ns)
             self.statements[observation.completed] += 1
             if observation.round_trips is not None:
@@ -165,7 +167,7 @@ def never() -> bool:
 async def measure(
     subject: Subject, policy: Policy, stop_requested: Callable[[], bool] = never
 ) -> Measurement:
-    """Sample ``subject`` under ``policy``; a call that raises ends the cell.
+    """Sample ``subject`` under ``policy``; a measured call that raises ends the cell.
 
     ``stop_requested`` is polled between calls: when it says so, the cell is abandoned
     with KeyboardInterrupt at that safe point (see ``bench.cli.StopOnInterrupt``).
@@ -183,7 +185,10 @@ async def measure(
             measurement.add(observation, warm_up)
             calls += 1
             if warm_up:
+                # A warm-up call that raises is warm-up too: the measured call decides, so
+                # a failing cell's counts are a warm call's, not the first connection's.
                 sampling_since = time.perf_counter()
+                continue
             if observation.error is not None:
                 break
             elapsed = time.perf_counter() - sampling_since

@@ -102,6 +102,15 @@ def test_a_raising_call_ends_the_cell_and_is_the_outcome(loop) -> None:
     assert measurement.outcome() == Raises(KeyError, 0, attempted=0)
 
 
+def test_a_warm_up_call_that_raises_does_not_decide(loop) -> None:
+    calls = Calls(fail_at=1)  # only the very first call fails, as a cold start might
+    policy = Policy(warmup=2, min_rounds=4, min_time=0)
+    measurement = _measure(_subject(calls.sync, False, []), policy, loop)
+    assert calls.count == 6 and len(measurement.samples_ns) == 4
+    assert measurement.failure is None and measurement.outcome() == Works(0)
+    assert isinstance(measurement.first.error, KeyError)  # verify still sees the first call
+
+
 def test_once_is_a_single_sampled_call(loop) -> None:
     calls = Calls()
     measurement = _measure(_subject(calls.sync, False, []), ONCE, loop)

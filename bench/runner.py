@@ -28,7 +28,6 @@ from bench.engines import DriverEnv, prepare_database, setting_for
 from bench.latency import LatencyProxy
 from bench.load import run_load
 from bench.measure import (
-    ONCE,
     Cell,
     Measurement,
     Policy,
@@ -49,6 +48,8 @@ from scenarios.registry import MODES, STRATEGY, Case, discover
 CONNECTION_LOST = (OperationalError, InterfaceError, OSError)
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 DEFAULT_POLICY = Policy()
+# One warm-up call (which opens the connection), then the one that counts.
+ONE_WARM_CALL = Policy(warmup=1, min_rounds=1, min_time=0.0, max_rounds=1)
 
 
 class TargetLost(Exception):
@@ -374,13 +375,19 @@ class Runner:
         measure_driver(env, cells, policy, loop, record, self.progress.stop_requested)
 
     def _load_driver(
-        self, target: Target, route: Route, env: DriverEnv, cells: list[Cell], loop
+        self,
+        target: Target,
+        route: Route,
+        env: DriverEnv,
+        cells: list[Cell],
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
-        """Each cell once alone (its outcome and counts), then under every concurrency."""
+        """Each cell alone (its outcome and counts, from a warm call), then under load."""
         direct = target.drivers[0].sync_url()  # the poller goes straight to the server
         try:
             for case, params in cells:
-                alone = loop.run_until_complete(measure(subject_for(case, params, env), ONCE))
+                subject = subject_for(case, params, env)
+                alone = loop.run_until_complete(measure(subject, ONE_WARM_CALL))
                 for workers in self.plan.concurrency:
                     load = run_load(
                         env, case, params, workers, self.plan.load_seconds, loop,

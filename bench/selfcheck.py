@@ -142,27 +142,34 @@ def driver_against_pgbench(
     say(f"driver: pgbench -S -c 1 for {seconds:g} s")
     pgbench_tps = _pgbench_select_tps(pgbench, postgresql, seconds)
     say(f"driver: raw psycopg2 primary-key selects for {seconds:g} s")
-    policy = Policy(warmup=100, min_rounds=100, min_time=seconds, max_rounds=10_000_000)
-    plan = RunPlan(
-        targets=(postgresql,),
-        modes=("sync",),
-        drivers=("psycopg2",),
-        scenarios=_cases_with("driver"),
-        policy=policy,
-    )
-    cells = _measure(plan, folder / "driver.json", ["selfcheck", "driver"])
-    raw = next(cell for cell in cells if cell.baseline == "driver")
-    rate = len(raw.samples_ns) / (sum(raw.samples_ns) / 1e9)
+    rate, calls = _raw_select_rate(postgresql, seconds, folder / "driver.json")
     return [
         Figure("pgbench -S -c 1", pgbench_tps, f"{pgbench_tps:,.0f} tps", "pgbench's own report"),
         Figure(
             "psycopg2 raw select",
             rate,
             f"{rate:,.0f} /s",
-            f"{len(raw.samples_ns):,} calls over their timed sum (untimed set-up excluded)",
+            f"{calls:,} calls over their timed sum (untimed set-up excluded)",
         ),
         Figure("driver ratio", rate / pgbench_tps, f"{rate / pgbench_tps:.3f}", "raw / pgbench"),
     ]
+
+
+def _raw_select_rate(
+    postgresql: Target, seconds: float, path: Path, latencies: tuple[float, ...] | None = None
+) -> tuple[float, int]:
+    """Raw psycopg2 primary-key selects per second of timed calls, and how many calls."""
+    plan = RunPlan(
+        targets=(postgresql,),
+        modes=("sync",),
+        drivers=("psycopg2",),
+        scenarios=_cases_with("driver"),
+        latencies=latencies,
+        policy=Policy(warmup=100, min_rounds=100, min_time=seconds, max_rounds=10_000_000),
+    )
+    cells = _measure(plan, path, ["selfcheck", path.stem])
+    raw = next(cell for cell in cells if cell.baseline == "driver")
+    return len(raw.samples_ns) / (sum(raw.samples_ns) / 1e9), len(raw.samples_ns)
 
 
 def _pgbench_select_tps(pgbench: str, target: Target, seconds: float) -> float:
@@ -202,19 +209,10 @@ def _pgbench(pgbench: str, arguments: list[str], env: dict, target: Target) -> s
 def proxy_cost(postgresql: Target, seconds: float, folder: Path, say: Say) -> list[Figure]:
     """Raw psycopg2 selects per second, direct and through the proxy at zero delay."""
     say(f"proxy: raw psycopg2 selects, direct and through the proxy at 0 ms, {seconds:g} s each")
-    rates = {}
-    for name, latencies in (("direct", None), ("proxied", (0.0,))):
-        plan = RunPlan(
-            targets=(postgresql,),
-            modes=("sync",),
-            drivers=("psycopg2",),
-            scenarios=_cases_with("driver"),
-            latencies=latencies,
-            policy=Policy(warmup=100, min_rounds=100, min_time=seconds, max_rounds=10_000_000),
-        )
-        cells = _measure(plan, folder / f"proxy-{name}.json", ["selfcheck", "proxy"])
-        raw = next(cell for cell in cells if cell.baseline == "driver")
-        rates[name] = len(raw.samples_ns) / (sum(raw.samples_ns) / 1e9)
+    rates = {
+        name: _raw_select_rate(postgresql, seconds, folder / f"proxy-{name}.json", latencies)[0]
+        for name, latencies in (("direct", None), ("proxied", (0.0,)))
+    }
     cost = 1 - rates["proxied"] / rates["direct"]
     return [
         Figure("raw select direct", rates["direct"], f"{rates['direct']:,.0f} /s", ""),

@@ -40,7 +40,7 @@ def test_throughput_follows_littles_law_and_the_pool_bounds_connections(
 ) -> None:
     cells = _load(
         request, tmp_path, name,
-        concurrency=(1, 6), pool_sizes=(2,), max_overflow=0, load_seconds=1.5,
+        concurrency=(1, 6), pool_sizes=(2,), max_overflow=0, load_seconds=2.0,
     )  # fmt: skip
     by_driver: dict[tuple, dict[int, object]] = {}
     for cell in cells:

@@ -132,7 +132,9 @@ async def _worker(
                     load.per_worker[number] += 1
 
 
-def _note(load: Load, started: float, acquired: float, ended: float, error: Exception | None):
+def _note(
+    load: Load, started: float, acquired: float, ended: float, error: Exception | None
+) -> None:
     if error is not None:
         load.errors[type(error).__name__] += 1
         load.first_error = load.first_error or f"{type(error).__name__}: {error}"[:200]

@@ -38,7 +38,7 @@ from bench.measure import (
 )
 from bench.probes import RoundTripCounter
 from bench.results import SCHEMA_VERSION, CellRecord, ResultFile
-from bench.targets import ConfigError, Driver, Target, failure, first_line
+from bench.targets import ConfigError, Driver, Target, failure, first_line, redact
 from bench.verify import applicable_cells, matches
 from scenarios.dataset import DatasetSize
 from scenarios.expect import Raises
@@ -393,6 +393,8 @@ class Runner:
                         env, case, params, workers, self.plan.load_seconds, loop,
                         route.proxy_cpu(), direct,
                     )  # fmt: skip
+                    if load.first_error:  # it goes into the result file
+                        load.first_error = redact(load.first_error, target.url)
                     cell = self._record(target, env, case, params, alone)
                     cell.latency_ms = route.latency_ms
                     cell.samples_ns = load.samples_ns

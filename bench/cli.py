@@ -174,30 +174,6 @@ def _add_selfcheck_parser(commands: argparse._SubParsersAction) -> None:
     _add_affinity(selfcheck)
 
 
-def _positive_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected positive whole numbers separated by commas, got {text!r}"
-        )
-    return values
-
-
-def _latencies(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or min(values) < 0 or not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(
-            f"expected round-trip milliseconds >= 0 separated by commas, got {text!r}"
-        )
-    return values
-
-
 def _grid_values(text: str) -> tuple[str, tuple[Any, ...]]:
     name, _, values = text.partition("=")
     if not name or not values:
@@ -205,17 +181,40 @@ def _grid_values(text: str) -> tuple[str, tuple[Any, ...]]:
     return name, tuple(int(v) if v.lstrip("-").isdigit() else v for v in values.split(","))
 
 
+def _finite(kind: type, text: str, minimum: float) -> Any:
+    """``text`` as a finite ``kind`` of at least ``minimum``, or None ("nan" and "inf"
+    are numbers to Python, but an infinite load or an unreachable time never ends)."""
+    try:
+        value = kind(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= minimum else None
+
+
 def _number(kind: type, minimum: float) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
+        value = _finite(kind, text, minimum)
+        if value is None:
             raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {text!r}")
         return value
 
     return parse
+
+
+def _numbers(kind: type, minimum: float, what: str) -> Callable[[str], tuple[Any, ...]]:
+    """A parser of comma-separated numbers, e.g. ``--users 10,100,1000``."""
+
+    def parse(text: str) -> tuple[Any, ...]:
+        values = tuple(_finite(kind, part, minimum) for part in text.split(","))
+        if None in values:
+            raise argparse.ArgumentTypeError(f"expected {what} separated by commas, got {text!r}")
+        return values
+
+    return parse
+
+
+_positive_list = _numbers(int, 1, "positive whole numbers")
+_latencies = _numbers(float, 0, "round-trip milliseconds >= 0")
 
 
 # option, Policy field, type, minimum, metavar, help

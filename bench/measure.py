@@ -92,6 +92,7 @@ class Measurement:
     """A measured cell: the first call, the timed samples, and the call that raised."""
 
     first: Observation | None = None  # kept whole (with its value) for verification
+    worked: Observation | None = None  # the first call that did not raise (its value)
     samples_ns: list[int] = field(default_factory=list)
     statements: Counter[int] = field(default_factory=Counter)  # completed, per sample
     round_trips: Counter[int] = field(default_factory=Counter)  # per sample, when counted
@@ -100,6 +101,8 @@ class Measurement:
     def add(self, observation: Observation, warm_up: bool) -> None:
         if self.first is None:
             self.first = observation
+        if self.worked is None and observation.error is None:
+            self.worked = observation
         if warm_up:
             return
         if observation.error is not None:

@@ -17,7 +17,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy
@@ -360,10 +361,10 @@ class Runner:
         if self.plan.concurrency is not None:
             self._load_driver(target, route, env, cells, loop)
             return
+        policy = self.plan.policy
 
         def record(case: Case, params: dict[str, Any], measurement: Measurement) -> None:
-            cell = self._record(target, env, case, params, measurement)
-            cell.latency_ms = route.latency_ms
+            cell = self._record(target, route, env, (case, params), measurement, policy)
             self.results.add(cell)
             self.progress.on_cell(cell)
             failed = measurement.failure
@@ -371,7 +372,6 @@ class Runner:
             if lost and not cell.matches_expected:
                 raise TargetLost(cell.message or cell.error)
 
-        policy = self.plan.policy
         measure_driver(env, cells, policy, loop, record, self.progress.stop_requested)
 
     def _load_driver(
@@ -395,9 +395,8 @@ class Runner:
                     )  # fmt: skip
                     if load.first_error:  # it goes into the result file
                         load.first_error = redact(load.first_error, target.url)
-                    cell = self._record(target, env, case, params, alone)
-                    cell.latency_ms = route.latency_ms
-                    cell.samples_ns = load.samples_ns
+                    cell = self._record(target, route, env, (case, params), alone, ONE_WARM_CALL)
+                    cell.samples_ns = load.samples_ns  # the load's, not the call's alone
                     cell.concurrency, cell.pool, cell.load = workers, env.pool, load.to_json()
                     self.results.add(cell)
                     self.progress.on_cell(cell)
@@ -409,11 +408,13 @@ class Runner:
     def _record(
         self,
         target: Target,
+        route: Route,
         env: DriverEnv,
-        case: Case,
-        params: dict[str, Any],
+        cell: Cell,
         measurement: Measurement,
+        policy: Policy,
     ) -> CellRecord:
+        case, params = cell
         expected = case.expected(env.setting, env.size, **params)
         observed = measurement.outcome()
         failed = measurement.failure
@@ -437,10 +438,11 @@ class Runner:
             statements=observed.statements,
             statements_started=observed.started if raised else observed.statements,
             statements_seen=sorted(measurement.statements),
-            # The first call's value: every call of a cell returns the same data.
-            rows=None if raised else rows_in(measurement.first.value),
-            warmup=self.plan.policy.warmup,
+            # Every call of a cell that works returns the same data: the first one's rows.
+            rows=None if raised else rows_in(measurement.worked.value),
+            warmup=policy.warmup,
             samples_ns=measurement.samples_ns,
+            latency_ms=route.latency_ms,
             # A cell that raised has no samples: its round trips are the failing call's.
             round_trips=failed.round_trips if raised else _usual(measurement.round_trips),
             round_trips_seen=sorted(measurement.round_trips),
@@ -449,6 +451,17 @@ class Runner:
 
 def _usual(counts: Counter[int]) -> int | None:
     return counts.most_common(1)[0][0] if counts else None
+
+
+def run_to_file(
+    plan: RunPlan, path: Path, command: Sequence[str], progress: Progress | None = None
+) -> tuple[ResultFile, list[str]]:
+    """Measure ``plan`` into a result file at ``path``, finished as complete or incomplete;
+    returns it and why any target stopped part-way."""
+    results = ResultFile(path, run_header(plan, command, datetime.now(timezone.utc)))
+    failures = Runner(plan, results, progress or Progress()).run()
+    results.finish("incomplete" if failures else "complete", "; ".join(failures) or None)
+    return results, failures
 
 
 class Route:

@@ -23,13 +23,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from bench.measure import Policy
-from bench.results import CellRecord, ResultFile, read_result
-from bench.runner import Progress, Runner, RunPlan, run_header
+from bench.results import CellRecord, read_result
+from bench.runner import RunPlan, run_to_file
 from bench.stats import coefficient_of_variation, summarize
 from bench.targets import ConfigError, Target
 from scenarios.registry import discover
@@ -75,9 +74,7 @@ Say = Callable[[str], None]
 
 
 def _measure(plan: RunPlan, path: Path, command: Sequence[str]) -> list[CellRecord]:
-    results = ResultFile(path, run_header(plan, command, datetime.now(timezone.utc)))
-    failures = Runner(plan, results, Progress()).run()
-    results.finish("incomplete" if failures else "complete", "; ".join(failures) or None)
+    results, failures = run_to_file(plan, path, command)
     if failures:
         raise ConfigError(failures[0])
     return results.cells

@@ -10,7 +10,6 @@ import socket
 import statistics
 import threading
 import time
-from datetime import datetime, timezone
 
 import pytest
 
@@ -18,8 +17,7 @@ from bench.engines import prepare_database
 from bench.latency import LatencyProxy
 from bench.measure import Policy
 from bench.plots import write_plots
-from bench.results import ResultFile
-from bench.runner import Progress, Runner, RunPlan, run_header
+from bench.runner import RunPlan, run_to_file
 from bench.stats import summarize
 from scenarios.dataset import DatasetSize
 from tests.conftest import SIZE
@@ -136,9 +134,9 @@ def test_time_per_operation_follows_round_trips_times_latency(request, tmp_path,
         latencies=(0.0, round_trip_ms),
         policy=Policy(warmup=2, min_rounds=15, min_time=0.0),
     )
-    results = ResultFile(tmp_path / "r.json", run_header(plan, ["t"], datetime.now(timezone.utc)))
     try:
-        assert Runner(plan, results, Progress()).run() == []
+        results, failures = run_to_file(plan, tmp_path / "r.json", ["t"])
+        assert failures == []
     finally:
         prepare_database(target.drivers[0], SIZE)  # the rest of the suite expects its seed
     timed = [cell for cell in results.cells if cell.samples_ns]

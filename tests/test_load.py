@@ -5,14 +5,12 @@ these 2 cores: then throughput is set by the pool, and Little's law predicts it.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import pytest
 
 from bench.measure import Policy
 from bench.plots import write_plots
-from bench.results import ResultFile, read_result
-from bench.runner import Progress, Runner, RunPlan, run_header
+from bench.results import read_result
+from bench.runner import RunPlan, run_to_file
 from tests.test_cli import assert_one_line_error, run
 from tests.test_run import _target
 
@@ -28,9 +26,7 @@ def _load(request, tmp_path, name: str, **options) -> list:
         **options,
     )
     path = tmp_path / "load.json"
-    results = ResultFile(path, run_header(plan, ["t"], datetime.now(timezone.utc)))
-    assert Runner(plan, results, Progress()).run() == []
-    results.finish("complete")
+    assert run_to_file(plan, path, ["t"])[1] == []
     return read_result(path)[1]  # and the file validates
 
 
@@ -82,6 +78,8 @@ def test_pool_timeouts_are_counted_not_raised(request, tmp_path) -> None:
         (("--max-overflow", "-1"), "expected a number >= 0"),
         (("--pool-timeout", "0"), "expected a number >= 0.001"),
         (("--load-seconds", "x"), "expected a number >= 0.1"),
+        (("--load-seconds", "inf"), "expected a number >= 0.1"),
+        (("--concurrency", "1e9"), "expected positive whole numbers"),
     ],
 )
 def test_bad_pool_and_load_options_are_one_line(tmp_path, arguments, needle) -> None:

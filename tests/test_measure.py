@@ -109,6 +109,7 @@ def test_a_warm_up_call_that_raises_does_not_decide(loop) -> None:
     assert calls.count == 6 and len(measurement.samples_ns) == 4
     assert measurement.failure is None and measurement.outcome() == Works(0)
     assert isinstance(measurement.first.error, KeyError)  # verify still sees the first call
+    assert measurement.worked.value == "argument"  # what a working cell's rows come from
 
 
 def test_once_is_a_single_sampled_call(loop) -> None:

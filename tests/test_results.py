@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import datetime, timezone
 
 import pytest
 
 from bench.measure import Policy
-from bench.results import CSV_COLUMNS, CellRecord, ResultFile, read_result, write_csv
-from bench.runner import Progress, Runner, RunPlan, run_header
+from bench.results import CSV_COLUMNS, CellRecord, read_result, write_csv
+from bench.runner import Progress, RunPlan, run_to_file
 from bench.stats import percentile, summarize
 from bench.targets import ConfigError, first_line, resolve
 from tests.test_targets import PASSWORD
@@ -22,9 +21,7 @@ def _run(tmp_path, on_cell=lambda cell: None, **plan_options):
     target = resolve("sqlite", tmp_path)
     plan = RunPlan(targets=(target,), policy=QUICK, **plan_options)
     path = tmp_path / "run.json"
-    results = ResultFile(path, run_header(plan, ["sqla-bench", "run"], datetime.now(timezone.utc)))
-    failures = Runner(plan, results, Progress(on_cell=on_cell)).run()
-    results.finish("complete")
+    results, failures = run_to_file(plan, path, ["sqla-bench", "run"], Progress(on_cell=on_cell))
     return path, results, failures
 
 

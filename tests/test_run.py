@@ -10,14 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 
 import pytest
 
 from bench.engines import prepare_database, sqlalchemy_version
 from bench.measure import Policy
-from bench.results import ResultFile, read_result
-from bench.runner import Progress, Runner, RunPlan, run_header
+from bench.results import read_result
+from bench.runner import RunPlan, run_to_file
 from bench.targets import TARGETS, ConfigError, Target, Unavailable, resolve
 from scenarios.dataset import DatasetSize
 from scenarios.expect import Setting, Works
@@ -65,8 +64,7 @@ def reseeded_target(request, tmp_path):
 def test_statements_in_results_equal_the_catalogue(tmp_path, reseeded_target) -> None:
     size = DatasetSize(users=30, posts_per_user=3)  # not the default: counts must follow it
     plan = RunPlan(targets=(reseeded_target,), datasets=(size,), policy=Policy(1, 2, 0.0))
-    results = ResultFile(tmp_path / "r.json", run_header(plan, ["t"], datetime.now(timezone.utc)))
-    assert Runner(plan, results, Progress()).run() == []
+    assert run_to_file(plan, tmp_path / "r.json", ["t"])[1] == []
     _, cells = read_result(tmp_path / "r.json")
     expected_cells = sum(len(plan.cells(d, size)) for d in plan.selected_drivers())
     assert len(cells) == expected_cells and len(cells) >= 70
@@ -168,6 +166,7 @@ def _wait_for_cells(path, at_least: int, seconds: float) -> None:
         (("--users", "-5"), "expected positive whole numbers"),
         (("--posts", "1,x"), "expected positive whole numbers"),
         (("--min-time", "-1"), "expected a number >= 0"),
+        (("--min-time", "nan"), "expected a number >= 0"),
         (("--min-rounds", "10", "--max-rounds", "5"), "max rounds must be at least min rounds"),
         (("--driver", "asyncpg"), "unknown driver 'asyncpg'"),
         (("--mode", "threads"), "invalid choice: 'threads'"),

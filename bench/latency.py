@@ -7,9 +7,10 @@ other ``delay`` seconds after it arrived, measured from its own arrival, so chun
 flight do not add up (as Toxiproxy's latency toxic does); a round trip gains 2 x delay.
 Release times are kept to well under a millisecond by sleeping until just before the
 due time and spinning the rest, which ``asyncio.sleep`` (about 0.6 ms late) cannot do.
-``time.sleep`` wakes late too (70-100 us here), so the proxy measures by how much when
-it starts and sleeps that much less: a spin of 150 us instead cost more than a CPU core
-at 1,300 operations per second with three round trips each.
+``time.sleep`` wakes late too (70-100 us here, more after long sleeps), so the proxy
+measures by how much when it starts and ends every wait with a sleep of that length:
+a spin of 150 us instead cost more than a CPU core at 1,300 operations per second with
+three round trips each.
 
 A round trip is a burst from the client answered by a burst from the server: counted
 when the first server chunk arrives after client chunks. Round trips and bytes each
@@ -36,7 +37,8 @@ from typing import Any
 ROUND_TRIPS, BYTES_UP, BYTES_DOWN, CONNECTIONS = range(4)
 SPIN_SECONDS = 50e-6  # the last stretch before a due time is spun, not slept
 CALIBRATION_SLEEPS = 20
-CALIBRATION_SECONDS = 0.0025  # sleeps wake later after longer ones: 72 us at 0.5 ms, 96 at 10
+FINAL_SLEEP = 0.001  # the length of the last, calibrated sleep before a due time
+CALIBRATION_SECONDS = FINAL_SLEEP  # sleeps wake later after longer ones: 72 us at 0.5 ms
 CHUNK = 65536
 START_TIMEOUT_SECONDS = 10
 
@@ -235,8 +237,13 @@ class _Direction:
 
 
 def _wait_until(due: float, early: float) -> None:
-    """Return at ``due``: sleep until ``early`` before it (the sleep's usual lateness and
-    a little spin), then spin."""
+    """Return at ``due``. A long sleep's lateness varies (0.26 ms once at 10 ms), so a
+    coarse sleep ends about ``FINAL_SLEEP`` before the due time, then a short sleep of the
+    calibrated length ends ``early`` before it (its usual lateness and a little spin),
+    and the rest is spun: the last wake-up is the same whatever the delay."""
+    remaining = due - time.perf_counter()
+    if remaining > early + FINAL_SLEEP:
+        time.sleep(remaining - early - FINAL_SLEEP)
     remaining = due - time.perf_counter()
     if remaining > early:
         time.sleep(remaining - early)

@@ -34,6 +34,7 @@ from rich.progress import (
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from bench.containers import ContainerError, Leftover, containers, prune
 from bench.engines import DriverEnv, prepare_database, setting_for, sqlalchemy_version
 from bench.measure import Policy
 from bench.plots import write_plots
@@ -59,12 +60,14 @@ from bench.selfcheck import (
 from bench.targets import (
     TARGETS,
     ConfigError,
+    Pending,
+    Servers,
     Target,
     Unavailable,
     check_reachable,
+    check_target_name,
     failure,
     redact,
-    resolve,
 )
 from bench.verify import Check, applicable_cells, check_driver
 from scenarios.dataset import DatasetSize
@@ -92,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Server targets come from SQLA_BENCH_POSTGRESQL_URL and SQLA_BENCH_MYSQL_URL "
             "(plain postgresql:// or mysql:// URLs; every driver's URL is derived from them). "
-            "SQLite needs nothing."
+            "Without a URL, sqla-bench starts the server in a container when a Docker engine "
+            "answers (images: SQLA_BENCH_POSTGRESQL_IMAGE, SQLA_BENCH_MYSQL_IMAGE; server "
+            "options: SQLA_BENCH_POSTGRESQL_SERVER_OPTIONS, SQLA_BENCH_MYSQL_SERVER_OPTIONS) "
+            "and removes it when done. SQLite needs nothing."
         ),
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -125,7 +131,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(commands)
     _add_selfcheck_parser(commands)
     _add_report_parser(commands)
+    _add_containers_parser(commands)
     return parser
+
+
+def _add_containers_parser(commands: argparse._SubParsersAction) -> None:
+    containers = commands.add_parser(
+        "containers",
+        help="list the containers sqla-bench started that still exist; --prune removes them",
+        description=(
+            "List every container labelled as sqla-bench's, with the process that owns it. "
+            "A run removes its containers when it ends, also on Ctrl-C; one that was killed "
+            "cannot, and testcontainers' reaper is off where no registry serves its image. "
+            "--prune removes the containers whose owning process has ended."
+        ),
+    )
+    containers.add_argument(
+        "--prune", action="store_true", help="remove the containers whose owner has ended"
+    )
+    containers.add_argument(
+        "--all",
+        action="store_true",
+        help="with --prune: remove every sqla-bench container, even one a live run is using",
+    )
 
 
 def _add_selfcheck_parser(commands: argparse._SubParsersAction) -> None:
@@ -391,8 +419,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ignore", "coroutine 'Connection.cursor' was never awaited", RuntimeWarning
     )
     try:
-        with tempfile.TemporaryDirectory(prefix="sqla-bench-") as sqlite_dir:
-            return COMMANDS[args.command](args, Path(sqlite_dir), console)
+        with (
+            tempfile.TemporaryDirectory(prefix="sqla-bench-") as sqlite_dir,
+            Servers(Path(sqlite_dir), say=_say_on_stderr) as servers,
+        ):
+            return COMMANDS[args.command](args, servers, console)
     except ConfigError as error:
         _fail(f"sqla-bench: error: {error}", EXIT_USAGE)
     except KeyboardInterrupt:
@@ -403,6 +434,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc.collect()
 
 
+def _say_on_stderr(text: str) -> None:
+    """Progress that is not a result (containers starting): stderr keeps stdout clean."""
+    print(f"sqla-bench: {text}", file=sys.stderr, flush=True)
+
+
 def _fail(message: str, status: int) -> NoReturn:
     print(message, file=sys.stderr)
     raise SystemExit(status)
@@ -411,7 +447,7 @@ def _fail(message: str, status: int) -> NoReturn:
 # --- list -------------------------------------------------------------------------------
 
 
-def cmd_list(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> int:
+def cmd_list(args: argparse.Namespace, servers: Servers, console: Console) -> int:
     scenarios = Table(title="Scenarios", show_lines=False)
     for column in ("id", "what it does", "parameters"):
         scenarios.add_column(column)
@@ -428,12 +464,13 @@ def cmd_list(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> in
     for column in ("target", "status", "drivers"):
         targets.add_column(column)
     for name in TARGETS:
-        target = resolve(name, sqlite_dir)
+        target = servers.plan(name)  # a container is only named here, not started
         if isinstance(target, Unavailable):
             targets.add_row(name, f"unavailable: {target.reason}", "")
-        else:
-            drivers = ", ".join(f"{d.spec.name} ({d.spec.mode})" for d in target.drivers)
-            targets.add_row(name, f"{target.source}: {target.safe_url}", drivers)
+            continue
+        drivers = ", ".join(f"{d.spec.name} ({d.spec.mode})" for d in target.drivers)
+        where = "started when used" if isinstance(target, Pending) else target.safe_url
+        targets.add_row(name, f"{target.source}: {where}", drivers)
     console.print(targets)
     return 0
 
@@ -442,25 +479,28 @@ def cmd_list(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> in
 
 
 def selected_targets(
-    names: list[str] | None, sqlite_dir: Path
+    names: list[str] | None, servers: Servers
 ) -> tuple[list[Target], list[Unavailable]]:
-    """The named targets (each must be available), or every available one and the rest."""
+    """The named targets (each must be available), or every available one and the rest.
+
+    Containers are started here, side by side, for targets that have no URL.
+    """
     if not names:
-        resolved = [resolve(name, sqlite_dir) for name in TARGETS]
+        resolved = servers.targets(TARGETS)
         available = [target for target in resolved if isinstance(target, Target)]
         return available, [target for target in resolved if isinstance(target, Unavailable)]
-    targets = []
-    for name in dict.fromkeys(names):
-        target = resolve(name, sqlite_dir)
-        if isinstance(target, Unavailable):
-            raise ConfigError(target.reason)
-        targets.append(target)
-    return targets, []
+    for name in names:
+        check_target_name(name)
+    for name in names:  # an unavailable target stops the run before any container starts
+        planned = servers.plan(name)
+        if isinstance(planned, Unavailable):
+            raise ConfigError(planned.reason)
+    return [t for t in servers.targets(dict.fromkeys(names)) if isinstance(t, Target)], []
 
 
-def cmd_verify(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> int:
+def cmd_verify(args: argparse.Namespace, servers: Servers, console: Console) -> int:
     size = DatasetSize()
-    targets, unavailable = selected_targets(args.target, sqlite_dir)
+    targets, unavailable = selected_targets(args.target, servers)
     for target in targets:
         if target.name != "sqlite":
             check_reachable(target)
@@ -610,8 +650,8 @@ def _check_record(check: Check) -> dict[str, Any]:
 # --- run --------------------------------------------------------------------------------
 
 
-def cmd_run(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> int:
-    targets, _ = selected_targets(args.target or ["sqlite"], sqlite_dir)
+def cmd_run(args: argparse.Namespace, servers: Servers, console: Console) -> int:
+    targets, _ = selected_targets(args.target or ["sqlite"], servers)
     for target in targets:
         if target.name != "sqlite":
             check_reachable(target)
@@ -652,7 +692,7 @@ def _plot(console: Console, cells: list, folder: Path, stem: str) -> None:
 # --- report ------------------------------------------------------------------------------
 
 
-def cmd_report(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> int:
+def cmd_report(args: argparse.Namespace, servers: Servers, console: Console) -> int:
     header, cells = read_result(args.result)
     run = header["run"]
     console.print(
@@ -784,9 +824,9 @@ def _run_summary(console: Console, results: ResultFile, failures: list[str]) -> 
 # --- selfcheck ---------------------------------------------------------------------------
 
 
-def cmd_selfcheck(args: argparse.Namespace, sqlite_dir: Path, console: Console) -> int:
+def cmd_selfcheck(args: argparse.Namespace, servers: Servers, console: Console) -> int:
     checks = list(dict.fromkeys(args.only or CHECKS))
-    postgresql = resolve("postgresql", sqlite_dir)
+    postgresql = servers.plan("postgresql")
     skipped = []
     for check in ("driver", "proxy"):  # the checks that need PostgreSQL
         if check in checks and isinstance(postgresql, Unavailable):
@@ -798,7 +838,9 @@ def cmd_selfcheck(args: argparse.Namespace, sqlite_dir: Path, console: Console) 
     folder = args.output or LOCAL_RESULTS / f"selfcheck-{stamp}"
     check_writable(folder / "probe.json")
     pin_to(args.affinity)
-    figures = _selfcheck_figures(checks, args, sqlite_dir, postgresql, folder, console)
+    if "driver" in checks or "proxy" in checks:
+        postgresql = servers.target("postgresql")
+    figures = _selfcheck_figures(checks, args, servers, postgresql, folder, console)
     table = Table(title="sqla-bench selfcheck", title_justify="left")
     for column in ("figure", "value", "goal", "met", "how"):
         table.add_column(column)
@@ -815,8 +857,8 @@ def cmd_selfcheck(args: argparse.Namespace, sqlite_dir: Path, console: Console) 
 def _selfcheck_figures(
     checks: list[str],
     args: argparse.Namespace,
-    sqlite_dir: Path,
-    postgresql: Target | Unavailable,
+    servers: Servers,
+    postgresql: Target | Pending | Unavailable,
     folder: Path,
     console: Console,
 ) -> list[Figure]:
@@ -825,7 +867,7 @@ def _selfcheck_figures(
 
     figures: list[Figure] = []
     if "overhead" in checks:
-        figures += overhead(resolve("sqlite", sqlite_dir), folder, say)
+        figures += overhead(servers.target("sqlite"), folder, say)
     if "driver" in checks or "proxy" in checks:
         check_reachable(postgresql)
     if "driver" in checks:
@@ -837,10 +879,40 @@ def _selfcheck_figures(
     return figures
 
 
+# --- containers --------------------------------------------------------------------------
+
+
+def cmd_containers(args: argparse.Namespace, servers: Servers, console: Console) -> int:
+    if args.all and not args.prune:
+        raise ConfigError("--all only goes with --prune")
+    try:
+        if args.prune:
+            removed = prune(everything=args.all, say=lambda line: console.print(line))
+            console.print(f"removed {len(removed)} container(s)")
+        left = containers()
+    except ContainerError as error:
+        raise ConfigError(str(error)) from None
+    table = Table(title="sqla-bench containers", title_justify="left")
+    for column in ("id", "target", "image", "status", "owner"):
+        table.add_column(column)
+    for leftover in left:
+        table.add_row(
+            leftover.id, leftover.target, leftover.image, leftover.status, _owner(leftover)
+        )
+    console.print(table if left else "no sqla-bench containers")
+    return 0
+
+
+def _owner(leftover: Leftover) -> str:
+    state = {True: "running", False: "ended: --prune removes it", None: "on another host"}
+    return f"{leftover.owner or '?'} ({state[leftover.owner_alive]})"
+
+
 COMMANDS = {
     "list": cmd_list,
     "verify": cmd_verify,
     "run": cmd_run,
     "selfcheck": cmd_selfcheck,
     "report": cmd_report,
+    "containers": cmd_containers,
 }

@@ -21,6 +21,7 @@ request over a pipe.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import multiprocessing
@@ -46,6 +47,8 @@ CHUNK = 65536
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform == "linux" else None)
 STAMP_SPACE = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 0
 START_TIMEOUT_SECONDS = 10
+LATE_KEPT = 10_000
+LATE_WINDOW = 31  # final sleeps whose median lateness sets how early the next one ends
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,9 @@ class LatencyProxy:
         )
 
     def report(self) -> dict[str, Any]:
-        """Per-connection counts and the proxy process's CPU seconds."""
+        """Per-connection counts, the proxy process's CPU seconds, and for the last
+        10,000 delayed chunks how late their send began (median and worst) and how long
+        it took (median), in microseconds."""
         return self._ask("report")
 
     def close(self) -> None:
@@ -134,11 +139,25 @@ class _Proxy:
 
     def __init__(self, counters: Any) -> None:
         self.counters = counters
-        self.early = _sleep_lateness() + SPIN_SECONDS  # wake this long before a due time
+        # The final sleep's recent lateness: it is longer after long idle waits (a
+        # virtual CPU wakes slower from a longer halt), so it is followed, not fixed.
+        self.final_sleep_late = collections.deque(
+            [_sleep_lateness()] * LATE_WINDOW, maxlen=LATE_WINDOW
+        )
         self.delay = 0.0
         self.jitter = 0.0
         self.lock = threading.Lock()
         self.links: list[_Link] = []
+        # For the report, per delayed chunk (the last LATE_KEPT): how late its send began
+        # and how long the send took.
+        self.releases: collections.deque[tuple[float, float]] = collections.deque(maxlen=LATE_KEPT)
+
+    @property
+    def early(self) -> float:
+        """How long before a due time the last sleep should end: its usual lateness
+        (the median of recent ones) plus a little spin."""
+        recent = sorted(self.final_sleep_late)
+        return recent[len(recent) // 2] + SPIN_SECONDS
 
     def due(self, arrived: float) -> float:
         jitter = random.uniform(0, self.jitter) if self.jitter else 0.0
@@ -222,8 +241,13 @@ class _Direction:
     def _write(self) -> None:
         while True:
             due, data = self.chunks.get()
-            _wait_until(due, self.link.proxy.early)
+            proxy = self.link.proxy
+            late = _wait_until(due, proxy.early)
+            if late is not None:
+                proxy.final_sleep_late.append(late)
+            released = time.perf_counter()
             sent = self._send(data)
+            proxy.releases.append((released - due, time.perf_counter() - released))
             with self.link.proxy.lock:
                 self.pending -= 1
             if not sent or not data:
@@ -263,19 +287,25 @@ def _stamp_arrivals(sock: socket.socket) -> None:
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
 
 
-def _wait_until(due: float, early: float) -> None:
+def _wait_until(due: float, early: float) -> float | None:
     """Return at ``due``. A long sleep's lateness varies (0.26 ms once at 10 ms), so a
-    coarse sleep ends about ``FINAL_SLEEP`` before the due time, then a short sleep of the
-    calibrated length ends ``early`` before it (its usual lateness and a little spin),
-    and the rest is spun: the last wake-up is the same whatever the delay."""
+    coarse sleep ends about ``FINAL_SLEEP`` before the due time, then a short sleep ends
+    ``early`` before it (its usual lateness and a little spin), and the rest is spun: the
+    last wake-up is the same whatever the delay. Returns how late that short sleep woke,
+    if there was one, so that ``early`` can follow it."""
     remaining = due - time.perf_counter()
     if remaining > early + FINAL_SLEEP:
         time.sleep(remaining - early - FINAL_SLEEP)
+    late = None
     remaining = due - time.perf_counter()
     if remaining > early:
-        time.sleep(remaining - early)
+        asked = remaining - early
+        started = time.perf_counter()
+        time.sleep(asked)
+        late = time.perf_counter() - started - asked
     while time.perf_counter() < due:
         pass
+    return late
 
 
 def _sleep_lateness() -> float:
@@ -345,6 +375,10 @@ def _obey(proxy: _Proxy, control: Connection) -> None:
             control.send(_report(proxy))
 
 
+def _median(ordered: list[float]) -> float:
+    return ordered[len(ordered) // 2]
+
+
 def _report(proxy: _Proxy) -> dict[str, Any]:
     with proxy.lock:
         links = [
@@ -352,4 +386,13 @@ def _report(proxy: _Proxy) -> dict[str, Any]:
              "bytes_down": link.bytes["down"], "open": link.open}
             for link in proxy.links
         ]  # fmt: skip
-    return {"cpu_seconds": time.process_time(), "connections": links}
+    late = sorted(late for late, _ in proxy.releases)
+    sending = sorted(took for _, took in proxy.releases)
+    release = {
+        "chunks": len(late),
+        "median_late_us": _median(late) * 1e6 if late else None,
+        "max_late_us": late[-1] * 1e6 if late else None,
+        # On loopback the send also wakes the receiver: slow when its CPU was idle.
+        "median_send_us": _median(sending) * 1e6 if sending else None,
+    }
+    return {"cpu_seconds": time.process_time(), "connections": links, "release": release}

@@ -209,11 +209,16 @@ def run_header(plan: RunPlan, command: Sequence[str], started: datetime) -> dict
             "parameters": plan.parameters(),
         },
         "environment": environment(plan.selected_drivers()),
-        "targets": {
-            target.name: {"url": target.safe_url, "source": target.source, "server_version": None}
-            for target in plan.targets
-        },
+        "targets": {target.name: _target_facts(target) for target in plan.targets},
     }
+
+
+def _target_facts(target: Target) -> dict[str, Any]:
+    """Where the target's server came from; its version is filled in once it answers."""
+    facts = {"url": target.safe_url, "source": target.source, "server_version": None}
+    if target.container is not None:
+        facts["container"] = dict(target.container)
+    return facts
 
 
 def environment(drivers: Sequence[Driver]) -> dict[str, Any]:

@@ -1,16 +1,20 @@
 """Where a database comes from, and which drivers reach it.
 
 A target is a database plus its drivers: ``sqlite`` (a file in a temporary directory,
-always available), ``postgresql`` and ``mysql`` (from a URL in the environment). From one
-plain URL the suite derives every driver's URL. Configuration problems raise
-``ConfigError`` with a one-line message that never contains a password.
+always available), ``postgresql`` and ``mysql``: from a URL in the environment if one is
+set, otherwise from a container that ``Servers`` starts when a Docker engine answers (see
+``bench.containers``). From one plain URL the suite derives every driver's URL.
+Configuration problems raise ``ConfigError`` with a one-line message that never contains
+a password.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +22,14 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
+
+from bench.containers import (
+    ContainerError,
+    ServerContainer,
+    ServerSettings,
+    docker_problem,
+    server_settings,
+)
 
 TARGETS = ("sqlite", "postgresql", "mysql")
 URL_VARIABLES = {"postgresql": "SQLA_BENCH_POSTGRESQL_URL", "mysql": "SQLA_BENCH_MYSQL_URL"}
@@ -111,10 +123,24 @@ class Target:
     url: URL
     drivers: tuple[Driver, ...]
     source: str  # where the database came from, for people and result files
+    container: Mapping | None = None  # image and server options, when a container runs it
 
     @property
     def safe_url(self) -> str:
         return safe_url(self.url)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A server target that gets a container the first time it is needed."""
+
+    name: str
+    settings: ServerSettings
+    drivers: tuple[Driver, ...]  # their URL names no server until the container runs
+
+    @property
+    def source(self) -> str:
+        return f"container ({self.settings.image})"
 
 
 @dataclass(frozen=True)
@@ -242,3 +268,104 @@ def first_line(error: BaseException, target: Target) -> str:
 def failure(target: Target, error: BaseException) -> str:
     """Why a target stopped part-way, in one line."""
     return f"{target.name} at {target.safe_url} failed: {first_line(error, target)}"
+
+
+class Servers:
+    """The targets of one run or test session, and the containers started for them.
+
+    A server target comes from its URL variable if set; otherwise from a container, if a
+    Docker engine answers; otherwise it is ``Unavailable`` with both ways to get one.
+    Containers start on first use (``target``) and stop on ``close``, which a ``with``
+    block calls however it ends.
+    """
+
+    def __init__(
+        self,
+        sqlite_dir: Path,
+        environ: Mapping[str, str] = os.environ,
+        say: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.sqlite_dir, self.environ, self.say = sqlite_dir, environ, say
+        self._planned: dict[str, Target | Pending | Unavailable] = {}
+        self._running: dict[str, Target] = {}
+        self._containers: list[ServerContainer] = []
+        self._locks: dict[str, threading.Lock] = {}
+        self._history: list[str] = []  # one line per container started
+
+    def __enter__(self) -> Servers:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def plan(self, name: str) -> Target | Pending | Unavailable:
+        """Where ``name`` would come from, without starting anything."""
+        if name not in self._planned:
+            self._planned[name] = self._plan(name)
+        return self._planned[name]
+
+    def target(self, name: str) -> Target | Unavailable:
+        """The target called ``name``, starting its container if it needs one."""
+        planned = self.plan(name)
+        if isinstance(planned, Pending):
+            return self._start(planned)
+        return planned
+
+    def targets(self, names: Iterable[str]) -> list[Target | Unavailable]:
+        """Several targets; their containers start side by side."""
+        names = list(names)
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+            return list(pool.map(self.target, names))
+
+    def started(self) -> list[str]:
+        """What was started, each with its start-to-ready time."""
+        return list(self._history)
+
+    def close(self) -> None:
+        """Stop every container this object started."""
+        containers, self._containers = self._containers, []
+        self._running.clear()
+        for container in containers:
+            container.stop()
+
+    def _plan(self, name: str) -> Target | Pending | Unavailable:
+        resolved = resolve(name, self.sqlite_dir, self.environ)
+        if not isinstance(resolved, Unavailable):
+            return resolved
+        try:
+            settings = server_settings(name, self.environ)
+        except ContainerError as error:
+            raise ConfigError(str(error)) from None
+        problem = docker_problem()
+        if problem is not None:
+            return Unavailable(
+                name,
+                f"{name} is not configured: set {URL_VARIABLES[name]} to a URL, or start a "
+                f"Docker engine so that sqla-bench can run a container ({problem})",
+            )
+        return Pending(name, settings, _drivers(name, make_url(f"{name}://"), None))
+
+    def _start(self, pending: Pending) -> Target:
+        # One container per target, however many threads ask for it.
+        with self._locks.setdefault(pending.name, threading.Lock()):
+            if pending.name in self._running:
+                return self._running[pending.name]
+            container = ServerContainer(pending.settings)
+            self._containers.append(container)
+            self.say(f"starting a {pending.name} container from {pending.settings.image}")
+            try:
+                url = container.start()
+            except ContainerError as error:
+                raise ConfigError(str(error)) from None
+            ready = f"{pending.name} container ready in {container.ready_seconds:.1f} s"
+            self._history.append(f"{ready} ({pending.settings.image})")
+            self.say(ready)
+            target = Target(
+                pending.name,
+                url,
+                _drivers(pending.name, url, None),
+                pending.source,
+                container=pending.settings.describe(),
+            )
+            self._running[pending.name] = target
+            return target

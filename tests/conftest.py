@@ -1,11 +1,14 @@
 """Targets and drivers for the tests.
 
 Every test that takes ``sync_env`` or ``async_env`` runs once per configured driver of
-that mode. A server target without a URL is skipped with the variable to set, unless
-``SQLA_BENCH_REQUIRE`` names it; bad configuration stops the session with one line.
-Each target's database is rebuilt and seeded once per session; all async tests and
-fixtures share the session's event loop (see pyproject.toml), because pooled async
-connections belong to the loop that opened them.
+that mode. A server target comes from its URL variable; without one, from a container
+started the first time a test needs it (when a Docker engine answers), shared by every
+test of the session and removed at its end, also after a failure or Ctrl-C. A server
+target with neither is skipped with both ways to get one, unless ``SQLA_BENCH_REQUIRE``
+names it; bad configuration stops the session with one line. Each target's database is
+rebuilt and seeded once per session; all async tests and fixtures share the session's
+event loop (see pyproject.toml), because pooled async connections belong to the loop
+that opened them.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ from bench.targets import (
     TARGETS,
     ConfigError,
     Driver,
+    Pending,
+    Servers,
     Target,
     Unavailable,
     check_reachable,
     required_targets,
-    resolve,
 )
 from bench.verify import applicable_cells
 from scenarios.dataset import DatasetSize
@@ -36,13 +40,14 @@ SIZE = DatasetSize()
 
 
 class Configured:
-    """The targets of this test session, resolved once at start-up."""
+    """The targets of this test session, planned at start-up; containers start on use."""
 
     def __init__(self) -> None:
         self.sqlite_dir = Path(tempfile.mkdtemp(prefix="sqla-bench-tests-"))
         self.required = required_targets()
-        self.targets: dict[str, Target | Unavailable] = {
-            name: resolve(name, self.sqlite_dir) for name in TARGETS
+        self.servers = Servers(self.sqlite_dir)
+        self.targets: dict[str, Target | Pending | Unavailable] = {
+            name: self.servers.plan(name) for name in TARGETS
         }
         for target in self.targets.values():
             if isinstance(target, Target) and target.name != "sqlite":
@@ -52,6 +57,23 @@ class Configured:
                 raise ConfigError(
                     f"SQLA_BENCH_REQUIRE names {name}, but {self.targets[name].reason}"
                 )
+
+    def target(self, name: str) -> Target:
+        """The target called ``name``, its container started if it needs one; a test
+        that asks for an unconfigured target is skipped (or fails, if it is required)."""
+        target = self.servers.target(name)
+        if isinstance(target, Unavailable):
+            pytest.skip(target.reason)
+        return target
+
+    def live(self, driver: Driver) -> Driver:
+        """``driver`` with its server's URL (a container's is known once it runs)."""
+        target = self.target(driver.spec.target)
+        return next(d for d in target.drivers if d.spec == driver.spec)
+
+    def close(self) -> None:
+        self.servers.close()
+        shutil.rmtree(self.sqlite_dir, ignore_errors=True)
 
     def drivers(self, mode: str) -> list[pytest.param]:
         """One pytest param per driver of ``mode``; unconfigured targets appear skipped."""
@@ -76,9 +98,29 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    # The ``servers`` fixture stops the containers at the end of the session; this is
+    # the backstop for a session that ends before its fixtures are torn down.
     configured = config.stash.get(CONFIGURED, None)
     if configured is not None:
-        shutil.rmtree(configured.sqlite_dir, ignore_errors=True)
+        configured.close()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    configured = config.stash[CONFIGURED]
+    return [f"sqla-bench {name}: {_where(target)}" for name, target in configured.targets.items()]
+
+
+def _where(target: Target | Pending | Unavailable) -> str:
+    if isinstance(target, Unavailable):
+        return f"skipped ({target.reason})"
+    if isinstance(target, Pending):
+        return f"{target.source}, started when a test first needs it"
+    return f"{target.source}: {target.safe_url}"
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    for line in config.stash[CONFIGURED].servers.started():
+        terminalreporter.write_line(f"sqla-bench: {line}")
 
 
 CONFIGURED = pytest.StashKey[Configured]()
@@ -130,6 +172,15 @@ def _twin_pairs(configured: Configured) -> list[pytest.param]:
 
 
 @pytest.fixture(scope="session")
+def servers(request: pytest.FixtureRequest):
+    """This session's targets; the containers it started are removed at its end (pytest
+    tears session fixtures down after a failure and after Ctrl-C too)."""
+    configured = request.config.stash[CONFIGURED]
+    yield configured
+    configured.servers.close()
+
+
+@pytest.fixture(scope="session")
 def prepared() -> set[str]:
     """Names of targets whose database has been rebuilt and seeded in this session."""
     return set()
@@ -141,29 +192,30 @@ def _prepare_once(prepared: set[str], driver: Driver) -> None:
         prepared.add(driver.spec.target)
 
 
-def _open_env(driver: Driver, prepared: set[str]) -> DriverEnv:
+def _open_env(driver: Driver, servers: Configured, prepared: set[str]) -> DriverEnv:
+    driver = servers.live(driver)
     _prepare_once(prepared, driver)
     return DriverEnv(driver, SIZE)
 
 
 @pytest_asyncio.fixture(scope="session")
-async def sync_env(request: pytest.FixtureRequest, prepared: set[str]):
-    env = _open_env(request.param, prepared)
+async def sync_env(request: pytest.FixtureRequest, servers: Configured, prepared: set[str]):
+    env = _open_env(request.param, servers, prepared)
     yield env
     await env.dispose()
 
 
 @pytest_asyncio.fixture(scope="session")
-async def async_env(request: pytest.FixtureRequest, prepared: set[str]):
-    env = _open_env(request.param, prepared)
+async def async_env(request: pytest.FixtureRequest, servers: Configured, prepared: set[str]):
+    env = _open_env(request.param, servers, prepared)
     yield env
     await env.dispose()
 
 
 @pytest_asyncio.fixture(scope="session")
-async def twin_envs(request: pytest.FixtureRequest, prepared: set[str]):
+async def twin_envs(request: pytest.FixtureRequest, servers: Configured, prepared: set[str]):
     sync_driver, async_driver = request.param
-    envs = (_open_env(sync_driver, prepared), _open_env(async_driver, prepared))
+    envs = tuple(_open_env(driver, servers, prepared) for driver in (sync_driver, async_driver))
     yield envs
     for env in envs:
         await env.dispose()

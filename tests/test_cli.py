@@ -12,10 +12,14 @@ import pytest
 from tests.test_targets import PASSWORD, closed_port
 
 VARIABLES = ("SQLA_BENCH_POSTGRESQL_URL", "SQLA_BENCH_MYSQL_URL", "SQLA_BENCH_REQUIRE")
+# A Docker engine that never answers: without a URL, a server target is then unavailable.
+NO_DOCKER = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in VARIABLES} | env
+    """``python -m ARGS`` without the server URLs and without Docker, unless ``env`` sets
+    them."""
+    clean = {k: v for k, v in os.environ.items() if k not in VARIABLES} | NO_DOCKER | env
     return subprocess.run(
         [sys.executable, "-m", *args], capture_output=True, text=True, env=clean, timeout=300
     )
@@ -51,7 +55,8 @@ def test_list_names_scenarios_and_unavailable_targets() -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [(), ("list",), ("verify",), ("run",), ("selfcheck",), ("report",)]
+    "command",
+    [(), ("list",), ("verify",), ("run",), ("selfcheck",), ("report",), ("containers",)],
 )
 def test_help_explains_every_command(command) -> None:
     result = run("bench", *command, "--help")
@@ -97,28 +102,42 @@ def test_pytest_fails_when_a_required_target_is_not_configured() -> None:
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def database_where_tables_cannot_be_created() -> str:
-    """The configured PostgreSQL URL, pointed at the ``postgres`` database, where a
-    non-owner may connect but (PostgreSQL 15+) not create tables in schema public."""
-    from sqlalchemy import create_engine, make_url, text
+def database_where_tables_cannot_be_created(request: pytest.FixtureRequest) -> str:
+    """A URL for the PostgreSQL target's ``postgres`` database as a user who may connect
+    but (PostgreSQL 15+) not create tables in schema public. In a container this session
+    started, where the configured user is a superuser, such a role is made for the test."""
+    import secrets
 
-    raw = os.environ.get("SQLA_BENCH_POSTGRESQL_URL")
-    if not raw:
-        pytest.skip("postgresql is not configured: set SQLA_BENCH_POSTGRESQL_URL to a URL")
-    url = make_url(raw).set(drivername="postgresql+psycopg2", database="postgres")
+    from sqlalchemy import create_engine, text
+
+    target = request.getfixturevalue("servers").target("postgresql")
+    url = target.url.set(drivername="postgresql+psycopg2", database="postgres")
     engine = create_engine(url)
-    with engine.connect() as connection:
+    with engine.begin() as connection:
         may_create = connection.scalar(
             text("SELECT has_schema_privilege(current_user, 'public', 'CREATE')")
         )
+        if may_create and target.container is not None:
+            url = _restricted_role(connection, url, secrets.token_hex(8))
+            may_create = False
     engine.dispose()
     if may_create:  # never let the suite drop and create tables in someone's database
         pytest.skip("the configured PostgreSQL user may create tables in database postgres")
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def test_a_target_failing_part_way_keeps_what_finished(tmp_path) -> None:
-    url = database_where_tables_cannot_be_created()
+def _restricted_role(connection, url, password: str):
+    """A login role with no privileges beyond PUBLIC's, in a container of our own."""
+    from sqlalchemy import text
+
+    exists = connection.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = 'sqla_restricted'"))
+    verb = "ALTER" if exists else "CREATE"
+    connection.execute(text(f"{verb} ROLE sqla_restricted LOGIN PASSWORD '{password}'"))
+    return url.set(username="sqla_restricted", password=password)
+
+
+def test_a_target_failing_part_way_keeps_what_finished(request, tmp_path) -> None:
+    url = database_where_tables_cannot_be_created(request)
     out = tmp_path / "matrix.json"
     result = run(
         "bench", "verify", "--target", "sqlite", "--target", "postgresql",

@@ -99,9 +99,16 @@ def test_a_round_trip_gains_twice_the_delay_and_little_more(echo, one_way_ms) ->
     with LatencyProxy("127.0.0.1", echo.port) as proxy, _connect(proxy.port) as sock:
         proxy.set_delay(one_way_ms / 1000)
         through_ms = _round_trip_ms(sock, 60 if one_way_ms < 10 else 30)
-    where = f"round trip {through_ms:.3f} ms, direct {direct_ms:.3f} ms"
+        release = proxy.report()["release"]
+    where = f"round trip {through_ms:.3f} ms, direct {direct_ms:.3f} ms, proxy {release}"
     assert through_ms >= 2 * one_way_ms, where  # never released early
-    assert through_ms - direct_ms - 2 * one_way_ms <= 0.2, where
+    # The proxy's own part: each chunk's send begins within 50 us of its due time.
+    assert release["chunks"] >= 2 * 30 and release["median_late_us"] <= 50, where
+    # The rest is the machine's: a send on loopback wakes the receiver's CPU, which on
+    # this virtual machine takes longer the longer that CPU was idle (a median send of
+    # 80-115 us at 10 ms one-way, about 15 us back to back), and the client and the
+    # echo server each wake from a wait as long as the delay.
+    assert through_ms - direct_ms - 2 * one_way_ms <= 0.5, where
 
 
 def test_chunks_in_flight_do_not_add_up(echo) -> None:

@@ -17,11 +17,11 @@ from bench.engines import prepare_database, sqlalchemy_version
 from bench.measure import Policy
 from bench.results import read_result
 from bench.runner import RunPlan, run_to_file
-from bench.targets import TARGETS, ConfigError, Target, Unavailable, resolve
+from bench.targets import TARGETS, ConfigError, Target, resolve
 from scenarios.dataset import DatasetSize
 from scenarios.expect import Setting, Works
 from scenarios.registry import discover
-from tests.conftest import CONFIGURED, SIZE
+from tests.conftest import SIZE
 from tests.test_cli import (
     VARIABLES,
     assert_one_line_error,
@@ -33,10 +33,8 @@ QUICK = ("--min-time", "0", "--min-rounds", "3", "--warmup", "1")
 
 
 def _target(request: pytest.FixtureRequest, name: str) -> Target:
-    target = request.config.stash[CONFIGURED].targets[name]
-    if isinstance(target, Unavailable):  # SQLA_BENCH_REQUIRE turns this into an error
-        pytest.skip(target.reason)
-    return target
+    """The configured target, its container started if need be (skips if unavailable)."""
+    return request.getfixturevalue("servers").target(name)
 
 
 def _expected(cell) -> Works:
@@ -198,8 +196,8 @@ def test_results_json_lists_cells_one_per_line(tmp_path) -> None:
     assert len(cell_lines) == len(json.loads(out.read_text())["cells"]) == 4  # 2 cases x 2 modes
 
 
-def test_a_target_failing_part_way_keeps_the_other_targets_cells(tmp_path) -> None:
-    url = database_where_tables_cannot_be_created()
+def test_a_target_failing_part_way_keeps_the_other_targets_cells(request, tmp_path) -> None:
+    url = database_where_tables_cannot_be_created(request)
     out = tmp_path / "partial.json"
     result = run(
         "bench", "run", "--target", "sqlite", "--target", "postgresql",

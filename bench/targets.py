@@ -34,6 +34,9 @@ from bench.containers import (
 TARGETS = ("sqlite", "postgresql", "mysql")
 URL_VARIABLES = {"postgresql": "SQLA_BENCH_POSTGRESQL_URL", "mysql": "SQLA_BENCH_MYSQL_URL"}
 REQUIRE_VARIABLE = "SQLA_BENCH_REQUIRE"
+CONTAINERS = "containers"  # SQLA_BENCH_REQUIRE's name for the tests that need Docker
+# Which targets may get a container: unset for all, "off" (or any name) for a chosen few.
+CONTAINERS_VARIABLE = "SQLA_BENCH_CONTAINERS"
 CONNECT_TIMEOUT_SECONDS = 5
 SQLITE_FILE = "sqla_bench.db"
 
@@ -174,10 +177,12 @@ def _spec(target: str, name: str, mode: str) -> DriverSpec:
 
 
 def required_targets(environ: Mapping[str, str] = os.environ) -> tuple[str, ...]:
-    """The targets that ``SQLA_BENCH_REQUIRE`` says must not be skipped."""
+    """What ``SQLA_BENCH_REQUIRE`` says must not be skipped: targets, and ``containers``
+    for the tests that need a Docker engine."""
     names = tuple(n.strip() for n in environ.get(REQUIRE_VARIABLE, "").split(",") if n.strip())
     for name in names:
-        check_target_name(name, where=REQUIRE_VARIABLE)
+        if name != CONTAINERS:
+            check_target_name(name, where=f"{REQUIRE_VARIABLE} (targets or {CONTAINERS})")
     return names
 
 
@@ -336,7 +341,11 @@ class Servers:
             settings = server_settings(name, self.environ)
         except ContainerError as error:
             raise ConfigError(str(error)) from None
-        problem = docker_problem()
+        allowed = self.environ.get(CONTAINERS_VARIABLE, "").strip()
+        if allowed and name not in allowed.replace(",", " ").split():
+            problem = f"containers are off for it: {CONTAINERS_VARIABLE}={allowed}"
+        else:
+            problem = docker_problem()
         if problem is not None:
             return Unavailable(
                 name,

@@ -52,7 +52,7 @@ class Configured:
         for target in self.targets.values():
             if isinstance(target, Target) and target.name != "sqlite":
                 check_reachable(target)
-        for name in self.required:
+        for name in set(self.required) & set(TARGETS):
             if isinstance(self.targets[name], Unavailable):
                 raise ConfigError(
                     f"SQLA_BENCH_REQUIRE names {name}, but {self.targets[name].reason}"

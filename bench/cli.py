@@ -489,13 +489,20 @@ def selected_targets(
         resolved = servers.targets(TARGETS)
         available = [target for target in resolved if isinstance(target, Target)]
         return available, [target for target in resolved if isinstance(target, Unavailable)]
+    planned_targets(names, servers)  # an unavailable one stops us before any container starts
+    return [t for t in servers.targets(dict.fromkeys(names)) if isinstance(t, Target)], []
+
+
+def planned_targets(names: list[str], servers: Servers) -> list[Target | Pending]:
+    """Where each named target will come from, without starting anything; one line and
+    exit status 2 for an unknown or unavailable one."""
     for name in names:
         check_target_name(name)
-    for name in names:  # an unavailable target stops the run before any container starts
-        planned = servers.plan(name)
-        if isinstance(planned, Unavailable):
-            raise ConfigError(planned.reason)
-    return [t for t in servers.targets(dict.fromkeys(names)) if isinstance(t, Target)], []
+    planned = [servers.plan(name) for name in dict.fromkeys(names)]
+    for target in planned:
+        if isinstance(target, Unavailable):
+            raise ConfigError(target.reason)
+    return planned
 
 
 def cmd_verify(args: argparse.Namespace, servers: Servers, console: Console) -> int:
@@ -651,14 +658,17 @@ def _check_record(check: Check) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace, servers: Servers, console: Console) -> int:
-    targets, _ = selected_targets(args.target or ["sqlite"], servers)
+    names = args.target or ["sqlite"]
+    # Every option is checked against the planned targets before a container starts.
+    _plan(args, planned_targets(names, servers))
+    started = datetime.now(timezone.utc)
+    path = args.output or default_path(started, list(dict.fromkeys(names)))
+    check_writable(path)
+    targets, _ = selected_targets(names, servers)
     for target in targets:
         if target.name != "sqlite":
             check_reachable(target)
     plan = _plan(args, targets)
-    started = datetime.now(timezone.utc)
-    path = args.output or default_path(started, [target.name for target in targets])
-    check_writable(path)
     pin_to(args.affinity)
     results = ResultFile(path, run_header(plan, args.argv, started))
     failures = _measure(plan, results, console)
@@ -708,7 +718,7 @@ def cmd_report(args: argparse.Namespace, servers: Servers, console: Console) -> 
     return 0
 
 
-def _plan(args: argparse.Namespace, targets: list[Target]) -> RunPlan:
+def _plan(args: argparse.Namespace, targets: Sequence[Target | Pending]) -> RunPlan:
     try:
         policy = Policy(**{field: getattr(args, field) for _, field, *_ in POLICY_OPTIONS})
         datasets = tuple(

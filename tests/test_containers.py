@@ -189,6 +189,15 @@ def test_a_server_that_exits_at_start_is_one_line_at_once(docker) -> None:
     assert time.monotonic() - started < 60  # not testcontainers' two-minute wait
 
 
+def test_bad_options_stop_a_run_before_any_container_starts(docker) -> None:
+    result = run(
+        "bench", "run", "--target", "postgresql", "--scenario", "no.such.scenario",
+        **without_urls(),
+    )  # fmt: skip
+    assert_one_line_error(result, "unknown scenario 'no.such.scenario'")
+    assert "starting" not in result.stderr
+
+
 def test_an_image_that_is_not_here_is_one_line(docker) -> None:
     result = run(
         "bench", "run", "--target", "postgresql",

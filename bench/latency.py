@@ -156,7 +156,7 @@ class _Proxy:
     def early(self) -> float:
         """How long before a due time the last sleep should end: its usual lateness
         (the median of recent ones) plus a little spin."""
-        recent = sorted(self.final_sleep_late)
+        recent = sorted(self.final_sleep_late)  # copied in C, safe from other writers
         return recent[len(recent) // 2] + SPIN_SECONDS
 
     def due(self, arrived: float) -> float:
@@ -386,8 +386,9 @@ def _report(proxy: _Proxy) -> dict[str, Any]:
              "bytes_down": link.bytes["down"], "open": link.open}
             for link in proxy.links
         ]  # fmt: skip
-    late = sorted(late for late, _ in proxy.releases)
-    sending = sorted(took for _, took in proxy.releases)
+    releases = list(proxy.releases)  # one C-level copy: writers append as we read
+    late = sorted(late for late, _ in releases)
+    sending = sorted(took for _, took in releases)
     release = {
         "chunks": len(late),
         "median_late_us": _median(late) * 1e6 if late else None,

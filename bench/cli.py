@@ -34,6 +34,20 @@ from rich.progress import (
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from bench.compare import COLUMNS as COMPARE_COLUMNS
+from bench.compare import (
+    DEFAULT_ALPHA,
+    DEFAULT_MIN_EFFECT,
+    Comparison,
+    Gate,
+    cell_name,
+    compare,
+    load_run,
+    summary_line,
+    to_markdown,
+)
+from bench.compare import rows as comparison_rows
+from bench.compare import to_json as compare_json
 from bench.containers import ContainerError, Leftover, containers, prune
 from bench.engines import DriverEnv, prepare_database, setting_for, sqlalchemy_version
 from bench.measure import Policy
@@ -131,8 +145,47 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(commands)
     _add_selfcheck_parser(commands)
     _add_report_parser(commands)
+    _add_compare_parser(commands)
     _add_containers_parser(commands)
     return parser
+
+
+def _add_compare_parser(commands: argparse._SubParsersAction) -> None:
+    compare = commands.add_parser(
+        "compare",
+        help="the regression gate: compare two runs cell by cell",
+        description=(
+            "Compare NEW against BASE (result files, or folders of them). Outcome, "
+            "statements, round trips and rows per operation must match exactly: any change "
+            "fails. A timing fails only when a one-sided Mann-Whitney U test on the raw "
+            "samples says slower (p < --alpha) and the median is at least --min-effect "
+            "slower; faster and unchanged cells are reported too. Cells that only one run "
+            "has are listed; runs from different machines, libraries or servers get a "
+            "warning. Exit status 0: no regression, 1: regression, 2: bad input."
+        ),
+    )
+    compare.add_argument("base", type=Path, metavar="BASE", help="result file or folder")
+    compare.add_argument("new", type=Path, metavar="NEW", help="result file or folder")
+    compare.add_argument(
+        "--min-effect",
+        type=_number(float, 0.001),
+        default=DEFAULT_MIN_EFFECT,
+        metavar="FRACTION",
+        help="how much slower a median must be to count, as a fraction (default: 0.10)",
+    )
+    compare.add_argument(
+        "--alpha",
+        type=_number(float, 1e-9),
+        default=DEFAULT_ALPHA,
+        metavar="P",
+        help="significance level of the Mann-Whitney U test (default: 0.05)",
+    )
+    compare.add_argument(
+        "--format",
+        choices=("text", "markdown", "json"),
+        default="text",
+        help="text (a table), markdown (for a pull-request comment) or json",
+    )
 
 
 def _add_containers_parser(commands: argparse._SubParsersAction) -> None:
@@ -889,6 +942,41 @@ def _selfcheck_figures(
     return figures
 
 
+# --- compare ---------------------------------------------------------------------------
+
+
+def cmd_compare(args: argparse.Namespace, servers: Servers, console: Console) -> int:
+    gate = Gate(min_effect=args.min_effect, alpha=args.alpha)
+    comparison = compare(load_run(args.base), load_run(args.new), gate)
+    if args.format == "json":
+        print(json.dumps(compare_json(comparison, gate), indent=2))
+    elif args.format == "markdown":
+        print(to_markdown(comparison, gate), end="")
+    else:
+        _print_comparison(console, comparison, gate)
+    return EXIT_MISMATCH if comparison.regressed else 0
+
+
+def _print_comparison(console: Console, comparison: Comparison, gate: Gate) -> None:
+    for warning in comparison.warnings:
+        console.print(f"warning: {warning}", style="yellow", highlight=False)
+    title = f"sqla-bench compare: {len(comparison.cells)} cells in both runs"
+    table = Table(title=title, title_justify="left")
+    for column in COMPARE_COLUMNS:
+        table.add_column(column)
+    for row in comparison_rows(comparison):
+        style = {"changed": "bold red", "slower": "bold red", "faster": "green"}
+        table.add_row(*(row[c] for c in COMPARE_COLUMNS), style=style.get(row["verdict"]))
+    console.print(table)
+    for title, missing in (
+        ("only in base", comparison.only_in_base),
+        ("only in new", comparison.only_in_new),
+    ):
+        for cell in missing:
+            console.print(f"{title}: {cell_name(cell)}", highlight=False)
+    console.print(summary_line(comparison, gate), highlight=False)
+
+
 # --- containers --------------------------------------------------------------------------
 
 
@@ -924,5 +1012,6 @@ COMMANDS = {
     "run": cmd_run,
     "selfcheck": cmd_selfcheck,
     "report": cmd_report,
+    "compare": cmd_compare,
     "containers": cmd_containers,
 }

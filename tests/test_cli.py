@@ -56,7 +56,16 @@ def test_list_names_scenarios_and_unavailable_targets() -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [(), ("list",), ("verify",), ("run",), ("selfcheck",), ("report",), ("containers",)],
+    [
+        (),
+        ("list",),
+        ("verify",),
+        ("run",),
+        ("selfcheck",),
+        ("report",),
+        ("compare",),
+        ("containers",),
+    ],
 )
 def test_help_explains_every_command(command) -> None:
     result = run("bench", *command, "--help")

@@ -44,7 +44,9 @@ def test_ci_runs_the_readme_main_command() -> None:
     assert quick_start_commands()[0] in ci_lines
 
 
-@pytest.mark.parametrize("command", ["run", "selfcheck", "verify", "report", "containers"])
+@pytest.mark.parametrize(
+    "command", ["run", "selfcheck", "verify", "report", "compare", "containers"]
+)
 def test_every_option_is_documented_in_the_readme(command) -> None:
     readme = (ROOT / "README.md").read_text()
     subcommands = next(

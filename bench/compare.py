@@ -1,0 +1,275 @@
+"""The regression gate: two runs, cell by cell.
+
+Deterministic metrics (outcome, statements per operation, round trips per operation,
+rows) must match exactly: any change is a regression, whichever way it goes, because a
+scenario that issues one statement more is a different scenario. Timings are noisy, so a
+cell is slower only when two tests agree: a one-sided Mann-Whitney U test on the raw
+samples says the new ones are larger (p < alpha), and the medians differ by at least the
+minimum effect. Faster is judged the same way, the other way round. Cells that only one
+run has are listed, never dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scipy.stats import mannwhitneyu
+
+from bench.results import CellRecord, read_result
+from bench.stats import summarize
+from bench.targets import ConfigError
+
+DEFAULT_MIN_EFFECT = 0.10
+DEFAULT_ALPHA = 0.05
+MIN_SAMPLES = 5  # fewer, and no test can tell anything: the cell is "not timed"
+EXACT = ("outcome", "error", "statements", "round_trips", "rows")
+# Run facts that make timings from two runs hard to compare when they differ.
+ENVIRONMENT_FACTS = ("python", "implementation", "sqlalchemy", "greenlet", "drivers")
+MACHINE_FACTS = ("cpus", "affinity", "platform", "architecture")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """How sure, and how large, a timing change must be to count."""
+
+    min_effect: float = DEFAULT_MIN_EFFECT  # 0.10: the median 10 % slower (or faster)
+    alpha: float = DEFAULT_ALPHA
+
+    def __post_init__(self) -> None:
+        if not (self.min_effect > 0 and math.isfinite(self.min_effect)):
+            raise ConfigError(f"--min-effect must be above 0, not {self.min_effect}")
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"--alpha must be between 0 and 1, not {self.alpha}")
+
+
+@dataclass(frozen=True)
+class CellChange:
+    """One cell present in both runs."""
+
+    base: CellRecord
+    new: CellRecord
+    changed: tuple[str, ...]  # "statements 1 -> 2", one per deterministic metric
+    ratio: float | None  # new median / base median; None when either is not timed
+    p_slower: float | None  # one-sided p-values of the Mann-Whitney U test
+    p_faster: float | None
+    verdict: str  # "changed", "slower", "faster", "unchanged" or "not timed"
+
+    @property
+    def regressed(self) -> bool:
+        return self.verdict in ("changed", "slower")
+
+
+@dataclass
+class Comparison:
+    cells: list[CellChange]
+    only_in_base: list[CellRecord]
+    only_in_new: list[CellRecord]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def regressed(self) -> bool:
+        return any(cell.regressed for cell in self.cells)
+
+    def geometric_mean_ratio(self) -> float | None:
+        """New over base, over every cell timed in both runs."""
+        ratios = [cell.ratio for cell in self.cells if cell.ratio]
+        if not ratios:
+            return None
+        return math.exp(sum(math.log(ratio) for ratio in ratios) / len(ratios))
+
+    def counts(self) -> dict[str, int]:
+        verdicts = ("changed", "slower", "faster", "unchanged", "not timed")
+        return {verdict: sum(c.verdict == verdict for c in self.cells) for verdict in verdicts}
+
+
+def load_run(path: Path) -> tuple[list[dict[str, Any]], list[CellRecord]]:
+    """The headers and cells of a result file, or of every result file in a folder (a
+    cell measured in several keeps the one from the run that started last)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.json"))
+        if not files:
+            raise ConfigError(f"{path} holds no result file (*.json)")
+    elif path.exists():
+        files = [path]
+    else:
+        raise ConfigError(f"{path} does not exist")
+    runs = sorted((read_result(file) for file in files), key=lambda run: run[0]["run"]["started"])
+    cells = {cell.key: cell for _, run_cells in runs for cell in run_cells}
+    return [header for header, _ in runs], list(cells.values())
+
+
+def compare(
+    base: tuple[list[dict], list[CellRecord]],
+    new: tuple[list[dict], list[CellRecord]],
+    gate: Gate = Gate(),
+) -> Comparison:
+    """Every cell of ``new`` against the same cell of ``base``."""
+    base_cells = {cell.key: cell for cell in base[1]}
+    new_cells = {cell.key: cell for cell in new[1]}
+    return Comparison(
+        cells=[
+            compare_cell(base_cells[key], cell, gate)
+            for key, cell in new_cells.items()
+            if key in base_cells
+        ],
+        only_in_base=[cell for key, cell in base_cells.items() if key not in new_cells],
+        only_in_new=[cell for key, cell in new_cells.items() if key not in base_cells],
+        warnings=differences(base[0], new[0]),
+    )
+
+
+def compare_cell(base: CellRecord, new: CellRecord, gate: Gate) -> CellChange:
+    changed = tuple(
+        f"{name} {getattr(base, name)} -> {getattr(new, name)}"
+        for name in EXACT
+        if getattr(base, name) != getattr(new, name)
+    )
+    ratio = p_slower = p_faster = None
+    timed = len(base.samples_ns) >= MIN_SAMPLES and len(new.samples_ns) >= MIN_SAMPLES
+    if timed:
+        ratio = summarize(new.samples_ns).median_ns / summarize(base.samples_ns).median_ns
+        p_slower = mannwhitneyu(new.samples_ns, base.samples_ns, alternative="greater").pvalue
+        p_faster = mannwhitneyu(new.samples_ns, base.samples_ns, alternative="less").pvalue
+    if changed:
+        verdict = "changed"
+    elif not timed:
+        verdict = "not timed"
+    elif p_slower < gate.alpha and ratio >= 1 + gate.min_effect:
+        verdict = "slower"
+    elif p_faster < gate.alpha and ratio <= 1 / (1 + gate.min_effect):
+        verdict = "faster"
+    else:
+        verdict = "unchanged"
+    return CellChange(base, new, changed, ratio, p_slower, p_faster, verdict)
+
+
+def differences(base: Sequence[dict], new: Sequence[dict]) -> list[str]:
+    """What differs between the runs' libraries, machines and servers, one line each."""
+    warnings = []
+    for name, read in (
+        *((fact, lambda h, f=fact: h["environment"].get(f)) for fact in ENVIRONMENT_FACTS),
+        *((f"machine {fact}", lambda h, f=fact: h["environment"]["machine"].get(f))
+          for fact in MACHINE_FACTS),
+        ("servers", _servers),
+    ):  # fmt: skip
+        before, after = _values(base, read), _values(new, read)
+        if before != after:
+            warnings.append(f"{name} differ: {_show(before)} (base) vs {_show(after)} (new)")
+    return warnings
+
+
+def _servers(header: dict) -> dict[str, Any]:
+    return {
+        name: (target.get("server_version"), target.get("container", {}).get("image"))
+        for name, target in header["targets"].items()
+    }
+
+
+def _values(headers: Iterable[dict], read) -> list:
+    seen = []
+    for header in headers:
+        value = read(header)
+        if value not in seen:
+            seen.append(value)
+    return seen
+
+
+def _show(values: list) -> str:
+    return " / ".join(str(value) for value in values)
+
+
+def cell_name(cell: CellRecord) -> str:
+    """A cell in one line: case, parameters, target+driver, mode and what it ran under."""
+    parts = [cell.case, *(f"{k}={v}" for k, v in cell.params.items())]
+    parts += [f"{cell.target}+{cell.driver}", cell.mode]
+    parts += [f"users={cell.dataset['users']}", f"posts={cell.dataset['posts_per_user']}"]
+    if cell.latency_ms is not None:
+        parts.append(f"rtt={cell.latency_ms:g}ms")
+    if cell.concurrency is not None:
+        parts.append(f"workers={cell.concurrency}")
+    for name, value in (cell.pool or {}).items():
+        parts.append(f"{name}={value}")
+    return " ".join(parts)
+
+
+# --- output --------------------------------------------------------------------------------
+
+VERDICT_ORDER = ("changed", "slower", "faster", "not timed", "unchanged")
+COLUMNS = ("verdict", "cell", "base median", "new median", "new/base", "p", "what changed")
+
+
+def rows(comparison: Comparison) -> list[dict[str, str]]:
+    """One row per cell in both runs, regressions first."""
+    ordered = sorted(comparison.cells, key=lambda c: VERDICT_ORDER.index(c.verdict))
+    return [_row(cell) for cell in ordered]
+
+
+def _row(cell: CellChange) -> dict[str, str]:
+    timed = cell.ratio is not None
+    p = cell.p_slower if timed and cell.ratio >= 1 else cell.p_faster
+    return {
+        "verdict": cell.verdict,
+        "cell": cell_name(cell.new),
+        "base median": _median(cell.base),
+        "new median": _median(cell.new),
+        "new/base": f"{cell.ratio:.3f}" if timed else "-",
+        "p": f"{p:.2g}" if timed else "-",
+        "what changed": "; ".join(cell.changed),
+    }
+
+
+def _median(cell: CellRecord) -> str:
+    from bench.report import duration
+
+    return duration(summarize(cell.samples_ns).median_ns) if cell.samples_ns else "-"
+
+
+def summary_line(comparison: Comparison, gate: Gate) -> str:
+    counts = ", ".join(f"{n} {verdict}" for verdict, n in comparison.counts().items() if n)
+    mean = comparison.geometric_mean_ratio()
+    shown = f"{mean:.3f}" if mean is not None else "-"
+    verdict = "REGRESSION" if comparison.regressed else "no regression"
+    return (
+        f"{verdict}: {len(comparison.cells)} cells in both runs ({counts or 'none'}); "
+        f"geometric mean new/base {shown}; only in base {len(comparison.only_in_base)}, "
+        f"only in new {len(comparison.only_in_new)} (slower or faster means Mann-Whitney "
+        f"p < {gate.alpha:g} and a median at least {gate.min_effect:.0%} apart)"
+    )
+
+
+def to_markdown(comparison: Comparison, gate: Gate) -> str:
+    """For a pull-request comment: the summary, warnings, the table, missing cells."""
+    lines = [f"**sqla-bench compare: {summary_line(comparison, gate)}**", ""]
+    lines += [f"> warning: {warning}" for warning in comparison.warnings]
+    if comparison.warnings:
+        lines.append("")
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += [
+        "| " + " | ".join(row[c].replace("|", "\\|") for c in COLUMNS) + " |"
+        for row in rows(comparison)
+    ]
+    for title, missing in (
+        ("Only in base", comparison.only_in_base),
+        ("Only in new", comparison.only_in_new),
+    ):
+        if missing:
+            lines += ["", f"{title}:", *(f"- {cell_name(cell)}" for cell in missing)]
+    return "\n".join(lines) + "\n"
+
+
+def to_json(comparison: Comparison, gate: Gate) -> dict[str, Any]:
+    return {
+        "regressed": comparison.regressed,
+        "gate": {"min_effect": gate.min_effect, "alpha": gate.alpha},
+        "counts": comparison.counts(),
+        "geometric_mean_ratio": comparison.geometric_mean_ratio(),
+        "warnings": comparison.warnings,
+        "cells": rows(comparison),
+        "only_in_base": [cell_name(cell) for cell in comparison.only_in_base],
+        "only_in_new": [cell_name(cell) for cell in comparison.only_in_new],
+    }

@@ -34,6 +34,8 @@ from rich.progress import (
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from bench.baseline import BASELINES, changed_cells, check_baselines, write_baselines
+from bench.baseline import POLICY as BASELINE_POLICY
 from bench.compare import COLUMNS as COMPARE_COLUMNS
 from bench.compare import (
     DEFAULT_ALPHA,
@@ -146,8 +148,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selfcheck_parser(commands)
     _add_report_parser(commands)
     _add_compare_parser(commands)
+    _add_baseline_parser(commands)
     _add_containers_parser(commands)
     return parser
+
+
+def _add_baseline_parser(commands: argparse._SubParsersAction) -> None:
+    baseline = commands.add_parser(
+        "baseline",
+        help="hold every scenario's counts to the committed baselines (--update rewrites them)",
+        description=(
+            "Run every scenario cell a few times on each target and hold its outcome, "
+            "statements, round trips and rows to the committed baseline of that target "
+            "(results/baselines/TARGET.json), exactly: exit status 1 names every cell that "
+            "differs, or that one side lacks. --update rewrites the baselines instead. Three "
+            "timed calls per cell are too few for a timing verdict: the baselines hold "
+            "counts, not speed. The run itself is kept in results/local/."
+        ),
+    )
+    baseline.add_argument(
+        "--target",
+        action="append",
+        metavar="NAME",
+        help=f"target, repeatable: {', '.join(TARGETS)} (default: every available one)",
+    )
+    baseline.add_argument(
+        "--update", action="store_true", help="rewrite the baselines from this run"
+    )
+    baseline.add_argument(
+        "--folder",
+        type=Path,
+        default=BASELINES,
+        metavar="DIR",
+        help=f"where the baselines are (default: {BASELINES})",
+    )
 
 
 def _add_compare_parser(commands: argparse._SubParsersAction) -> None:
@@ -977,6 +1011,41 @@ def _print_comparison(console: Console, comparison: Comparison, gate: Gate) -> N
     console.print(summary_line(comparison, gate), highlight=False)
 
 
+# --- baseline ------------------------------------------------------------------------------
+
+
+def cmd_baseline(args: argparse.Namespace, servers: Servers, console: Console) -> int:
+    targets, unavailable = selected_targets(args.target, servers)
+    for target in targets:
+        if target.name != "sqlite":
+            check_reachable(target)
+    plan = RunPlan(targets=tuple(targets), policy=BASELINE_POLICY)
+    started = datetime.now(timezone.utc)
+    path = LOCAL_RESULTS / f"baseline-{started:%Y%m%d-%H%M%S}.json"
+    check_writable(path)
+    results = ResultFile(path, run_header(plan, args.argv, started))
+    failures = _measure(plan, results, console)
+    results.finish("incomplete" if failures else "complete", "; ".join(failures) or None)
+    for target in unavailable:
+        console.print(f"{target.name}: skipped, {target.reason}", highlight=False)
+    if failures:
+        print(f"sqla-bench: incomplete: {'; '.join(failures)}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    if args.update:
+        for written in write_baselines(results.header, results.cells, args.folder):
+            console.print(f"baseline written: {written}", highlight=False)
+        return 0
+    differences = changed_cells(check_baselines(results.header, results.cells, args.folder))
+    for line in differences:
+        console.print(line, style="bold red", highlight=False)
+    console.print(
+        f"{len(results.cells)} cells on {', '.join(t.name for t in targets)}: "
+        f"{len(differences)} differ from the baselines in {args.folder}",
+        highlight=False,
+    )
+    return EXIT_MISMATCH if differences else 0
+
+
 # --- containers --------------------------------------------------------------------------
 
 
@@ -1013,5 +1082,6 @@ COMMANDS = {
     "selfcheck": cmd_selfcheck,
     "report": cmd_report,
     "compare": cmd_compare,
+    "baseline": cmd_baseline,
     "containers": cmd_containers,
 }

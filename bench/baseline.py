@@ -1,0 +1,92 @@
+"""Committed deterministic baselines: what every scenario cell counts, per target.
+
+A baseline is the result file of a short run (three timed calls per cell, too few for
+any timing verdict) for one target: what matters in it is each cell's outcome,
+statements, round trips and rows, which do not depend on the machine. Checking runs the
+same short matrix and holds it to the baseline exactly, so a change that adds a
+statement to any scenario fails; ``--update`` rewrites the baselines on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.compare import MIN_SAMPLES, Comparison, Gate, cell_name, compare, load_run
+from bench.measure import Policy
+from bench.results import CellRecord, ResultFile
+
+BASELINES = Path("results/baselines")
+# Enough calls for the usual statement count of a cell; fewer than compare's MIN_SAMPLES,
+# so the machine's timings in a baseline never decide anything.
+POLICY = Policy(warmup=1, min_rounds=3, min_time=0.0, max_rounds=3)
+assert POLICY.max_rounds < MIN_SAMPLES
+
+
+def baseline_path(folder: Path, target: str) -> Path:
+    return folder / f"{target}.json"
+
+
+def write_baselines(header: dict, cells: list[CellRecord], folder: Path) -> list[Path]:
+    """One baseline file per target in ``cells``; the files written."""
+    written = []
+    for target in dict.fromkeys(cell.target for cell in cells):
+        path = baseline_path(folder, target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        document = {**header, "targets": {target: header["targets"][target]}}
+        baseline = ResultFile(path, document)
+        for cell in cells:
+            if cell.target == target:
+                baseline.add(cell)
+        written.append(path)
+    return written
+
+
+@dataclass(frozen=True)
+class Check:
+    """One target's run held to its baseline."""
+
+    target: str
+    comparison: Comparison | None  # None: there is no baseline for the target
+
+    @property
+    def passed(self) -> bool:
+        comparison = self.comparison
+        return (
+            comparison is not None
+            and not comparison.regressed
+            and not comparison.only_in_base
+            and not comparison.only_in_new
+        )
+
+
+def check_baselines(header: dict, cells: list[CellRecord], folder: Path) -> list[Check]:
+    """Each target of the run against its committed baseline, counts only."""
+    checks = []
+    for target in dict.fromkeys(cell.target for cell in cells):
+        path = baseline_path(folder, target)
+        if not path.exists():
+            checks.append(Check(target, None))
+            continue
+        measured = [cell for cell in cells if cell.target == target]
+        checks.append(Check(target, compare(load_run(path), ([header], measured), Gate())))
+    return checks
+
+
+def changed_cells(checks: Iterable[Check]) -> list[str]:
+    """What differs from the baselines, one line each."""
+    lines = []
+    for check in checks:
+        if check.comparison is None:
+            lines.append(f"{check.target}: no baseline (sqla-bench baseline --update makes one)")
+            continue
+        comparison = check.comparison
+        lines += [
+            f"{cell_name(cell.new)}: {'; '.join(cell.changed)}"
+            for cell in comparison.cells
+            if cell.changed
+        ]
+        lines += [f"{cell_name(cell)}: not measured now" for cell in comparison.only_in_base]
+        lines += [f"{cell_name(cell)}: not in the baseline" for cell in comparison.only_in_new]
+    return lines

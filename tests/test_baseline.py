@@ -1,0 +1,74 @@
+"""Committed baselines: a run's counts held to them exactly, and rewritten on purpose."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def sqlite_baseline(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("baselines")
+    result = run("bench", "baseline", "--target", "sqlite", "--update", "--folder", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert f"baseline written: {folder / 'sqlite.json'}" in result.stdout
+    return folder
+
+
+def check(folder: Path):
+    return run("bench", "baseline", "--target", "sqlite", "--folder", str(folder))
+
+
+def edited(source: Path, folder: Path, edit) -> Path:
+    """A copy of the baseline folder whose sqlite baseline went through ``edit``."""
+    shutil.copytree(source, folder)
+    path = folder / "sqlite.json"
+    document = json.loads(path.read_text())
+    edit(document["cells"])
+    path.write_text(json.dumps(document))
+    return folder
+
+
+def test_the_committed_sqlite_baseline_holds() -> None:
+    result = run(
+        "bench", "baseline", "--target", "sqlite", "--folder", str(ROOT / "results/baselines")
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 differ from the baselines" in result.stdout
+
+
+def test_a_fresh_baseline_holds(sqlite_baseline) -> None:
+    result = check(sqlite_baseline)
+    assert result.returncode == 0, result.stdout
+    assert "cells on sqlite: 0 differ from the baselines" in result.stdout
+
+
+def test_a_statement_more_than_the_baseline_fails_naming_the_cell(sqlite_baseline, tmp_path):
+    def one_fewer_in_the_baseline(cells):
+        cell = next(c for c in cells if c["case"] == "crud.get" and c["mode"] == "sync")
+        cell["statements"] -= 1  # as if the code now issued one statement more
+
+    result = check(edited(sqlite_baseline, tmp_path / "b", one_fewer_in_the_baseline))
+    assert result.returncode == 1, result.stdout
+    (line,) = [line for line in result.stdout.splitlines() if "statements 0 -> 1" in line]
+    assert line.startswith("crud.get ") and "pysqlite sync" in line
+    assert "1 differ from the baselines" in result.stdout
+
+
+def test_cells_missing_on_either_side_fail(sqlite_baseline, tmp_path) -> None:
+    result = check(edited(sqlite_baseline, tmp_path / "b", lambda cells: cells.pop(0)))
+    assert result.returncode == 1
+    assert "not in the baseline" in result.stdout
+
+
+def test_a_target_without_a_baseline_fails(tmp_path) -> None:
+    result = check(tmp_path)
+    assert result.returncode == 1
+    assert "sqlite: no baseline (sqla-bench baseline --update makes one)" in result.stdout

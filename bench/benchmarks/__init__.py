@@ -1,0 +1,1 @@
+"""The scenario matrix under pytest-benchmark: ``pytest bench/benchmarks --benchmark-only``."""

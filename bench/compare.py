@@ -150,30 +150,30 @@ def compare_cell(base: CellRecord, new: CellRecord, gate: Gate) -> CellChange:
 
 def differences(base: Sequence[dict], new: Sequence[dict]) -> list[str]:
     """What differs between the runs' libraries, machines and servers, one line each."""
+    before, after = [_facts(h) for h in base], [_facts(h) for h in new]
     warnings = []
-    for name, read in (
-        *((fact, lambda h, f=fact: h["environment"].get(f)) for fact in ENVIRONMENT_FACTS),
-        *((f"machine {fact}", lambda h, f=fact: h["environment"]["machine"].get(f))
-          for fact in MACHINE_FACTS),
-        ("servers", _servers),
-    ):  # fmt: skip
-        before, after = _values(base, read), _values(new, read)
-        if before != after:
-            warnings.append(f"{name} differ: {_show(before)} (base) vs {_show(after)} (new)")
+    for name in before[0]:
+        was, now = _distinct(f[name] for f in before), _distinct(f[name] for f in after)
+        if was != now:
+            warnings.append(f"{name} differ: {_show(was)} (base) vs {_show(now)} (new)")
     return warnings
 
 
-def _servers(header: dict) -> dict[str, Any]:
-    return {
+def _facts(header: dict) -> dict[str, Any]:
+    """The facts of a run that make its timings comparable with another's."""
+    environment = header["environment"]
+    facts = {fact: environment.get(fact) for fact in ENVIRONMENT_FACTS}
+    facts |= {f"machine {fact}": environment["machine"].get(fact) for fact in MACHINE_FACTS}
+    facts["servers"] = {
         name: (target.get("server_version"), target.get("container", {}).get("image"))
         for name, target in header["targets"].items()
     }
+    return facts
 
 
-def _values(headers: Iterable[dict], read) -> list:
+def _distinct(values: Iterable) -> list:
     seen = []
-    for header in headers:
-        value = read(header)
+    for value in values:
         if value not in seen:
             seen.append(value)
     return seen

@@ -51,6 +51,7 @@ from bench.compare import (
 from bench.compare import rows as comparison_rows
 from bench.compare import to_json as compare_json
 from bench.containers import ContainerError, Leftover, containers, prune
+from bench.document import write_report
 from bench.engines import DriverEnv, prepare_database, setting_for, sqlalchemy_version
 from bench.measure import Policy
 from bench.plots import write_plots
@@ -60,7 +61,6 @@ from bench.results import (
     ResultFile,
     check_writable,
     default_path,
-    read_result,
     write_csv,
 )
 from bench.runner import Progress as RunProgress
@@ -470,18 +470,25 @@ def _add_run_parser(commands: argparse._SubParsersAction) -> None:
 def _add_report_parser(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser(
         "report",
-        help="print the tables of a result file, and plot it",
+        help="print the tables of result files; --out writes a Markdown and HTML report",
         description=(
-            "Read a result file written by run (it is validated against the schema) and "
-            "print its tables; --plot writes PNG plots: time per operation against latency "
-            "when it was measured at several latencies, throughput and p99 against "
-            "concurrency when it was measured under load."
+            "Read result files written by run (each is validated against the schema; a "
+            "folder stands for the result files in it) and print their tables. --out DIR "
+            "writes report.md and a self-contained report.html (plots embedded) with where "
+            "the numbers come from, a decision guide computed from the tables, the outcome "
+            "matrix, the tables and the PNG plots: time per operation against latency when "
+            "it was measured at several latencies, throughput and p99 against concurrency "
+            "when it was measured under load, and statements per loading strategy. --plot "
+            "writes only the PNG plots, beside the first file or in --output."
         ),
     )
-    report.add_argument("result", type=Path, metavar="RESULT.json", help="a result file")
+    report.add_argument(
+        "results", type=Path, nargs="+", metavar="RESULT", help="result files or folders"
+    )
+    report.add_argument("--out", type=Path, metavar="DIR", help="write the full report here")
     report.add_argument("--plot", action="store_true", help="write PNG plots")
     report.add_argument(
-        "--output", type=Path, metavar="DIR", help="folder for plots (default: the file's)"
+        "--output", type=Path, metavar="DIR", help="folder for --plot (default: the file's)"
     )
 
 
@@ -772,9 +779,9 @@ def _print_tables(console: Console, cells: list) -> None:
     single = [cell for cell in cells if cell.load is None]
     loaded = [cell for cell in cells if cell.load is not None]
     for table in tables(single):
-        console.print(table)
+        console.print(table.to_rich())
     for table in load_tables(loaded):
-        console.print(table)
+        console.print(table.to_rich())
     console.print(NOTE if single else LOAD_NOTE, style="dim")
 
 
@@ -790,18 +797,30 @@ def _plot(console: Console, cells: list, folder: Path, stem: str) -> None:
 
 
 def cmd_report(args: argparse.Namespace, servers: Servers, console: Console) -> int:
-    header, cells = read_result(args.result)
-    run = header["run"]
-    console.print(
-        f"{args.result}: {run['status']}, {len(cells)} cells, started {run['started']}, "
-        f"SQLAlchemy {header['environment']['sqlalchemy']}",
-        highlight=False,
-    )
-    _print_tables(console, cells)
+    cells: dict[tuple, Any] = {}
+    for source in args.results:
+        headers, run_cells = load_run(source)
+        if len(headers) > 1:
+            console.print(f"{source}: {len(headers)} runs, {len(run_cells)} cells")
+        for header in headers:
+            run = header["run"]
+            count = f"{len(run_cells)} cells, " if len(headers) == 1 else ""
+            console.print(
+                f"{source}: {run['status']}, {count}started {run['started']}, "
+                f"SQLAlchemy {header['environment']['sqlalchemy']}",
+                highlight=False,
+            )
+        cells |= {cell.key: cell for cell in run_cells}
+    _print_tables(console, list(cells.values()))
     if args.plot:
-        folder = args.output or args.result.parent
+        first = args.results[0]
+        folder = args.output or (first if first.is_dir() else first.parent)
         check_writable(folder / "probe.png")
-        _plot(console, cells, folder, args.result.stem)
+        _plot(console, list(cells.values()), folder, first.stem)
+    if args.out:
+        check_writable(args.out / "report.md")
+        for path in write_report(args.results, args.out):
+            console.print(f"written: {path}", highlight=False)
     return 0
 
 

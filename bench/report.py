@@ -8,9 +8,10 @@ time, throughput, the ratio to the fastest row of the table, and the outcome.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rich.table import Table
+from rich.text import Text
 
 from bench.results import CellRecord
 from bench.stats import Summary, percentile, summarize
@@ -26,12 +27,44 @@ NOTE = (
 
 
 @dataclass
+class TableData:
+    """A table as text: printed by rich on a console, written as Markdown in a report."""
+
+    title: str
+    columns: list[tuple[str, str]]  # name and justification ("left" or "right")
+    rows: list[list[str]] = field(default_factory=list)  # may hold rich markup
+
+    def to_rich(self) -> Table:
+        table = Table(title=self.title, title_justify="left")
+        for name, justify in self.columns:
+            table.add_column(name, justify=justify, no_wrap=justify == "right")
+        for row in self.rows:
+            table.add_row(*row)
+        return table
+
+    def to_markdown(self) -> str:
+        align = {"left": "---", "right": "--:"}
+        lines = [f"**{_plain(self.title)}**", ""] if self.title else []
+        lines += [
+            "| " + " | ".join(name for name, _ in self.columns) + " |",
+            "|" + "|".join(align[justify] for _, justify in self.columns) + "|",
+        ]
+        lines += ["| " + " | ".join(_plain(value) for value in row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+
+def _plain(text: str) -> str:
+    """Rich markup removed, and pipes escaped for a Markdown table."""
+    return Text.from_markup(text).plain.replace("|", "\\|")
+
+
+@dataclass
 class _Row:
     cell: CellRecord
     summary: Summary | None
 
 
-def tables(cells: Iterable[CellRecord]) -> list[Table]:
+def tables(cells: Iterable[CellRecord]) -> list[TableData]:
     """One rich table per (table, dataset) in the order the cells were measured."""
     cells = list(cells)
     several_sizes = len({_dataset_key(cell) for cell in cells}) > 1
@@ -48,21 +81,19 @@ def _dataset_key(cell: CellRecord) -> tuple:
     return tuple(sorted(cell.dataset.items()))
 
 
-def _table(cells: list[CellRecord], several_sizes: bool) -> Table:
+def _table(cells: list[CellRecord], several_sizes: bool) -> TableData:
     owner = next((cell for cell in cells if cell.case == cell.table), cells[0])
     title = f"{owner.table}: {owner.label}"
     if several_sizes:
         title += f" (users={owner.dataset['users']}, posts/user={owner.dataset['posts_per_user']})"
-    table = Table(title=title, title_justify="left")
     proxied = any(cell.latency_ms is not None for cell in cells)
-    columns = COLUMNS if proxied else [c for c in COLUMNS if c[0] not in PROXY_COLUMNS]
-    for name, justify in columns:
-        table.add_column(name, justify=justify, no_wrap=True)
+    columns = [c for c in COLUMNS if proxied or c[0] not in PROXY_COLUMNS]
+    table = TableData(title, columns)
     rows = [_Row(cell, summarize(cell.samples_ns)) for cell in cells]
     fastest = min((row.summary.median_ns for row in rows if row.summary), default=None)
     for row in sorted(rows, key=_order(cells)):
         values = _cells(row, variant_of(row.cell, cells), fastest)
-        table.add_row(*(values[name] for name, _ in columns))
+        table.rows.append([values[name] for name, _ in columns])
     return table
 
 
@@ -171,7 +202,7 @@ LOAD_NOTE = (
 )
 
 
-def load_tables(cells: Iterable[CellRecord]) -> list[Table]:
+def load_tables(cells: Iterable[CellRecord]) -> list[TableData]:
     """One table per scenario table, rtt and dataset for cells measured under load."""
     grouped: dict[tuple, list[CellRecord]] = {}
     for cell in cells:
@@ -179,15 +210,15 @@ def load_tables(cells: Iterable[CellRecord]) -> list[Table]:
     return [_load_table(group) for group in grouped.values()]
 
 
-def _load_table(cells: list[CellRecord]) -> Table:
+def _load_table(cells: list[CellRecord]) -> TableData:
     first = cells[0]
     rtt = "" if first.latency_ms is None else f", +{first.latency_ms:g} ms per round trip"
-    table = Table(title=f"{first.table} under load{rtt}", title_justify="left")
-    for name in LOAD_COLUMNS:
-        table.add_column(name, justify="left" if name in ("variant", "mode", "driver") else "right")
-    for cell in cells:
-        table.add_row(*_load_row(cell, variant_of(cell, cells)))
-    return table
+    columns = [
+        (name, "left" if name in ("variant", "mode", "driver") else "right")
+        for name in LOAD_COLUMNS
+    ]
+    rows = [_load_row(cell, variant_of(cell, cells)) for cell in cells]
+    return TableData(f"{first.table} under load{rtt}", columns, rows)
 
 
 def _load_row(cell: CellRecord, variant: str) -> list[str]:

@@ -1,0 +1,85 @@
+"""The report document: Markdown and self-contained HTML, and a decision guide that
+agrees with the tables it is computed from."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import run
+
+FASTEST, NEXT = "selectin", "joined"
+
+
+@pytest.fixture(scope="module")
+def loading_run(tmp_path_factory) -> Path:
+    """A real run of one loading scenario on SQLite, its timings replaced by seeded ones
+    in which ``FASTEST`` is 1.5 times faster than ``NEXT`` and the rest slower still."""
+    folder = tmp_path_factory.mktemp("document")
+    out = folder / "loading.json"
+    result = run(
+        "bench", "run", "--scenario", "load.users_with_posts", "--min-time", "0",
+        "--min-rounds", "5", "--warmup", "1", "--output", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    document = json.loads(out.read_text())
+    rng = random.Random(3)
+    for cell in document["cells"]:
+        if cell["samples_ns"]:
+            scale = {FASTEST: 1.0, NEXT: 1.5}.get(cell["params"]["strategy"], 3.0)
+            cell["samples_ns"] = [int(1e6 * scale * rng.uniform(0.98, 1.02)) for _ in range(20)]
+    out.write_text(json.dumps(document))
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(loading_run, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("report")
+    result = run("bench", "report", str(loading_run), "--out", str(folder))
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def test_the_report_has_markdown_html_and_plots(report) -> None:
+    names = {path.name for path in report.iterdir()}
+    assert {"report.md", "report.html", "report-statements.png"} <= names
+    text = (report / "report.md").read_text()
+    for heading in ("## Decision guide", "## Outcomes", "## Plots", "## Tables"):
+        assert heading in text
+    assert "![report-statements.png](report-statements.png)" in text
+    assert "sqla-bench run --scenario load.users_with_posts" in text  # the command
+
+
+def test_the_html_needs_nothing_beside_it(report) -> None:
+    page = (report / "report.html").read_text()
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert sources and all(src.startswith("data:image/png;base64,") for src in sources)
+    assert "http://" not in page and "https://" not in page
+    assert "<table>" in page
+
+
+def test_the_decision_guide_agrees_with_the_tables(report) -> None:
+    text = (report / "report.md").read_text()
+    guide = text.split("## Decision guide")[1].split("## Outcomes")[0]
+    (row,) = [line for line in guide.splitlines() if line.startswith("| one-to-many")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    shape, rtt, fastest, won, _, following, factor = cells
+    assert (shape, rtt, fastest, won, following) == ("one-to-many", "0 ms", FASTEST, "2 of 2", NEXT)
+    assert float(factor.rstrip("x")) == pytest.approx(1.5, rel=0.03)
+
+
+def test_the_outcome_matrix_shows_what_raised(report) -> None:
+    text = (report / "report.md").read_text()
+    (lazy,) = [
+        line for line in text.splitlines() if line.startswith("| load.users_with_posts lazy")
+    ]
+    assert "MissingGreenlet" in lazy and "21 stmts" in lazy
+
+
+def test_a_missing_result_is_one_line(tmp_path) -> None:
+    result = run("bench", "report", str(tmp_path / "absent.json"), "--out", str(tmp_path))
+    assert result.returncode == 2 and "does not exist" in result.stderr

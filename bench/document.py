@@ -56,10 +56,12 @@ def provenance_caption(headers: list[dict], cells: list[CellRecord]) -> str:
     environment = headers[0]["environment"]
     machine = environment["machine"]
     servers = "; ".join(
-        f"{name} {target['server_version'] or '?'} ({target['source']})"
-        for header in headers
-        for name, target in header["targets"].items()
-        if name != "sqlite"
+        dict.fromkeys(
+            f"{name} {target['server_version'] or '?'} ({target['source']})"
+            for header in headers
+            for name, target in header["targets"].items()
+            if name != "sqlite"
+        )
     )
     return (
         f"{drivers} | SQLAlchemy {environment['sqlalchemy']}, Python {environment['python']}"
@@ -141,7 +143,7 @@ def decision_guide(cells: list[CellRecord]) -> list[str]:
     ]
     groups: dict[tuple, list[CellRecord]] = {}
     for cell in timed:
-        groups.setdefault((cell.table, cell.label, cell.latency_ms or 0.0), []).append(cell)
+        groups.setdefault((cell.table, cell.label, cell.latency_ms), []).append(cell)
     if not groups:
         return ["No cell here compares loading strategies."]
     table = TableData(
@@ -150,10 +152,13 @@ def decision_guide(cells: list[CellRecord]) -> list[str]:
          ("won on", "right"), ("its median", "right"), ("next best", "left"),
          ("factor", "right")],
     )  # fmt: skip
-    for (_, label, latency), group in sorted(groups.items(), key=lambda item: item[0][1:]):
+    # Direct connections (no proxy: SQLite, or a server without --latency) come first.
+    order = lambda item: (item[0][1], -1 if item[0][2] is None else item[0][2])  # noqa: E731
+    for (_, label, latency), group in sorted(groups.items(), key=order):
         table.rows.append(_guide_row(label, latency, group))
     return [
-        "For each relationship shape and added round-trip latency: the strategy with the "
+        "For each relationship shape and added round-trip latency (direct: no latency proxy, "
+        "as for SQLite): the strategy with the "
         "lowest median time per operation, on how many of the drivers and modes measured it "
         "won, its median (the range over those drivers), the strategy that came next, and "
         "how many times slower that one was (the median over the drivers where both ran).",
@@ -162,7 +167,7 @@ def decision_guide(cells: list[CellRecord]) -> list[str]:
     ]
 
 
-def _guide_row(label: str, latency: float, group: list[CellRecord]) -> list[str]:
+def _guide_row(label: str, latency: float | None, group: list[CellRecord]) -> list[str]:
     by_driver: dict[tuple, dict[str, float]] = {}
     for cell in group:
         median = summarize(cell.samples_ns).median_ns
@@ -185,7 +190,7 @@ def _guide_row(label: str, latency: float, group: list[CellRecord]) -> list[str]
     best_medians = [medians[best] for medians in by_driver.values() if best in medians]
     return [
         _shape(label),
-        f"{latency:g} ms",
+        "direct" if latency is None else f"{latency:g} ms",
         best,
         f"{winners.count(best)} of {len(by_driver)}",
         f"{duration(min(best_medians))} to {duration(max(best_medians))}",

@@ -84,3 +84,15 @@ def test_the_outcome_matrix_shows_what_raised(report) -> None:
 def test_a_missing_result_is_one_line(tmp_path) -> None:
     result = run("bench", "report", str(tmp_path / "absent.json"), "--out", str(tmp_path))
     assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_the_committed_reference_guide_is_what_its_results_give(tmp_path) -> None:
+    reference = Path(__file__).resolve().parent.parent / "results" / "reference"
+    result = run("bench", "report", str(reference), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+
+    def guide(folder: Path) -> str:
+        return (folder / "report.md").read_text().split("## Decision guide")[1].split("##")[0]
+
+    assert guide(tmp_path) == guide(reference)
+    assert "| one-to-one | 20 ms |" in guide(reference)

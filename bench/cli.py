@@ -479,13 +479,21 @@ def _add_report_parser(commands: argparse._SubParsersAction) -> None:
             "matrix, the tables and the PNG plots: time per operation against latency when "
             "it was measured at several latencies, throughput and p99 against concurrency "
             "when it was measured under load, and statements per loading strategy. --plot "
-            "writes only the PNG plots, beside the first file or in --output."
+            "writes only the PNG plots, beside the first file or in --output; "
+            "--verification adds the verification catalogue's matrix (patterns x drivers x "
+            "modes) from a file written by verify --json."
         ),
     )
     report.add_argument(
         "results", type=Path, nargs="+", metavar="RESULT", help="result files or folders"
     )
     report.add_argument("--out", type=Path, metavar="DIR", help="write the full report here")
+    report.add_argument(
+        "--verification",
+        type=Path,
+        metavar="MATRIX.json",
+        help="with --out: add the pattern matrix from a sqla-bench verify --json file",
+    )
     report.add_argument("--plot", action="store_true", help="write PNG plots")
     report.add_argument(
         "--output", type=Path, metavar="DIR", help="folder for --plot (default: the file's)"
@@ -819,7 +827,7 @@ def cmd_report(args: argparse.Namespace, servers: Servers, console: Console) -> 
         _plot(console, list(cells.values()), folder, first.stem)
     if args.out:
         check_writable(args.out / "report.md")
-        for path in write_report(args.results, args.out):
+        for path in write_report(args.results, args.out, args.verification):
             console.print(f"written: {path}", highlight=False)
     return 0
 

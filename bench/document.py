@@ -12,6 +12,7 @@ The HTML embeds the plots, so it opens with no network and no files beside it.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import statistics
 from collections.abc import Iterable
@@ -24,13 +25,18 @@ from bench.plots import write_plots, write_statement_plot
 from bench.report import LOAD_NOTE, NOTE, TableData, duration, load_tables, outcome, tables
 from bench.results import CellRecord
 from bench.stats import summarize
+from bench.targets import ConfigError
 from scenarios.registry import MODES, STRATEGY
 
 STEM = "report"
 
 
-def write_report(sources: Iterable[Path], folder: Path) -> list[Path]:
-    """``report.md``, ``report.html`` and the PNG plots in ``folder``; the files written."""
+def write_report(
+    sources: Iterable[Path], folder: Path, verification: Path | None = None
+) -> list[Path]:
+    """``report.md``, ``report.html`` and the PNG plots in ``folder``; the files written.
+    ``verification`` is a ``sqla-bench verify --json`` file, for the pattern matrix."""
+    checks = read_verification(verification) if verification else None
     headers, cells = [], {}
     for source in sources:
         run_headers, run_cells = load_run(source)
@@ -42,7 +48,7 @@ def write_report(sources: Iterable[Path], folder: Path) -> list[Path]:
     plots = write_plots(cells, folder, STEM, caption)
     statements = write_statement_plot(cells, folder / f"{STEM}-statements.png", caption)
     plots += [statements] if statements else []
-    text = markdown_report(headers, cells, [plot.name for plot in plots])
+    text = markdown_report(headers, cells, [plot.name for plot in plots], checks)
     report_md = folder / f"{STEM}.md"
     report_md.write_text(text)
     report_html = folder / f"{STEM}.html"
@@ -69,11 +75,15 @@ def provenance_caption(headers: list[dict], cells: list[CellRecord]) -> str:
     )
 
 
-def markdown_report(headers: list[dict], cells: list[CellRecord], plots: list[str]) -> str:
+def markdown_report(
+    headers: list[dict], cells: list[CellRecord], plots: list[str], checks: dict | None = None
+) -> str:
     single = [cell for cell in cells if cell.load is None]
     loaded = [cell for cell in cells if cell.load is not None]
     parts = ["# sqla-bench report", "", *provenance(headers), ""]
     parts += ["## Decision guide", "", *decision_guide(single), ""]
+    if checks is not None:
+        parts += ["## Verification catalogue", "", verification_matrix(checks).to_markdown(), ""]
     parts += ["## Outcomes", "", outcome_matrix(single).to_markdown(), ""]
     if plots:
         parts += ["## Plots", ""]
@@ -108,6 +118,46 @@ def provenance(headers: list[dict]) -> list[str]:
             f"pinned to CPUs {machine['affinity']}; servers: {servers}",
         ]
     return lines
+
+
+def read_verification(path: Path) -> dict:
+    """A ``sqla-bench verify --json`` document, or a one-line ConfigError."""
+    try:
+        document = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path} is not JSON: {error.msg} at line {error.lineno}") from None
+    checks = document.get("checks") if isinstance(document, dict) else None
+    if not isinstance(checks, list) or not all(
+        isinstance(c, dict) and c.keys() >= VERIFY_FIELDS for c in checks
+    ):
+        raise ConfigError(f"{path} is not the output of sqla-bench verify --json")
+    return document
+
+
+VERIFY_FIELDS = {"case", "params", "driver", "observed", "passed"}
+
+
+def verification_matrix(document: dict) -> TableData:
+    """Each verified pattern and cell against each driver and mode: what it did."""
+    drivers = list(dict.fromkeys(check["driver"] for check in document["checks"]))
+    rows: dict[str, dict[str, str]] = {}
+    for check in document["checks"]:
+        params = " ".join(f"{k}={v}" for k, v in check["params"].items())
+        row = rows.setdefault(f"{check['case']} {params}".strip(), {})
+        observed = check["observed"]
+        row[check["driver"]] = (
+            observed if check["passed"] else f"**{observed}, expected {check['expected']}**"
+        )
+    table = TableData(
+        f"What each pattern did on each driver (SQLAlchemy {document.get('sqlalchemy', '?')}; "
+        "bold where it differs from the catalogue)",
+        [("pattern", "left")] + [(driver, "left") for driver in drivers],
+    )
+    for name, by_driver in rows.items():
+        table.rows.append([name, *(by_driver.get(driver, "-") for driver in drivers)])
+    return table
 
 
 def outcome_matrix(cells: list[CellRecord]) -> TableData:

@@ -88,7 +88,8 @@ def test_a_missing_result_is_one_line(tmp_path) -> None:
 
 def test_the_committed_reference_guide_is_what_its_results_give(tmp_path) -> None:
     reference = Path(__file__).resolve().parent.parent / "results" / "reference"
-    result = run("bench", "report", str(reference), "--out", str(tmp_path))
+    runs = [str(reference / f"{name}.json") for name in ("sqlite", "servers-latency")]
+    result = run("bench", "report", *runs, "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
 
     def guide(folder: Path) -> str:
@@ -96,3 +97,29 @@ def test_the_committed_reference_guide_is_what_its_results_give(tmp_path) -> Non
 
     assert guide(tmp_path) == guide(reference)
     assert "| one-to-one | 20 ms |" in guide(reference)
+
+
+def test_the_verification_catalogue_joins_the_report(loading_run, tmp_path) -> None:
+    matrix = tmp_path / "matrix.json"
+    verified = run(
+        "bench", "verify", "--target", "sqlite", "--only", "patterns", "--json", str(matrix)
+    )
+    assert verified.returncode == 0, verified.stdout
+    out = tmp_path / "report"
+    result = run(
+        "bench", "report", str(loading_run), "--out", str(out), "--verification", str(matrix)
+    )
+    assert result.returncode == 0, result.stderr
+    text = (out / "report.md").read_text()
+    section = text.split("## Verification catalogue")[1].split("## Outcomes")[0]
+    (lazy,) = [line for line in section.splitlines() if line.startswith("| lazy_load ")]
+    assert "works, 2 statements" in lazy and "MissingGreenlet" in lazy
+
+
+def test_a_file_that_is_not_a_verification_matrix_is_one_line(loading_run, tmp_path) -> None:
+    result = run(
+        "bench", "report", str(loading_run), "--out", str(tmp_path),
+        "--verification", str(loading_run),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "is not the output of sqla-bench verify --json" in result.stderr

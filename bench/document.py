@@ -12,7 +12,6 @@ The HTML embeds the plots, so it opens with no network and no files beside it.
 from __future__ import annotations
 
 import base64
-import json
 import re
 import statistics
 from collections.abc import Iterable
@@ -23,7 +22,7 @@ import markdown
 from bench.compare import load_run
 from bench.plots import write_plots, write_statement_plot
 from bench.report import LOAD_NOTE, NOTE, TableData, duration, load_tables, outcome, tables
-from bench.results import CellRecord
+from bench.results import CellRecord, read_json
 from bench.stats import summarize
 from bench.targets import ConfigError
 from scenarios.registry import MODES, STRATEGY
@@ -122,12 +121,7 @@ def provenance(headers: list[dict]) -> list[str]:
 
 def read_verification(path: Path) -> dict:
     """A ``sqla-bench verify --json`` document, or a one-line ConfigError."""
-    try:
-        document = json.loads(Path(path).read_text())
-    except OSError as error:
-        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{path} is not JSON: {error.msg} at line {error.lineno}") from None
+    document = read_json(path)
     checks = document.get("checks") if isinstance(document, dict) else None
     if not isinstance(checks, list) or not all(
         isinstance(c, dict) and c.keys() >= VERIFY_FIELDS for c in checks

@@ -152,14 +152,19 @@ def validate(document: dict[str, Any]) -> None:
     jsonschema.validate(document, schema())
 
 
-def read_result(path: Path) -> tuple[dict[str, Any], list[CellRecord]]:
-    """A result file's header and cells, or a one-line ConfigError saying what is wrong."""
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or a one-line ConfigError saying why it cannot be read."""
     try:
-        document = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror}") from None
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path} is not JSON: {error.msg} at line {error.lineno}") from None
+
+
+def read_result(path: Path) -> tuple[dict[str, Any], list[CellRecord]]:
+    """A result file's header and cells, or a one-line ConfigError saying what is wrong."""
+    document = read_json(path)
     version = document.get("schema_version") if isinstance(document, dict) else None
     if version != SCHEMA_VERSION:
         raise ConfigError(

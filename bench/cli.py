@@ -88,13 +88,13 @@ from bench.targets import (
 from bench.verify import Check, applicable_cells, check_driver
 from scenarios.dataset import DatasetSize
 from scenarios.expect import Raises, Works
-from scenarios.registry import MODES, discover
+from scenarios.registry import IN_PROCESS, MODES, discover
 
 EXIT_MISMATCH = 1
 EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3  # a target failed part-way; what finished is still reported
 PIPED_WIDTH = 200
-KINDS = {"all": None, "patterns": "pattern", "scenarios": "scenario"}
+KINDS = {"all": IN_PROCESS, "patterns": "pattern", "scenarios": "scenario"}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -60,6 +60,15 @@ class DriverEnv:
     def id(self) -> str:
         return self._driver.id
 
+    @property
+    def url(self) -> URL:
+        """The URL this driver's engines use (through the latency proxy, when routed so)."""
+        return self._driver.url
+
+    @property
+    def connect_args(self) -> dict[str, Any]:
+        return self._driver.connect_args()
+
     def new_engine(self, **options: Any) -> Engine | AsyncEngine:
         """A new engine on this driver's URL, counted; the caller disposes it."""
         factory = create_async_engine if self.mode == "async" else create_engine

@@ -318,7 +318,7 @@ def _sleep_lateness() -> float:
     return sorted(late)[len(late) // 2]
 
 
-def _leave_the_clients_cpus(client_cpus: set[int] | None) -> None:
+def leave_the_clients_cpus(client_cpus: set[int] | None) -> None:
     """Run on the CPUs the measuring process does not use: a child inherits its parent's
     CPU affinity, and a proxy pinned to the client's one core starved both under load."""
     if client_cpus is None or not hasattr(os, "sched_setaffinity"):
@@ -331,7 +331,7 @@ def _leave_the_clients_cpus(client_cpus: set[int] | None) -> None:
 def _serve(
     control: Connection, host: str, port: int, counters: Any, client_cpus: set[int] | None
 ) -> None:
-    _leave_the_clients_cpus(client_cpus)
+    leave_the_clients_cpus(client_cpus)
     proxy = _Proxy(counters)
     try:
         listener = socket.create_server(("127.0.0.1", 0))

@@ -63,6 +63,7 @@ class Load:
     first_error: str | None = None
     peak_connections: int | None = None
     cpu_seconds: dict[str, float | None] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # what one kind of load adds
 
     @property
     def throughput(self) -> float:
@@ -81,6 +82,7 @@ class Load:
             "per_worker": [self.per_worker[n] for n in range(self.concurrency)],
             "peak_connections": self.peak_connections,
             "cpu_seconds": self.cpu_seconds,
+            **self.extra,
         }
 
 
@@ -167,7 +169,7 @@ def run_load(
     # only; opening connections again falls in the warm-up.
     loop.run_until_complete(env.dispose())
     lock = threading.Lock()
-    with _watch(load, env, proxy_cpu, direct_url):
+    with watch(load, env.setting.target, proxy_cpu, direct_url):
         now = time.perf_counter()  # after the watcher has settled, not before
         window = _Window(now + seconds * WARMUP_SHARE, now + seconds)
         workers = [_worker(n, env, call, window, load, lock) for n in range(concurrency)]
@@ -193,32 +195,39 @@ def _in_threads(workers: list) -> None:
 
 
 @contextlib.contextmanager
-def _watch(
-    load: Load, env: DriverEnv, proxy_cpu: Callable[[], float] | None, direct_url: URL
+def watch(
+    load: Load,
+    target: str,
+    proxy_cpu: Callable[[], float] | None,
+    direct_url: URL,
+    app_cpu: Callable[[], float] | None = None,
 ) -> Iterator[None]:
-    """Poll server connections and read CPU times around the load."""
-    target = env.setting.target
+    """Poll server connections and read CPU times around the load (of the app's process
+    too, when the load is served by one)."""
     poller = _ConnectionPoller(direct_url, CONNECTIONS_SQL.get(target))
-    before = _cpu(target, proxy_cpu)
+    before = _cpu(target, proxy_cpu, app_cpu)
     poller.start()
     try:
         yield
     finally:
         load.peak_connections = poller.stop()
-        after = _cpu(target, proxy_cpu)
+        after = _cpu(target, proxy_cpu, app_cpu)
         load.cpu_seconds = {
             name: None if after[name] is None else round(after[name] - before[name], 3)
             for name in after
         }
 
 
-def _cpu(target: str, proxy_cpu: Callable[[], float] | None) -> dict[str, float | None]:
+def _cpu(
+    target: str, proxy_cpu: Callable[[], float] | None, app_cpu: Callable[[], float] | None
+) -> dict[str, float | None]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {
+    times = {
         "client": usage.ru_utime + usage.ru_stime,
         "proxy": proxy_cpu() if proxy_cpu else None,
         "server": _server_cpu(SERVER_PROCESSES.get(target, ())),
     }
+    return times if app_cpu is None else {**times, "app": app_cpu()}
 
 
 def _server_cpu(names: tuple[str, ...]) -> float | None:

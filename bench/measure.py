@@ -70,15 +70,18 @@ class Observation:
     completed: int = 0
     elapsed_ns: int = 0
     round_trips: int | None = None  # only when the target is reached through the proxy
+    raised: Raises | None = None  # when the error happened elsewhere (a served app): what
 
     def outcome(self) -> Works | Raises:
         if self.error is None:
             return Works(self.completed)
-        error, wrapper = _unwrap(self.error)
+        if self.raised is not None:
+            return self.raised
+        error, wrapper = unwrap(self.error)
         return Raises(error, self.completed, attempted=self.started, wrapped_in=wrapper)
 
 
-def _unwrap(error: BaseException) -> tuple[type[BaseException], type[BaseException] | None]:
+def unwrap(error: BaseException) -> tuple[type[BaseException], type[BaseException] | None]:
     # A bare StatementError carrying .orig is SQLAlchemy re-delivering another error (for
     # example MissingGreenlet); DBAPI errors subclass StatementError and stay as they are.
     orig = getattr(error, "orig", None)

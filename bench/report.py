@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.table import Table
 from rich.text import Text
@@ -185,11 +186,11 @@ def duration(ns: float) -> str:
 
 LOAD_COLUMNS = (
     "variant", "pool", "workers", "served", "mode", "driver", "ops/s", "p50", "p95", "p99",
-    "wait p50", "wait p95", "peak conns", "errors", "cpu client/proxy/server",
+    "wait p50", "wait p95", "peak conns", "errors", "cpu client/app/proxy/server",
 )  # fmt: skip
 
 
-CPU_OWNERS = ("client", "proxy", "server")
+CPU_OWNERS = ("client", "app", "proxy", "server")
 LOAD_NOTE = (
     "under load: ops/s is what completed in the measuring window over its length; p50/p95/"
     "p99 time each operation from asking the pool for a connection to the end of the call; "
@@ -197,8 +198,10 @@ LOAD_NOTE = (
     "an operation in the window (the pools are not fair: a worker that returns a connection "
     "takes it back before a waiting one wakes); peak conns is the most server "
     "connections the engine held at once; cpu is seconds of CPU in the load (client, "
-    "latency proxy, database server): a plateau with the client near one CPU-second per "
-    "second is the CPU, not the pool"
+    "web app, latency proxy, database server): a plateau with the client near one "
+    "CPU-second per second is the CPU, not the pool. Web scenarios (web.*) time each HTTP "
+    "request from sending it to its answer; their errors are by HTTP status, with the "
+    "median time to a failed answer and the app's exceptions in brackets"
 )
 
 
@@ -241,8 +244,19 @@ def _load_row(cell: CellRecord, variant: str) -> list[str]:
         *times,
         *(duration(percentile(waits, p)) if waits else "-" for p in (50, 95)),
         "-" if load["peak_connections"] is None else str(load["peak_connections"]),
-        ", ".join(f"{count} {name}" for name, count in load["errors"].items()) or "0",
-        "/".join(
-            "-" if cpu.get(k) is None else f"{cpu[k]:.2f}" for k in ("client", "proxy", "server")
-        ),
+        _errors(load),
+        "/".join("-" if cpu.get(k) is None else f"{cpu[k]:.2f}" for k in CPU_OWNERS),
     ]
+
+
+def _errors(load: dict[str, Any]) -> str:
+    """Errors by kind; for a served load, how long a failed answer took and the app's
+    exceptions (a pool timeout is a TimeoutError inside, a 500 outside)."""
+    text = ", ".join(f"{count} {name}" for name, count in load["errors"].items()) or "0"
+    failed = load.get("failed_ns")
+    if failed:
+        text += f" after {duration(percentile(failed, 50))}"
+    inside = load.get("server_errors")
+    if inside:
+        text += " (" + ", ".join(f"{count} {name}" for name, count in inside.items()) + ")"
+    return text

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import importlib.util
 import os
 import platform
 from collections import Counter
@@ -27,7 +28,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from bench.engines import DriverEnv, prepare_database, setting_for
 from bench.latency import LatencyProxy
-from bench.load import run_load
+from bench.load import Load, run_load
 from bench.measure import (
     Cell,
     Measurement,
@@ -43,7 +44,7 @@ from bench.targets import ConfigError, Driver, Target, failure, first_line, reda
 from bench.verify import applicable_cells, matches
 from scenarios.dataset import DatasetSize
 from scenarios.expect import Raises
-from scenarios.registry import MODES, STRATEGY, Case, discover
+from scenarios.registry import MODES, RECEIVES, STRATEGY, Case, discover
 
 # Errors that mean the database went away or refused us, not that the scenario raised.
 CONNECTION_LOST = (OperationalError, InterfaceError, OSError)
@@ -51,6 +52,8 @@ DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 DEFAULT_POLICY = Policy()
 # One warm-up call (which opens the connection), then the one that counts.
 ONE_WARM_CALL = Policy(warmup=1, min_rounds=1, min_time=0.0, max_rounds=1)
+# What a cell measured one call at a time may receive: all but "http" (served, under load).
+RECEIVES_ALONE = tuple(kind for kind in RECEIVES if kind != "http")
 
 
 class TargetLost(Exception):
@@ -86,13 +89,21 @@ class RunPlan:
         cases = self.cases()  # raises for a scenario that does not exist
         self._check_strategies(cases)
         self._check_grid(cases)
+        if self.concurrency is None and cases and all(c.receives == "http" for c in cases):
+            raise ConfigError(
+                "web scenarios are measured over HTTP under load: add --concurrency N[,N...]"
+            )
+        if self.concurrency is not None and any(c.receives == "http" for c in cases):
+            _check_web_extra()
         if not any(self.cells(d, size) for d in self.selected_drivers() for size in self.datasets):
             raise ConfigError("nothing to measure: no scenario cell matches that selection")
 
     def cases(self) -> list[Case]:
-        """The selected scenarios, with their grids changed as ``grid`` says."""
+        """The selected scenarios, with their grids changed as ``grid`` says. Web
+        scenarios (which serve an app) are measured only when ``scenarios`` names them."""
         cases = discover("scenario")
         if self.scenarios is not None:
+            cases += discover("web")
             for selector in self.scenarios:
                 if not any(_selects(selector, case) for case in cases):
                     known = ", ".join(sorted({case.id for case in cases}))
@@ -119,8 +130,9 @@ class RunPlan:
 
     def cells(self, driver: Driver, size: DatasetSize) -> list[Cell]:
         cases = self.cases()
-        if self.concurrency is not None:  # workers open sessions: session scenarios only
-            cases = [case for case in cases if case.receives == "session"]
+        # Loads either open sessions or send requests; one call at a time needs no server.
+        loaded = ("session", "http") if self.concurrency is not None else RECEIVES_ALONE
+        cases = [case for case in cases if case.receives in loaded]
         cells = applicable_cells(cases, setting_for(driver), size)
         if self.strategies is None:
             return cells
@@ -181,6 +193,18 @@ class RunPlan:
                     f"unknown strategy {name!r} for the selected scenarios; "
                     f"choose from {', '.join(sorted(known)) or 'none: they have no strategies'}"
                 )
+
+
+WEB_MODULES = ("fastapi", "uvicorn", "httpx")
+
+
+def _check_web_extra() -> None:
+    missing = [name for name in WEB_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"web scenarios need {', '.join(missing)}: pip install 'sqla-bench[web]' "
+            "(or '.[web]' from a checkout)"
+        )
 
 
 def _with_grid(case: Case, grid: dict[str, tuple[Any, ...]]) -> Case:
@@ -391,24 +415,31 @@ class Runner:
         direct = target.drivers[0].sync_url()  # the poller goes straight to the server
         try:
             for case, params in cells:
-                subject = subject_for(case, params, env)
-                alone = loop.run_until_complete(measure(subject, ONE_WARM_CALL))
-                for workers in self.plan.concurrency:
-                    load = run_load(
-                        env, case, params, workers, self.plan.load_seconds, loop,
-                        route.proxy_cpu(), direct,
-                    )  # fmt: skip
-                    if load.first_error:  # it goes into the result file
-                        load.first_error = redact(load.first_error, target.url)
-                    cell = self._record(target, route, env, (case, params), alone, ONE_WARM_CALL)
-                    cell.samples_ns = load.samples_ns  # the load's, not the call's alone
-                    cell.concurrency, cell.pool, cell.load = workers, env.pool, load.to_json()
-                    self.results.add(cell)
-                    self.progress.on_cell(cell)
-                    if self.progress.stop_requested():
-                        raise KeyboardInterrupt
+                loads = served_loads if case.receives == "http" else in_process_loads
+                with loads(case, params, env, route, loop, direct, self.plan) as (alone, load):
+                    for workers in self.plan.concurrency:
+                        self._record_load(target, route, env, (case, params), alone, load(workers))
         finally:
             loop.run_until_complete(env.dispose())
+
+    def _record_load(
+        self,
+        target: Target,
+        route: Route,
+        env: DriverEnv,
+        cell: Cell,
+        alone: Measurement,
+        load: Load,
+    ) -> None:
+        if load.first_error:  # it goes into the result file
+            load.first_error = redact(load.first_error, target.url)
+        record = self._record(target, route, env, cell, alone, ONE_WARM_CALL)
+        record.samples_ns = load.samples_ns  # the load's, not the call's alone
+        record.concurrency, record.pool, record.load = load.concurrency, env.pool, load.to_json()
+        self.results.add(record)
+        self.progress.on_cell(record)
+        if self.progress.stop_requested():
+            raise KeyboardInterrupt
 
     def _record(
         self,
@@ -452,6 +483,60 @@ class Runner:
             round_trips=failed.round_trips if raised else _usual(measurement.round_trips),
             round_trips_seen=sorted(measurement.round_trips),
         )
+
+
+# A cell's loads: the cell measured alone (its outcome and counts, from a warm call), and
+# a function that runs it under load with N workers.
+Loads = Iterator[tuple[Measurement, Callable[[int], Load]]]
+
+
+@contextmanager
+def in_process_loads(
+    case: Case,
+    params: dict[str, Any],
+    env: DriverEnv,
+    route: Route,
+    loop: asyncio.AbstractEventLoop,
+    direct: URL,
+    plan: RunPlan,
+) -> Loads:
+    """Workers in this process, sharing ``env``'s engine."""
+    alone = loop.run_until_complete(measure(subject_for(case, params, env), ONE_WARM_CALL))
+
+    def load(workers: int) -> Load:
+        return run_load(
+            env, case, params, workers, plan.load_seconds, loop, route.proxy_cpu(), direct
+        )
+
+    yield alone, load
+
+
+@contextmanager
+def served_loads(
+    case: Case,
+    params: dict[str, Any],
+    env: DriverEnv,
+    route: Route,
+    loop: asyncio.AbstractEventLoop,
+    direct: URL,
+    plan: RunPlan,
+) -> Loads:
+    """The case's app served in a process of its own (on ``env``'s driver, through the
+    route, with the plan's pool), and HTTP clients in this one."""
+    from bench.web import AppServer, measure_once, run_web_load
+
+    request = case.function(env.mode)(**params)
+    options = {**env.pool, "connect_args": env.connect_args}
+    with AppServer(case, request, env.mode, env.url, options) as server:
+        alone = loop.run_until_complete(measure_once(server, request, route.round_trip_counter()))
+
+        def load(workers: int) -> Load:
+            return run_web_load(
+                server, request, workers, plan.load_seconds, loop,
+                env.setting.target, route.proxy_cpu(), direct,
+            )  # fmt: skip
+
+        yield alone, load
 
 
 def _usual(counts: Counter[int]) -> int | None:

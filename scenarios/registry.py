@@ -34,7 +34,10 @@ from scenarios.dataset import DatasetSize
 from scenarios.expect import NotApplicable, Outcome, Setting, Works
 
 MODES = ("sync", "async")
-RECEIVES = ("env", "session", "driver_connection")
+RECEIVES = ("env", "session", "driver_connection", "http")
+# Kinds measured inside the measuring process, through a session, an engine or the driver;
+# a web scenario is served by an app in a process of its own and reached over HTTP.
+IN_PROCESS = ("scenario", "pattern")
 # A baseline measures something other than SQLAlchemy, to compare SQLAlchemy against:
 # "harness" is an operation that does nothing (the measuring loop's own cost per sample),
 # "driver" is the same query through the driver alone.
@@ -73,6 +76,7 @@ class Case:
     baseline: str | None = None  # one of BASELINES
     sync: Callable[..., Any] | None = None
     async_: Callable[..., Any] | None = None
+    app: str | None = None  # web scenarios: "module:factory" of the app that serves them
 
     @property
     def table(self) -> str:
@@ -164,8 +168,43 @@ def pattern(
     return _declare("pattern", case_id, statements, expect, params, only=only, receives="env")
 
 
-def discover(kind: str | None = None) -> list[Case]:
-    """Every case declared in this package, in module then declaration order."""
+@dataclass(frozen=True)
+class Request:
+    """What a web scenario asks of its app: a request, the status that means it worked,
+    and options for the app instance that serves it (a loading strategy, say)."""
+
+    method: str
+    path: str
+    json: Any = None
+    status: int = 200
+    app_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def web(
+    case_id: str,
+    *,
+    app: str,
+    statements: int | None = None,
+    expect: Expectation | None = None,
+    params: Mapping[str, Sequence[Any]] | None = None,
+) -> Callable[[Callable[..., Request]], Case]:
+    """Declare a web scenario: ``fn(**params)`` returns the ``Request`` to make of the app
+    that ``app`` ("module:factory") builds. The factory is called as ``factory(mode, url,
+    engine_options=..., **request.app_options)``; its sync and async apps are the twins,
+    so one request function serves both modes."""
+    declare = _declare("web", case_id, statements, expect, params, receives="http")
+
+    def decorate(fn: Callable[..., Request]) -> Case:
+        case = declare(fn)
+        case.async_, case.app = fn, app
+        return case
+
+    return decorate
+
+
+def discover(kind: str | tuple[str, ...] | None = None) -> list[Case]:
+    """Every case declared in this package, in module then declaration order; ``kind``
+    narrows to one kind or several (``IN_PROCESS``)."""
     import scenarios
 
     found: dict[str, Case] = {}
@@ -174,7 +213,8 @@ def discover(kind: str | None = None) -> list[Case]:
         for value in vars(module).values():
             if isinstance(value, Case) and found.setdefault(value.id, value) is not value:
                 raise RuntimeError(f"case id {value.id!r} is declared twice")
-    return [case for case in found.values() if kind in (None, case.kind)]
+    kinds = (kind,) if isinstance(kind, str) else kind
+    return [case for case in found.values() if kinds is None or case.kind in kinds]
 
 
 def problems(case: Case, known_ids: Collection[str] = ()) -> list[str]:
@@ -185,7 +225,7 @@ def problems(case: Case, known_ids: Collection[str] = ()) -> list[str]:
         found.append(f"{case.id}: no docstring (its first line is the report label)")
     modes = MODES if case.only is None else (case.only,)
     found += [f"{case.id}: no {mode} twin" for mode in modes if case.function(mode) is None]
-    if case.kind == "scenario" and case.only is not None:
+    if case.kind != "pattern" and case.only is not None:
         found.append(f"{case.id}: a scenario needs both twins, not only={case.only}")
     if not any(True for _ in case.cells()):
         found.append(f"{case.id}: its parameter grid is empty")

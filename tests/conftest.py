@@ -34,7 +34,7 @@ from bench.targets import (
 )
 from bench.verify import applicable_cells
 from scenarios.dataset import DatasetSize
-from scenarios.registry import discover
+from scenarios.registry import IN_PROCESS, discover
 
 SIZE = DatasetSize()
 
@@ -130,7 +130,7 @@ def _case_params(driver: Driver | None) -> list[pytest.param]:
     """Every applicable (case, cell) for this driver, with readable ids."""
     if driver is None:
         return [pytest.param(None, id="unconfigured")]
-    cells = applicable_cells(discover(), setting_for(driver), SIZE)
+    cells = applicable_cells(discover(IN_PROCESS), setting_for(driver), SIZE)
     return [pytest.param((case, params), id=_cell_id(case, params)) for case, params in cells]
 
 

@@ -7,12 +7,12 @@ import pytest
 from bench.verify import applicable_cells, check
 from scenarios.expect import Works
 from scenarios.loading import STRATEGIES
-from scenarios.registry import discover
+from scenarios.registry import IN_PROCESS, discover
 
 
 def _working_in_both(sync_env, async_env):
-    sync_cells = applicable_cells(discover(), sync_env.setting, sync_env.size)
-    async_cells = applicable_cells(discover(), async_env.setting, async_env.size)
+    sync_cells = applicable_cells(discover(IN_PROCESS), sync_env.setting, sync_env.size)
+    async_cells = applicable_cells(discover(IN_PROCESS), async_env.setting, async_env.size)
     return [
         (case, params)
         for case, params in sync_cells

@@ -1,0 +1,463 @@
+"""Web scenarios over real HTTP: their app served by uvicorn in a process of its own, and
+a bounded concurrent load from this process.
+
+``AppServer`` starts a web scenario's app (the factory its declaration names, in the
+driver's mode, on the driver's URL, with the run's pool settings) under uvicorn on
+127.0.0.1 in a spawned child, off the measuring process's CPU. The child counts what
+the measuring process cannot see: statements its engines ran and the exceptions its
+requests raised, by class; ``stats()`` asks for them over a pipe. Closing it shuts
+uvicorn down, which runs the app's lifespan shutdown (``engine.dispose()``).
+
+``measure_once`` is a web scenario's outcome from one warm request, as ``measure`` gives
+any other cell's; ``run_web_load`` is C clients, each sending the request again as soon
+as its answer arrives, for a bounded time and count, with the same warm-up window and
+the same ``Load`` record as the in-process loads of ``bench.load``.
+
+A failing request is a 500 to the client; what failed is the server's exception. FastAPI
+turns an exception raised while the response model reads an attribute (a lazy load in
+async code, or ``lazy="raise"``) into a ``ResponseValidationError`` that keeps only its
+text, so the cause is read back from that text (``observed_error``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import multiprocessing
+import os
+import socket
+import threading
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from sqlalchemy import exc as sqlalchemy_errors
+from sqlalchemy.engine import URL
+
+from bench.load import WARMUP_SHARE, Load, watch
+from bench.measure import Measurement, Observation, unwrap
+from bench.probes import RoundTripCounter
+from scenarios.expect import Raises
+from scenarios.registry import Case, Request
+
+START_TIMEOUT_SECONDS = 30
+STOP_TIMEOUT_SECONDS = 10
+# A request still waiting this long after the load's window closed is abandoned: the
+# load stops by itself whatever the server does.
+GRACE_SECONDS = 5.0
+MAX_REQUESTS = 1_000_000  # per load, so that a load is bounded in count as well as time
+FAILED_KEPT = 10_000
+
+
+class AppError(Exception):
+    """The served app raised; its message is the server's, its outcome the parsed one."""
+
+
+@dataclass
+class ServedOutcome:
+    """What one request did inside the app: statements and, if it raised, what."""
+
+    started: int = 0
+    completed: int = 0
+    raised: Raises | None = None
+    message: str | None = None
+
+
+# --- the measuring process's side ----------------------------------------------------------
+
+
+class AppServer:
+    """A web scenario's app under uvicorn, in a child process, on 127.0.0.1."""
+
+    def __init__(
+        self,
+        case: Case,
+        request: Request,
+        mode: str,
+        url: URL,
+        engine_options: dict[str, Any],
+    ) -> None:
+        context = multiprocessing.get_context("spawn")  # a clean interpreter: no engines
+        self._control, child = context.Pipe()
+        app = {
+            "factory": case.app,
+            "mode": mode,
+            # Only through the pipe: the URL carries the password, so it never goes on a
+            # command line or into the environment of a process others can list.
+            "url": url.render_as_string(hide_password=False),
+            "engine_options": engine_options,
+            "app_options": dict(request.app_options),
+        }
+        client_cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        self._process = context.Process(target=_serve, args=(child, app, client_cpus))
+        self._process.start()
+        child.close()
+        self.port = self._started()
+        self.pid = self._process.pid
+
+    def _started(self) -> int:
+        if not self._control.poll(START_TIMEOUT_SECONDS):
+            self.close()
+            raise RuntimeError("the web app did not start within 30 s")
+        kind, value = self._control.recv()
+        if kind != "ready":
+            self.close()
+            raise AppError(value)
+        return value
+
+    def stats(self) -> dict[str, Any]:
+        """Since the last reset: statements, requests, exceptions by class, the last
+        request's outcome, and the app process's CPU seconds (a running total)."""
+        return self._ask("stats")
+
+    def reset(self) -> None:
+        self._ask("reset")
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            with contextlib.suppress(OSError, EOFError):
+                self._control.send(("stop",))
+            self._process.join(STOP_TIMEOUT_SECONDS)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._control.close()
+
+    def __enter__(self) -> AppServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _ask(self, *message: Any) -> Any:
+        self._control.send(message)
+        return self._control.recv()
+
+
+def client(port: int, connections: int) -> Any:
+    """An HTTP client for the app on ``port``, with up to ``connections`` connections."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=None, trust_env=False
+    )
+
+
+async def send(http: Any, request: Request) -> Any:
+    return await http.request(request.method, request.path, json=request.json)
+
+
+async def measure_once(
+    server: AppServer, request: Request, round_trips: RoundTripCounter | None = None
+) -> Measurement:
+    """A warm request (it opens the connections), then the one whose outcome counts."""
+    measurement = Measurement()
+    async with client(server.port, 1) as http:
+        for warm_up in (True, False):
+            server.reset()
+            if round_trips is not None:
+                round_trips.reset()
+            started = time.perf_counter_ns()
+            response = await send(http, request)
+            elapsed = time.perf_counter_ns() - started
+            observation = _observation(request, response, server.stats()["last"], elapsed)
+            observation.round_trips = None if round_trips is None else round_trips.count
+            measurement.add(observation, warm_up)
+    return measurement
+
+
+def _observation(
+    request: Request, response: Any, served: ServedOutcome, elapsed_ns: int
+) -> Observation:
+    counts = {"started": served.started, "completed": served.completed}
+    if served.raised is not None:
+        error = AppError(served.message or served.raised.error.__name__)
+        return Observation(error=error, elapsed_ns=elapsed_ns, raised=served.raised, **counts)
+    if response.status_code != request.status:
+        error = AppError(f"HTTP {response.status_code}: {response.text[:200]}")
+        return Observation(error=error, elapsed_ns=elapsed_ns, **counts)
+    return Observation(value=_json(response), elapsed_ns=elapsed_ns, **counts)
+
+
+def _json(response: Any) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+@dataclass
+class _Tally:
+    """What the load's clients saw, beside the samples ``Load`` keeps."""
+
+    failed_ns: list[int] = field(default_factory=list)  # time to each failed answer
+    sent: int = 0
+
+
+def run_web_load(
+    server: AppServer,
+    request: Request,
+    concurrency: int,
+    seconds: float,
+    loop: asyncio.AbstractEventLoop,
+    target: str,
+    proxy_cpu: Callable[[], float] | None,
+    direct_url: URL,
+) -> Load:
+    """``concurrency`` clients sending ``request`` for ``seconds`` (the first share warm-up)."""
+    load, tally = Load(concurrency), _Tally()
+    server.reset()
+    with watch(load, target, proxy_cpu, direct_url, app_cpu=lambda: server.stats()["cpu_seconds"]):
+        now = time.perf_counter()
+        window = (now + seconds * WARMUP_SHARE, now + seconds)
+        loop.run_until_complete(_clients(server.port, request, concurrency, window, load, tally))
+    stats = server.stats()
+    load.window_seconds = window[1] - window[0]
+    load.extra = {
+        "server_errors": dict(stats["errors"]),
+        "failed_ns": tally.failed_ns,
+        "requests_sent": tally.sent,
+        "statements_per_request": _per_request(stats),
+    }
+    return load
+
+
+def _per_request(stats: dict[str, Any]) -> float | None:
+    if not stats["requests"]:
+        return None
+    return round(stats["completed"] / stats["requests"], 3)
+
+
+async def _clients(
+    port: int,
+    request: Request,
+    concurrency: int,
+    window: tuple[float, float],
+    load: Load,
+    tally: _Tally,
+) -> None:
+    async with client(port, concurrency) as http:
+        workers = [
+            asyncio.ensure_future(_client(n, http, request, window, load, tally))
+            for n in range(concurrency)
+        ]
+        deadline = window[1] - time.perf_counter() + GRACE_SECONDS
+        _, pending = await asyncio.wait(workers, timeout=deadline)
+        for worker in pending:  # still waiting for an answer: abandoned, counted
+            worker.cancel()
+            load.errors["unanswered"] += 1
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _client(
+    number: int,
+    http: Any,
+    request: Request,
+    window: tuple[float, float],
+    load: Load,
+    tally: _Tally,
+) -> None:
+    opens, closes = window
+    while time.perf_counter() < closes and tally.sent < MAX_REQUESTS:
+        tally.sent += 1
+        started = time.perf_counter()
+        try:
+            response = await send(http, request)
+            problem = (
+                None if response.status_code == request.status else f"HTTP {response.status_code}"
+            )
+        except Exception as raised:  # the connection failed: no answer at all
+            problem = type(raised).__name__
+            load.first_error = load.first_error or f"{problem}: {raised}"[:200]
+        ended = time.perf_counter()
+        if not (started < closes and ended > opens):
+            continue  # entirely in the warm-up: not recorded
+        elapsed = int((ended - started) * 1e9)
+        if problem is not None:
+            load.errors[problem] += 1
+            if len(tally.failed_ns) < FAILED_KEPT:
+                tally.failed_ns.append(elapsed)
+            continue
+        load.samples_ns.append(elapsed)
+        if opens < ended <= closes:
+            load.completed += 1
+            load.per_worker[number] += 1
+
+
+# --- the app's process -----------------------------------------------------------------------
+
+
+def observed_error(error: BaseException) -> tuple[type[BaseException], type[BaseException] | None]:
+    """The exception a request failed with, and what delivered it.
+
+    A ``ResponseValidationError`` from an attribute that could not be read keeps only the
+    cause's text, e.g. ``StatementError: (sqlalchemy.exc.MissingGreenlet) …`` or
+    ``InvalidRequestError: 'User.posts' is not available due to lazy='raise'``: the cause
+    is the innermost SQLAlchemy exception that text names.
+    """
+    cause = _attribute_error_cause(error)
+    if cause is None:
+        return unwrap(error)
+    return cause, type(error)
+
+
+def _attribute_error_cause(error: BaseException) -> type[BaseException] | None:
+    errors = getattr(error, "errors", None)
+    if not callable(errors):
+        return None
+    for detail in errors():
+        if isinstance(detail, dict) and detail.get("type") == "get_attribute_error":
+            text = str(detail.get("ctx", {}).get("error", ""))
+            name, _, rest = text.partition(": ")
+            if name == "StatementError" and rest.startswith("(sqlalchemy.exc."):
+                name = rest[len("(sqlalchemy.exc.") :].split(")", 1)[0]
+            found = getattr(sqlalchemy_errors, name, None)
+            if isinstance(found, type) and issubclass(found, BaseException):
+                return found
+    return None
+
+
+class _Counts:
+    """Statements and requests in the app's process; reset between measurements."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.started = self.completed = self.requests = 0
+            self.errors: Counter[str] = Counter()
+            self.last = ServedOutcome()
+
+    def statement_started(self, *_: Any) -> None:
+        with self.lock:
+            self.started += 1
+
+    def statement_completed(self, *_: Any) -> None:
+        with self.lock:
+            self.completed += 1
+
+    def report(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "started": self.started,
+                "completed": self.completed,
+                "requests": self.requests,
+                "errors": dict(self.errors),
+                "last": self.last,
+            }
+
+
+class _Instrumented:
+    """ASGI middleware outside the app: counts each request's statements and the
+    exception it ended with (FastAPI has already answered 500 when one arrives here)."""
+
+    def __init__(self, app: Any, counts: _Counts) -> None:
+        self.app = app
+        self.counts = counts
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        counts = self.counts
+        before = (counts.started, counts.completed)
+        raised = message = None
+        try:
+            await self.app(scope, receive, send)
+        except Exception as error:
+            cause, wrapper = observed_error(error)
+            raised, message = (cause, wrapper), _first_line(error)
+        with counts.lock:
+            counts.requests += 1
+            started, completed = counts.started - before[0], counts.completed - before[1]
+            outcome = ServedOutcome(started, completed, None, message)
+            if raised is not None:
+                cause, wrapper = raised
+                counts.errors[cause.__name__] += 1
+                outcome.raised = Raises(cause, completed, attempted=started, wrapped_in=wrapper)
+            counts.last = outcome
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:300]
+
+
+def _serve(control: Connection, app: dict[str, Any], client_cpus: set[int] | None) -> None:
+    """The child: build the app, serve it on 127.0.0.1, answer the measuring process."""
+    from bench.latency import leave_the_clients_cpus
+
+    leave_the_clients_cpus(client_cpus)
+    _quiet()
+    counts = _Counts()
+    try:
+        server, sock = _uvicorn(app, counts)
+    except Exception as error:  # a bad URL or option: one line back, nothing served
+        control.send(("failed", f"{type(error).__name__}: {_first_line(error)}"))
+        return
+    threading.Thread(target=_answer, args=(control, server, sock, counts), daemon=True).start()
+    with contextlib.suppress(SystemExit):  # uvicorn exits when the app's start-up fails
+        server.run(sockets=[sock])
+    if not server.started:  # the lifespan start-up failed; uvicorn logged why
+        with contextlib.suppress(OSError):
+            control.send(("failed", "the app's start-up failed (its engine could not be made)"))
+
+
+def _quiet() -> None:
+    # An implicit load that fails before awaiting leaves a coroutine behind: the point of
+    # the lazy cells, not news (the test suite filters the same warning).
+    warnings.filterwarnings("ignore", message="coroutine 'Connection.cursor' was never awaited")
+
+
+def _uvicorn(app: dict[str, Any], counts: _Counts) -> tuple[Any, socket.socket]:
+    import uvicorn
+    from sqlalchemy import Engine, event
+
+    module, _, name = app["factory"].partition(":")
+    factory = getattr(importlib.import_module(module), name)
+    asgi = factory(
+        app["mode"], app["url"], engine_options=app["engine_options"], **app["app_options"]
+    )
+    # On the Engine class: the app makes its engine in its lifespan, after this.
+    event.listen(Engine, "before_cursor_execute", counts.statement_started)
+    event.listen(Engine, "after_cursor_execute", counts.statement_completed)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        _Instrumented(asgi, counts), log_level="critical", access_log=False, lifespan="on"
+    )
+    return uvicorn.Server(config), sock
+
+
+def _answer(control: Connection, server: Any, sock: socket.socket, counts: _Counts) -> None:
+    while not server.started:
+        if server.should_exit:
+            return
+        time.sleep(0.01)
+    control.send(("ready", sock.getsockname()[1]))
+    import psutil
+
+    me = psutil.Process()
+    while True:
+        try:
+            message = control.recv()
+        except (EOFError, OSError):
+            message = ("stop",)
+        if message[0] == "stop":
+            server.should_exit = True
+            return
+        if message[0] == "reset":
+            counts.reset()
+            control.send(None)
+        else:
+            times = me.cpu_times()
+            control.send({**counts.report(), "cpu_seconds": times.user + times.system})

@@ -1,0 +1,61 @@
+"""Web scenarios: the FastAPI integration pattern (``scenarios.web.app``), measured over
+real HTTP by ``sqla-bench run --scenario web --concurrency ...``.
+
+Each scenario is a request to the app; the app's sync and async twins are the two modes.
+Declaring them imports nothing from FastAPI, so discovery works without the ``web``
+extra; only serving an app needs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sqlalchemy.exc import InvalidRequestError
+
+from scenarios.dataset import DatasetSize
+from scenarios.expect import Outcome, Raises, Setting, Works, missing_greenlet
+from scenarios.registry import Request, web
+
+APP = "scenarios.web.app:create_app"
+# Every strategy the app offers for GET /users: what each costs, or how it fails, is the
+# point of serving them all.
+STRATEGIES = ("selectin", "joined", "subquery", "lazy", "raise")
+
+
+@web("web.get_user", app=APP, statements=1, params={"user_id": (1,)})
+def get_user(user_id: int) -> Request:
+    """GET /users/{id}: one user by primary key, read-only."""
+    return Request("GET", f"/users/{user_id}")
+
+
+def users_with_posts_outcome(
+    setting: Setting, size: DatasetSize, strategy: str, limit: int
+) -> Outcome:
+    """What GET /users costs per strategy. The posts are read while the response model is
+    serialised, after the endpoint returned: a lazy load there is implicit IO, which the
+    async app cannot do (MissingGreenlet on the first user) and the sync app does once per
+    user, in FastAPI's thread pool; ``raise`` refuses in both."""
+    listed = min(limit, size.users)
+    if strategy == "lazy" and setting.mode == "sync":
+        return Works(1 + listed)
+    if strategy in ("lazy", "raise"):
+        # Pydantic turns the error raised while it reads ``posts`` into a validation error
+        # of the response, which FastAPI raises (and answers 500).
+        from fastapi.exceptions import ResponseValidationError
+
+        cause = (
+            missing_greenlet(setting, 1) if strategy == "lazy" else Raises(InvalidRequestError, 1)
+        )
+        return replace(cause, wrapped_in=ResponseValidationError)
+    return Works(1 if strategy == "joined" else 2)
+
+
+@web(
+    "web.list_users",
+    app=APP,
+    expect=users_with_posts_outcome,
+    params={"strategy": STRATEGIES, "limit": (20,)},
+)
+def list_users(strategy: str, limit: int) -> Request:
+    """GET /users: users by name with their posts, loaded by the app's strategy."""
+    return Request("GET", f"/users?limit={limit}", app_options={"strategy": strategy})

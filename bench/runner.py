@@ -522,21 +522,28 @@ def served_loads(
     plan: RunPlan,
 ) -> Loads:
     """The case's app served in a process of its own (on ``env``'s driver, through the
-    route, with the plan's pool), and HTTP clients in this one."""
+    route, with the plan's pool), and HTTP clients in this one. Each load gets an app of
+    its own, so it starts with an empty pool, as in-process loads do: the connection
+    poller's count at the start is then other clients' only."""
     from bench.web import AppServer, measure_once, run_web_load
 
     request = case.function(env.mode)(**params)
     options = {**env.pool, "connect_args": env.connect_args}
-    with AppServer(case, request, env.mode, env.url, options) as server:
+
+    def serve() -> AppServer:
+        return AppServer(case, request, env.mode, env.url, options)
+
+    with serve() as server:
         alone = loop.run_until_complete(measure_once(server, request, route.round_trip_counter()))
 
-        def load(workers: int) -> Load:
+    def load(workers: int) -> Load:
+        with serve() as server:
             return run_web_load(
                 server, request, workers, plan.load_seconds, loop,
                 env.setting.target, route.proxy_cpu(), direct,
             )  # fmt: skip
 
-        yield alone, load
+    yield alone, load
 
 
 def _usual(counts: Counter[int]) -> int | None:

@@ -553,7 +553,7 @@ def cmd_list(args: argparse.Namespace, servers: Servers, console: Console) -> in
     scenarios = Table(title="Scenarios", show_lines=False)
     for column in ("id", "what it does", "parameters"):
         scenarios.add_column(column)
-    for case in discover("scenario"):
+    for case in discover(("scenario", "web")):  # web: measured with --concurrency
         grid = ", ".join(
             f"{name}: {'/'.join(map(str, values))}" for name, values in case.params.items()
         )

@@ -195,7 +195,7 @@ class RunPlan:
                 )
 
 
-WEB_MODULES = ("fastapi", "uvicorn", "httpx")
+WEB_MODULES = ("fastapi", "uvicorn", "aiohttp")
 
 
 def _check_web_extra() -> None:

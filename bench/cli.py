@@ -63,8 +63,8 @@ from bench.results import (
     default_path,
     write_csv,
 )
+from bench.runner import ON_ERROR, Runner, RunPlan, pin_to, run_header
 from bench.runner import Progress as RunProgress
-from bench.runner import Runner, RunPlan, pin_to, run_header
 from bench.selfcheck import (
     CHECKS,
     Figure,
@@ -354,7 +354,8 @@ def _add_run_parser(commands: argparse._SubParsersAction) -> None:
             "JSON result file, written after every cell, so an interrupted run keeps what "
             "finished. With no options: every scenario on embedded SQLite, in both modes. "
             "Exit status 1 when an outcome differs from the catalogue, 2 for bad input, 3 "
-            "when a target failed part-way, 130 when interrupted."
+            "when a target failed part-way, 130 when interrupted (Ctrl-C), 143 when "
+            "terminated (SIGTERM)."
         ),
     )
     run.add_argument(
@@ -453,6 +454,15 @@ def _add_run_parser(commands: argparse._SubParsersAction) -> None:
             help=f"{text} (default: {default})",
         )
     run.add_argument(
+        "--on-error",
+        choices=ON_ERROR,
+        default="stop",
+        help="when a cell fails because its server stopped answering: stop measuring that "
+        "target (its other targets go on), or continue with the next cell, which finds the "
+        "server back or records the same failure; either way the failed cell is kept with "
+        "its error and the exit status is 3 (default: stop)",
+    )
+    run.add_argument(
         "--output",
         type=Path,
         metavar="PATH",
@@ -520,6 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings(
         "ignore", "coroutine 'Connection.cursor' was never awaited", RuntimeWarning
     )
+    # SIGTERM unwinds like Ctrl-C, so containers and proxies are stopped on the way out.
+    signal.signal(signal.SIGTERM, _raise_stop)
     try:
         with (
             tempfile.TemporaryDirectory(prefix="sqla-bench-") as sqlite_dir,
@@ -528,8 +540,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return COMMANDS[args.command](args, servers, console)
     except ConfigError as error:
         _fail(f"sqla-bench: error: {error}", EXIT_USAGE)
-    except KeyboardInterrupt:
-        _fail("sqla-bench: interrupted", 130)
+    except KeyboardInterrupt as interruption:
+        what, status = _stopped_by(interruption)
+        _fail(f"sqla-bench: {what}", status)
     finally:
         # Abandoned cursor coroutines (the MissingGreenlet cells) are finalised now, while
         # the warning filter above still works, not noisily at interpreter shutdown.
@@ -857,6 +870,7 @@ def _plan(args: argparse.Namespace, targets: Sequence[Target | Pending]) -> RunP
         max_overflow=args.max_overflow,
         pool_timeout=args.pool_timeout,
         load_seconds=args.load_seconds,
+        on_error=args.on_error,
     )
 
 
@@ -870,38 +884,65 @@ class StopOnInterrupt:
     Python's own handler raises KeyboardInterrupt wherever the interpreter happens to be,
     including inside a garbage collector callback, where it is printed and swallowed (seen
     here: the run then went on to the end). Polling a flag between calls always stops.
-    A second Ctrl-C raises at once, for a call that hangs.
+    A second Ctrl-C raises at once, for a call that hangs. SIGTERM (what CI runners, tox
+    and ``timeout`` send) is the same request, so a terminated run also stops its proxy
+    and containers and keeps a valid file of what finished.
     """
 
     def __init__(self) -> None:
-        self.requested = False
+        self.signal: int | None = None  # the signal that asked to stop
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
 
     def __enter__(self) -> StopOnInterrupt:
-        self._previous = signal.signal(signal.SIGINT, self._request)
+        self._previous = {signum: signal.signal(signum, self._request) for signum in STOP_SIGNALS}
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
     def _request(self, signum: int, frame: object) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        self.signal = signum
+        signal.signal(signum, _raise_stop)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: stop as Ctrl-C does (clean up, keep what finished), but say so."""
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+
+def _stopped_by(stop: BaseException, signum: int | None = None) -> tuple[str, int]:
+    """What stopped us, in words, and the exit status for it (128 + the signal)."""
+    if isinstance(stop, Terminated) or signum == signal.SIGTERM:
+        return "terminated (SIGTERM)", 128 + signal.SIGTERM
+    return "interrupted", 128 + signal.SIGINT
 
 
 def _measure(plan: RunPlan, results: ResultFile, console: Console) -> list[str]:
     """Run the plan; an interruption or a crash still leaves a valid file of what finished."""
+    stop = StopOnInterrupt()
     try:
-        with _progress(console) as progress, StopOnInterrupt() as stop:
+        with _progress(console) as progress, stop:
             task = progress.add_task("starting", total=None)
             reporting = _run_progress(console, progress, task, lambda: stop.requested)
             runner = Runner(plan, results, reporting)
             progress.update(task, total=runner.total_cells())
             return runner.run()
-    except KeyboardInterrupt:
-        results.finish("interrupted", "interrupted by the user")
+    except KeyboardInterrupt as interruption:
+        what, status = _stopped_by(interruption, stop.signal)
+        results.finish("interrupted", what)
         _fail(
-            f"sqla-bench: interrupted: {len(results.cells)} finished cells kept in {results.path}",
-            130,
+            f"sqla-bench: {what}: {len(results.cells)} finished cells kept in {results.path}",
+            status,
         )
     except BaseException as error:
         reason = redact(f"{type(error).__name__}: {str(error)[:200]}", *plan.target_urls())

@@ -102,6 +102,15 @@ class LatencyProxy:
         """Delay each chunk by ``one_way_seconds`` (+ uniform jitter up to the given)."""
         self._ask("delay", one_way_seconds, jitter_seconds)
 
+    def cut(self) -> None:
+        """The server goes away, as far as the client can tell: every open connection is
+        closed and new ones are refused (accepted and closed at once) until ``restore``."""
+        self._ask("cut")
+
+    def restore(self) -> None:
+        """The server is back: new connections reach it again."""
+        self._ask("restore")
+
     def round_trips(self) -> int:
         """The running count of round trips (one shared-memory read)."""
         return self._counters[ROUND_TRIPS]
@@ -154,6 +163,7 @@ class _Proxy:
         )
         self.delay = 0.0
         self.jitter = 0.0
+        self.refusing = False  # cut: new connections are closed as they arrive
         self.lock = threading.Lock()
         self.links: list[_Link] = []
         # For the report, per delayed chunk (the last LATE_KEPT): how late its send began
@@ -185,6 +195,7 @@ class _Link:
         self.bytes = {"up": 0, "down": 0}
         self.last = "down"  # the direction of the last chunk seen
         self.open = True
+        self.sockets = (client, upstream)
         for source, target, direction in ((client, upstream, "up"), (upstream, client, "down")):
             _Direction(self, source, target, direction).start()
 
@@ -355,6 +366,9 @@ def _serve(
 def _accept(proxy: _Proxy, listener: socket.socket, host: str, port: int) -> None:
     while True:
         client, _ = listener.accept()
+        if proxy.refusing:
+            client.close()
+            continue
         try:
             upstream = socket.create_connection((host, port), timeout=5)
         except OSError:
@@ -380,8 +394,24 @@ def _obey(proxy: _Proxy, control: Connection) -> None:
         if command == "delay":
             proxy.delay, proxy.jitter = arguments
             control.send(None)
+        elif command in ("cut", "restore"):
+            proxy.refusing = command == "cut"
+            if proxy.refusing:
+                _close_links(proxy)
+            control.send(None)
         elif command == "report":
             control.send(_report(proxy))
+
+
+def _close_links(proxy: _Proxy) -> None:
+    """Close both ends of every connection: its readers see end-of-stream or an error."""
+    with proxy.lock:
+        links = list(proxy.links)
+    for link in links:
+        link.open = False
+        for sock in link.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def _median(ordered: list[float]) -> float:

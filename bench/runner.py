@@ -51,6 +51,7 @@ CONNECTION_LOST = (OperationalError, InterfaceError, OSError)
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 DEFAULT_POLICY = Policy()
 # One warm-up call (which opens the connection), then the one that counts.
+ON_ERROR = ("stop", "continue")
 ONE_WARM_CALL = Policy(warmup=1, min_rounds=1, min_time=0.0, max_rounds=1)
 # What a cell measured one call at a time may receive: all but "http" (served, under load).
 RECEIVES_ALONE = tuple(kind for kind in RECEIVES if kind != "http")
@@ -78,8 +79,13 @@ class RunPlan:
     max_overflow: int | None = None
     pool_timeout: float | None = None
     load_seconds: float = 2.0
+    # A cell that fails because the server stopped answering: "stop" measuring that
+    # target there, or "continue" with the next cell (which finds the server back or not).
+    on_error: str = "stop"
 
     def __post_init__(self) -> None:
+        if self.on_error not in ON_ERROR:
+            raise ConfigError(f"--on-error must be one of {', '.join(ON_ERROR)}")
         if self.latencies is not None and any(t.name == "sqlite" for t in self.targets):
             raise ConfigError(
                 "--latency needs a network and sqlite has none: choose --target postgresql "
@@ -161,6 +167,7 @@ class RunPlan:
             "concurrency": list(self.concurrency) if self.concurrency else None,
             "pools": self.pools(),
             "load_seconds": self.load_seconds,
+            "on_error": self.on_error,
         }
 
     def _check_grid(self, cases: list[Case]) -> None:
@@ -358,6 +365,7 @@ class Runner:
 
     def _run_target(self, target: Target, loop: asyncio.AbstractEventLoop) -> str | None:
         drivers = [d for d in self.plan.selected_drivers() if d.spec.target == target.name]
+        self.lost: list[str] = []  # cells the server failed, when the run continues past them
         try:
             with route_to(target, self.plan.latencies is not None) as route:
                 for size in self.plan.datasets:
@@ -371,6 +379,11 @@ class Runner:
                                 self._run_driver(target, route, driver, size, pool, loop)
         except (SQLAlchemyError, OSError, TargetLost) as error:
             return failure(target, error)
+        if self.lost:
+            return (
+                f"{target.name} at {target.safe_url}: {len(self.lost)} cells failed because "
+                f"the server did not answer, the first with: {self.lost[0]}"
+            )
         return None
 
     def _run_driver(
@@ -399,7 +412,9 @@ class Runner:
             failed = measurement.failure
             lost = failed is not None and isinstance(failed.error, CONNECTION_LOST)
             if lost and not cell.matches_expected:
-                raise TargetLost(cell.message or cell.error)
+                if self.plan.on_error == "stop":
+                    raise TargetLost(cell.message or cell.error)
+                self.lost.append(cell.message or cell.error or "connection lost")
 
         measure_driver(env, cells, policy, loop, record, self.progress.stop_requested)
 

@@ -63,7 +63,7 @@ from bench.results import (
     default_path,
     write_csv,
 )
-from bench.runner import ON_ERROR, Runner, RunPlan, pin_to, run_header
+from bench.runner import ON_ERROR, Runner, RunPlan, chosen_cpus, pin_to, run_header
 from bench.runner import Progress as RunProgress
 from bench.selfcheck import (
     CHECKS,
@@ -472,6 +472,12 @@ def _add_run_parser(commands: argparse._SubParsersAction) -> None:
         "--csv", action="store_true", help="also write one CSV row per cell beside the JSON"
     )
     run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check every option and print what would be measured, then stop: no container "
+        "starts, nothing is measured or written",
+    )
+    run.add_argument(
         "--plot", action="store_true", help="also write PNG plots beside the result file"
     )
     _add_affinity(run)
@@ -775,7 +781,11 @@ def _check_record(check: Check) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace, servers: Servers, console: Console) -> int:
     names = args.target or ["sqlite"]
     # Every option is checked against the planned targets before a container starts.
-    _plan(args, planned_targets(names, servers))
+    planned = _plan(args, planned_targets(names, servers))
+    chosen_cpus(args.affinity)
+    if args.dry_run:
+        _print_plan(console, planned)
+        return 0
     started = datetime.now(timezone.utc)
     path = args.output or default_path(started, list(dict.fromkeys(names)))
     check_writable(path)
@@ -794,6 +804,20 @@ def cmd_run(args: argparse.Namespace, servers: Servers, console: Console) -> int
     if args.plot:
         _plot(console, results.cells, path.parent, path.stem)
     return _run_summary(console, results, failures)
+
+
+def _print_plan(console: Console, plan: RunPlan) -> None:
+    """What a run with these options would measure, without measuring (--dry-run)."""
+    for target in plan.targets:
+        console.print(f"{target.name}: {target.source}", highlight=False)
+    for driver in plan.selected_drivers():
+        cells = sum(len(plan.cells(driver, size)) for size in plan.datasets)
+        console.print(f"  {driver.id}: {cells} cells per setting", highlight=False)
+    console.print(
+        f"{len(plan.datasets)} datasets, latencies {plan.latencies or 'none (direct)'}, "
+        f"pools {plan.pools()}, concurrency {plan.concurrency or 'one call at a time'}",
+        highlight=False,
+    )
 
 
 def _print_tables(console: Console, cells: list) -> None:

@@ -62,12 +62,27 @@ class Load:
     errors: Counter[str] = field(default_factory=Counter)  # e.g. TimeoutError: pool timeouts
     first_error: str | None = None
     peak_connections: int | None = None
+    # After the load: connections still checked out of the pool (a worker that did not
+    # give its connection back, e.g. a cancelled task), and server connections left once
+    # the engine was disposed. Anything but 0 is a leak, and fails the cell.
+    checked_out_after: int | None = None
+    connections_left: int | None = None
     cpu_seconds: dict[str, float | None] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # what one kind of load adds
 
     @property
     def throughput(self) -> float:
         return self.completed / self.window_seconds if self.window_seconds else 0.0
+
+    @property
+    def leak(self) -> str | None:
+        """What the load left behind, in words; None when nothing."""
+        found = []
+        if self.checked_out_after:
+            found.append(f"{self.checked_out_after} connections still checked out")
+        if self.connections_left:
+            found.append(f"{self.connections_left} server connections left after dispose")
+        return "; ".join(found) or None
 
     def to_json(self) -> dict[str, Any]:
         """What the result file keeps beside the samples (which are the cell's own)."""
@@ -81,6 +96,8 @@ class Load:
             # How evenly the workers were served: completed operations per worker.
             "per_worker": [self.per_worker[n] for n in range(self.concurrency)],
             "peak_connections": self.peak_connections,
+            "checked_out_after": self.checked_out_after,
+            "connections_left": self.connections_left,
             "cpu_seconds": self.cpu_seconds,
             **self.extra,
         }
@@ -177,8 +194,15 @@ def run_load(
             loop.run_until_complete(_together(workers))
         else:
             _in_threads(workers)
+        load.checked_out_after = _pool(env).checkedout()
+        loop.run_until_complete(env.dispose())  # inside the watch: it counts what is left
     load.window_seconds = window.closes - window.opens
     return load
+
+
+def _pool(env: DriverEnv) -> Any:
+    engine = env.default_engine
+    return getattr(engine, "sync_engine", engine).pool
 
 
 async def _together(workers: list) -> None:
@@ -210,6 +234,7 @@ def watch(
     try:
         yield
     finally:
+        load.connections_left = poller.left()
         load.peak_connections = poller.stop()
         after = _cpu(target, proxy_cpu, app_cpu)
         load.cpu_seconds = {
@@ -264,6 +289,17 @@ class _ConnectionPoller:
             self._connection = self.engine.connect()
             self._idle = self._settled_count()
             self._thread.start()
+
+    def left(self) -> int | None:
+        """Connections above the starting count once the load's have had time to close."""
+        if self.engine is None:
+            return None
+        self._stop.set()
+        self._thread.join()
+        deadline = time.perf_counter() + SETTLE_SECONDS
+        while (count := self._count()) > self._idle and time.perf_counter() < deadline:
+            time.sleep(POLL_SECONDS)  # a closed connection's backend exits a moment later
+        return max(count - self._idle, 0)
 
     def _settled_count(self) -> int:
         # Connections the engine just closed linger on the server for a moment (a

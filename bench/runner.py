@@ -285,13 +285,20 @@ def pin_to(cpus: str) -> None:
     differed from the next by up to 20 %; pinned to one core, by under 3 %. Threads
     started later (driver threads) inherit the setting. Call before any is started.
     """
+    chosen = chosen_cpus(cpus)
+    if chosen is not None:
+        os.sched_setaffinity(0, chosen)
+
+
+def chosen_cpus(cpus: str) -> set[int] | None:
+    """The CPUs ``--affinity`` names (None: leave it to the OS), or ConfigError."""
     if cpus == "all" or not hasattr(os, "sched_setaffinity"):
-        return
+        return None
     allowed = os.sched_getaffinity(0)
     chosen = {max(allowed)} if cpus == "auto" else _cpu_list(cpus)
     if not chosen <= allowed:
         raise ConfigError(f"--affinity {cpus}: this process may only use CPUs {sorted(allowed)}")
-    os.sched_setaffinity(0, chosen)
+    return chosen
 
 
 def _cpu_list(text: str) -> set[int]:
@@ -449,6 +456,9 @@ class Runner:
         if load.first_error:  # it goes into the result file
             load.first_error = redact(load.first_error, target.url)
         record = self._record(target, route, env, cell, alone, ONE_WARM_CALL)
+        if load.leak:  # loudly: a cell that leaks connections does not pass
+            record.matches_expected = False
+            record.message = f"leak: {load.leak}"
         record.samples_ns = load.samples_ns  # the load's, not the call's alone
         record.concurrency, record.pool, record.load = load.concurrency, env.pool, load.to_json()
         self.results.add(record)

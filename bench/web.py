@@ -48,6 +48,7 @@ from scenarios.registry import Case, Request
 
 START_TIMEOUT_SECONDS = 30
 STOP_TIMEOUT_SECONDS = 10
+GRACEFUL_SECONDS = 2
 # A request still waiting this long after the load's window closed is abandoned: the
 # load stops by itself whatever the server does.
 GRACE_SECONDS = 5.0
@@ -111,6 +112,10 @@ class AppServer:
             raise AppError(value)
         return value
 
+    @property
+    def running(self) -> bool:
+        return self._process.is_alive() and not self._control.closed
+
     def stats(self) -> dict[str, Any]:
         """Since the last reset: statements, requests, exceptions by class, the last
         request's outcome, and the app process's CPU seconds (a running total)."""
@@ -130,6 +135,8 @@ class AppServer:
         return stats["last"]
 
     def close(self) -> None:
+        if self._control.closed:
+            return
         if self._process.is_alive():
             with contextlib.suppress(OSError, EOFError):
                 self._control.send(("stop",))
@@ -237,14 +244,24 @@ def run_web_load(
     proxy_cpu: Callable[[], float] | None,
     direct_url: URL,
 ) -> Load:
-    """``concurrency`` clients sending ``request`` for ``seconds`` (the first share warm-up)."""
+    """``concurrency`` clients sending ``request`` for ``seconds`` (the first share warm-up);
+    then the app is shut down, and what it left on the server is counted."""
     load, tally = Load(concurrency), _Tally()
     server.reset()
-    with watch(load, target, proxy_cpu, direct_url, app_cpu=lambda: server.stats()["cpu_seconds"]):
+    cpu_seconds = 0.0
+
+    def app_cpu() -> float:
+        nonlocal cpu_seconds
+        if server.running:  # the last reading stands once the app has shut down
+            cpu_seconds = server.stats()["cpu_seconds"]
+        return cpu_seconds
+
+    with watch(load, target, proxy_cpu, direct_url, app_cpu=app_cpu):
         now = time.perf_counter()
         window = (now + seconds * WARMUP_SHARE, now + seconds)
         loop.run_until_complete(_clients(server.port, request, concurrency, window, load, tally))
-    stats = server.stats()
+        stats = {**server.stats(), "cpu_seconds": app_cpu()}
+        server.close()  # its lifespan disposes of the engine; the watch counts what is left
     load.window_seconds = window[1] - window[0]
     load.extra = {
         "server_errors": dict(stats["errors"]),
@@ -458,7 +475,13 @@ def _uvicorn(app: dict[str, Any], counts: _Counts) -> tuple[Any, socket.socket]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(
-        _Instrumented(asgi, counts), log_level="critical", access_log=False, lifespan="on"
+        _Instrumented(asgi, counts),
+        log_level="critical",
+        access_log=False,
+        lifespan="on",
+        # Requests stuck in the app (a sync app whose threads all wait for the pool) are
+        # cut off at shutdown instead of holding it until their pool_timeout.
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
     return uvicorn.Server(config), sock
 

@@ -10,9 +10,11 @@ from scenarios.registry import Case, discover, problems, scenario
 
 def test_cases_are_discovered() -> None:
     kinds = {case.kind for case in discover()}
-    assert kinds == {"scenario", "pattern"}
+    assert kinds == {"scenario", "pattern", "web"}
     assert len(discover("pattern")) >= 25
     assert len(discover("scenario")) >= 12
+    assert {case.id for case in discover("web")} >= {"web.get_user", "web.list_users"}
+    assert {case.kind for case in discover(("scenario", "pattern"))} == {"scenario", "pattern"}
 
 
 @pytest.mark.parametrize("case", discover(), ids=lambda case: case.id)

@@ -1,0 +1,152 @@
+"""Nonsense in, one clear line and exit status 2 out: never a traceback.
+
+A property test (hypothesis) throws option lists at ``sqla-bench run --dry-run`` and
+values at the environment variables, in process; ``--dry-run`` checks everything a run
+checks before it starts a container, measures or writes anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench.cli import main
+from bench.results import read_result
+from tests.test_cli import NO_DOCKER, VARIABLES, assert_one_line_error, run
+
+RUN_OPTIONS = (
+    "--target", "--driver", "--mode", "--scenario", "--strategy", "--users", "--posts",
+    "--param", "--latency", "--concurrency", "--pool-size", "--max-overflow",
+    "--pool-timeout", "--load-seconds", "--warmup", "--min-rounds", "--min-time",
+    "--max-rounds", "--on-error", "--affinity",
+)  # fmt: skip
+# Values near the edges of what each option takes, and plain junk.
+EDGES = (
+    "0", "-1", "1", "2", "1,2", "1,,2", "", " ", "abc", "nan", "inf", "-inf", "1e309",
+    "0.0001", "99999999999", "sqlite", "postgresql", "mysql", "oracle", "crud", "crud.get",
+    "web", "load", "joined", "sync", "async", "all", "auto", "limit=0", "limit=",
+    "=5", "user_id=-3", "stop", "continue", "asyncpg", "pysqlite", "\u00e9", "--",
+)  # fmt: skip
+ENVIRONMENT = (
+    "SQLA_BENCH_POSTGRESQL_URL", "SQLA_BENCH_MYSQL_URL", "SQLA_BENCH_REQUIRE",
+    "SQLA_BENCH_CONTAINERS", "SQLA_BENCH_POSTGRESQL_SERVER_OPTIONS",
+    "SQLA_BENCH_MYSQL_SERVER_OPTIONS",
+)  # fmt: skip
+URLISH = (
+    "postgresql://", "postgresql://u:p@/db", "postgresql://u:p@h", "mysql://u@h:99999/d",
+    "sqlite:///x", "postgresql+nope://u:p@127.0.0.1/d", "not a url", "://", "mysql+",
+    "fsync=off", "a=b,,c", "=x", "off", "containers", "postgresql,mysql", "nonsense",
+)  # fmt: skip
+
+values = st.one_of(st.sampled_from(EDGES), st.text(max_size=6))
+options = st.lists(st.tuples(st.sampled_from(RUN_OPTIONS), values), max_size=4)
+
+
+@contextlib.contextmanager
+def _environment(changes: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _outcome(argv: list[str]) -> tuple[int, str]:
+    """``main(argv)`` in process: its exit status and what it wrote to stderr."""
+    stderr, stdout = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
+        try:
+            status = main(argv)
+        except SystemExit as exit_:
+            status = exit_.code
+    return status, stderr.getvalue()
+
+
+def _assert_clear(status: int, stderr: str, argv: list[str]) -> None:
+    assert status in (0, 2), (argv, status, stderr)
+    if status == 2:
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("sqla-bench: error:"), (argv, stderr)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(options)
+def test_no_run_options_produce_a_traceback(chosen: list[tuple[str, str]]) -> None:
+    argv = ["run", "--dry-run", *(part for pair in chosen for part in pair)]
+    # Dry runs see no server and no Docker: a server target is then a clear "unavailable".
+    with _environment(NO_DOCKER | {name: "" for name in VARIABLES}):
+        status, stderr = _outcome(argv)
+    _assert_clear(status, stderr, argv)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.sampled_from(ENVIRONMENT), st.one_of(st.sampled_from(URLISH), values)))
+def test_no_environment_values_produce_a_traceback(environment: dict[str, str]) -> None:
+    argv = ["run", "--dry-run", "--target", "sqlite", "--target", "postgresql"]
+    with _environment(NO_DOCKER | environment):
+        status, stderr = _outcome(argv)
+    _assert_clear(status, stderr, argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["--pool-size", "0"], ["--pool-size", "0"]),
+        (["--users", "-5"], ["--users"]),
+        (["--concurrency", "1,,2"], ["--concurrency"]),
+        (["--load-seconds", "nan"], ["--load-seconds"]),
+        (["--target", "sqlite", "--latency", "5"], ["--latency", "sqlite"]),
+        (["--scenario", "nope"], ["unknown scenario", "nope"]),
+        (["--driver", "nope"], ["unknown driver", "nope"]),
+        (["--affinity", "-3"], ["--affinity"]),
+        (["--on-error", "ignore"], ["--on-error"]),
+        (["--scenario", "web"], ["--concurrency"]),
+    ],
+)
+def test_nonsense_run_options_are_one_line(argv, needles) -> None:
+    assert_one_line_error(run("bench", "run", "--dry-run", *argv), *needles)
+
+
+def test_a_dry_run_measures_and_writes_nothing_but_plans_what_a_run_measures(tmp_path) -> None:
+    output = tmp_path / "never" / "written.json"
+    options = ("--scenario", "crud", "--min-time", "0", "--min-rounds", "1", "--warmup", "0")
+    result = run("bench", "run", "--dry-run", *options, "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    assert not output.parent.exists()
+    measured = run("bench", "run", *options, "--output", str(output))
+    assert measured.returncode == 0, measured.stderr
+    per_driver = Counter(
+        f"{cell.target}-{cell.driver}-{cell.mode}" for cell in read_result(output)[1]
+    )
+    assert len(per_driver) == 2
+    for driver, cells in per_driver.items():
+        assert f"{driver}: {cells} cells per setting" in result.stdout
+
+
+def test_a_url_whose_host_does_not_answer_times_out_in_one_line() -> None:
+    # 10.255.255.1 is routable but unused: the connection attempt hangs until its timeout.
+    url = "postgresql://u:Never-Shown-9@10.255.255.1:5432/db"
+    result = run("bench", "run", "--target", "postgresql", SQLA_BENCH_POSTGRESQL_URL=url)
+    assert_one_line_error(result, "postgresql")
+    assert "Never-Shown-9" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [("{not json", "not a JSON"), ('{"schema_version": 99}', "schema_version")],
+)
+def test_a_corrupt_or_wrong_version_result_file_is_one_line(tmp_path, command, content, needle):
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text(content)
+    files = [str(damaged)] * (2 if command == "compare" else 1)
+    assert_one_line_error(run("bench", command, *files), "damaged.json")

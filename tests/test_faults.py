@@ -1,0 +1,279 @@
+"""Faults on the real servers: the suite keeps working and loses nothing.
+
+Every fault here is made by the test itself: a latency proxy of its own that cuts every
+connection and refuses new ones, a server-side kill of the test's own connection, a
+timeout around a query, a signal to a run it started. The machine's shared servers are
+never stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psutil
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bench.engines import DriverEnv
+from bench.latency import LatencyProxy
+from bench.load import run_load
+from bench.measure import Policy
+from bench.results import ResultFile, read_result
+from bench.runner import Progress, Runner, RunPlan, run_header
+from bench.targets import URL_VARIABLES, resolve
+from scenarios.dataset import DatasetSize
+from scenarios.faults import BACKEND_ID, kill_backend
+from scenarios.registry import scenario
+from tests.test_cli import VARIABLES
+
+SERVERS = ["postgresql", "mysql"]
+SLEEP_SECONDS = 0.5
+SLEEP = {
+    "postgresql": f"SELECT pg_sleep({SLEEP_SECONDS})",
+    "mysql": f"SELECT SLEEP({SLEEP_SECONDS})",
+}
+QUICK = Policy(warmup=0, min_rounds=2, min_time=0.0)
+
+
+def _server(request, name: str):
+    return request.getfixturevalue("servers").target(name)
+
+
+# --- the server goes away during a run -------------------------------------------------------
+
+
+def _through_proxy(target, proxy: LatencyProxy, tmp_path: Path):
+    """The same target, reached through ``proxy`` (which the test controls)."""
+    url = target.url.set(host="127.0.0.1", port=proxy.port)
+    variable = URL_VARIABLES[target.name]
+    return resolve(target.name, tmp_path, {variable: url.render_as_string(hide_password=False)})
+
+
+def _run_with_outage(request, tmp_path, name: str, on_error: str):
+    """Measure crud on one sync driver; the proxy cuts the server after the 3rd cell and
+    brings it back after the 5th. Returns the result file's cells, status and failures."""
+    target = _server(request, name)
+    with LatencyProxy(target.url.host, target.url.port) as proxy:
+        proxied = _through_proxy(target, proxy, tmp_path)
+        driver = next(d.spec.name for d in proxied.drivers if d.spec.mode == "sync")
+        plan = RunPlan(
+            targets=(proxied,), drivers=(driver,), modes=("sync",),
+            scenarios=("crud", "tx"), policy=QUICK, on_error=on_error,
+        )  # fmt: skip
+        seen = []
+
+        def on_cell(cell) -> None:
+            seen.append(cell)
+            if len(seen) == 3:
+                proxy.cut()
+            elif len(seen) == 5:
+                proxy.restore()
+
+        path = tmp_path / "outage.json"
+        results = ResultFile(path, run_header(plan, ["t"], datetime.now(timezone.utc)))
+        failures = Runner(plan, results, Progress(on_cell=on_cell)).run()
+        results.finish("incomplete" if failures else "complete", "; ".join(failures) or None)
+    header, cells = read_result(path)  # and it validates
+    return cells, header["run"]["status"], failures
+
+
+@pytest.mark.parametrize("name", SERVERS)
+def test_a_server_going_away_is_recorded_and_the_run_goes_on(request, tmp_path, name) -> None:
+    cells, status, failures = _run_with_outage(request, tmp_path, name, "continue")
+    lost = [cell for cell in cells if not cell.matches_expected]
+    assert [cell.matches_expected for cell in cells[:3]] == [True] * 3  # kept as they were
+    assert cells[3] in lost and cells[4] in lost  # the cells while it was away
+    assert all(cell.outcome == "raised" and cell.message for cell in lost)
+    # Back: the next cell reconnects (the pool dropped the dead connections) and works.
+    assert cells[5:] and all(cell.matches_expected for cell in cells[5:])
+    assert len(cells) >= 7 and status == "incomplete"
+    assert len(failures) == 1 and "2 cells failed" in failures[0]
+
+
+@pytest.mark.parametrize("name", SERVERS)
+def test_on_error_stop_ends_the_target_at_the_failed_cell(request, tmp_path, name) -> None:
+    cells, status, failures = _run_with_outage(request, tmp_path, name, "stop")
+    assert len(cells) == 4 and not cells[3].matches_expected
+    assert status == "incomplete" and len(failures) == 1 and name in failures[0]
+
+
+# --- a connection killed server-side ---------------------------------------------------------
+
+
+async def _scalar(engine, sql: str):
+    """One statement on a connection from ``engine``'s pool, sync or async."""
+    if isinstance(engine, AsyncEngine):
+        async with engine.connect() as connection:
+            return await connection.scalar(text(sql))
+    with engine.connect() as connection:
+        return connection.scalar(text(sql))
+
+
+async def _attempt(engine) -> str:
+    try:
+        await _scalar(engine, "SELECT 1")
+    except Exception as error:
+        return type(error).__name__
+    return "ok"
+
+
+@pytest.mark.asyncio
+async def test_a_killed_connection_fails_once_then_the_pool_recovers(twin_envs) -> None:
+    # The catalogue's killed_connection pattern holds the error and the pre-ping cure on
+    # every driver; this is what follows the error without pre-ping.
+    for env in twin_envs:
+        if env.setting.target == "sqlite":
+            pytest.skip("no server to kill a connection")
+        engine = env.new_engine(pool_size=1, max_overflow=0)
+        try:
+            kill_backend(env, await _scalar(engine, BACKEND_ID[env.setting.target]))
+            outcomes = [await _attempt(engine), await _attempt(engine)]
+        finally:
+            await engine.dispose() if isinstance(engine, AsyncEngine) else engine.dispose()
+        assert outcomes[0] != "ok" and outcomes[1] == "ok", f"{env.id}: {outcomes}"
+
+
+# --- cancelled tasks and leaks ---------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_cancelled_queries_give_their_connections_back(async_env) -> None:
+    target = async_env.setting.target
+    if target == "sqlite":
+        pytest.skip("SQLite has no server-side sleep to cancel")
+    engine = async_env.new_engine(pool_size=2, max_overflow=0)
+    pool = engine.sync_engine.pool
+
+    async def cancelled() -> None:
+        async with engine.connect() as connection:
+            await asyncio.wait_for(connection.execute(text(SLEEP[target])), 0.05)
+
+    try:
+        results = await asyncio.gather(*(cancelled() for _ in range(6)), return_exceptions=True)
+        assert all(isinstance(result, TimeoutError) for result in results), results
+        assert pool.checkedout() == 0, pool.status()
+        async with engine.connect() as connection:  # and the pool still serves
+            assert await connection.scalar(text("SELECT 1")) == 1
+    finally:
+        await engine.dispose()
+        # MySQL finishes a sleep whose client has gone before it notices: let it, so that
+        # the next test's connection counts start from a quiet server.
+        await asyncio.sleep(SLEEP_SECONDS + 0.3)
+
+
+LEAKED: list = []
+
+
+@scenario("test.leaky", statements=1)
+def leaky(session) -> int:
+    """Keeps a connection of its engine's pool and never gives it back."""
+    LEAKED.append(session.bind.connect())
+    return 1
+
+
+@pytest.mark.parametrize("name", SERVERS)
+def test_a_leaking_load_is_caught(request, name) -> None:
+    target = _server(request, name)
+    driver = next(d for d in target.drivers if d.spec.mode == "sync")
+    env = DriverEnv(
+        driver, DatasetSize(), pool={"pool_size": 3, "max_overflow": 0, "pool_timeout": 0.1}
+    )
+    loop = asyncio.new_event_loop()
+    try:
+        load = run_load(env, leaky, {}, 2, 0.3, loop, None, driver.sync_url())
+        kept = len(LEAKED)  # the worker's own session needs a connection too: 2 of 3
+        assert kept >= 1 and load.checked_out_after == kept, load.to_json()
+        assert load.connections_left == kept, load.to_json()
+        assert f"{kept} connections still checked out" in load.leak
+    finally:
+        for connection in LEAKED:
+            connection.close()
+        LEAKED.clear()
+        env.default_engine.dispose()
+        loop.close()
+
+
+# --- signals -----------------------------------------------------------------------------------
+
+
+def _start_run(tmp_path: Path, target: str, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
+    path = tmp_path / "signalled.json"
+    command = [
+        sys.executable, "-m", "bench", "run", "--target", target, "--latency", "1",
+        "--scenario", "crud", "--scenario", "load", "--output", str(path),
+    ]  # fmt: skip
+    clean = {k: v for k, v in os.environ.items() if k not in VARIABLES} | env
+    process = subprocess.Popen(
+        command, env=clean, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    return process, path
+
+
+def _cells_in(path: Path) -> int:
+    try:
+        return len(json.loads(path.read_text())["cells"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _signal_after_cells(process: subprocess.Popen, path: Path, signum: int) -> list[int]:
+    """Wait for two finished cells, note the run's children, send ``signum``; returns the
+    children's pids."""
+    deadline = time.monotonic() + 120
+    while _cells_in(path) < 2:
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "the run did not finish two cells in 120 s"
+        time.sleep(0.1)
+    children = [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
+    process.send_signal(signum)
+    process.wait(timeout=60)
+    return children
+
+
+def _still_running(pids: list[int], within: float = 5.0) -> list[str]:
+    """Of ``pids``, those still running after ``within`` seconds (a child may take a
+    moment to see that its parent has gone; a zombie is not running)."""
+    deadline = time.monotonic() + within
+    while True:
+        running = []
+        for pid in pids:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process = psutil.Process(pid)
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    running.append(" ".join(process.cmdline())[:120])
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("signum", "status", "words"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+    ids=["SIGINT", "SIGTERM"],
+)
+def test_a_signalled_run_stops_cleanly_and_keeps_its_cells(
+    request, tmp_path, signum, status, words
+):
+    target = _server(request, "postgresql")
+    variable = URL_VARIABLES["postgresql"]
+    url = target.url.render_as_string(hide_password=False)
+    process, path = _start_run(tmp_path, "postgresql", {variable: url})
+    children = _signal_after_cells(process, path, signum)
+    stderr = process.stderr.read()
+    assert process.returncode == status, stderr
+    assert words in stderr and "Traceback" not in stderr
+    header, cells = read_result(path)  # valid
+    assert header["run"]["status"] == "interrupted" and header["run"]["reason"] == words
+    assert len(cells) >= 2
+    assert children, "the run had no proxy process to stop"
+    assert not _still_running(children), "children left running"

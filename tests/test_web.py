@@ -337,6 +337,7 @@ def test_an_exhausted_pool_answers_500_after_the_pool_timeout(request, tmp_path,
         assert cell.outcome == "ok" and load["peak_connections"] == 1, load
         assert load["errors"].get("HTTP 500", 0) > 0, load["errors"]
         assert set(load["server_errors"]) == {"TimeoutError"}, load["server_errors"]
-        # A request that waits for the pool fails no sooner than pool_timeout.
-        assert min(load["failed_ns"]) >= 50e6, min(load["failed_ns"])
+        # A request that waits for the pool fails no sooner than pool_timeout, less the
+        # event loop's timer granularity (uvloop's timers count whole milliseconds).
+        assert min(load["failed_ns"]) >= 49e6, min(load["failed_ns"])
         assert load["completed"] > 0  # the one connection kept serving meanwhile

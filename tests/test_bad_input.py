@@ -78,7 +78,7 @@ def _assert_clear(status: int, stderr: str, argv: list[str]) -> None:
         assert len(lines) == 1 and lines[0].startswith("sqla-bench: error:"), (argv, stderr)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(options)
 def test_no_run_options_produce_a_traceback(chosen: list[tuple[str, str]]) -> None:
     argv = ["run", "--dry-run", *(part for pair in chosen for part in pair)]
@@ -88,7 +88,7 @@ def test_no_run_options_produce_a_traceback(chosen: list[tuple[str, str]]) -> No
     _assert_clear(status, stderr, argv)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(st.dictionaries(st.sampled_from(ENVIRONMENT), st.one_of(st.sampled_from(URLISH), values)))
 def test_no_environment_values_produce_a_traceback(environment: dict[str, str]) -> None:
     argv = ["run", "--dry-run", "--target", "sqlite", "--target", "postgresql"]

@@ -261,3 +261,47 @@ def _wait_for_a_container(pid: int, seconds: float) -> None:
     while not any(c.status == "running" for c in owned_by(pid)):
         assert time.monotonic() < deadline, "the test session started no container"
         time.sleep(0.5)
+
+
+def _container_password(container_id: str) -> str:
+    import docker as docker_sdk
+
+    client = docker_sdk.from_env()
+    try:
+        variables = client.containers.get(container_id).attrs["Config"]["Env"]
+    finally:
+        client.close()
+    return next(v.split("=", 1)[1] for v in variables if v.startswith("POSTGRES_PASSWORD="))
+
+
+def test_a_terminated_run_removes_its_container_and_never_writes_its_password(
+    docker, tmp_path
+) -> None:
+    """SIGTERM mid-run: the container goes, the finished cells stay, and the container's
+    (random) password is nowhere in what the run wrote."""
+    path = tmp_path / "terminated.json"
+    command = [
+        sys.executable, "-m", "bench", "run", "--target", "postgresql", "--scenario", "crud",
+        "--scenario", "load", *QUICK, "--output", str(path),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=without_urls(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for_a_container(process.pid, seconds=120)
+        (container,) = owned_by(process.pid)
+        password = _container_password(container.id)
+        deadline = time.monotonic() + 120
+        while not path.exists() or len(read_result(path)[1]) < 1:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=BOUNDED_SECONDS)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr
+    assert owned_by(process.pid) == []
+    header, cells = read_result(path)
+    assert header["run"]["status"] == "interrupted" and cells
+    assert len(password) >= 8
+    assert password not in stdout + stderr + path.read_text()

@@ -127,13 +127,18 @@ async def _attempt(engine) -> str:
     return "ok"
 
 
+def _envs(request, name: str, modes: tuple[str, ...] = ("sync", "async")) -> list[DriverEnv]:
+    """An env per driver of the server target ``name`` in ``modes``."""
+    target = _server(request, name)
+    return [DriverEnv(d, DatasetSize()) for d in target.drivers if d.spec.mode in modes]
+
+
 @pytest.mark.asyncio
-async def test_a_killed_connection_fails_once_then_the_pool_recovers(twin_envs) -> None:
+@pytest.mark.parametrize("name", SERVERS)
+async def test_a_killed_connection_fails_once_then_the_pool_recovers(request, name) -> None:
     # The catalogue's killed_connection pattern holds the error and the pre-ping cure on
     # every driver; this is what follows the error without pre-ping.
-    for env in twin_envs:
-        if env.setting.target == "sqlite":
-            pytest.skip("no server to kill a connection")
+    for env in _envs(request, name):
         engine = env.new_engine(pool_size=1, max_overflow=0)
         try:
             kill_backend(env, await _scalar(engine, BACKEND_ID[env.setting.target]))
@@ -141,27 +146,32 @@ async def test_a_killed_connection_fails_once_then_the_pool_recovers(twin_envs) 
         finally:
             await engine.dispose() if isinstance(engine, AsyncEngine) else engine.dispose()
         assert outcomes[0] != "ok" and outcomes[1] == "ok", f"{env.id}: {outcomes}"
+        await env.dispose()
 
 
 # --- cancelled tasks and leaks ---------------------------------------------------------------
 
 
 @pytest.mark.asyncio
-async def test_cancelled_queries_give_their_connections_back(async_env) -> None:
-    target = async_env.setting.target
-    if target == "sqlite":
-        pytest.skip("SQLite has no server-side sleep to cancel")
-    engine = async_env.new_engine(pool_size=2, max_overflow=0)
+@pytest.mark.parametrize("name", SERVERS)
+async def test_cancelled_queries_give_their_connections_back(request, name) -> None:
+    for env in _envs(request, name, modes=("async",)):
+        await _cancel_queries(env, SLEEP[name])
+        await env.dispose()
+
+
+async def _cancel_queries(env: DriverEnv, sleep: str) -> None:
+    engine = env.new_engine(pool_size=2, max_overflow=0)
     pool = engine.sync_engine.pool
 
     async def cancelled() -> None:
         async with engine.connect() as connection:
-            await asyncio.wait_for(connection.execute(text(SLEEP[target])), 0.05)
+            await asyncio.wait_for(connection.execute(text(sleep)), 0.05)
 
     try:
         results = await asyncio.gather(*(cancelled() for _ in range(6)), return_exceptions=True)
-        assert all(isinstance(result, TimeoutError) for result in results), results
-        assert pool.checkedout() == 0, pool.status()
+        assert all(isinstance(result, TimeoutError) for result in results), (env.id, results)
+        assert pool.checkedout() == 0, (env.id, pool.status())
         async with engine.connect() as connection:  # and the pool still serves
             assert await connection.scalar(text("SELECT 1")) == 1
     finally:

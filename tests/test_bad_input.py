@@ -21,6 +21,9 @@ from bench.cli import main
 from bench.results import read_result
 from tests.test_cli import NO_DOCKER, VARIABLES, assert_one_line_error, run
 
+# The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
+pytestmark = pytest.mark.harness
+
 RUN_OPTIONS = (
     "--target", "--driver", "--mode", "--scenario", "--strategy", "--users", "--posts",
     "--param", "--latency", "--concurrency", "--pool-size", "--max-overflow",

@@ -16,6 +16,9 @@ import pytest
 from bench.compare import Gate, compare, load_run
 from tests.test_cli import assert_one_line_error, run
 
+# The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
+pytestmark = pytest.mark.harness
+
 SAMPLES = 400  # enough for the test to see a 2x change many times over
 
 

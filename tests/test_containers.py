@@ -30,6 +30,9 @@ from bench.results import read_result
 from bench.targets import CONTAINERS, required_targets
 from tests.test_cli import VARIABLES, assert_one_line_error, run
 
+# The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
+pytestmark = pytest.mark.harness
+
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 QUICK = ("--min-time", "0", "--min-rounds", "3", "--warmup", "1")
 BOUNDED_SECONDS = 240  # no subprocess here may run longer

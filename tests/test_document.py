@@ -12,6 +12,9 @@ import pytest
 
 from tests.test_cli import run
 
+# The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
+pytestmark = pytest.mark.harness
+
 FASTEST, NEXT = "selectin", "joined"
 
 

@@ -24,6 +24,9 @@ from tests.conftest import SIZE
 from tests.test_cli import assert_one_line_error, run
 from tests.test_run import _target
 
+# The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
+pytestmark = pytest.mark.harness
+
 MESSAGE = b"x" * 100
 
 

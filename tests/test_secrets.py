@@ -17,6 +17,9 @@ import pytest
 from bench.targets import URL_VARIABLES
 from tests.test_cli import run
 
+# The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
+pytestmark = pytest.mark.harness
+
 WRONG = "Wr0ng-Recognisable-Secret-7"
 
 

@@ -7,6 +7,9 @@ import pytest
 from bench.selfcheck import Figure, _variation_figures
 from tests.test_cli import assert_one_line_error, run
 
+# The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
+pytestmark = pytest.mark.harness
+
 KEY_SLOW = ("load.x", (("strategy", "lazy"),), (), "sqlite", "pysqlite", "sync")
 KEY_FAST = ("crud.get", (), (), "sqlite", "pysqlite", "sync")
 

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from bench.children import Child
+
 ROUND_TRIPS, BYTES_UP, BYTES_DOWN, CONNECTIONS = range(4)
 SPIN_SECONDS = 50e-6  # the last stretch before a due time is spun, not slept
 CALIBRATION_SLEEPS = 20
@@ -77,22 +79,14 @@ class Totals:
         )
 
 
-class LatencyProxy:
+class LatencyProxy(Child):
     """The measuring process's handle on a proxy process in front of ``host:port``."""
 
     def __init__(self, host: str, port: int) -> None:
         context = multiprocessing.get_context("spawn")  # a clean interpreter: no engines
         self._counters = context.RawArray(ctypes.c_longlong, 4)
-        self._control, child = context.Pipe()
-        client_cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-        self._process = context.Process(
-            target=_serve, args=(child, host, port, self._counters, client_cpus), daemon=True
-        )
-        self._process.start()
-        if not self._control.poll(START_TIMEOUT_SECONDS):
-            self.close()
-            raise RuntimeError("the latency proxy did not start")
-        reply = self._control.recv()
+        super().__init__(context, _serve, host, port, self._counters, daemon=True)
+        reply = self._first_reply(START_TIMEOUT_SECONDS, "the latency proxy")
         if isinstance(reply, str):
             self.close()
             raise OSError(reply)
@@ -127,25 +121,6 @@ class LatencyProxy:
         10,000 delayed chunks how late their send began (median and worst) and how long
         it took (median), in microseconds."""
         return self._ask("report")
-
-    def close(self) -> None:
-        if self._process.is_alive():
-            with contextlib.suppress(OSError):  # it may have gone already
-                self._control.send(("stop",))
-            self._process.join(2)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
-
-    def __enter__(self) -> LatencyProxy:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _ask(self, *message: Any) -> Any:
-        self._control.send(message)
-        return self._control.recv()
 
 
 # --- the proxy process -------------------------------------------------------------------

@@ -26,7 +26,6 @@ import contextlib
 import importlib
 import json
 import multiprocessing
-import os
 import socket
 import threading
 import time
@@ -40,6 +39,7 @@ from typing import Any
 from sqlalchemy import exc as sqlalchemy_errors
 from sqlalchemy.engine import URL
 
+from bench.children import Child
 from bench.load import WARMUP_SHARE, Load, watch
 from bench.measure import Measurement, Observation, unwrap
 from bench.probes import RoundTripCounter
@@ -88,8 +88,10 @@ class ServedOutcome:
 # --- the measuring process's side ----------------------------------------------------------
 
 
-class AppServer:
+class AppServer(Child):
     """A web scenario's app under uvicorn, in a child process, on 127.0.0.1."""
+
+    stop_seconds = 10.0  # a graceful shutdown, then the app's lifespan (dispose)
 
     def __init__(
         self,
@@ -99,8 +101,6 @@ class AppServer:
         url: URL,
         engine_options: dict[str, Any],
     ) -> None:
-        context = _app_processes()
-        self._control, child = context.Pipe()
         app = {
             "factory": case.app,
             "mode": mode,
@@ -110,26 +110,15 @@ class AppServer:
             "engine_options": engine_options,
             "app_options": dict(request.app_options),
         }
-        client_cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-        self._process = context.Process(target=_serve, args=(child, app, client_cpus))
-        self._process.start()
-        child.close()
+        super().__init__(_app_processes(), _serve, app)
         self.port = self._started()
-        self.pid = self._process.pid
 
     def _started(self) -> int:
-        if not self._control.poll(START_TIMEOUT_SECONDS):
-            self.close()
-            raise RuntimeError("the web app did not start within 30 s")
-        kind, value = self._control.recv()
+        kind, value = self._first_reply(START_TIMEOUT_SECONDS, "the web app")
         if kind != "ready":
             self.close()
             raise AppError(value)
         return value
-
-    @property
-    def running(self) -> bool:
-        return self._process.is_alive() and not self._control.closed
 
     def stats(self) -> dict[str, Any]:
         """Since the last reset: statements, requests, exceptions by class, the last
@@ -148,28 +137,6 @@ class AppServer:
             time.sleep(0.001)
             stats = self.stats()
         return stats["last"]
-
-    def close(self) -> None:
-        if self._control.closed:
-            return
-        if self._process.is_alive():
-            with contextlib.suppress(OSError, EOFError):
-                self._control.send(("stop",))
-            self._process.join(STOP_TIMEOUT_SECONDS)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
-        self._control.close()
-
-    def __enter__(self) -> AppServer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _ask(self, *message: Any) -> Any:
-        self._control.send(message)
-        return self._control.recv()
 
 
 def client(port: int, connections: int) -> Any:

@@ -1,0 +1,67 @@
+"""Helper processes of the measuring process: the latency proxy, a served web app.
+
+Each runs ``target(control, *args, client_cpus)`` in a child process: ``control`` is its
+end of a pipe to the measuring process, and ``client_cpus`` the CPUs the measuring
+process uses, so that it can move to the others. It stops when told ``("stop",)`` or
+when the pipe closes; one that does not stop in time is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from typing import Any
+
+
+class Child:
+    """The measuring process's handle on a helper process."""
+
+    stop_seconds = 2.0  # how long a stop may take before the process is killed
+
+    def __init__(
+        self, context: Any, target: Callable[..., None], *args: Any, daemon: bool = False
+    ) -> None:
+        self._control, child = context.Pipe()
+        client_cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        self._process = context.Process(
+            target=target, args=(child, *args, client_cpus), daemon=daemon
+        )
+        self._process.start()
+        child.close()  # the child's end lives in the child only: its exit closes the pipe
+        self.pid = self._process.pid
+
+    def _first_reply(self, seconds: float, what: str) -> Any:
+        """The child's first message, or RuntimeError (and the child stopped) if none
+        comes within ``seconds``."""
+        if not self._control.poll(seconds):
+            self.close()
+            raise RuntimeError(f"{what} did not start within {seconds:g} s")
+        return self._control.recv()
+
+    @property
+    def running(self) -> bool:
+        return not self._control.closed and self._process.is_alive()
+
+    def close(self) -> None:
+        """Stop the child (kill it if it does not stop in time); idempotent."""
+        if self._control.closed:
+            return
+        if self._process.is_alive():
+            with contextlib.suppress(OSError, EOFError):  # it may have gone already
+                self._control.send(("stop",))
+            self._process.join(self.stop_seconds)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._control.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _ask(self, *message: Any) -> Any:
+        self._control.send(message)
+        return self._control.recv()

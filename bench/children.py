@@ -14,6 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 
+class ChildFailed(RuntimeError):
+    """A helper process did not start; its message is one line, without a password."""
+
+
 class Child:
     """The measuring process's handle on a helper process."""
 
@@ -32,11 +36,11 @@ class Child:
         self.pid = self._process.pid
 
     def _first_reply(self, seconds: float, what: str) -> Any:
-        """The child's first message, or RuntimeError (and the child stopped) if none
+        """The child's first message, or ChildFailed (and the child stopped) if none
         comes within ``seconds``."""
         if not self._control.poll(seconds):
             self.close()
-            raise RuntimeError(f"{what} did not start within {seconds:g} s")
+            raise ChildFailed(f"{what} did not start within {seconds:g} s")
         return self._control.recv()
 
     @property

@@ -26,6 +26,7 @@ import sqlalchemy
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
+from bench.children import ChildFailed
 from bench.engines import DriverEnv, prepare_database, setting_for
 from bench.latency import LatencyProxy
 from bench.load import Load, run_load
@@ -384,7 +385,7 @@ class Runner:
                         for pool in self.plan.pools():
                             for driver in drivers:
                                 self._run_driver(target, route, driver, size, pool, loop)
-        except (SQLAlchemyError, OSError, TargetLost) as error:
+        except (SQLAlchemyError, OSError, TargetLost, ChildFailed) as error:
             return failure(target, error)
         if self.lost:
             return (

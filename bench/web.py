@@ -39,7 +39,7 @@ from typing import Any
 from sqlalchemy import exc as sqlalchemy_errors
 from sqlalchemy.engine import URL
 
-from bench.children import Child
+from bench.children import Child, ChildFailed
 from bench.load import WARMUP_SHARE, Load, watch
 from bench.measure import Measurement, Observation, unwrap
 from bench.probes import RoundTripCounter
@@ -47,7 +47,7 @@ from scenarios.expect import Raises
 from scenarios.registry import Case, Request
 
 START_TIMEOUT_SECONDS = 30
-STOP_TIMEOUT_SECONDS = 10
+NOTED_WITHIN_SECONDS = 10  # for the app to note how a request it answered ended
 GRACEFUL_SECONDS = 2
 # A request still waiting this long after the load's window closed is abandoned: the
 # load stops by itself whatever the server does.
@@ -117,7 +117,7 @@ class AppServer(Child):
         kind, value = self._first_reply(START_TIMEOUT_SECONDS, "the web app")
         if kind != "ready":
             self.close()
-            raise AppError(value)
+            raise ChildFailed(f"the web app did not start: {value}")
         return value
 
     def stats(self) -> dict[str, Any]:
@@ -131,7 +131,7 @@ class AppServer(Child):
     def last_request(self) -> ServedOutcome:
         """The outcome of the one request since the reset. The app may have sent its
         answer a moment before the middleware outside it has noted how it ended."""
-        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        deadline = time.monotonic() + NOTED_WITHIN_SECONDS
         stats = self.stats()
         while not stats["requests"] and time.monotonic() < deadline:
             time.sleep(0.001)

@@ -342,3 +342,17 @@ def test_an_exhausted_pool_answers_500_after_the_pool_timeout(request, tmp_path,
         # event loop's timer granularity (uvloop's timers count whole milliseconds).
         assert min(load["failed_ns"]) >= 49e6, min(load["failed_ns"])
         assert load["completed"] > 0  # the one connection kept serving meanwhile
+
+
+def test_an_app_that_cannot_start_fails_its_target_in_one_line(tmp_path) -> None:
+    path = tmp_path / "web.json"
+    result = run(
+        "bench", "run", "--scenario", "web.list_users", "--param", "strategy=bogus",
+        "--concurrency", "1", "--load-seconds", "0.2", "--output", str(path),
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    (line,) = [line for line in result.stderr.splitlines() if "incomplete" in line]
+    assert "the web app did not start" in line and "unknown strategy 'bogus'" in line
+    header, cells = read_result(path)
+    assert header["run"]["status"] == "incomplete" and cells == []

@@ -7,10 +7,11 @@ SQLAlchemy factory builds the engine and the session.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 import sqlalchemy
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from bench.probes import RoundTripCounter, StatementCounter
 from bench.targets import Driver
@@ -55,6 +57,7 @@ class DriverEnv:
         self._driver = driver
         self.pool = pool or {}  # pool_size, max_overflow, pool_timeout for the default engine
         self.default_engine = self.new_engine(**self.pool)
+        self._observer: Engine | None = None
 
     @property
     def id(self) -> str:
@@ -87,18 +90,33 @@ class DriverEnv:
         """This target's URL with the sync driver of the same family (psycopg2 for asyncpg)."""
         return self._driver.sync_url()
 
+    def observer(self) -> AbstractContextManager[Connection]:
+        """A connection of the harness's own to the same database, on the sync driver and
+        counted by nothing: what a second client would see. A fresh connection each time
+        (no pool), so each read starts a transaction of its own and sees what is committed."""
+        if self._observer is None:
+            url = self.sync_driver_url()
+            connect_args = {} if url.get_backend_name() == "sqlite" else self.sync_connect_args()
+            self._observer = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+        return self._observer.connect()
+
+    def sync_connect_args(self) -> dict[str, Any]:
+        return self._driver.sync_connect_args()
+
     async def dispose(self) -> None:
         """Close pooled connections (on the loop that opened them, in async mode)."""
         if isinstance(self.default_engine, AsyncEngine):
             await self.default_engine.dispose()
         else:
             self.default_engine.dispose()
+        if self._observer is not None:
+            self._observer.dispose()
 
 
 def prepare_database(driver: Driver, size: DatasetSize) -> str:
     """Create the schema and seed it through ``driver``'s sync twin (one code path);
     return the server's version, e.g. ``postgresql 15.19``."""
-    engine = create_engine(driver.sync_url(), connect_args=driver.connect_args())
+    engine = create_engine(driver.sync_url(), connect_args=driver.sync_connect_args())
     try:
         with engine.begin() as connection:
             rebuild(connection, size)

@@ -10,12 +10,22 @@ Sync and async differ in one line: an async call is awaited. Everything runs ins
 coroutine on one event loop that the caller creates before timing and keeps for the
 whole run (async pooled connections belong to the loop that opened them); no sample
 ever starts a loop. ``sqla-bench verify`` is this path with a policy of one call.
+
+Two calls of a cell are never samples, and carry what samples cannot:
+
+- the first, *checked* call: the statements it sent (text and parameters), the rows the
+  driver returned, the COMMITs and ROLLBACKs up to its session's close, and, when the
+  case declares it, the committed state read on a connection of its own before the call
+  and after the session closed. Its verdict (``bench.verify``) is drawn from these.
+- the last warm-up call (when it is not the first): run under ``tracemalloc``, for the
+  client's peak memory per operation, which tracing would slow down tenfold if timed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -27,7 +37,7 @@ from sqlalchemy.exc import StatementError
 
 from bench.engines import DriverEnv
 from bench.fixtures import PerCall, arguments
-from bench.probes import RoundTripCounter, StatementCounter
+from bench.probes import Executed, RoundTripCounter, StatementCounter
 from scenarios.expect import Raises, Works
 from scenarios.registry import Case
 
@@ -38,23 +48,38 @@ Cell = tuple[Case, dict[str, Any]]
 class Policy:
     """How long a cell is sampled: after ``warmup`` discarded calls, until at least
     ``min_rounds`` samples and ``min_time`` seconds of sampling (wall clock, untimed
-    set-up included, so fast cells end in bounded time), or ``max_rounds`` samples."""
+    set-up included, so fast cells end in bounded time), or ``max_rounds`` samples.
+
+    ``max_time`` bounds a slow cell (a thousand lazy loads at 20 ms each): warm-up ends
+    once it has taken that long (with one more call, the traced one), and sampling ends
+    once it has, with at least one sample. Such a cell has few samples; the report and
+    the gate say so rather than draw a verdict from them."""
 
     warmup: int = 3
     min_rounds: int = 10
     min_time: float = 0.2
     max_rounds: int = 10_000
+    max_time: float = 10.0
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.min_rounds < 1 or self.min_time < 0:
             raise ValueError("warm-up must be >= 0, rounds >= 1 and time >= 0")
         if self.max_rounds < self.min_rounds:
             raise ValueError("max rounds must be at least min rounds")
+        if self.max_time < self.min_time:
+            raise ValueError("--max-time must be at least --min-time")
 
     def enough(self, samples: int, seconds: float) -> bool:
-        if samples >= self.max_rounds:
+        if samples >= self.max_rounds or (samples and seconds >= self.max_time):
             return True
         return samples >= self.min_rounds and seconds >= self.min_time
+
+    def warm_calls(self, calls: int, seconds: float, planned: int) -> int:
+        """How many warm-up calls, after ``calls`` that took ``seconds``: ``planned``,
+        or, once warming has taken ``max_time``, one more (the traced call)."""
+        if seconds >= self.max_time:
+            return min(planned, calls + 1)
+        return planned
 
 
 ONCE = Policy(warmup=0, min_rounds=1, min_time=0.0, max_rounds=1)
@@ -62,7 +87,8 @@ ONCE = Policy(warmup=0, min_rounds=1, min_time=0.0, max_rounds=1)
 
 @dataclass
 class Observation:
-    """What one call did: its value or exception, the statements it ran, its time."""
+    """What one call did: its value or exception, the statements it ran, its time; for
+    the checked call, what it sent and what it left in the database."""
 
     value: Any = None
     error: Exception | None = None
@@ -70,7 +96,17 @@ class Observation:
     completed: int = 0
     elapsed_ns: int = 0
     round_trips: int | None = None  # only when the target is reached through the proxy
+    bytes_up: int | None = None  # client to server, through the proxy
+    bytes_down: int | None = None
     raised: Raises | None = None  # when the error happened elsewhere (a served app): what
+    # The checked call only:
+    executed: list[Executed] | None = None  # the statements that completed, in order
+    rows_fetched: int | None = None  # rows the database returned over every statement
+    commits: int | None = None  # up to and including the session's close
+    rollbacks: int | None = None
+    committed: tuple[Any, Any] | None = None  # declared state, before and after
+    # The traced warm-up call only:
+    peak_memory: int | None = None  # bytes: the most the call held at once (tracemalloc)
 
     def outcome(self) -> Works | Raises:
         if self.error is None:
@@ -99,13 +135,18 @@ class Measurement:
     samples_ns: list[int] = field(default_factory=list)
     statements: Counter[int] = field(default_factory=Counter)  # completed, per sample
     round_trips: Counter[int] = field(default_factory=Counter)  # per sample, when counted
+    bytes_up: Counter[int] = field(default_factory=Counter)
+    bytes_down: Counter[int] = field(default_factory=Counter)
     failure: Observation | None = None  # the call that raised; sampling stopped there
+    peak_memory: int | None = None  # from the traced warm-up call
 
     def add(self, observation: Observation, warm_up: bool) -> None:
         if self.first is None:
             self.first = observation
         if self.worked is None and observation.error is None:
             self.worked = observation
+        if observation.peak_memory is not None and observation.error is None:
+            self.peak_memory = observation.peak_memory
         if warm_up:
             return
         if observation.error is not None:
@@ -115,6 +156,8 @@ class Measurement:
             self.statements[observation.completed] += 1
             if observation.round_trips is not None:
                 self.round_trips[observation.round_trips] += 1
+                self.bytes_up[observation.bytes_up] += 1
+                self.bytes_down[observation.bytes_down] += 1
 
     def outcome(self) -> Works | Raises:
         """Raised, as the failing call did; else works with the usual statement count."""
@@ -123,6 +166,46 @@ class Measurement:
         if self.statements:
             return Works(self.statements.most_common(1)[0][0])
         return self.first.outcome()
+
+
+class Inspector:
+    """Reads for the checked call, on a connection of the harness's own (never the
+    measured engine's): a case's declared committed state, and the rows of a SELECT
+    whose driver did not report them (SQLite's cursors never do). A read that fails (the
+    server went away) gives None: the call itself then records what happened."""
+
+    def __init__(self, connect: Callable[[], Any], read_committed: Callable | None) -> None:
+        self._connect = connect  # a context manager giving a sync Connection
+        self._read_committed = read_committed
+
+    @property
+    def reads_committed(self) -> bool:
+        return self._read_committed is not None
+
+    def committed(self) -> Any:
+        if self._read_committed is None:
+            return None
+        with self._connect() as connection:
+            return self._read_committed(connection)
+
+    def rows_fetched(self, executed: list[Executed]) -> int:
+        """Rows the database returned over ``executed``: as each driver reported them,
+        or, where it reported -1, counted by running the SELECT again."""
+        unknown = [e for e in executed if e.rows == -1]
+        total = sum(e.rows for e in executed if e.rows is not None and e.rows >= 0)
+        if not unknown:
+            return total
+        with self._connect() as connection:
+            for statement in unknown:
+                total += self._count(connection, statement)
+        return total
+
+    @staticmethod
+    def _count(connection: Any, statement: Executed) -> int:
+        if not statement.text.lstrip().upper().startswith("SELECT"):
+            # INSERT ... RETURNING on SQLite: a row back per row written.
+            return len(statement.parameters) if statement.executemany else 1
+        return len(connection.exec_driver_sql(statement.text, statement.parameters).all())
 
 
 @dataclass(frozen=True)
@@ -134,16 +217,20 @@ class Subject:
     arguments: Callable[[], AbstractAsyncContextManager[PerCall]]
     counter: StatementCounter
     round_trips: RoundTripCounter | None = None
+    inspector: Inspector | None = None  # for the checked call; None: nothing to read
 
 
 def subject_for(case: Case, params: dict[str, Any], env: DriverEnv) -> Subject:
     function = case.function(env.mode)
+    expected = case.expected(env.setting, env.size, **params)
+    committed = expected.committed if isinstance(expected, Works) else None
     return Subject(
         call=partial(function, **params),
         awaits=env.mode == "async",
         arguments=lambda: arguments(case.receives, env),
         counter=env.counter,
         round_trips=env.round_trips,
+        inspector=Inspector(env.observer, committed.read if committed else None),
     )
 
 
@@ -162,8 +249,74 @@ async def observe(subject: Subject, argument: Any) -> Observation:
     except Exception as raised:
         error = raised
     elapsed = time.perf_counter_ns() - started
-    trips = None if round_trips is None else round_trips.count
-    return Observation(value, error, counter.started, counter.completed, elapsed, trips)
+    observation = Observation(value, error, counter.started, counter.completed, elapsed)
+    if round_trips is not None:
+        totals = round_trips.since()
+        observation.round_trips = totals.round_trips
+        observation.bytes_up, observation.bytes_down = totals.bytes_up, totals.bytes_down
+    return observation
+
+
+async def _call(subject: Subject, per_call: PerCall, checked: bool, traced: bool) -> Observation:
+    """One call with a fresh argument; the checked one is inspected, the traced one
+    traced, both outside ``observe``'s clock."""
+    inspector = subject.inspector if checked else None
+    before = _or_failed(inspector.committed) if inspector else None
+    subject.counter.detail = checked
+    async with per_call() as argument:
+        if traced:
+            observation = await _traced(subject, argument)
+        else:
+            observation = await observe(subject, argument)
+    subject.counter.detail = False
+    if checked:
+        _inspected(observation, subject.counter, inspector, before)
+    return observation
+
+
+async def _traced(subject: Subject, argument: Any) -> Observation:
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    held_before = tracemalloc.get_traced_memory()[0]
+    try:
+        observation = await observe(subject, argument)
+        observation.peak_memory = tracemalloc.get_traced_memory()[1] - held_before
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    return observation
+
+
+def _inspected(
+    observation: Observation,
+    counter: StatementCounter,
+    inspector: Inspector | None,
+    before: Any,
+) -> None:
+    """What the checked call sent and left: its session has closed by now, so the
+    transaction counts include the close, and the database shows what was kept."""
+    observation.executed = counter.executed
+    observation.commits, observation.rollbacks = counter.commits, counter.rollbacks
+    if inspector is None:
+        return
+    # No statement through the engine (a driver baseline), no rows it could count.
+    rows = _or_failed(lambda: inspector.rows_fetched(counter.executed))
+    observation.rows_fetched = None if rows is FAILED or not counter.executed else rows
+    after = _or_failed(inspector.committed) if inspector.reads_committed else FAILED
+    if before is not FAILED and after is not FAILED:
+        observation.committed = (before, after)
+
+
+FAILED: Any = object()  # a read of the harness's own that failed
+
+
+def _or_failed(read: Callable[[], Any]) -> Any:
+    try:
+        return read()
+    except Exception:  # the server went away, say: the call's own outcome says so
+        return FAILED
 
 
 def never() -> bool:
@@ -180,20 +333,21 @@ async def measure(
     """
     measurement = Measurement()
     async with subject.arguments() as per_call:
-        calls = 0
-        sampling_since = time.perf_counter()
+        calls, warmup = 0, policy.warmup
+        sampling_since = warming_since = time.perf_counter()
         while True:
             if stop_requested():
                 raise KeyboardInterrupt
-            async with per_call() as argument:
-                observation = await observe(subject, argument)
-            warm_up = calls < policy.warmup
+            traced = 0 < calls == warmup - 1
+            observation = await _call(subject, per_call, calls == 0, traced)
+            warm_up = calls < warmup
             measurement.add(observation, warm_up)
             calls += 1
             if warm_up:
                 # A warm-up call that raises is warm-up too: the measured call decides, so
                 # a failing cell's counts are a warm call's, not the first connection's.
                 sampling_since = time.perf_counter()
+                warmup = policy.warm_calls(calls, sampling_since - warming_since, warmup)
                 continue
             if observation.error is not None:
                 break

@@ -3,57 +3,105 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.latency import Totals
+from scenarios.sql import Statement
+
+
+@dataclass(frozen=True)
+class Executed:
+    """A statement that completed: its text and parameters as the driver got them, and
+    the rows the driver reported it returned (None: not a query; -1: the driver does not
+    say, as SQLite's cursors do not for a SELECT)."""
+
+    text: str
+    parameters: Any
+    executemany: bool
+    rows: int | None
+
+    def statement(self) -> Statement:
+        if self.executemany:
+            first = self.parameters[0] if self.parameters else ()
+            return Statement(self.text, len(first), len(self.parameters))
+        return Statement(self.text, len(self.parameters or ()))
+
 
 class StatementCounter:
-    """Counts statements started and completed on an engine.
+    """Counts statements started and completed on an engine, and the COMMITs and
+    ROLLBACKs it sends; while ``detail`` is on, keeps what each statement was.
 
     ``before_cursor_execute`` fires as a statement starts, ``after_cursor_execute`` once it
     returned. They differ when the driver fails inside ``cursor.execute``: with asyncpg a
     lazy load in async code starts its SELECT and then raises MissingGreenlet, so it shows
     as started but not completed. An ``executemany`` counts once, as it is one call.
-    Listeners go on the sync engine: SQLAlchemy has no events on ``AsyncEngine`` itself.
+    ``commit`` and ``rollback`` fire when a transaction ends on a connection, including
+    the rollback of a session that closes with its transaction open (a pool's reset of a
+    returned connection is not one). Detail is for the call a verdict is drawn from, never
+    for timed samples or loads, which would only grow the list. Listeners go on the sync
+    engine: SQLAlchemy has no events on ``AsyncEngine`` itself.
     """
 
     def __init__(self) -> None:
-        self.started = 0
-        self.completed = 0
+        self.detail = False
+        self.reset()
 
     def attach(self, engine: Engine | AsyncEngine) -> None:
         sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
         event.listen(sync_engine, "before_cursor_execute", self._on_start)
         event.listen(sync_engine, "after_cursor_execute", self._on_complete)
+        event.listen(sync_engine, "commit", self._on_commit)
+        event.listen(sync_engine, "rollback", self._on_rollback)
 
     def reset(self) -> None:
         self.started = 0
         self.completed = 0
+        self.commits = 0
+        self.rollbacks = 0
+        self.executed: list[Executed] = []
 
     def _on_start(self, *_: Any) -> None:
         self.started += 1
 
-    def _on_complete(self, *_: Any) -> None:
+    def _on_complete(
+        self, conn: Any, cursor: Any, text: str, parameters: Any, context: Any, many: bool
+    ) -> None:
         self.completed += 1
+        if self.detail:
+            rows = None if cursor.description is None else cursor.rowcount
+            self.executed.append(Executed(text, parameters, many, rows))
+
+    def _on_commit(self, *_: Any) -> None:
+        self.commits += 1
+
+    def _on_rollback(self, *_: Any) -> None:
+        self.rollbacks += 1
 
 
 class RoundTripCounter:
-    """Counts network round trips through a latency proxy (``bench.latency``).
+    """Counts network round trips and bytes each way through a latency proxy
+    (``bench.latency``).
 
-    ``read`` returns the proxy's running total. The proxy counts a round trip when the
+    ``read`` returns the proxy's running totals. The proxy counts a round trip when the
     server's answer reaches it, before passing it on, so by the time a call has its
     answer, the count includes it.
     """
 
-    def __init__(self, read: Callable[[], int]) -> None:
+    def __init__(self, read: Callable[[], Totals]) -> None:
         self._read = read
         self._base = read()
 
     def reset(self) -> None:
         self._base = self._read()
 
+    def since(self) -> Totals:
+        """Round trips, bytes up (client to server) and down since the last reset."""
+        return self._read() - self._base
+
     @property
     def count(self) -> int:
-        return self._read() - self._base
+        return self.since().round_trips

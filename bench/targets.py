@@ -116,8 +116,14 @@ class Driver:
 
     def sync_url(self) -> URL:
         """This URL with the family's sync driver, e.g. psycopg2 for asyncpg."""
-        sync_spec = _spec(self.spec.target, self.spec.sync_name, "sync")
-        return self.url.set(drivername=sync_spec.drivername)
+        return self.url.set(drivername=self._sync_spec().drivername)
+
+    def sync_connect_args(self) -> dict:
+        """``connect_args`` for the family's sync driver (``sync_url``)."""
+        return Driver(self._sync_spec(), self.sync_url()).connect_args()
+
+    def _sync_spec(self) -> DriverSpec:
+        return _spec(self.spec.target, self.spec.sync_name, "sync")
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,31 @@
 """Run a declared case once and compare what happened with what it declares.
 
-Used by the tests (one assertion per case, cell and driver) and by ``sqla-bench verify``
-(the same checks, printed as a matrix), so the two can never disagree.
+Used by the tests (one assertion per case, cell and driver), by ``sqla-bench verify``
+(the same checks, printed as a matrix) and by ``sqla-bench run`` (each cell's verdict), so
+they can never disagree. ``differences`` is the checker: every field it compares is one
+named difference when it does not match, in words a person can act on.
+
+What it compares, for a call that raised: the exception's class, the exception it came
+wrapped in, the statements completed and started before it. For a call that worked: the
+statements completed, the value returned (against the one computed from the dataset's
+definition), the SQL sent (against the declared rule), and for a write the COMMITs and
+ROLLBACKs and the committed state, read back on another connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.engines import DriverEnv
 from bench.measure import ONCE, Cell, Measurement, Observation, measure, measure_driver, subject_for
 from scenarios.dataset import DatasetSize
-from scenarios.expect import NotApplicable, Outcome, Raises, Setting, Works
+from scenarios.expect import UNDECLARED, Committed, NotApplicable, Outcome, Raises, Setting, Works
 from scenarios.registry import Case
+
+MAX_SHOWN = 160  # characters of a value shown in a difference
 
 
 def _signature(outcome: Works | Raises) -> tuple:
@@ -25,10 +35,118 @@ def _signature(outcome: Works | Raises) -> tuple:
 
 
 def matches(expected: Outcome, observed: Works | Raises | None) -> bool:
-    """Whether an observed outcome is the declared one (anything matches not-applicable)."""
+    """Whether an observed outcome is the declared one, by kind and counts only (a served
+    app's request, whose value and SQL are checked elsewhere); anything matches
+    not-applicable."""
     if isinstance(expected, NotApplicable):
         return True
     return observed is not None and _signature(observed) == _signature(expected)
+
+
+def differences(
+    expected: Outcome, observed: Works | Raises | None, checked: Observation | None = None
+) -> list[str]:
+    """Every way ``observed`` (and the ``checked`` call's detail) differs from ``expected``."""
+    if isinstance(expected, NotApplicable):
+        return []
+    if observed is None:
+        return ["it did not run"]
+    if type(observed) is not type(expected):
+        return [f"expected it to {_verb(expected)}, it {_verb(observed, past=True)}"]
+    if isinstance(expected, Raises):
+        return _raised_differences(expected, observed)
+    found = _count("statements completed", expected.statements, observed.statements)
+    if checked is not None:
+        found += _value_differences(expected, checked)
+        found += expected.sql.problems(_statements(checked)) if expected.sql else []
+        found += _committed_differences(expected.committed, checked)
+    return found
+
+
+def _verb(outcome: Works | Raises, past: bool = False) -> str:
+    if isinstance(outcome, Works):
+        return "worked" if past else "work"
+    return f"{'raised' if past else 'raise'} {_error_name(outcome)}"
+
+
+def _error_name(outcome: Raises) -> str:
+    name = outcome.error.__name__
+    return name if outcome.wrapped_in is None else f"{outcome.wrapped_in.__name__}({name})"
+
+
+def _count(what: str, expected: int, observed: int) -> list[str]:
+    return [] if expected == observed else [f"{what}: expected {expected}, observed {observed}"]
+
+
+def _raised_differences(expected: Raises, observed: Raises) -> list[str]:
+    found = []
+    if observed.error is not expected.error:
+        found.append(
+            f"exception: expected {_name(expected.error)}, observed {_name(observed.error)}"
+        )
+    if observed.wrapped_in is not expected.wrapped_in:
+        wanted, got = _name(expected.wrapped_in), _name(observed.wrapped_in)
+        found.append(f"wrapped in: expected {wanted}, observed {got}")
+    found += _count("statements completed", expected.statements, observed.statements)
+    return found + _count("statements started", expected.started, observed.started)
+
+
+def _name(error: type[BaseException] | None) -> str:
+    return "nothing" if error is None else error.__name__
+
+
+def _value_differences(expected: Works, checked: Observation) -> list[str]:
+    if checked.error is not None:
+        return []  # a warm-up that failed, before samples that worked: nothing to compare
+    if expected.value is UNDECLARED:
+        return [f"returned {_shown(checked.value)}; the catalogue declares no value to check it"]
+    where = first_difference(expected.value, checked.value)
+    if where is None:
+        return []
+    path, wanted, got = where
+    return [f"value{path}: expected {_shown(wanted)}, observed {_shown(got)}"]
+
+
+def first_difference(expected: Any, observed: Any, path: str = "") -> tuple[str, Any, Any] | None:
+    """Where two values first differ (``[3][1]`` into nested sequences), or None when
+    equal; a difference in length is reported after the common part."""
+    if expected == observed and type(expected) is type(observed):
+        return None
+    sequences = (list, tuple)
+    if isinstance(expected, sequences) and isinstance(observed, sequences):
+        for index, (left, right) in enumerate(zip(expected, observed, strict=False)):
+            inner = first_difference(left, right, f"{path}[{index}]")
+            if inner is not None:
+                return inner
+        if len(expected) != len(observed):
+            return f"{path} length", len(expected), len(observed)
+    return path, expected, observed
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+def _statements(checked: Observation) -> list:
+    return [executed.statement() for executed in checked.executed or ()]
+
+
+def _committed_differences(declared: Committed | None, checked: Observation) -> list[str]:
+    if declared is None:
+        return []
+    found = _count("COMMITs", declared.commits, checked.commits)
+    found += _count("ROLLBACKs", declared.rollbacks, checked.rollbacks)
+    if checked.committed is None:
+        return [*found, f"committed state ({declared.what}) was not read"]
+    before, after = checked.committed
+    wanted = declared.change(before)
+    if after != wanted:
+        found.append(
+            f"committed {declared.what}: expected {_shown(wanted)} after the session closed "
+            f"(it was {_shown(before)} before), read {_shown(after)}"
+        )
+    return found
 
 
 @dataclass
@@ -46,8 +164,12 @@ class Check:
         return None if self.observation is None else self.observation.outcome()
 
     @property
+    def differences(self) -> list[str]:
+        return differences(self.expected, self.observed, self.observation)
+
+    @property
     def passed(self) -> bool:
-        return matches(self.expected, self.observed)
+        return not self.differences
 
     def explain(self) -> str:
         observed = self.observed
@@ -55,7 +177,8 @@ class Check:
         text += f"{self.expected.describe()}, observed {observed.describe() if observed else '-'}"
         if self.observation is not None and self.observation.error is not None:
             text += f" ({_first_line(self.observation.error)})"
-        return text
+        found = self.differences
+        return text + (": " + "; ".join(found) if found else "")
 
 
 def _format_params(params: dict[str, Any]) -> str:
@@ -68,7 +191,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def applicable_cells(
-    cases: list[Case], setting: Setting, size: DatasetSize
+    cases: Sequence[Case], setting: Setting, size: DatasetSize
 ) -> list[tuple[Case, dict[str, Any]]]:
     """Every (case, parameter cell) that applies to this driver and mode."""
     return [

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from scenarios.dataset import user_name
 from scenarios.models import User
 from scenarios.registry import scenario
 
@@ -21,7 +22,7 @@ USER_IDS = {"user_id": (1,)}
 PK_SELECT = f"SELECT id, name FROM {User.__tablename__} WHERE id = "
 
 
-@scenario("baseline.empty", statements=0, baseline="harness")
+@scenario("baseline.empty", statements=0, baseline="harness", returns=None)
 def empty(session: Any) -> None:
     """An operation that does nothing: the harness's own cost per sample."""
 
@@ -48,6 +49,7 @@ def _placeholder(connection: Any) -> str:
     receives="driver_connection",
     group="crud.get",
     baseline="driver",
+    returns=lambda setting, size, user_id: (user_id, user_name(user_id)),
 )
 def driver_get(connection: Any, user_id: int) -> tuple | None:
     """The same primary-key SELECT through the DBAPI driver alone."""

@@ -1,24 +1,51 @@
-"""CRUD on ``User``, sync and async twins side by side.
+"""CRUD on ``User`` as the seed writes it, sync and async twins side by side.
 
-Writes are flushed, not committed: the harness closes each session, which rolls them
-back, so the seed stays as it was for every other scenario.
+Writes are flushed, never committed, as in the seed's functions: the caller owns the
+transaction. The harness closes each session without committing, so what a write sent
+is rolled back, and the catalogue says so: each write declares the statements it sends
+and that the database, read on a connection of its own once the session has closed,
+still holds what it held before (one ROLLBACK, no COMMIT). The seed stays as it was for
+every other scenario.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from functools import partial
+from typing import Any
+
+from sqlalchemy import Connection, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from scenarios.dataset import DatasetSize
-from scenarios.expect import Outcome, Setting, Works
-from scenarios.models import User
+from scenarios.dataset import DatasetSize, user_name
+from scenarios.expect import Committed, Outcome, Setting, Works, unchanged
+from scenarios.models import Post, User
 from scenarios.registry import scenario
+from scenarios.sql import Writes
 
 NEW_USER = {"name": "zed-new", "email": "zed@example.test"}
 
 
-@scenario("crud.create", statements=1)
+def _exists(user_id: int, size: DatasetSize) -> bool:
+    return 1 <= user_id <= size.users
+
+
+def _rolled_back(what: str, read: Any) -> Committed:
+    """Nothing the call sent is kept: the session closes with one ROLLBACK."""
+    return Committed(what, read, unchanged, commits=0, rollbacks=1)
+
+
+def _new_users(connection: Connection) -> int:
+    return connection.scalar(select(func.count()).where(User.name == NEW_USER["name"]))
+
+
+@scenario(
+    "crud.create",
+    statements=1,
+    returns={"name": NEW_USER["name"], "has_id": True},
+    sql=Writes((("INSERT", "users"),)),
+    committed=_rolled_back(f"users named {NEW_USER['name']}", _new_users),
+)
 def create_user(session: Session) -> dict:
     """Create a user: add and flush (one INSERT, the id comes back with it)."""
     user = User(**NEW_USER)
@@ -35,7 +62,14 @@ async def create_user_async(session: AsyncSession) -> dict:
     return {"name": user.name, "has_id": user.id is not None}
 
 
-@scenario("crud.get", statements=1, params={"user_id": (1,)})
+@scenario(
+    "crud.get",
+    statements=1,
+    params={"user_id": (1,)},
+    returns=lambda s, size, user_id: (
+        (user_id, user_name(user_id)) if _exists(user_id, size) else None
+    ),
+)
 def get_user(session: Session, user_id: int) -> tuple | None:
     """Get a user by primary key with session.get."""
     user = session.get(User, user_id)
@@ -48,7 +82,13 @@ async def get_user_async(session: AsyncSession, user_id: int) -> tuple | None:
     return None if user is None else (user.id, user.name)
 
 
-@scenario("crud.list", statements=1, params={"limit": (20,)})
+def _first_names(setting: Setting, size: DatasetSize, limit: int) -> list[str]:
+    # Names hold lowercase letters, one hyphen and digits, and no first name is a prefix
+    # of another, so every database's collation orders them as Python does.
+    return sorted(user_name(i) for i in range(1, size.users + 1))[:limit]
+
+
+@scenario("crud.list", statements=1, params={"limit": (20,)}, returns=_first_names)
 def list_users(session: Session, limit: int) -> list[str]:
     """List users ordered by name."""
     return list(session.scalars(select(User.name).order_by(User.name).limit(limit)))
@@ -59,7 +99,22 @@ async def list_users_async(session: AsyncSession, limit: int) -> list[str]:
     return list(await session.scalars(select(User.name).order_by(User.name).limit(limit)))
 
 
-@scenario("crud.update", statements=3, params={"user_id": (1,)})
+def _name_of(user_id: int, connection: Connection) -> str:
+    return connection.scalar(select(User.name).where(User.id == user_id))
+
+
+def _name_kept(setting: Setting, size: DatasetSize, user_id: int) -> Committed:
+    return _rolled_back(f"users.name of user {user_id}", partial(_name_of, user_id))
+
+
+@scenario(
+    "crud.update",
+    statements=3,
+    params={"user_id": (1,)},
+    returns=lambda s, size, user_id: f"{user_name(user_id)}-renamed",
+    sql=Writes((("SELECT", "users"), ("UPDATE", "users"), ("SELECT", "users"))),
+    committed=_name_kept,
+)
 def rename_user(session: Session, user_id: int) -> str:
     """Update a user's name, flush, and read it back from the database."""
     user = session.get(User, user_id)
@@ -77,15 +132,39 @@ async def rename_user_async(session: AsyncSession, user_id: int) -> str:
 
 
 def _delete_statements(setting: Setting, size: DatasetSize, user_id: int) -> Outcome:
-    # get + cascade loads (profile, posts, then comments and tags per post) + DELETEs of
-    # post_tags, comments, profile, posts and the user, each one executemany.
-    posts = size.posts_per_user if 1 <= user_id <= size.users else 0
-    if not posts:
-        return Works(1)
-    return Works(1 + 2 + 2 * posts + 5)
+    sql = _delete_sql(setting, size, user_id)
+    return Works(sum(sql.counted.values()), sql=sql)
 
 
-@scenario("crud.delete", expect=_delete_statements, params={"user_id": (1, 0)})
+def _delete_sql(setting: Setting, size: DatasetSize, user_id: int) -> Writes:
+    """The get, then the cascade's loads (profile, posts, and per post its comments and
+    tags) and one DELETE each of post_tags, comments, profile, posts and the user (each
+    an executemany)."""
+    if not _exists(user_id, size):
+        return Writes((("SELECT", "users"),))
+    per_post = (("SELECT", "comments"), ("SELECT", "tags")) * size.posts_per_user
+    loads = (("SELECT", "users"), ("SELECT", "profiles"), ("SELECT", "posts"), *per_post)
+    tables = ("post_tags", "comments", "profiles", "posts", "users")
+    return Writes((*loads, *(("DELETE", table) for table in tables)))
+
+
+def _user_and_posts(user_id: int, connection: Connection) -> tuple[int, int]:
+    users = connection.scalar(select(func.count()).where(User.id == user_id))
+    return users, connection.scalar(select(func.count()).where(Post.user_id == user_id))
+
+
+def _user_kept(setting: Setting, size: DatasetSize, user_id: int) -> Committed:
+    what = f"user {user_id} and its posts (counted)"
+    return _rolled_back(what, partial(_user_and_posts, user_id))
+
+
+@scenario(
+    "crud.delete",
+    expect=_delete_statements,
+    params={"user_id": (1, 0)},
+    returns=lambda s, size, user_id: _exists(user_id, size),
+    committed=_user_kept,
+)
 def delete_user(session: Session, user_id: int) -> bool:
     """Delete a user with its profile, posts and comments; False when there is none."""
     user = session.get(User, user_id)

@@ -7,9 +7,14 @@ difference is written here once, as data, with the evidence that established it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import MissingGreenlet, StatementError
+
+from scenarios.sql import SqlRule
 
 
 @dataclass(frozen=True)
@@ -22,9 +27,48 @@ class Setting:
     sqlalchemy: tuple[int, int]  # major, minor
 
 
+class _Undeclared:
+    """The value of a case that declared none (a working call must declare one)."""
+
+    def __repr__(self) -> str:
+        return "undeclared"
+
+
+UNDECLARED: Any = _Undeclared()
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What the database must hold once a call returned and its session closed, read on a
+    connection of its own before the call and after it: ``read(connection)`` gives plain
+    data, ``change(before)`` what it must be after. ``commits`` and ``rollbacks`` are the
+    COMMITs and ROLLBACKs the engine must have sent, the session's closing included."""
+
+    what: str  # in words, e.g. "users.visits of user 2"
+    read: Callable[[Connection], Any]
+    change: Callable[[Any], Any]
+    commits: int
+    rollbacks: int
+
+    def describe(self) -> str:
+        return f"{self.what}, {self.commits} COMMIT, {self.rollbacks} ROLLBACK"
+
+
+def unchanged(before: Any) -> Any:
+    """``Committed.change`` of a call whose writes must not be kept."""
+    return before
+
+
 @dataclass(frozen=True)
 class Works:
+    """Works, with ``statements`` completed; it returns ``value`` (from the dataset's
+    definition), sends what ``sql`` describes, and leaves the database as ``committed``
+    says, where those are declared."""
+
     statements: int
+    value: Any = UNDECLARED
+    sql: SqlRule | None = None
+    committed: Committed | None = None
 
     def describe(self) -> str:
         return f"works, {self.statements} statement{'s' if self.statements != 1 else ''}"

@@ -73,7 +73,12 @@ def _backend_id_sql(env: PatternEnv) -> str:
     return BACKEND_ID[env.sync_driver_url().get_backend_name()]
 
 
-@pattern("killed_connection", expect=killed_outcome, params={"pre_ping": (False, True)})
+@pattern(
+    "killed_connection",
+    expect=killed_outcome,
+    params={"pre_ping": (False, True)},
+    returns=1,  # SELECT 1, on the connection pre-ping gave in place of the dead one
+)
 def killed_connection(env: PatternEnv, pre_ping: bool) -> int:
     """A pooled connection the server killed, checked out again, with or without
     pool_pre_ping."""

@@ -1,61 +1,37 @@
 """Relationship loading: four shapes of object graph, each under every strategy.
 
 Every strategy of one shape returns the same plain tuples, in both modes, so a test can
-assert that they agree and a benchmark compares like with like.
-
-Strategies (``nested selectinload`` is ``selectin`` on ``users_with_posts_comments``):
-
-- lazy: the default ``lazy="select"``; one SELECT per parent and relationship
-- joined / selectin / subquery / immediate / raise: the matching loader option
-- model_selectin: a mapping that declares ``lazy="selectin"`` on the model itself
-- awaitable_attrs, run_sync: the two safe ways to load lazily in async code (async only)
-- write_only: a ``WriteOnlyMapped`` collection read with its ``.select()``
+assert that they agree and a benchmark compares like with like. What each strategy is,
+costs and sends is declared once in ``scenarios.strategies``; what a load must return is
+computed from the dataset's definition (``Shape.expected_value``), never from a run.
+Nested ``selectinload(User.posts).selectinload(Post.comments)`` is the ``selectin``
+strategy of the ``users_with_posts_comments`` shape.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from sqlalchemy import Select, select
-from sqlalchemy.exc import InvalidRequestError
+from sqlalchemy import Select, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import (
-    Session,
-    immediateload,
-    joinedload,
-    raiseload,
-    selectinload,
-    subqueryload,
-)
+from sqlalchemy.orm import RelationshipDirection, RelationshipProperty, Session
 
-from scenarios.dataset import DatasetSize
+from scenarios.dataset import LABELS, RELATED, DatasetSize
 from scenarios.expect import NotApplicable, Outcome, Raises, Setting, Works, missing_greenlet
 from scenarios.models import Base, EagerPost, EagerUser, Post, User, label
 from scenarios.registry import scenario
+from scenarios.sql import Edge, LoadSql
+from scenarios.strategies import STRATEGIES, Strategy
 
 Tree = Mapping[str, "Tree"]
-
-LOADER_OPTIONS: dict[str, Callable[..., Any]] = {
-    "joined": joinedload,
-    "selectin": selectinload,
-    "subquery": subqueryload,
-    "immediate": immediateload,
-    "raise": raiseload,
+# Rows each table holds, from the dataset's definition: how many parents a LIMIT finds.
+ROWS: dict[str, Callable[[DatasetSize], int]] = {
+    "users": lambda size: size.users,
+    "posts": lambda size: size.posts,
 }
-STRATEGIES = (
-    "lazy",
-    *LOADER_OPTIONS,
-    "model_selectin",
-    "awaitable_attrs",
-    "run_sync",
-    "write_only",
-)
-ASYNC_ONLY = ("awaitable_attrs", "run_sync")
-# selectinload puts at most this many parent keys in one IN (...) (SQLAlchemy's default).
-SELECTIN_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -67,17 +43,40 @@ class Shape:
     eager_root: type[Base] | None = None  # mapping with lazy="selectin" on the model
     write_only: Mapping[str, str] = field(default_factory=dict)  # collection -> WriteOnly
 
-    def query(self, strategy: str, limit: int) -> Select:
-        root = self.eager_root if strategy == "model_selectin" else self.root
-        options = _loader_options(root, self.tree, LOADER_OPTIONS.get(strategy))
+    def query(self, strategy: Strategy, limit: int) -> Select:
+        root = self.eager_root if strategy.model_level else self.root
+        options = _loader_options(root, self.tree, strategy.option)
         return select(root).order_by(root.id).limit(limit).options(*options)
 
-    def supports(self, strategy: str) -> bool:
-        if strategy == "model_selectin":
+    def offers(self, strategy: Strategy) -> bool:
+        """Whether the shape has what the strategy needs (a mapping, a collection)."""
+        if strategy.needs == "model_mapping":
             return self.eager_root is not None
-        if strategy == "write_only":
+        if strategy.needs == "write_only_collection":
             return bool(self.write_only)
         return True
+
+    @property
+    def table(self) -> str:
+        return self.root.__table__.name
+
+    def root_keys(self, size: DatasetSize, limit: int) -> range:
+        """The parents a query with this LIMIT loads: the first ids, in id order."""
+        return range(1, min(limit, ROWS[self.table](size)) + 1)
+
+    def expected_value(
+        self, setting: Setting, size: DatasetSize, limit: int, **_: Any
+    ) -> list[tuple]:
+        """What a load returns, from the dataset's definition alone (in every mode)."""
+        return [
+            _expected(size, self.table, key, self.root, self.tree)
+            for key in self.root_keys(size, limit)
+        ]
+
+    def sql(self, strategy: Strategy, size: DatasetSize, limit: int) -> LoadSql:
+        """The SQL a load with ``strategy`` must send, relationship by relationship."""
+        edges = _edges(strategy, size, self.root, self.tree, list(self.root_keys(size, limit)), "")
+        return LoadSql(self.table, tuple(edges), _link_tables(self.root, self.tree))
 
 
 def _loader_options(cls: type[Base], tree: Tree, loader: Callable | None) -> list:
@@ -89,6 +88,69 @@ def _loader_options(cls: type[Base], tree: Tree, loader: Callable | None) -> lis
         nested = _loader_options(attribute.property.mapper.class_, subtree, loader)
         options.append(loader(attribute).options(*nested) if nested else loader(attribute))
     return options
+
+
+def _relationship(cls: type[Base], name: str) -> RelationshipProperty:
+    return inspect(cls).relationships[name]
+
+
+def _expected(size: DatasetSize, table: str, key: int, cls: type[Base], tree: Tree) -> tuple:
+    parts: list[Any] = [LABELS[table](size, key)]
+    for name, subtree in tree.items():
+        relationship = _relationship(cls, name)
+        child, child_table = relationship.mapper.class_, relationship.mapper.local_table.name
+        related = RELATED[(table, name)](size, key)
+        if isinstance(related, int):
+            parts.append(_expected(size, child_table, related, child, subtree))
+        else:
+            parts.append(tuple(_expected(size, child_table, k, child, subtree) for k in related))
+    return tuple(parts)
+
+
+def _edges(
+    strategy: Strategy,
+    size: DatasetSize,
+    cls: type[Base],
+    tree: Tree,
+    parents: list[int],
+    path: str,
+) -> list[Edge]:
+    """One ``Edge`` per relationship in ``tree``, with the keys its load goes over: one
+    per parent, or for a many-to-one the distinct related keys (an object already in the
+    session's identity map is not loaded again)."""
+    table = cls.__table__.name
+    edges = []
+    for name, subtree in tree.items():
+        relationship = _relationship(cls, name)
+        children = _children(size, table, name, parents)
+        many_to_one = relationship.direction is RelationshipDirection.MANYTOONE
+        keys = len(set(children)) if many_to_one else len(parents)
+        child_table = relationship.mapper.local_table.name
+        edges.append(strategy.edge(f"{path}{name}", child_table, keys))
+        child = relationship.mapper.class_
+        edges += _edges(
+            strategy, size, child, subtree, list(dict.fromkeys(children)), f"{path}{name}."
+        )
+    return edges
+
+
+def _children(size: DatasetSize, table: str, name: str, parents: list[int]) -> list[int]:
+    found: list[int] = []
+    for parent in parents:
+        related = RELATED[(table, name)](size, parent)
+        found += [related] if isinstance(related, int) else list(related)
+    return found
+
+
+def _link_tables(cls: type[Base], tree: Tree) -> tuple[str, ...]:
+    """The secondary tables of the shape's many-to-many relationships."""
+    tables = []
+    for name, subtree in tree.items():
+        relationship = _relationship(cls, name)
+        if relationship.secondary is not None:
+            tables.append(relationship.secondary.name)
+        tables += _link_tables(relationship.mapper.class_, subtree)
+    return tuple(tables)
 
 
 USERS_WITH_PROFILE = Shape(User, {"profile": {}})
@@ -138,88 +200,73 @@ async def _read_awaitable(obj: Base, name: str) -> Any:
 # --- the two loaders the twins share -------------------------------------------------
 
 
-def load(session: Session, shape: Shape, strategy: str, limit: int) -> list[tuple]:
-    if strategy in ASYNC_ONLY:
-        raise ValueError(f"strategy {strategy!r} exists only in async code")
+def load(session: Session, shape: Shape, name: str, limit: int) -> list[tuple]:
+    strategy = STRATEGIES[name]
+    if strategy.only == "async":
+        raise ValueError(f"strategy {name!r} exists only in async code")
     roots = session.scalars(shape.query(strategy, limit)).unique().all()
     read: Callable[[Base, str], Any] = getattr
-    if strategy == "write_only":
+    if strategy.reader == "write_only":
 
-        def read(obj: Base, name: str) -> list:
-            return session.scalars(getattr(obj, shape.write_only[name]).select()).all()
+        def read(obj: Base, relationship: str) -> list:
+            return session.scalars(getattr(obj, shape.write_only[relationship]).select()).all()
 
     return [walk(root, shape.tree, read) for root in roots]
 
 
-async def load_async(session: AsyncSession, shape: Shape, strategy: str, limit: int) -> list:
+async def load_async(session: AsyncSession, shape: Shape, name: str, limit: int) -> list:
+    strategy = STRATEGIES[name]
     roots = (await session.scalars(shape.query(strategy, limit))).unique().all()
-    if strategy == "run_sync":
+    if strategy.reader == "run_sync":
         return await session.run_sync(lambda _: [walk(r, shape.tree, getattr) for r in roots])
-    if strategy == "awaitable_attrs":
+    if strategy.reader == "awaitable_attrs":
         return [await walk_async(root, shape.tree, _read_awaitable) for root in roots]
-    if strategy == "write_only":
+    if strategy.reader == "write_only":
 
-        async def read(obj: Base, name: str) -> list:
-            return (await session.scalars(getattr(obj, shape.write_only[name]).select())).all()
+        async def read(obj: Base, relationship: str) -> list:
+            collection = getattr(obj, shape.write_only[relationship])
+            return (await session.scalars(collection.select())).all()
 
         return [await walk_async(root, shape.tree, read) for root in roots]
     return [walk(root, shape.tree, getattr) for root in roots]
 
 
-# --- expected statements ---------------------------------------------------------------
+# --- what a load must do ------------------------------------------------------------------
 
 
-def _chunks(keys: int) -> int:
-    return math.ceil(keys / SELECTIN_CHUNK)
-
-
-def _statements(shape: Shape, strategy: str, size: DatasetSize, limit: int) -> int:
-    """Statements one load emits: the root SELECT plus what each strategy adds."""
-    if strategy == "joined":
-        return 1
-    if shape is POSTS_WITH_AUTHOR_COMMENTS_TAGS:
-        posts = min(limit, size.posts)
-        authors = size.authors_of_first_posts(posts)
-        if strategy in ("selectin", "model_selectin"):
-            return 1 + _chunks(authors) + 2 * _chunks(posts)
-        if strategy == "subquery":
-            return 4
-        return 1 + authors + 2 * posts  # one per distinct author, comments and tags per post
-    users = min(limit, size.users)
-    if shape is USERS_WITH_POSTS_COMMENTS:
-        posts = users * size.posts_per_user
-        if strategy == "selectin":
-            return 1 + _chunks(users) + _chunks(posts)
-        if strategy == "subquery":
-            return 3
-        return 1 + users + posts
-    if strategy in ("selectin", "model_selectin"):
-        return 1 + _chunks(users)
-    if strategy == "subquery":
-        return 2
-    return 1 + users  # lazy, immediate, awaitable_attrs, run_sync, write_only
+def expected_load(
+    shape: Shape, setting: Setting, size: DatasetSize, strategy: str, limit: int
+) -> Outcome:
+    """Per strategy: not applicable, raises, or works with the statements and SQL its
+    declaration implies for this dataset (``expectation(shape)`` binds the shape)."""
+    declared = STRATEGIES[strategy]
+    if not shape.offers(declared):
+        return NotApplicable(f"{strategy} needs a {declared.needs.replace('_', ' ')}")
+    if declared.only is not None and setting.mode != declared.only:
+        return NotApplicable(f"{declared.only} only")
+    sql = shape.sql(declared, size, limit)
+    reads_a_relationship = bool(sql.edges) and sql.edges[0].keys > 0
+    if declared.refuses is not None and reads_a_relationship:
+        return Raises(declared.refuses, 1)
+    if declared.implicit_io and setting.mode == "async" and reads_a_relationship:
+        return missing_greenlet(setting, completed=1)
+    return Works(1 + sum(edge.statements() for edge in sql.edges), sql=sql)
 
 
 def expectation(shape: Shape) -> Callable[..., Outcome]:
-    def expected(setting: Setting, size: DatasetSize, strategy: str, limit: int) -> Outcome:
-        if not shape.supports(strategy):
-            return NotApplicable(f"{strategy} is not declared for this shape")
-        if strategy in ASYNC_ONLY and setting.mode == "sync":
-            return NotApplicable("async only")
-        if strategy == "raise":
-            return Raises(InvalidRequestError, 1)
-        if strategy == "lazy" and setting.mode == "async":
-            return missing_greenlet(setting, completed=1)
-        return Works(_statements(shape, strategy, size, limit))
-
-    return expected
+    return partial(expected_load, shape)
 
 
-def _grid() -> dict[str, tuple]:
-    return {"strategy": STRATEGIES, "limit": (20,)}
+def _declare(case_id: str, shape: Shape) -> Callable:
+    return scenario(
+        case_id,
+        expect=expectation(shape),
+        returns=shape.expected_value,
+        params={"strategy": tuple(STRATEGIES), "limit": (20,)},
+    )
 
 
-@scenario("load.users_with_profile", expect=expectation(USERS_WITH_PROFILE), params=_grid())
+@_declare("load.users_with_profile", USERS_WITH_PROFILE)
 def users_with_profile(session: Session, strategy: str, limit: int) -> list[tuple]:
     """Users with their profile (one-to-one)."""
     return load(session, USERS_WITH_PROFILE, strategy, limit)
@@ -230,7 +277,7 @@ async def users_with_profile_async(session: AsyncSession, strategy: str, limit: 
     return await load_async(session, USERS_WITH_PROFILE, strategy, limit)
 
 
-@scenario("load.users_with_posts", expect=expectation(USERS_WITH_POSTS), params=_grid())
+@_declare("load.users_with_posts", USERS_WITH_POSTS)
 def users_with_posts(session: Session, strategy: str, limit: int) -> list[tuple]:
     """Users with their posts (one-to-many)."""
     return load(session, USERS_WITH_POSTS, strategy, limit)
@@ -241,11 +288,7 @@ async def users_with_posts_async(session: AsyncSession, strategy: str, limit: in
     return await load_async(session, USERS_WITH_POSTS, strategy, limit)
 
 
-@scenario(
-    "load.users_with_posts_comments",
-    expect=expectation(USERS_WITH_POSTS_COMMENTS),
-    params=_grid(),
-)
+@_declare("load.users_with_posts_comments", USERS_WITH_POSTS_COMMENTS)
 def users_with_posts_comments(session: Session, strategy: str, limit: int) -> list[tuple]:
     """Users with their posts and each post's comments (nested one-to-many)."""
     return load(session, USERS_WITH_POSTS_COMMENTS, strategy, limit)
@@ -256,11 +299,7 @@ async def users_with_posts_comments_async(session: AsyncSession, strategy: str, 
     return await load_async(session, USERS_WITH_POSTS_COMMENTS, strategy, limit)
 
 
-@scenario(
-    "load.posts_with_author_comments_tags",
-    expect=expectation(POSTS_WITH_AUTHOR_COMMENTS_TAGS),
-    params=_grid(),
-)
+@_declare("load.posts_with_author_comments_tags", POSTS_WITH_AUTHOR_COMMENTS_TAGS)
 def posts_with_author_comments_tags(session: Session, strategy: str, limit: int) -> list:
     """Posts with their author, comments and tags (many-to-one, one-to-many, many-to-many)."""
     return load(session, POSTS_WITH_AUTHOR_COMMENTS_TAGS, strategy, limit)

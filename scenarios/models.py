@@ -26,6 +26,12 @@ class Base(AsyncAttrs, DeclarativeBase):
     pass
 
 
+def payload_column() -> Mapped[str]:
+    """Text of ``DatasetSize.payload`` bytes in every row (empty by default): it makes a
+    row as wide as the workload says, so a parent row repeated by a JOIN costs its width."""
+    return mapped_column(Text, default="")
+
+
 post_tags = Table(
     "post_tags",
     Base.metadata,
@@ -43,6 +49,7 @@ class User(Base):
     # Written by the transaction scenarios, read by nothing else, so committing
     # to it never changes what another scenario returns.
     visits: Mapped[int] = mapped_column(Integer, default=0)
+    payload: Mapped[str] = payload_column()
 
     profile: Mapped[Profile | None] = relationship(
         back_populates="user", cascade="all, delete-orphan"
@@ -65,6 +72,7 @@ class Profile(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), unique=True)
     bio: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[str] = payload_column()
 
     user: Mapped[User] = relationship(back_populates="profile")
 
@@ -77,6 +85,7 @@ class Post(Base):
     title: Mapped[str] = mapped_column(String(120))
     # Deferred so that the "unloaded deferred column" pattern has a real column to read.
     body: Mapped[str] = mapped_column(Text, deferred=True)
+    payload: Mapped[str] = payload_column()
 
     author: Mapped[User] = relationship(back_populates="posts", overlaps="post_stream")
     comments: Mapped[list[Comment]] = relationship(
@@ -91,6 +100,7 @@ class Comment(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     post_id: Mapped[int] = mapped_column(ForeignKey("posts.id"), index=True)
     body: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[str] = payload_column()
 
     post: Mapped[Post] = relationship(back_populates="comments")
 
@@ -100,6 +110,7 @@ class Tag(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(40), unique=True)
+    payload: Mapped[str] = payload_column()
 
 
 class EagerUser(Base):

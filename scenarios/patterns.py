@@ -10,7 +10,7 @@ version actually gives. The tests assert every pattern on every configured drive
 from __future__ import annotations
 
 import asyncio
-import math
+from dataclasses import replace
 
 from sqlalchemy import event, select, text
 from sqlalchemy.exc import (
@@ -19,17 +19,24 @@ from sqlalchemy.exc import (
     TimeoutError,
 )
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.orm import joinedload, raiseload, selectinload
+from sqlalchemy.orm import joinedload, lazyload, raiseload, selectinload
 from sqlalchemy.orm.exc import DetachedInstanceError
 from sqlalchemy.pool import QueuePool
 
-from scenarios.dataset import DatasetSize
-from scenarios.expect import Outcome, Raises, Setting, Works, sync_or_greenlet
-from scenarios.loading import SELECTIN_CHUNK
-from scenarios.models import Post, User
+from scenarios.dataset import DatasetSize, post_body, user_name
+from scenarios.expect import NotApplicable, Outcome, Raises, Setting, Works, sync_or_greenlet
+from scenarios.models import EagerUser, Post, User
 from scenarios.registry import PatternEnv, pattern
+from scenarios.sql import LoadSql
+from scenarios.strategies import SELECTIN_CHUNK, STRATEGIES
 
 USER_ID = 1
+# What the patterns that work return, from the dataset's definition.
+NAME_OF_USER = user_name(USER_ID)
+
+
+def posts_of_user(setting: Setting, size: DatasetSize) -> int:
+    return len(size.posts_of(USER_ID))
 
 
 def _new_user(**extra: object) -> User:
@@ -39,7 +46,11 @@ def _new_user(**extra: object) -> User:
 # --- implicit IO: works in sync, MissingGreenlet in async -----------------------------
 
 
-@pattern("lazy_load", expect=lambda s, d: sync_or_greenlet(s, 2, completed_before_io=1))
+@pattern(
+    "lazy_load",
+    expect=lambda s, d: sync_or_greenlet(s, 2, completed_before_io=1),
+    returns=posts_of_user,
+)
 def lazy_load(env: PatternEnv) -> int:
     """Touch a lazy collection of an object loaded by a plain query."""
     with env.session() as session:
@@ -52,7 +63,11 @@ async def lazy_load_async(env: PatternEnv) -> int:
         return len((await session.get(User, USER_ID)).posts)
 
 
-@pattern("expired_after_commit", expect=lambda s, d: sync_or_greenlet(s, 2, 1))
+@pattern(
+    "expired_after_commit",
+    expect=lambda s, d: sync_or_greenlet(s, 2, 1),
+    returns=NAME_OF_USER,
+)
 def expired_after_commit(env: PatternEnv) -> str:
     """Read an attribute after commit() with the default expire_on_commit=True."""
     with env.session() as session:
@@ -69,7 +84,7 @@ async def expired_after_commit_async(env: PatternEnv) -> str:
         return user.name
 
 
-@pattern("kept_after_commit", statements=1)
+@pattern("kept_after_commit", statements=1, returns=NAME_OF_USER)
 def kept_after_commit(env: PatternEnv) -> str:
     """Read an attribute after commit() with expire_on_commit=False: no reload."""
     with env.session(expire_on_commit=False) as session:
@@ -86,7 +101,7 @@ async def kept_after_commit_async(env: PatternEnv) -> str:
         return user.name
 
 
-@pattern("session_expire", expect=lambda s, d: sync_or_greenlet(s, 2, 1))
+@pattern("session_expire", expect=lambda s, d: sync_or_greenlet(s, 2, 1), returns=NAME_OF_USER)
 def session_expire(env: PatternEnv) -> str:
     """Read an attribute after session.expire(obj)."""
     with env.session() as session:
@@ -103,7 +118,7 @@ async def session_expire_async(env: PatternEnv) -> str:
         return user.name
 
 
-@pattern("deferred_column", expect=lambda s, d: sync_or_greenlet(s, 2, 1))
+@pattern("deferred_column", expect=lambda s, d: sync_or_greenlet(s, 2, 1), returns=post_body(1))
 def deferred_column(env: PatternEnv) -> str:
     """Read a deferred() column that the query did not load."""
     with env.session() as session:
@@ -116,7 +131,11 @@ async def deferred_column_async(env: PatternEnv) -> str:
         return (await session.get(Post, 1)).body
 
 
-@pattern("dynamic_relationship", expect=lambda s, d: sync_or_greenlet(s, 2, 1))
+@pattern(
+    "dynamic_relationship",
+    expect=lambda s, d: sync_or_greenlet(s, 2, 1),
+    returns=posts_of_user,
+)
 def dynamic_relationship(env: PatternEnv) -> int:
     """Iterate a lazy="dynamic" relationship."""
     with env.session() as session:
@@ -129,7 +148,7 @@ async def dynamic_relationship_async(env: PatternEnv) -> int:
         return len(list((await session.get(User, USER_ID)).posts_dynamic))
 
 
-@pattern("fresh_object_collection", expect=lambda s, d: sync_or_greenlet(s, 2, 1))
+@pattern("fresh_object_collection", expect=lambda s, d: sync_or_greenlet(s, 2, 1), returns=0)
 def fresh_object_collection(env: PatternEnv) -> int:
     """Read a collection of an object just flushed without setting it (User() then .posts)."""
     with env.session() as session:
@@ -148,7 +167,7 @@ async def fresh_object_collection_async(env: PatternEnv) -> int:
         return len(user.posts)
 
 
-@pattern("fresh_object_collection_set", statements=1)
+@pattern("fresh_object_collection_set", statements=1, returns=0)
 def fresh_object_collection_set(env: PatternEnv) -> int:
     """The same with the collection given at construction (User(posts=[])): no load."""
     with env.session() as session:
@@ -170,7 +189,7 @@ async def fresh_object_collection_set_async(env: PatternEnv) -> int:
 # --- the safe ways to load in async ------------------------------------------------------
 
 
-@pattern("awaitable_attrs", statements=2, only="async")
+@pattern("awaitable_attrs", statements=2, only="async", returns=posts_of_user)
 async def awaitable_attrs(env: PatternEnv) -> int:
     """await obj.awaitable_attrs.posts (AsyncAttrs mixin) loads the collection."""
     async with env.session() as session:
@@ -178,14 +197,14 @@ async def awaitable_attrs(env: PatternEnv) -> int:
         return len(await user.awaitable_attrs.posts)
 
 
-@pattern("run_sync", statements=2, only="async")
+@pattern("run_sync", statements=2, only="async", returns=posts_of_user)
 async def run_sync(env: PatternEnv) -> int:
     """await session.run_sync(fn): fn may lazy-load as in sync code."""
     async with env.session() as session:
         return await session.run_sync(lambda sync: len(sync.get(User, USER_ID).posts))
 
 
-@pattern("refresh_relationship", statements=3)
+@pattern("refresh_relationship", statements=3, returns=posts_of_user)
 def refresh_relationship(env: PatternEnv) -> int:
     """session.refresh(obj, ["posts"]) reloads the row and loads the collection."""
     with env.session() as session:
@@ -202,7 +221,7 @@ async def refresh_relationship_async(env: PatternEnv) -> int:
         return len(user.posts)
 
 
-@pattern("write_only_append", statements=2)
+@pattern("write_only_append", statements=2, returns=NAME_OF_USER)
 def write_only_append(env: PatternEnv) -> str:
     """Add to a WriteOnlyMapped collection and flush: the collection is never loaded."""
     with env.session() as session:
@@ -262,7 +281,7 @@ def _first_post_raise_on_sql():
     )
 
 
-@pattern("raise_on_sql_in_identity_map", statements=2)
+@pattern("raise_on_sql_in_identity_map", statements=2, returns=NAME_OF_USER)
 def raise_on_sql_in_identity_map(env: PatternEnv) -> str:
     """raiseload(sql_only=True) on a many-to-one already in the identity map: no raise."""
     with env.session() as session:
@@ -322,14 +341,128 @@ async def detached_instance_async(env: PatternEnv) -> int:
     return len(user.posts)
 
 
+# --- lazy="selectin" on the model: where "always loaded" holds, and where it does not ---
+#
+# EagerUser maps users with posts declared lazy="selectin". A query or session.get loads
+# the posts with the row, so reading them is safe in async code; refresh() reloads them
+# (by key, not with IN). But once the object is expired (commit with expire_on_commit,
+# session.expire) reading posts is a lazy load again, and a query option overrides the
+# model's choice: both are implicit IO in async code.
+
+
+def _model_posts_sql(setting: Setting, size: DatasetSize) -> Outcome:
+    edge = STRATEGIES["model_selectin"].edge("posts", "posts", 1)
+    return Works(2, sql=LoadSql("users", (edge,)))
+
+
+@pattern("model_selectin_get", expect=_model_posts_sql, returns=posts_of_user)
+def model_selectin_get(env: PatternEnv) -> int:
+    """session.get() of a model with lazy="selectin" posts: loaded with it, IN by key."""
+    with env.session() as session:
+        return len(session.get(EagerUser, USER_ID).posts)
+
+
+@model_selectin_get.twin
+async def model_selectin_get_async(env: PatternEnv) -> int:
+    async with env.session() as session:
+        return len((await session.get(EagerUser, USER_ID)).posts)
+
+
+@pattern("model_selectin_refresh", statements=4, returns=posts_of_user)
+def model_selectin_refresh(env: PatternEnv) -> int:
+    """session.refresh() of it: the row and the posts again, both awaited in async."""
+    with env.session() as session:
+        user = session.get(EagerUser, USER_ID)
+        session.refresh(user)
+        return len(user.posts)
+
+
+@model_selectin_refresh.twin
+async def model_selectin_refresh_async(env: PatternEnv) -> int:
+    async with env.session() as session:
+        user = await session.get(EagerUser, USER_ID)
+        await session.refresh(user)
+        return len(user.posts)
+
+
+@pattern(
+    "model_selectin_after_commit",
+    expect=lambda s, d: sync_or_greenlet(s, 4, completed_before_io=2),
+    returns=posts_of_user,
+)
+def model_selectin_after_commit(env: PatternEnv) -> int:
+    """Its posts read after commit() expired the object: a lazy load, not selectin."""
+    with env.session() as session:
+        user = session.get(EagerUser, USER_ID)
+        session.commit()
+        return len(user.posts)
+
+
+@model_selectin_after_commit.twin
+async def model_selectin_after_commit_async(env: PatternEnv) -> int:
+    async with env.session() as session:
+        user = await session.get(EagerUser, USER_ID)
+        await session.commit()
+        return len(user.posts)
+
+
+@pattern(
+    "model_selectin_after_expire",
+    expect=lambda s, d: sync_or_greenlet(s, 4, completed_before_io=2),
+    returns=posts_of_user,
+)
+def model_selectin_after_expire(env: PatternEnv) -> int:
+    """Its posts read after session.expire(obj): the same lazy load."""
+    with env.session() as session:
+        user = session.get(EagerUser, USER_ID)
+        session.expire(user)
+        return len(user.posts)
+
+
+@model_selectin_after_expire.twin
+async def model_selectin_after_expire_async(env: PatternEnv) -> int:
+    async with env.session() as session:
+        user = await session.get(EagerUser, USER_ID)
+        session.expire(user)
+        return len(user.posts)
+
+
+def _overridden():
+    return select(EagerUser).where(EagerUser.id == USER_ID).options(lazyload(EagerUser.posts))
+
+
+@pattern(
+    "model_selectin_overridden",
+    expect=lambda s, d: sync_or_greenlet(s, 2, completed_before_io=1),
+    returns=posts_of_user,
+)
+def model_selectin_overridden(env: PatternEnv) -> int:
+    """A query option (lazyload) overrides the model's lazy="selectin": posts load lazily."""
+    with env.session() as session:
+        return len(session.scalars(_overridden()).one().posts)
+
+
+@model_selectin_overridden.twin
+async def model_selectin_overridden_async(env: PatternEnv) -> int:
+    async with env.session() as session:
+        return len((await session.scalars(_overridden())).one().posts)
+
+
 # --- statement counts that surprise ----------------------------------------------------
 
 
-def _all_users_selectin_statements(setting: Setting, size: DatasetSize) -> Outcome:
-    return Works(1 + math.ceil(size.users / SELECTIN_CHUNK))
+def _every_user_selectin(size: DatasetSize, chunk: int) -> Works:
+    """Every user with selectinload(User.posts): the root SELECT, then one IN (...) of at
+    most ``chunk`` user ids per statement."""
+    edge = replace(STRATEGIES["selectin"].edge("posts", "posts", size.users), chunk=chunk)
+    return Works(1 + edge.statements(), sql=LoadSql("users", (edge,)))
 
 
-@pattern("selectin_chunking", expect=_all_users_selectin_statements)
+@pattern(
+    "selectin_chunking",
+    expect=lambda s, size: _every_user_selectin(size, SELECTIN_CHUNK),
+    returns=lambda s, size: size.posts,
+)
 def selectin_chunking(env: PatternEnv) -> int:
     """selectinload over every user: one SELECT per 500 parents (4 for 1,200 users)."""
     with env.session() as session:
@@ -341,6 +474,33 @@ def selectin_chunking(env: PatternEnv) -> int:
 async def selectin_chunking_async(env: PatternEnv) -> int:
     async with env.session() as session:
         users = (await session.scalars(select(User).options(selectinload(User.posts)))).all()
+        return sum(len(user.posts) for user in users)
+
+
+CHUNKSIZE = 100
+
+
+def _chunksize_outcome(setting: Setting, size: DatasetSize) -> Outcome:
+    if setting.sqlalchemy < (2, 1):
+        return NotApplicable("selectinload(chunksize=) is new in SQLAlchemy 2.1")
+    return _every_user_selectin(size, CHUNKSIZE)
+
+
+def _every_user_chunked():
+    return select(User).options(selectinload(User.posts, chunksize=CHUNKSIZE))
+
+
+@pattern("selectin_chunksize", expect=_chunksize_outcome, returns=lambda s, size: size.posts)
+def selectin_chunksize(env: PatternEnv) -> int:
+    """selectinload(User.posts, chunksize=100) over every user: IN lists of 100 ids."""
+    with env.session() as session:
+        return sum(len(user.posts) for user in session.scalars(_every_user_chunked()).all())
+
+
+@selectin_chunksize.twin
+async def selectin_chunksize_async(env: PatternEnv) -> int:
+    async with env.session() as session:
+        users = (await session.scalars(_every_user_chunked())).all()
         return sum(len(user.posts) for user in users)
 
 
@@ -362,7 +522,12 @@ def _autoflush_before_text(setting: Setting, size: DatasetSize) -> Outcome:
     return Works(2 if setting.sqlalchemy >= (2, 1) else 1)
 
 
-@pattern("autoflush_before_text", expect=_autoflush_before_text)
+@pattern(
+    "autoflush_before_text",
+    expect=_autoflush_before_text,
+    # 2.1 counts the flushed new user; 2.0 sends the count before the INSERT.
+    returns=lambda s, size: size.users + (1 if s.sqlalchemy >= (2, 1) else 0),
+)
 def autoflush_before_text(env: PatternEnv) -> int:
     """Add an object, then run a text() SELECT: is the pending INSERT flushed first?"""
     with env.session() as session:
@@ -387,7 +552,7 @@ def _sync_url_in_async_engine(setting: Setting, size: DatasetSize) -> Outcome:
     return Raises(InvalidRequestError, 0)
 
 
-@pattern("sync_url_in_async_engine", expect=_sync_url_in_async_engine, only="async")
+@pattern("sync_url_in_async_engine", expect=_sync_url_in_async_engine, only="async", returns=None)
 async def sync_url_in_async_engine(env: PatternEnv) -> None:
     """create_async_engine() given the URL of the target's sync driver."""
     await create_async_engine(env.sync_driver_url()).dispose()
@@ -407,7 +572,7 @@ def _listen_on_engine(setting: Setting, size: DatasetSize) -> Outcome:
     return Works(0) if setting.mode == "sync" else Raises(NotImplementedError, 0)
 
 
-@pattern("listen_on_engine", expect=_listen_on_engine)
+@pattern("listen_on_engine", expect=_listen_on_engine, returns=None)
 def listen_on_engine(env: PatternEnv) -> None:
     """event.listen() on the engine object the code holds (an AsyncEngine in async)."""
     engine = env.new_engine()
@@ -426,7 +591,7 @@ async def listen_on_engine_async(env: PatternEnv) -> None:
         await engine.dispose()
 
 
-@pattern("listen_on_sync_engine", statements=0, only="async")
+@pattern("listen_on_sync_engine", statements=0, only="async", returns=None)
 async def listen_on_sync_engine(env: PatternEnv) -> None:
     """event.listen() on async_engine.sync_engine, where SQLAlchemy expects listeners."""
     engine = env.new_engine()

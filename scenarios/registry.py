@@ -27,11 +27,12 @@ import inspect
 import itertools
 import pkgutil
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from scenarios.dataset import DatasetSize
-from scenarios.expect import NotApplicable, Outcome, Setting, Works
+from scenarios.expect import UNDECLARED, Committed, NotApplicable, Outcome, Setting, Works
+from scenarios.sql import LoadSql, Writes
 
 MODES = ("sync", "async")
 RECEIVES = ("env", "session", "driver_connection", "http")
@@ -47,6 +48,9 @@ BASELINES = ("harness", "driver")
 STRATEGY = "strategy"
 
 Expectation = Callable[..., Outcome]
+# ``returns=`` and ``committed=`` are given as a constant, or as a function called like an
+# expectation, ``fn(setting, size, **params)``, when they depend on the cell.
+Declared = Any
 
 
 class PatternEnv(Protocol):
@@ -77,6 +81,9 @@ class Case:
     sync: Callable[..., Any] | None = None
     async_: Callable[..., Any] | None = None
     app: str | None = None  # web scenarios: "module:factory" of the app that serves them
+    returns: Declared = UNDECLARED  # what a call that works returns
+    committed: Declared = None  # Committed: what the database holds after the call
+    sql: Declared = None  # scenarios.sql rule: what a call that works sends
 
     @property
     def table(self) -> str:
@@ -104,9 +111,22 @@ class Case:
             yield dict(zip(names, values, strict=True))
 
     def expected(self, setting: Setting, size: DatasetSize, **params: Any) -> Outcome:
+        """The declared outcome; a working one carries the value and committed state."""
         if self.only is not None and setting.mode != self.only:
             return NotApplicable(f"{self.only} only")
-        return self.expect(setting, size, **params)
+        outcome = self.expect(setting, size, **params)
+        if not isinstance(outcome, Works):
+            return outcome
+        value = _resolve(self.returns, setting, size, params)
+        committed = _resolve(self.committed, setting, size, params)
+        sql = _resolve(self.sql, setting, size, params) or outcome.sql
+        return replace(outcome, value=value, committed=committed, sql=sql)
+
+
+def _resolve(declared: Declared, setting: Setting, size: DatasetSize, params: dict) -> Any:
+    if callable(declared) and not isinstance(declared, Committed | LoadSql | Writes):
+        return declared(setting, size, **params)
+    return declared
 
 
 def _declare(
@@ -119,6 +139,10 @@ def _declare(
 ) -> Callable[[Callable[..., Any]], Case]:
     if (statements is None) == (expect is None):
         raise TypeError(f"{case_id}: declare exactly one of statements= or expect=")
+    if options.get("committed") is not None and not (
+        isinstance(options["committed"], Committed) or callable(options["committed"])
+    ):
+        raise TypeError(f"{case_id}: committed= takes a Committed, or a function giving one")
     for name, allowed in (("only", MODES), ("receives", RECEIVES), ("baseline", BASELINES)):
         if options.get(name) not in (None, *allowed):
             raise TypeError(f"{case_id}: {name}= must be one of {allowed}")
@@ -142,17 +166,23 @@ def scenario(
     *,
     statements: int | None = None,
     expect: Expectation | None = None,
+    returns: Declared = UNDECLARED,
+    committed: Declared = None,
+    sql: Declared = None,
     params: Mapping[str, Sequence[Any]] | None = None,
     receives: str = "session",
     group: str | None = None,
     baseline: str | None = None,
 ) -> Callable[[Callable[..., Any]], Case]:
-    """Declare a scenario: ``statements=N`` when it always works, else ``expect=``.
+    """Declare a scenario: ``statements=N`` when it always works, else ``expect=``;
+    ``returns=`` what a working call returns (from the dataset's definition); for a
+    write, ``sql=`` what it sends and ``committed=`` what the database holds afterwards.
 
     ``group="crud.get"`` puts it in that scenario's table, so the two are compared
     directly; ``baseline=`` marks what it measures when that is not SQLAlchemy.
     """
     options = {"receives": receives, "group": group, "baseline": baseline}
+    options |= {"returns": returns, "committed": committed, "sql": sql}
     return _declare("scenario", case_id, statements, expect, params, **options)
 
 
@@ -161,11 +191,16 @@ def pattern(
     *,
     statements: int | None = None,
     expect: Expectation | None = None,
+    returns: Declared = UNDECLARED,
+    committed: Declared = None,
+    sql: Declared = None,
     params: Mapping[str, Sequence[Any]] | None = None,
     only: str | None = None,
 ) -> Callable[[Callable[..., Any]], Case]:
     """Declare a verification pattern; ``only="async"`` when the other mode has no twin."""
-    return _declare("pattern", case_id, statements, expect, params, only=only, receives="env")
+    options = {"only": only, "receives": "env", "returns": returns, "committed": committed}
+    options["sql"] = sql
+    return _declare("pattern", case_id, statements, expect, params, **options)
 
 
 @dataclass(frozen=True)
@@ -186,13 +221,14 @@ def web(
     app: str,
     statements: int | None = None,
     expect: Expectation | None = None,
+    returns: Declared = UNDECLARED,
     params: Mapping[str, Sequence[Any]] | None = None,
 ) -> Callable[[Callable[..., Request]], Case]:
     """Declare a web scenario: ``fn(**params)`` returns the ``Request`` to make of the app
     that ``app`` ("module:factory") builds. The factory is called as ``factory(mode, url,
     engine_options=..., **request.app_options)``; its sync and async apps are the twins,
     so one request function serves both modes."""
-    declare = _declare("web", case_id, statements, expect, params, receives="http")
+    declare = _declare("web", case_id, statements, expect, params, receives="http", returns=returns)
 
     def decorate(fn: Callable[..., Request]) -> Case:
         case = declare(fn)

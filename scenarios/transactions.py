@@ -4,18 +4,31 @@ Each twin bumps ``User.visits`` and returns how much the committed value moved (
 the transaction committed, 0 when it rolled back), so the result is the same however
 often the scenario has run. The value is read back with a fresh SELECT: after a commit
 the ``User`` object is expired, and touching it in async code would raise.
+
+What a twin returns is what its own session sees; what it declares under ``committed``
+is what the database holds, read on another connection after the session closed, with
+the COMMITs and ROLLBACKs the engine sent: that is what tells ``begin()`` committing,
+``begin()`` rolling back and a manual commit apart.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from scenarios.expect import Committed, unchanged
 from scenarios.models import User
 from scenarios.registry import scenario
+from scenarios.sql import Writes
 
 USER_IDS = {"user_id": (2,)}
+# Each twin: the get, the UPDATE of visits, and the SELECT that reads it back.
+SENDS = Writes((("SELECT", "users"), ("UPDATE", "users"), ("SELECT", "users")))
 
 
 class Abort(Exception):
@@ -26,7 +39,47 @@ def _visits(user_id: int):
     return select(User.visits).where(User.id == user_id)
 
 
-@scenario("tx.begin_commits", statements=3, params=USER_IDS)
+def _read_visits(user_id: int, connection: Connection) -> Any:
+    return connection.scalar(_visits(user_id))
+
+
+def _one_more(visits: int) -> int:
+    return visits + 1
+
+
+def _visits_committed(
+    change: Callable[[Any], Any],
+    commits: int,
+    rollbacks: int,
+    setting: Any,
+    size: Any,
+    user_id: int,
+) -> Committed:
+    """What the database holds of the user's visits once the session closed."""
+    what = f"users.visits of user {user_id}"
+    return Committed(what, partial(_read_visits, user_id), change, commits, rollbacks)
+
+
+def _kept(commits: int, rollbacks: int) -> Callable[..., Committed]:
+    """The UPDATE is in the database afterwards: visits one higher."""
+    return partial(_visits_committed, _one_more, commits, rollbacks)
+
+
+def _lost(rollbacks: int) -> Callable[..., Committed]:
+    """The UPDATE is not: visits as they were."""
+    return partial(_visits_committed, unchanged, 0, rollbacks)
+
+
+# The block's COMMIT; then the read-back SELECT begins a transaction that the closing
+# session rolls back.
+@scenario(
+    "tx.begin_commits",
+    statements=3,
+    params=USER_IDS,
+    returns=1,
+    sql=SENDS,
+    committed=_kept(commits=1, rollbacks=1),
+)
 def begin_commits(session: Session, user_id: int) -> int:
     """session.begin() commits when the block succeeds."""
     with session.begin():
@@ -45,7 +98,15 @@ async def begin_commits_async(session: AsyncSession, user_id: int) -> int:
     return await session.scalar(_visits(user_id)) - before
 
 
-@scenario("tx.begin_rolls_back", statements=3, params=USER_IDS)
+# The block's ROLLBACK, then the read-back's, at close.
+@scenario(
+    "tx.begin_rolls_back",
+    statements=3,
+    params=USER_IDS,
+    returns=0,
+    sql=SENDS,
+    committed=_lost(rollbacks=2),
+)
 def begin_rolls_back(session: Session, user_id: int) -> int:
     """session.begin() rolls back when the block raises: the flushed UPDATE is undone."""
     try:
@@ -74,7 +135,14 @@ async def begin_rolls_back_async(session: AsyncSession, user_id: int) -> int:
     return await session.scalar(_visits(user_id)) - before
 
 
-@scenario("tx.manual_commit", statements=3, params=USER_IDS)
+@scenario(
+    "tx.manual_commit",
+    statements=3,
+    params=USER_IDS,
+    returns=1,
+    sql=SENDS,
+    committed=_kept(commits=1, rollbacks=1),
+)
 def manual_commit(session: Session, user_id: int) -> int:
     """Change inside the autobegun transaction, then session.commit()."""
     user = session.get(User, user_id)

@@ -6,9 +6,12 @@ modules); the observation from running the twin once against the real database.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from bench.verify import check
+from bench.verify import applicable_cells, check, differences
+from scenarios.registry import discover
 
 
 @pytest.mark.asyncio
@@ -23,3 +26,42 @@ async def test_async_outcome(async_env, cell) -> None:
     case, params = cell
     result = await check(case, params, async_env)
     assert result.passed, result.explain()
+
+
+def _writes(env) -> list:
+    """Every scenario cell that declares what the database holds afterwards."""
+    cells = applicable_cells(discover("scenario"), env.setting, env.size)
+    return [
+        (case, params)
+        for case, params in cells
+        if getattr(case.expected(env.setting, env.size, **params), "committed", None)
+    ]
+
+
+async def _held_to_what_was_committed(env) -> int:
+    writes = _writes(env)
+    for case, params in writes:
+        result = await check(case, params, env)
+        assert result.passed, result.explain()
+        declared = result.expected.committed
+        observation = result.observation
+        assert observation.committed is not None, f"{case.id}: committed state not read"
+        assert (observation.commits, observation.rollbacks) == (
+            declared.commits,
+            declared.rollbacks,
+        )
+        # Declared otherwise, the same observation is a mismatch naming the state.
+        wrong = replace(result.expected, committed=replace(declared, change=lambda before: -1))
+        found = differences(wrong, result.observed, observation)
+        assert len(found) == 1 and found[0].startswith(f"committed {declared.what}"), found
+    return len(writes)
+
+
+@pytest.mark.asyncio
+async def test_writes_leave_what_they_declare_sync(sync_env) -> None:
+    assert await _held_to_what_was_committed(sync_env) >= 6  # create, update, delete x2, tx x3
+
+
+@pytest.mark.asyncio
+async def test_writes_leave_what_they_declare_async(async_env) -> None:
+    assert await _held_to_what_was_committed(async_env) >= 6

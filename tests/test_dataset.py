@@ -56,3 +56,57 @@ def test_names_do_not_sort_in_id_order(tmp_path) -> None:
 def test_bad_sizes_are_refused(fields) -> None:
     with pytest.raises(ValueError, match="dataset"):
         DatasetSize(**fields)
+
+
+def test_every_row_carries_the_payload_asked_for(tmp_path) -> None:
+    size = DatasetSize(users=3, posts_per_user=2, comments_per_post=1, tags=4, payload=700)
+    engine = create_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    with engine.begin() as connection:
+        rebuild(connection, size)
+        widths = {
+            table: connection.exec_driver_sql(f"SELECT DISTINCT length(payload) FROM {table}").all()
+            for table in ("users", "profiles", "posts", "comments", "tags")
+        }
+    engine.dispose()
+    assert all(width == [(700,)] for width in widths.values()), widths
+
+
+def test_the_definition_says_what_the_seed_holds(tmp_path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'd.db'}")
+    with engine.begin() as connection:
+        rebuild(connection, SMALL)
+        for post_id in range(1, SMALL.posts + 1):
+            comments = connection.exec_driver_sql(
+                f"SELECT id, body FROM comments WHERE post_id = {post_id} ORDER BY id"
+            ).all()
+            assert [c.id for c in comments] == list(SMALL.comments_of(post_id))
+            assert [c.body for c in comments] == [SMALL.comment_body(c.id) for c in comments]
+            tags = connection.exec_driver_sql(
+                f"SELECT tag_id FROM post_tags WHERE post_id = {post_id} ORDER BY tag_id"
+            ).scalars()
+            assert list(tags) == SMALL.tags_of(post_id)
+            author = connection.exec_driver_sql(f"SELECT user_id FROM posts WHERE id = {post_id}")
+            assert author.scalar() == SMALL.author_of(post_id)
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"payload": -1}, "payload must be a whole number >= 0"),
+        ({"payload": 70_000}, "payload is at most 65,535"),
+        ({"comments_per_post": 1_001}, "comments_per_post is at most 1,000"),
+        ({"users": 1_000_000, "posts_per_user": 10}, "sqla-bench seeds at most 2,000,000"),
+        ({"users": 10_000, "posts_per_user": 20, "payload": 60_000}, "payload bytes"),
+        ({"posts_per_user": True}, "whole number"),
+    ],
+)
+def test_sizes_beyond_the_bounds_are_refused(fields, needle) -> None:
+    with pytest.raises(ValueError, match=needle):
+        DatasetSize(**fields)
+
+
+def test_tags_per_post_bring_enough_tags() -> None:
+    size = DatasetSize.of(users=10, posts=3, comments=1, tags=12, payload=0)
+    assert (size.tags, size.tags_per_post) == (12, 12)
+    assert DatasetSize.of(10, 3, 1, 2, 0).tags == DatasetSize().tags

@@ -82,7 +82,7 @@ def test_min_time_keeps_sampling_past_min_rounds(loop) -> None:
 
 
 def test_max_rounds_ends_a_cell_before_min_time(loop) -> None:
-    policy = Policy(warmup=0, min_rounds=5, min_time=60.0, max_rounds=5)
+    policy = Policy(warmup=0, min_rounds=5, min_time=60.0, max_rounds=5, max_time=60.0)
     measurement = _measure(_subject(Calls().sync, False, []), policy, loop)
     assert len(measurement.samples_ns) == 5
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from scenarios.expect import Works
-from scenarios.registry import Case, discover, problems, scenario
+from scenarios.dataset import DatasetSize
+from scenarios.expect import Committed, NotApplicable, Setting, Works, unchanged
+from scenarios.registry import Case, Request, discover, pattern, problems, scenario, web
+from scenarios.sql import Writes
 
 
 def test_cases_are_discovered() -> None:
@@ -67,3 +71,58 @@ def test_statements_shorthand_means_works() -> None:
         """Doc."""
 
     assert shorthand.expect(None, None) == Works(3)
+
+
+SETTING = Setting("sqlite", "aiosqlite", "async", (2, 1))
+
+
+def test_a_pattern_declares_what_it_receives_returns_and_where_it_applies() -> None:
+    @pattern("example.pattern", statements=2, returns=3, only="async")
+    async def example(env):
+        """Doc."""
+
+    assert (example.kind, example.receives, example.only) == ("pattern", "env", "async")
+    assert example.expected(SETTING, DatasetSize()) == Works(2, value=3)
+    assert example.expected(replace(SETTING, mode="sync"), DatasetSize()) == NotApplicable(
+        "async only"
+    )
+
+
+def test_what_a_case_returns_is_computed_per_cell() -> None:
+    @scenario("example.double", statements=1, params={"n": (1, 2)}, returns=lambda s, d, n: 2 * n)
+    def double(session, n):
+        """Doc."""
+
+    assert [double.expected(SETTING, DatasetSize(), **cell).value for cell in double.cells()] == [
+        2,
+        4,
+    ]
+    assert double.expected(SETTING, DatasetSize(), n=2).committed is None
+
+
+def test_a_write_declares_its_sql_and_what_is_committed() -> None:
+    sends = Writes((("UPDATE", "users"),))
+    kept = Committed("users", lambda connection: 0, unchanged, 0, 1)
+
+    @scenario("example.write", statements=1, returns=None, sql=sends, committed=kept)
+    def write(session):
+        """Doc."""
+
+    works = write.expected(SETTING, DatasetSize())
+    assert (works.value, works.sql, works.committed) == (None, sends, kept)
+
+
+def test_a_web_scenario_is_one_request_for_both_apps() -> None:
+    def request() -> Request:
+        """Doc."""
+        return Request("GET", "/users/1")
+
+    case = web("example.web", app="module:factory", statements=1, returns={"id": 1})(request)
+    assert (case.kind, case.receives, case.app) == ("web", "http", "module:factory")
+    assert case.function("sync") is request and case.function("async") is request
+    assert case.expected(SETTING, DatasetSize()) == Works(1, value={"id": 1})
+
+
+def test_a_committed_state_must_be_declared_as_one() -> None:
+    with pytest.raises(TypeError, match="committed= takes a Committed"):
+        scenario("example.bad_commit", statements=1, committed="users")

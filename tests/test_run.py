@@ -78,6 +78,44 @@ def test_statements_in_results_equal_the_catalogue(tmp_path, reseeded_target) ->
             assert cell.statements == expected.statements, where
 
 
+@pytest.mark.parametrize("reseeded_target", TARGETS, indirect=True)
+def test_rows_fetched_bytes_and_memory_follow_the_workload(tmp_path, reseeded_target) -> None:
+    """A JOIN repeats each parent row once per child, so it fetches a row per post where
+    selectin fetches the users and then the posts; a wider payload costs that many more
+    bytes per row fetched, and more memory."""
+    server = reseeded_target.name != "sqlite"
+    datasets = tuple(
+        DatasetSize(users=30, posts_per_user=p, payload=b) for p in (2, 8) for b in (0, 500)
+    )
+    plan = RunPlan(
+        targets=(reseeded_target,), scenarios=("load.users_with_posts",),
+        strategies=("joined", "selectin"), datasets=datasets, policy=Policy(2, 2, 0.0),
+        latencies=(0.0,) if server else None,
+    )  # fmt: skip
+    assert run_to_file(plan, tmp_path / "r.json", ["t"])[1] == []
+    cells = {
+        (c.params["strategy"], c.dataset["posts_per_user"], c.dataset["payload"], c.driver): c
+        for c in read_result(tmp_path / "r.json")[1]
+    }
+    for (strategy, posts, payload, driver), cell in cells.items():
+        where = f"{strategy} {posts} posts/user, {payload} B on {driver}"
+        narrow = cells[(strategy, posts, 0, driver)]
+        parents = 20  # the scenario's limit
+        assert cell.rows_fetched == parents * posts + (parents if strategy == "selectin" else 0), (
+            where
+        )
+        # A small result's peak can be a fixed buffer (asyncio reads up to 256 KiB at a
+        # time); at 8 posts per user the payload is what the client holds most of.
+        assert cell.peak_memory > (narrow.peak_memory if payload and posts == 8 else 0), where
+        if not server:
+            assert cell.bytes_down is None and cell.bytes_up is None, where
+            continue
+        # Each row the JOIN fetches carries a user's payload and a post's.
+        widths = 2 * payload if strategy == "joined" else payload
+        assert cell.bytes_down - narrow.bytes_down >= 0.95 * widths * cell.rows_fetched, where
+        assert cell.bytes_up > 0, where
+
+
 def test_run_on_sqlite_prints_tables_and_writes_a_valid_file(tmp_path) -> None:
     out = tmp_path / "sub" / "run.json"
     result = run(

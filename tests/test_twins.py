@@ -6,8 +6,8 @@ import pytest
 
 from bench.verify import applicable_cells, check
 from scenarios.expect import Works
-from scenarios.loading import STRATEGIES
 from scenarios.registry import IN_PROCESS, discover
+from scenarios.strategies import STRATEGIES
 
 
 def _working_in_both(sync_env, async_env):
@@ -29,6 +29,7 @@ async def test_twins_return_the_same_data(twin_envs) -> None:
     for case, params in _working_in_both(sync_env, async_env):
         sync_check = await check(case, params, sync_env)
         async_check = await check(case, params, async_env)
+        assert sync_check.case is case and async_check.params == params
         assert sync_check.passed, sync_check.explain()
         assert async_check.passed, async_check.explain()
         assert sync_check.observation.value == async_check.observation.value, (

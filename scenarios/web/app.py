@@ -11,8 +11,9 @@ Endpoints (``create_app(mode, url, ...)`` builds either app):
 
 - ``GET /users/{id}``: one user, 404 when missing;
 - ``GET /users?limit=N``: users ordered by name (then id) with their posts, loaded by the
-  app instance's ``strategy`` (``selectin``, ``joined``, ``subquery``, ``lazy``,
-  ``raise``), serialised through a response model;
+  app instance's ``strategy`` (any strategy that is a query option, as declared in
+  ``scenarios.strategies``: ``lazy``, ``joined``, ``selectin``, ``subquery``,
+  ``immediate``, ``raise``), serialised through a response model;
 - ``POST /users`` and ``PATCH /users/{id}``: a user created or changed;
 - ``POST /users/{id}/posts``: a post and the new tags it introduces, in one transaction.
   A tag name is created once, by whoever introduces it: a name that exists is a conflict
@@ -35,26 +36,13 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import (
-    Session,
-    joinedload,
-    lazyload,
-    raiseload,
-    selectinload,
-    sessionmaker,
-    subqueryload,
-)
+from sqlalchemy.orm import Session, sessionmaker
 
 from scenarios.models import Post, Tag, User
+from scenarios.strategies import STRATEGIES, query_options
+from scenarios.web import MAX_LIMIT
 
-LOADERS: dict[str, Callable[..., Any]] = {
-    "selectin": selectinload,
-    "joined": joinedload,
-    "subquery": subqueryload,
-    "lazy": lazyload,
-    "raise": raiseload,
-}
-MAX_LIMIT = 100
+LOADERS: dict[str, Callable[..., Any]] = {name: STRATEGIES[name].option for name in query_options()}
 
 
 # --- what goes over the wire ---------------------------------------------------------------
@@ -139,7 +127,10 @@ def create_app(
     """The async (``mode="async"``) or sync app on ``url``; ``dispose=False`` leaves the
     engine's pooled connections open at shutdown, to show what that leaves behind."""
     if strategy not in LOADERS:
-        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(LOADERS)}")
+        offered = ", ".join(LOADERS)
+        raise ValueError(
+            f"the app offers no strategy {strategy!r} (a query option); choose from {offered}"
+        )
     build = _async_app if mode == "async" else _sync_app
     app = build(url, strategy, engine_options or {}, dispose)
     app.add_exception_handler(IntegrityError, _conflict)

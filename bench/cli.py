@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import json
 import math
 import signal
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -86,9 +88,11 @@ from bench.targets import (
     redact,
 )
 from bench.verify import Check, applicable_cells, check_driver
-from scenarios.dataset import DatasetSize
+from scenarios.dataset import MAXIMUM, DatasetSize
 from scenarios.expect import Raises, Works
 from scenarios.registry import IN_PROCESS, MODES, discover
+from scenarios.sql import KIND_WORDS
+from scenarios.strategies import STRATEGIES, Strategy
 
 EXIT_MISMATCH = 1
 EXIT_USAGE = 2
@@ -337,6 +341,15 @@ POLICY_OPTIONS = (
     ("--min-time", "min_time", float, 0, "SECONDS", "sample each cell for at least this long"),
     ("--min-rounds", "min_rounds", int, 1, "N", "and at least this many samples"),
     ("--max-rounds", "max_rounds", int, 1, "N", "but at most this many"),
+    (
+        "--max-time",
+        "max_time",
+        float,
+        0.001,
+        "SECONDS",
+        "and stop a slow cell's warm-up, and its sampling, after this long (keeping at "
+        "least one sample)",
+    ),
     ("--warmup", "warmup", int, 0, "N", "discarded calls before sampling"),
 )
 
@@ -396,7 +409,30 @@ def _add_run_parser(commands: argparse._SubParsersAction) -> None:
         default=(default_size.posts_per_user,),
         metavar="N[,N...]",
         help=f"posts per user (default: {default_size.posts_per_user}); every "
-        "combination with --users is seeded and measured",
+        "combination of the dataset options is seeded and measured",
+    )
+    run.add_argument(
+        "--comments",
+        type=_positive_list,
+        default=(default_size.comments_per_post,),
+        metavar="N[,N...]",
+        help=f"comments per post (default: {default_size.comments_per_post})",
+    )
+    run.add_argument(
+        "--tags",
+        type=_positive_list,
+        default=(default_size.tags_per_post,),
+        metavar="N[,N...]",
+        help=f"tags per post (default: {default_size.tags_per_post})",
+    )
+    run.add_argument(
+        "--payload",
+        type=_numbers(int, 0, "byte counts >= 0"),
+        default=(default_size.payload,),
+        metavar="BYTES[,BYTES...]",
+        help="bytes of text in a payload column of every row, so a row is as wide as yours "
+        f"and a JOIN that repeats a parent row pays for it (default: {default_size.payload}; "
+        f"at most {MAXIMUM['payload']:,})",
     )
     run.add_argument(
         "--param",
@@ -578,6 +614,7 @@ def cmd_list(args: argparse.Namespace, servers: Servers, console: Console) -> in
         )
         scenarios.add_row(case.id, case.doc, grid)
     console.print(scenarios)
+    console.print(_strategies_table())
     console.print(
         f"Verification patterns: {len(discover('pattern'))} (sqla-bench verify --only patterns)"
     )
@@ -594,6 +631,24 @@ def cmd_list(args: argparse.Namespace, servers: Servers, console: Console) -> in
         targets.add_row(name, f"{target.source}: {where}", drivers)
     console.print(targets)
     return 0
+
+
+def _strategies_table() -> Table:
+    table = Table(title="Loading strategies (scenarios/strategies.py)")
+    for column in ("strategy", "SQL per relationship", "in async code", "what it is"):
+        table.add_column(column)
+    for strategy in STRATEGIES.values():
+        sql = KIND_WORDS[strategy.sql].format(chunk=strategy.chunk)
+        table.add_row(strategy.name, sql, _in_async(strategy), strategy.doc)
+    return table
+
+
+def _in_async(strategy: Strategy) -> str:
+    if strategy.only is not None:
+        return f"{strategy.only} only"
+    if strategy.implicit_io:
+        return "MissingGreenlet"
+    return "raises" if strategy.refuses else "works"
 
 
 # --- verify -----------------------------------------------------------------------------
@@ -732,9 +787,12 @@ def _cell(check: Check | None) -> str:
     if check is None or check.observation is None:
         return "[dim]n/a[/dim]"
     text = short(check.observed)
-    return (
-        text if check.passed else f"[bold red]{text} (expected {short(check.expected)})[/bold red]"
-    )
+    if check.passed:
+        return text
+    expected = short(check.expected)
+    # The outcome may be the one declared while the value, SQL or commits are not.
+    said = f"expected {expected}" if expected != text else "see below"
+    return f"[bold red]{text} ({said})[/bold red]"
 
 
 def _print_summary(console: Console, checks: list[Check], unavailable: list[Unavailable]) -> None:
@@ -742,10 +800,13 @@ def _print_summary(console: Console, checks: list[Check], unavailable: list[Unav
     failed = [check for check in ran if not check.passed]
     console.print(
         "Cells read 'ok N' (works, N statements) or 'Error C/S' (raised after C statements "
-        "completed, S started); StatementError(X) means X arrived wrapped."
+        "completed, S started); StatementError(X) means X arrived wrapped. A cell that works "
+        "is also held to its value, its SQL and, for a write, what was committed."
     )
     for check in failed:
-        console.print(f"[red]MISMATCH[/red] {check.explain()}", highlight=False)
+        # One line per mismatch however long, so a log can be searched for it.
+        line = f"[red]MISMATCH[/red] {escape(check.explain())}"
+        console.print(line, highlight=False, soft_wrap=True)
     for target in unavailable:
         console.print(f"Not verified: {target.reason}")
     console.print(f"{len(ran) - len(failed)} passed, {len(failed)} failed")
@@ -772,6 +833,7 @@ def _check_record(check: Check) -> dict[str, Any]:
         "expected": check.expected.describe(),
         "observed": check.observed.describe(),
         "passed": check.passed,
+        "differences": check.differences,
     }
 
 
@@ -869,16 +931,45 @@ def cmd_report(args: argparse.Namespace, servers: Servers, console: Console) -> 
     return 0
 
 
+# The run options that set a dataset field, and at most how many datasets one run seeds.
+DATASET_OPTIONS = {
+    "users": "--users",
+    "posts_per_user": "--posts",
+    "comments_per_post": "--comments",
+    "tags_per_post": "--tags",
+    "payload": "--payload",
+}
+MAX_DATASETS = 64
+
+
+def _datasets(args: argparse.Namespace) -> tuple[DatasetSize, ...]:
+    """Every combination of the dataset options' values (each a workload dimension)."""
+    lists = [
+        dict.fromkeys(getattr(args, name))
+        for name in ("users", "posts", "comments", "tags", "payload")
+    ]
+    combinations = math.prod(len(values) for values in lists)
+    if combinations > MAX_DATASETS:
+        raise ValueError(
+            f"the dataset options make {combinations} datasets, each seeded and measured; "
+            f"at most {MAX_DATASETS} in one run: split it into several runs"
+        )
+    return tuple(DatasetSize.of(*values) for values in itertools.product(*lists))
+
+
+def _in_option_names(message: str) -> str:
+    """A dataset's complaint about one of its fields, in the words of the run option."""
+    for field, option in DATASET_OPTIONS.items():
+        message = message.replace(f"dataset {field} ", f"{option} ")
+    return message
+
+
 def _plan(args: argparse.Namespace, targets: Sequence[Target | Pending]) -> RunPlan:
     try:
         policy = Policy(**{field: getattr(args, field) for _, field, *_ in POLICY_OPTIONS})
-        datasets = tuple(
-            DatasetSize(users=users, posts_per_user=posts)
-            for users in dict.fromkeys(args.users)
-            for posts in dict.fromkeys(args.posts)
-        )
+        datasets = _datasets(args)
     except ValueError as error:
-        raise ConfigError(str(error)) from None
+        raise ConfigError(_in_option_names(str(error))) from None
     return RunPlan(
         targets=tuple(targets),
         modes=tuple(dict.fromkeys(args.mode or MODES)),
@@ -998,10 +1089,14 @@ def _run_summary(console: Console, results: ResultFile, failures: list[str]) -> 
         highlight=False,
     )
     for cell in differ:
+        what = "; ".join(cell.differences) or f"expected {cell.expected}"
         console.print(
-            f"[red]DIFFERS[/red] {cell.case} {cell.params} on {cell.target}-{cell.driver}-"
-            f"{cell.mode}: expected {cell.expected}",
+            "[red]DIFFERS[/red] "
+            + escape(
+                f"{cell.case} {cell.params} on {cell.target}-{cell.driver}-{cell.mode}: {what}"
+            ),
             highlight=False,
+            soft_wrap=True,
         )
     for failure_line in failures:
         print(f"sqla-bench: incomplete: {failure_line}", file=sys.stderr)

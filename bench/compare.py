@@ -1,8 +1,9 @@
 """The regression gate: two runs, cell by cell.
 
 Deterministic metrics (outcome, statements per operation, round trips per operation,
-rows) must match exactly: any change is a regression, whichever way it goes, because a
-scenario that issues one statement more is a different scenario. Timings are noisy, so a
+rows returned and rows fetched from the database) must match exactly: any change is a
+regression, whichever way it goes, because a scenario that issues one statement more is
+a different scenario. Timings are noisy, so a
 cell is slower only when two tests agree: a one-sided Mann-Whitney U test on the raw
 samples says the new ones are larger (p < alpha), and the medians differ by at least the
 minimum effect. Faster is judged the same way, the other way round. Cells that only one
@@ -26,7 +27,9 @@ from bench.targets import ConfigError
 DEFAULT_MIN_EFFECT = 0.10
 DEFAULT_ALPHA = 0.05
 MIN_SAMPLES = 5  # fewer, and no test can tell anything: the cell is "not timed"
-EXACT = ("outcome", "error", "statements", "round_trips", "rows")
+EXACT = ("outcome", "error", "statements", "round_trips", "rows", "rows_fetched")
+# Measured from schema version 2 on: a run that did not measure it is not compared on it.
+NEWER = ("rows_fetched",)
 # Run facts that make timings from two runs hard to compare when they differ.
 ENVIRONMENT_FACTS = ("python", "implementation", "sqlalchemy", "greenlet", "drivers")
 MACHINE_FACTS = ("cpus", "affinity", "platform", "architecture")
@@ -128,6 +131,7 @@ def compare_cell(base: CellRecord, new: CellRecord, gate: Gate) -> CellChange:
         f"{name} {getattr(base, name)} -> {getattr(new, name)}"
         for name in EXACT
         if getattr(base, name) != getattr(new, name)
+        and not (name in NEWER and None in (getattr(base, name), getattr(new, name)))
     )
     ratio = p_slower = p_faster = None
     timed = len(base.samples_ns) >= MIN_SAMPLES and len(new.samples_ns) >= MIN_SAMPLES

@@ -27,7 +27,8 @@ import jsonschema
 from bench.stats import summarize
 from bench.targets import ConfigError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 files are upgraded as they are read (upgrade_v1)
 SCHEMA_PATH = Path(__file__).with_name("result.schema.json")
 LOCAL_RESULTS = Path("results") / "local"
 STATUSES = ("running", "complete", "incomplete", "interrupted", "failed")
@@ -64,6 +65,12 @@ class CellRecord:
     concurrency: int | None = None  # workers sharing the engine; None: one call at a time
     pool: dict[str, Any] | None = None  # pool_size, max_overflow, pool_timeout when set
     load: dict[str, Any] | None = None  # throughput, pool waits, errors, peak connections, CPU
+    # Per operation, from calls outside the timed samples (schema version 2):
+    rows_fetched: int | None = None  # rows the database returned, repeated parents included
+    bytes_up: int | None = None  # on the wire, client to server (through the proxy only)
+    bytes_down: int | None = None
+    peak_memory: int | None = None  # bytes the client held at most (tracemalloc)
+    differences: list[str] = field(default_factory=list)  # from the catalogue, in words
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,10 +173,13 @@ def read_result(path: Path) -> tuple[dict[str, Any], list[CellRecord]]:
     """A result file's header and cells, or a one-line ConfigError saying what is wrong."""
     document = read_json(path)
     version = document.get("schema_version") if isinstance(document, dict) else None
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
+        readable = " and ".join(map(str, READABLE_VERSIONS))
         raise ConfigError(
-            f"{path} has schema_version {version!r}; this sqla-bench reads {SCHEMA_VERSION}"
+            f"{path} has schema_version {version!r}; this sqla-bench reads {readable}"
         )
+    if version == 1:
+        document = upgrade_v1(document)
     try:
         validate(document)
     except jsonschema.ValidationError as error:
@@ -179,10 +189,31 @@ def read_result(path: Path) -> tuple[dict[str, Any], list[CellRecord]]:
     return document, cells
 
 
+def upgrade_v1(document: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 document as version 2: its datasets had no payload (0 bytes), and it
+    measured neither rows fetched, bytes, memory, nor recorded differences in words."""
+    datasets = document.get("run", {}).get("parameters", {}).get("datasets", [])
+    cells = document.get("cells", [])
+    for dataset in [
+        *datasets,
+        *(cell.get("dataset", {}) for cell in cells if isinstance(cell, dict)),
+    ]:
+        if isinstance(dataset, dict):
+            dataset.setdefault("payload", 0)
+    for cell in cells:
+        if isinstance(cell, dict):
+            for name in ("rows_fetched", "bytes_up", "bytes_down", "peak_memory"):
+                cell.setdefault(name, None)
+            cell.setdefault("differences", [])
+    return {**document, "schema_version": 2}
+
+
 CSV_COLUMNS = (
     *("target", "driver", "mode", "case", "table", "params", "users", "posts_per_user"),
+    *("comments_per_post", "tags_per_post", "payload"),
     *("outcome", "error", "expected", "matches_expected", "statements", "rows"),
-    *("latency_ms", "round_trips", "samples"),
+    *("rows_fetched", "latency_ms", "round_trips", "bytes_up", "bytes_down", "peak_memory"),
+    "samples",
     *("median_us", "p95_us", "mean_us", "stdev_us", "min_us", "ops_per_second"),
 )
 
@@ -198,8 +229,8 @@ def write_csv(path: Path, cells: Iterable[CellRecord]) -> None:
 def _csv_row(cell: CellRecord) -> dict[str, Any]:
     row: dict[str, Any] = {name: getattr(cell, name, None) for name in CSV_COLUMNS}
     row["params"] = " ".join(f"{name}={value}" for name, value in cell.params.items())
-    row["users"] = cell.dataset.get("users")
-    row["posts_per_user"] = cell.dataset.get("posts_per_user")
+    for name in ("users", "posts_per_user", "comments_per_post", "tags_per_post", "payload"):
+        row[name] = cell.dataset.get(name)
     summary = summarize(cell.samples_ns)
     row["samples"] = len(cell.samples_ns)
     if summary is not None:

@@ -42,7 +42,7 @@ from bench.measure import (
 from bench.probes import RoundTripCounter
 from bench.results import SCHEMA_VERSION, CellRecord, ResultFile
 from bench.targets import ConfigError, Driver, Target, failure, first_line, redact
-from bench.verify import applicable_cells, matches
+from bench.verify import applicable_cells, differences
 from scenarios.dataset import DatasetSize
 from scenarios.expect import Raises
 from scenarios.registry import MODES, RECEIVES, STRATEGY, Case, discover
@@ -172,12 +172,16 @@ class RunPlan:
         }
 
     def _check_grid(self, cases: list[Case]) -> None:
-        for name, _ in self.grid:
+        for name, values in self.grid:
             if not any(name in case.params for case in cases):
                 known = sorted({param for case in cases for param in case.params})
                 raise ConfigError(
                     f"--param {name}: no selected scenario has that parameter; "
                     f"they have {', '.join(known) or 'none'}"
+                )
+            if name == STRATEGY:
+                self._check_strategy_names(
+                    values, f"--param {STRATEGY}", discover(("scenario", "web"))
                 )
 
     def _check_drivers(self) -> None:
@@ -192,13 +196,16 @@ class RunPlan:
                 )
 
     def _check_strategies(self, cases: list[Case]) -> None:
-        if self.strategies is None:
-            return
+        if self.strategies is not None:
+            self._check_strategy_names(self.strategies, "--strategy", cases)
+
+    @staticmethod
+    def _check_strategy_names(names: Sequence[Any], option: str, cases: list[Case]) -> None:
         known = {value for case in cases for value in case.params.get(STRATEGY, ())}
-        for name in self.strategies:
+        for name in names:
             if name not in known:
                 raise ConfigError(
-                    f"unknown strategy {name!r} for the selected scenarios; "
+                    f"{option}: unknown strategy {name!r} for the selected scenarios; "
                     f"choose from {', '.join(sorted(known)) or 'none: they have no strategies'}"
                 )
 
@@ -481,6 +488,8 @@ class Runner:
         observed = measurement.outcome()
         failed = measurement.failure
         raised = isinstance(observed, Raises)
+        checked = measurement.first  # the call a verdict on value, SQL and commits is drawn from
+        found = [redact(text, target.url) for text in differences(expected, observed, checked)]
         return CellRecord(
             case=case.id,
             table=case.table,
@@ -496,7 +505,8 @@ class Runner:
             wrapped_in=observed.wrapped_in.__name__ if raised and observed.wrapped_in else None,
             message=first_line(failed.error, target) if failed else None,
             expected=expected.describe(),
-            matches_expected=matches(expected, observed),
+            matches_expected=not found,
+            differences=found,
             statements=observed.statements,
             statements_started=observed.started if raised else observed.statements,
             statements_seen=sorted(measurement.statements),
@@ -508,6 +518,10 @@ class Runner:
             # A cell that raised has no samples: its round trips are the failing call's.
             round_trips=failed.round_trips if raised else _usual(measurement.round_trips),
             round_trips_seen=sorted(measurement.round_trips),
+            rows_fetched=None if checked is None else checked.rows_fetched,
+            bytes_up=None if raised else _usual(measurement.bytes_up),
+            bytes_down=None if raised else _usual(measurement.bytes_down),
+            peak_memory=measurement.peak_memory,
         )
 
 
@@ -605,7 +619,7 @@ class Route:
         return replace(driver, url=driver.url.set(host="127.0.0.1", port=self.proxy.port))
 
     def round_trip_counter(self) -> RoundTripCounter | None:
-        return None if self.proxy is None else RoundTripCounter(self.proxy.round_trips)
+        return None if self.proxy is None else RoundTripCounter(self.proxy.totals)
 
     def proxy_cpu(self) -> Callable[[], float] | None:
         if self.proxy is None:
@@ -633,4 +647,4 @@ def _describe_pool(pool: dict[str, Any] | None) -> str:
 
 
 def _describe(size: DatasetSize) -> str:
-    return f"users={size.users}, posts/user={size.posts_per_user}"
+    return size.describe()

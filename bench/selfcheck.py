@@ -162,7 +162,9 @@ def _raw_select_rate(
         drivers=("psycopg2",),
         scenarios=_cases_with("driver"),
         latencies=latencies,
-        policy=Policy(warmup=100, min_rounds=100, min_time=seconds, max_rounds=10_000_000),
+        policy=Policy(
+            warmup=100, min_rounds=100, min_time=seconds, max_rounds=10_000_000, max_time=seconds
+        ),
     )
     cells = _measure(plan, path, ["selfcheck", path.stem])
     raw = next(cell for cell in cells if cell.baseline == "driver")

@@ -1,29 +1,43 @@
 """A report of result files: Markdown, and the same as a self-contained HTML page.
 
-Everything in it is computed from the result files: where the numbers come from
-(commands, versions, machine, servers), the outcome matrix (each case and variant
-against each driver and mode), a decision guide, the tables and the plots. The decision
-guide only states what the tables show: per relationship shape (a table whose cells
-vary by loading strategy, named by its description) and per added latency, which
-strategy had the lowest median on how many drivers, and by what factor over the next.
-The HTML embeds the plots, so it opens with no network and no files beside it.
+Everything in it is computed from the result files. It opens with what a reader came
+for: the decision guide's answers in a sentence per shape and target, with the dataset,
+latency and drivers each holds for (``bench.guide``); then the guide in detail (the
+winner at every point measured, the crossovers, a crossover plot and what each strategy
+fetches), the verification matrix, the outcome matrix, the other plots, the tables, and
+last where the numbers come from (commands, versions, machine, servers). The HTML embeds
+the plots, so it opens with no network and no files beside it.
 """
 
 from __future__ import annotations
 
 import base64
 import re
-import statistics
 from collections.abc import Iterable
 from pathlib import Path
 
 import markdown
 
 from bench.compare import load_run
+from bench.guide import (
+    ALPHA,
+    CLEAR_RATIO,
+    DIMENSIONS,
+    MIN_EFFECT,
+    MIN_SAMPLES,
+    Point,
+    Series,
+    compared_strategies,
+    crossovers,
+    latency_crossovers,
+    points,
+    rtt,
+    series,
+    summary,
+)
 from bench.plots import write_plots, write_statement_plot
-from bench.report import LOAD_NOTE, NOTE, TableData, duration, load_tables, outcome, tables
+from bench.report import LOAD_NOTE, NOTE, TableData, load_tables, outcome, size, tables
 from bench.results import CellRecord, read_json
-from bench.stats import summarize
 from bench.targets import ConfigError
 from scenarios.registry import MODES, STRATEGY
 
@@ -43,7 +57,10 @@ def write_report(
         cells |= {cell.key: cell for cell in run_cells}
     cells = list(cells.values())
     folder.mkdir(parents=True, exist_ok=True)
-    caption = provenance_caption(headers, cells)
+
+    def caption(plotted: list[CellRecord]) -> str:
+        return provenance_caption(headers, plotted)
+
     plots = write_plots(cells, folder, STEM, caption)
     statements = write_statement_plot(cells, folder / f"{STEM}-statements.png", caption)
     plots += [statements] if statements else []
@@ -60,12 +77,13 @@ def provenance_caption(headers: list[dict], cells: list[CellRecord]) -> str:
     drivers = ", ".join(sorted({f"{c.target}+{c.driver}" for c in cells}))
     environment = headers[0]["environment"]
     machine = environment["machine"]
+    plotted = {cell.target for cell in cells}
     servers = "; ".join(
         dict.fromkeys(
-            f"{name} {target['server_version'] or '?'} ({target['source']})"
+            f"{target['server_version'] or name} ({target['source']})"
             for header in headers
             for name, target in header["targets"].items()
-            if name != "sqlite"
+            if name != "sqlite" and name in plotted
         )
     )
     return (
@@ -77,16 +95,21 @@ def provenance_caption(headers: list[dict], cells: list[CellRecord]) -> str:
 def markdown_report(
     headers: list[dict], cells: list[CellRecord], plots: list[str], checks: dict | None = None
 ) -> str:
+    """The report: the guide's answers first, with their conditions, then the detail."""
     single = [cell for cell in cells if cell.load is None]
     loaded = [cell for cell in cells if cell.load is not None]
-    parts = ["# sqla-bench report", "", *provenance(headers), ""]
-    parts += ["## Decision guide", "", *decision_guide(single), ""]
+    lines = series(points(single))
+    crossover_plots = [name for name in plots if "-crossover-" in name]
+    parts = ["# sqla-bench report", "", _at_a_glance(headers), ""]
+    parts += ["## In short", "", *short_answers(lines), ""]
+    parts += ["## Decision guide", "", *decision_guide(single, lines, crossover_plots), ""]
     if checks is not None:
         parts += ["## Verification catalogue", "", verification_matrix(checks).to_markdown(), ""]
     parts += ["## Outcomes", "", outcome_matrix(single).to_markdown(), ""]
-    if plots:
+    other_plots = [name for name in plots if name not in crossover_plots]
+    if other_plots:
         parts += ["## Plots", ""]
-        parts += [f"![{name}]({name})" for name in plots] + [""]
+        parts += [f"![{name}]({name})" for name in other_plots] + [""]
     parts += ["## Tables", "", f"_{NOTE}_", ""]
     for table in tables(single):
         parts += [table.to_markdown(), ""]
@@ -94,7 +117,27 @@ def markdown_report(
         parts += ["## Under load", "", f"_{LOAD_NOTE}_", ""]
         for table in load_tables(loaded):
             parts += [table.to_markdown(), ""]
+    parts += ["## Where the numbers come from", "", *provenance(headers), ""]
     return "\n".join(parts)
+
+
+def _at_a_glance(headers: list[dict]) -> str:
+    environment = headers[0]["environment"]
+    machine = environment["machine"]
+    servers = sorted(
+        {
+            target["server_version"] or f"{name} (version unknown)"
+            for header in headers
+            for name, target in header["targets"].items()
+        }
+    )
+    return (
+        f"_{len(headers)} run{'s' if len(headers) != 1 else ''} on {machine['cpus']} CPUs "
+        f"({machine['platform']}); Python {environment['python']}, SQLAlchemy "
+        f"{environment['sqlalchemy']}; {', '.join(servers)}. Commands and versions at the end. "
+        "Timings are this machine's: the ratios and the order of the strategies carry over, "
+        "the milliseconds do not._"
+    )
 
 
 def provenance(headers: list[dict]) -> list[str]:
@@ -178,75 +221,129 @@ def outcome_matrix(cells: list[CellRecord]) -> TableData:
     return table
 
 
-def decision_guide(cells: list[CellRecord]) -> list[str]:
-    """Per shape and latency: the strategy with the lowest median, from the tables."""
-    timed = [
-        cell
-        for cell in cells
-        if STRATEGY in cell.params and cell.outcome == "ok" and len(cell.samples_ns) > 0
-    ]
-    groups: dict[tuple, list[CellRecord]] = {}
-    for cell in timed:
-        groups.setdefault((cell.table, cell.label, cell.latency_ms), []).append(cell)
-    if not groups:
+def short_answers(lines: list[Series]) -> list[str]:
+    """The guide in a sentence per shape and target."""
+    if not lines:
         return ["No cell here compares loading strategies."]
-    table = TableData(
-        "",
-        [("shape", "left"), ("rtt", "right"), ("fastest strategy", "left"),
-         ("won on", "right"), ("its median", "right"), ("next best", "left"),
-         ("factor", "right")],
-    )  # fmt: skip
-    # Direct connections (no proxy: SQLite, or a server without --latency) come first.
-    order = lambda item: (item[0][1], -1 if item[0][2] is None else item[0][2])  # noqa: E731
-    for (_, label, latency), group in sorted(groups.items(), key=order):
-        table.rows.append(_guide_row(label, latency, group))
     return [
-        "For each relationship shape and added round-trip latency (direct: no latency proxy, "
-        "as for SQLite): the strategy with the "
-        "lowest median time per operation, on how many of the drivers and modes measured it "
-        "won, its median (the range over those drivers), the strategy that came next, and "
-        "how many times slower that one was (the median over the drivers where both ran).",
+        "Which loading strategy is fastest, by shape and target, as the measured workload "
+        "and latency change (details, noise and crossovers in the decision guide):",
         "",
-        table.to_markdown(),
+        *summary(lines),
     ]
 
 
-def _guide_row(label: str, latency: float | None, group: list[CellRecord]) -> list[str]:
-    by_driver: dict[tuple, dict[str, float]] = {}
-    for cell in group:
-        median = summarize(cell.samples_ns).median_ns
-        by_driver.setdefault((cell.target, cell.driver, cell.mode), {})[cell.params[STRATEGY]] = (
-            median
-        )
-    winners = [min(medians, key=medians.get) for medians in by_driver.values()]
-    best = max(dict.fromkeys(winners), key=winners.count)  # a tie goes to the first seen
-    runner_ups = [
-        min((s for s in medians if s != best), key=medians.get)
-        for medians in by_driver.values()
-        if best in medians and len(medians) > 1
-    ]
-    second = max(dict.fromkeys(runner_ups), key=runner_ups.count) if runner_ups else None
-    factors = [
-        medians[second] / medians[best]
-        for medians in by_driver.values()
-        if second is not None and best in medians and second in medians
-    ]
-    best_medians = [medians[best] for medians in by_driver.values() if best in medians]
-    return [
-        _shape(label),
-        "direct" if latency is None else f"{latency:g} ms",
-        best,
-        f"{winners.count(best)} of {len(by_driver)}",
-        f"{duration(min(best_medians))} to {duration(max(best_medians))}",
-        second or "-",
-        f"{statistics.median(factors):.2f}x" if factors else "-",
-    ]
+def decision_guide(cells: list[CellRecord], lines: list[Series], plots: list[str]) -> list[str]:
+    """Per shape and target: the winner at every point measured, the crossovers, a plot,
+    and what each strategy fetches."""
+    if not lines:
+        return ["No cell here compares loading strategies."]
+    parts = [GUIDE_METHOD, ""]
+    by_shape: dict[tuple, list[Series]] = {}
+    for line in lines:
+        by_shape.setdefault((line.table, line.target), []).append(line)
+    for (table, target), shape_lines in by_shape.items():
+        parts += [f"### {shape_lines[0].label.rstrip('.')} ({table}), {target}", ""]
+        parts += [winner_grid(shape_lines).to_markdown(), ""]
+        found = [c for line in shape_lines for c in crossovers(line)]
+        found += latency_crossovers(shape_lines)
+        parts += ["Crossovers found:", ""] if found else ["No crossover: one leader throughout."]
+        parts += [f"- {text}" for text in found] + [""]
+        plot = next((name for name in plots if f"-crossover-{table}-{target}." in name), None)
+        parts += [f"![{plot}]({plot})", ""] if plot else []
+        fetched = fetch_table(cells, table, target)
+        parts += [fetched.to_markdown(), ""] if fetched else []
+    return parts
 
 
-def _shape(label: str) -> str:
-    """The shape a loading scenario's description names in parentheses, or the description."""
-    match = re.search(r"\(([^)]*)\)\.?$", label)
-    return match[1] if match else label
+GUIDE_METHOD = (
+    "Compared: the loader options an application picks per query (lazy in sync code only; "
+    "joined, selectin, subquery, immediate). Model-level selectin, awaitable_attrs, run_sync "
+    "and write_only send the SQL of selectin or of a lazy load; they are in the tables. At "
+    "each point (a dataset and an added latency) and on each driver and mode, the strategy "
+    "with the lowest median wins; it wins clearly when the next one is at least "
+    f"{MIN_EFFECT:.0%} slower and a one-sided Mann-Whitney U test on the raw samples gives "
+    f"p < {ALPHA} (with fewer than {MIN_SAMPLES} samples, a slow cell stopped by --max-time, "
+    f"only a factor of {CLEAR_RATIO} or more counts). A grid cell names the strategy that "
+    "won on most drivers (with how many when not all), and the factor by which the next "
+    "was slower (median over the drivers); '≈ A, B' means most drivers could not tell them "
+    "apart: within noise, no winner is named. A crossover is read between two neighbouring "
+    "points that both have a clear winner."
+)
+
+
+def winner_grid(lines: list[Series]) -> TableData:
+    """Rows: the dataset (the axis and whatever else varies); columns: the latencies."""
+    latencies_ = sorted({line.latency for line in lines}, key=lambda x: -1.0 if x is None else x)
+    axis = lines[0].axis
+    varying = sorted({n for line in lines for n, v in line.fixed if _varies_among(lines, n)})
+    columns = [(DIMENSIONS.get(axis, axis), "right")]
+    columns += [(DIMENSIONS.get(name, name), "right") for name in varying]
+    table = TableData("", columns + [(rtt(latency), "left") for latency in latencies_])
+    rows: dict[tuple, dict[float | None, str]] = {}
+    for line in lines:
+        fixed = dict(line.fixed)
+        for point in line.points:
+            key = (*(fixed[name] for name in varying), point.dimension(axis))
+            rows.setdefault(key, {})[line.latency] = _grid_cell(point)
+    for key in sorted(rows):
+        said = [key[-1], *key[:-1]]  # the axis first, as the header says
+        table.rows.append([*map(str, said), *(rows[key].get(lat, "-") for lat in latencies_)])
+    return table
+
+
+def _varies_among(lines: list[Series], name: str) -> bool:
+    return len({dict(line.fixed)[name] for line in lines}) > 1
+
+
+def _grid_cell(point: Point) -> str:
+    factor = point.factor()
+    if not point.decided or factor is None:
+        return point.say()
+    return f"{point.say()} x{factor:.2f}"
+
+
+def fetch_table(cells: list[CellRecord], table: str, target: str) -> TableData | None:
+    """Per strategy and value of the axis: rows fetched, bytes down and memory held, on one
+    driver at the widest payload and lowest latency (none of them depends on latency)."""
+    mine = [
+        c for c in cells
+        if c.table == table and c.target == target and c.outcome == "ok" and c.load is None
+        and c.params.get(STRATEGY) in compared_strategies()
+    ]  # fmt: skip
+    if not mine:
+        return None
+    driver = min({(c.mode != "sync", c.driver) for c in mine})[1]
+    payload = max(c.dataset.get("payload", 0) for c in mine)
+    latency = min((c.latency_ms for c in mine), key=lambda x: -1.0 if x is None else x)
+    chosen = [
+        c for c in mine
+        if c.driver == driver and c.dataset.get("payload", 0) == payload and c.latency_ms == latency
+    ]  # fmt: skip
+    axis = next(
+        (name for name in DIMENSIONS if len({c.dataset.get(name) for c in chosen}) > 1),
+        "posts_per_user",
+    )
+    xs = sorted({c.dataset[axis] for c in chosen})
+    result = TableData(
+        f"What each strategy costs per operation on {target}+{driver} (payload {payload} B, "
+        f"{rtt(latency)}): rows fetched from the database, bytes down, memory held",
+        [("strategy", "left")] + [(f"{x} {DIMENSIONS.get(axis, axis)}", "right") for x in xs],
+    )
+    for strategy in compared_strategies():
+        by_x = {c.dataset[axis]: c for c in chosen if c.params[STRATEGY] == strategy}
+        if by_x:
+            result.rows.append([strategy, *(_costs(by_x.get(x)) for x in xs)])
+    return result
+
+
+def _costs(cell: CellRecord | None) -> str:
+    if cell is None:
+        return "-"
+    parts = [f"{cell.rows_fetched} rows" if cell.rows_fetched is not None else "- rows"]
+    parts += [size(cell.bytes_down)] if cell.bytes_down is not None else []
+    parts += [f"{size(cell.peak_memory)} held"] if cell.peak_memory is not None else []
+    return ", ".join(parts)
 
 
 def html_page(text: str, folder: Path) -> str:

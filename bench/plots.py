@@ -1,16 +1,25 @@
-"""PNG plots of a result file's cells (matplotlib, no display needed).
+"""PNG plots of result cells (matplotlib, no display needed), drawn to be read at a glance:
+small multiples rather than one crowded panel, one fixed colour per loading strategy in
+every plot, the legend outside the data, and the caption (where the numbers come from)
+below everything, never over an axis label.
 
-- ``latency-<table>.png``: time per operation against added round-trip latency, one line
-  per variant (strategy), mode and driver; a log scale, as strategies differ by orders
-  of magnitude once the network is slow.
-- ``load-<table>.png``: throughput and p99 against concurrency, one line per pool size,
-  mode and driver.
+- ``crossover-<table>-<target>.png``: for a loading shape measured on several datasets,
+  each strategy's time relative to the fastest (median over the drivers) along the
+  workload dimension that varies (posts per user, say); one panel per latency and per
+  value of the other dimensions (payload). Where the lines cross, the winner changes.
+- ``latency-<table>.png``: time per operation against added round-trip latency, one
+  panel per target, driver and mode, one line per variant (strategy); log scale.
+- ``load-<table>.png``: throughput and p99 against concurrency, one panel per driver
+  and mode, one colour per pool size, the throughput Little's law predicts from the
+  time of one operation dashed, and a red ring on a load in which some process used at
+  least 90 % of a CPU (the client, web app or proxy) or the server all of them.
 - ``statements.png`` (reports): statements per operation for each loading strategy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -18,43 +27,283 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on a server or in CI
 
 import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-from bench.report import variant_of
+from bench.guide import (
+    DIMENSIONS,
+    Point,
+    Series,
+    compared_strategies,
+    dimension_words,
+    points,
+    rtt,
+    series,
+)
+from bench.report import cpu_bound, describe_dataset, variant_of
 from bench.results import CellRecord
 from bench.stats import percentile, summarize
-from scenarios.registry import STRATEGY
+from scenarios.registry import MODES, STRATEGY
+from scenarios.strategies import STRATEGIES
 
 MS = 1e6
+PANEL = (3.6, 2.9)  # inches per small multiple
+MAX_RELATIVE = 20.0  # a crossover plot's y axis stops here: beyond, no strategy is a rival
+_PALETTE = plt.get_cmap("tab10").colors
+# One colour per strategy, the same in every plot.
+STRATEGY_COLOURS = {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(STRATEGIES)}
+MODE_COLOURS = {"sync": "#4c72b0", "async": "#dd8452"}
+
+
+def colour_of(variant: str, others: Sequence[str]) -> tuple:
+    """A strategy's own colour; any other variant, a colour by its place among ``others``."""
+    if variant in STRATEGY_COLOURS:
+        return STRATEGY_COLOURS[variant]
+    return _PALETTE[sorted(others).index(variant) % len(_PALETTE)]
+
+
+Caption = Callable[[Sequence[CellRecord]], str]
+
+
+def no_caption(cells: Sequence[CellRecord]) -> str:
+    return ""
 
 
 def write_plots(
-    cells: Iterable[CellRecord], folder: Path, stem: str, caption: str = ""
+    cells: Iterable[CellRecord], folder: Path, stem: str, caption: Caption = no_caption
 ) -> list[Path]:
     """Every plot the cells allow, written to ``folder``; returns the files written.
-    ``caption`` (where the numbers come from: targets, versions, machine) goes under each."""
+    ``caption(cells)`` says where a plot's numbers come from (its drivers, versions,
+    machine, servers); it goes under the plot."""
     cells = list(cells)
-    written = []
-    for table, group in _by_table([c for c in cells if c.load is None]).items():
-        if len({cell.latency_ms for cell in group}) > 1:
+    single = [c for c in cells if c.load is None]
+    written = write_crossover_plots(single, folder, stem, caption)
+    crossed = {path.stem.split("-crossover-")[1].rsplit("-", 1)[0] for path in written}
+    for table, group in _by(single, lambda c: c.table).items():
+        if table not in crossed and len({cell.latency_ms for cell in group}) > 1:
             path = folder / f"{stem}-latency-{table}.png"
-            written.append(_latency_plot(table, group, path, caption))
-    for table, group in _by_table([c for c in cells if c.load is not None]).items():
+            written.append(_latency_plot(table, group, path, caption(group)))
+    for table, group in _by([c for c in cells if c.load is not None], lambda c: c.table).items():
         if len({cell.concurrency for cell in group}) > 1:
-            written.append(_load_plot(table, group, folder / f"{stem}-load-{table}.png", caption))
+            path = folder / f"{stem}-load-{table}.png"
+            written.append(_load_plot(table, group, path, caption(group)))
     return written
 
 
-def write_statement_plot(cells: Iterable[CellRecord], path: Path, caption: str = "") -> Path | None:
-    """Statements per operation for every strategy of every table that has strategies,
-    sync and async side by side; None when no table has strategies."""
-    by_table = _by_table([c for c in cells if STRATEGY in c.params and c.load is None])
-    if not by_table:
-        return None
-    figure, axes_row = plt.subplots(
-        1, len(by_table), figsize=(4.2 * len(by_table), 5), squeeze=False
+def _by(cells: Iterable[CellRecord], key: Callable[[CellRecord], object]) -> dict:
+    grouped: dict = {}
+    for cell in cells:
+        grouped.setdefault(key(cell), []).append(cell)
+    return grouped
+
+
+# --- crossovers ------------------------------------------------------------------------
+
+
+def write_crossover_plots(
+    cells: Sequence[CellRecord], folder: Path, stem: str, caption: Caption = no_caption
+) -> list[Path]:
+    """A crossover plot per shape and target measured at two or more values of a workload
+    dimension."""
+    written = []
+    lines = series(points(cells))
+    for (table, target), shape_lines in _by(lines, lambda s: (s.table, s.target)).items():
+        if max(len(line.points) for line in shape_lines) < 2:
+            continue
+        path = folder / f"{stem}-crossover-{table}-{target}.png"
+        mine = [c for c in cells if c.table == table and c.target == target]
+        written.append(crossover_plot(shape_lines, path, caption(mine)))
+    return written
+
+
+def crossover_plot(lines: Sequence[Series], path: Path, caption: str = "") -> Path:
+    """One panel per latency (columns) and per value of the other dimensions (rows)."""
+    rows = list(dict.fromkeys(line.fixed for line in lines))
+    columns = list(dict.fromkeys(line.latency for line in lines))
+    columns.sort(key=lambda latency: -1.0 if latency is None else latency)
+    figure, grid = _grid(len(rows), len(columns), sharex=True, sharey=True)
+    strategies = compared_strategies()
+    ticks = sorted({x for line in lines for x in line.xs()})
+    for line in lines:
+        axes = grid[rows.index(line.fixed)][columns.index(line.latency)]
+        _crossover_panel(axes, line, strategies, ticks)
+        axes.set_title(f"{_fixed_title(line.fixed, rows)}{rtt(line.latency)}", fontsize="small")
+    first = lines[0]
+    axis = DIMENSIONS.get(first.axis, first.axis)
+    for axes in grid[-1]:
+        axes.set_xlabel(axis)
+    for row in grid:
+        row[0].set_ylabel("x the fastest (log)")
+    drivers = sorted({d for line in lines for p in line.points for d in p.verdicts})
+    figure.suptitle(
+        f"{first.table} on {first.target}: time per operation relative to the fastest strategy\n"
+        f"(median over {len(drivers)} drivers and modes; lower is better; hollow: no clear "
+        f"winner between the two; above {MAX_RELATIVE:g}x drawn at {MAX_RELATIVE:g}x)",
+        fontsize="medium",
     )
-    for axes, (table, group) in zip(axes_row[0], by_table.items(), strict=True):
-        strategies = list(dict.fromkeys(cell.params[STRATEGY] for cell in group))
+    handles = [_swatch(STRATEGY_COLOURS[name], name) for name in strategies]
+    figure.legend(handles=handles, loc="outside right center", title="strategy", fontsize="small")
+    return _save(figure, path, caption)
+
+
+def _crossover_panel(axes, line: Series, strategies: Sequence[str], ticks: list[int]) -> None:
+    xs = line.xs()
+    for name in strategies:
+        ys = [point.relative(name) for point in line.points]
+        kept = [(x, y, p) for x, y, p in zip(xs, ys, line.points, strict=True) if y is not None]
+        if not kept:
+            continue
+        colour = STRATEGY_COLOURS[name]
+        axes.plot([x for x, _, _ in kept], [min(y, MAX_RELATIVE) for _, y, _ in kept],
+                  color=colour, linewidth=1.6)  # fmt: skip
+        for x, y, point in kept:
+            hollow = _tied(point, name)
+            axes.plot(x, min(y, MAX_RELATIVE), marker="o", markersize=5, color=colour,
+                      markerfacecolor="white" if hollow else colour)  # fmt: skip
+    axes.axhline(1.0, color="black", linewidth=0.6, alpha=0.5)
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xticks(ticks, [str(x) for x in ticks])
+    axes.minorticks_off()
+    axes.set_ylim(0.9, MAX_RELATIVE * 1.1)
+    axes.grid(True, which="major", alpha=0.3)
+
+
+def _tied(point: Point, name: str) -> bool:
+    """No clear winner at this point, and ``name`` is one of the two it was between."""
+    return not point.decided and name in (point.leader, point.rival)
+
+
+def _fixed_title(fixed: tuple, rows: list[tuple]) -> str:
+    varying = [name for name, _ in fixed if len({dict(r).get(name) for r in rows}) > 1]
+    parts = [dimension_words(name, value) for name, value in fixed if name in varying]
+    return (", ".join(parts) + ", ") if parts else ""
+
+
+# --- latency ---------------------------------------------------------------------------
+
+
+def _latency_plot(table: str, cells: list[CellRecord], path: Path, caption: str) -> Path:
+    timed = [cell for cell in cells if cell.samples_ns]
+    panels = _by(timed, lambda c: (c.target, c.driver, c.mode))
+    keys = sorted(panels, key=lambda k: (k[0], k[1], MODES.index(k[2])))
+    columns = min(4, len(keys)) or 1
+    figure, grid = _grid(math.ceil(len(keys) / columns), columns, sharex=True, sharey=True)
+    variants = sorted({variant_of(cell, cells) for cell in timed})
+    for index, key in enumerate(keys):
+        axes = grid[index // columns][index % columns]
+        for variant, points_ in _by(panels[key], lambda c: variant_of(c, cells)).items():
+            points_.sort(key=lambda cell: cell.latency_ms or 0)
+            xs = [cell.latency_ms or 0 for cell in points_]
+            ys = [summarize(cell.samples_ns).median_ns / MS for cell in points_]
+            axes.plot(xs, ys, marker="o", markersize=4, color=colour_of(variant, variants))
+        axes.set_yscale("log")
+        axes.set_title(f"{key[0]}+{key[1]} {key[2]}", fontsize="small")
+        axes.grid(True, which="both", alpha=0.3)
+    for axes in grid[-1]:
+        axes.set_xlabel("round-trip latency added (ms)")
+    for row in grid:
+        row[0].set_ylabel("median per operation (ms, log)")
+    _hide_unused(grid, len(keys))
+    figure.suptitle(f"{table}: time per operation against network latency", fontsize="medium")
+    handles = [_swatch(colour_of(v, variants), v) for v in _in_catalogue_order(variants)]
+    figure.legend(handles=handles, loc="outside right center", fontsize="small")
+    return _save(figure, path, caption)
+
+
+def _in_catalogue_order(variants: Sequence[str]) -> list[str]:
+    order = list(STRATEGIES)
+    return sorted(variants, key=lambda v: (order.index(v) if v in order else len(order), v))
+
+
+# --- load --------------------------------------------------------------------------------
+
+
+def _load_plot(table: str, cells: list[CellRecord], path: Path, caption: str) -> Path:
+    panels = _by(cells, lambda c: (c.target, c.driver, c.mode, c.latency_ms))
+    keys = sorted(panels, key=lambda k: (k[0], k[1], MODES.index(k[2]), k[3] or 0))
+    figure, grid = _grid(2, len(keys), sharex=True)
+    pools = sorted({_pool_label(cell) for cell in cells})
+    for column, key in enumerate(keys):
+        top, bottom = grid[0][column], grid[1][column]
+        for pool, line in _by(panels[key], _pool_label).items():
+            _load_lines(top, bottom, line, colour_of(pool, pools))
+        top.set_title(f"{key[0]}+{key[1]} {key[2]}{_rtt_suffix(key[3])}", fontsize="small")
+        for axes in (top, bottom):
+            axes.set_xscale("log", base=2)
+            axes.grid(True, which="both", alpha=0.3)
+        bottom.set_yscale("log")
+        bottom.set_xlabel("concurrent workers")
+    grid[0][0].set_ylabel("throughput (ops/s)")
+    grid[1][0].set_ylabel("p99 per operation (ms, log)")
+    figure.suptitle(f"{table} under load", fontsize="medium")
+    handles = [_swatch(colour_of(pool, pools), f"pool {pool}") for pool in pools]
+    handles += [
+        Line2D([], [], color="gray", linestyle="--", label="Little's law: min(workers, pool)\n"
+               "/ time of one operation alone"),
+        Line2D([], [], color="red", marker="o", markerfacecolor="none", linestyle="none",
+               markersize=9, label="a process at ≥ 90 % CPU"),
+    ]  # fmt: skip
+    figure.legend(handles=handles, loc="outside right center", fontsize="small")
+    return _save(figure, path, caption)
+
+
+def _load_lines(top, bottom, cells: list[CellRecord], colour: tuple) -> None:
+    cells = sorted(cells, key=lambda cell: cell.concurrency)
+    xs = [cell.concurrency for cell in cells]
+    throughput = [cell.load["throughput"] for cell in cells]
+    top.plot(xs, throughput, marker="o", markersize=4, color=colour)
+    predicted = littles_law(cells)
+    if predicted:
+        top.plot(xs, predicted, linestyle="--", color=colour, linewidth=1)
+    tails = [percentile(c.samples_ns, 99) / MS if c.samples_ns else math.nan for c in cells]
+    bottom.plot(xs, tails, marker="o", markersize=4, color=colour)
+    for x, y, tail, cell in zip(xs, throughput, tails, cells, strict=True):
+        if cpu_bound(cell):
+            for axes, value in ((top, y), (bottom, tail)):
+                axes.plot(x, value, marker="o", markersize=10, markerfacecolor="none",
+                          markeredgecolor="red", linestyle="none")  # fmt: skip
+
+
+def littles_law(cells: Sequence[CellRecord]) -> list[float] | None:
+    """Throughput if nothing but the pool limited it: min(workers, pool capacity) over
+    the median time of one operation at the lowest concurrency measured."""
+    alone = min(cells, key=lambda cell: cell.concurrency)
+    if not alone.samples_ns:
+        return None
+    seconds = summarize(alone.samples_ns).median_ns / 1e9
+    pool = alone.pool or {}
+    capacity = pool.get("pool_size", 5) + pool.get("max_overflow", 10)
+    return [min(cell.concurrency, capacity) / seconds for cell in cells]
+
+
+def _pool_label(cell: CellRecord) -> str:
+    pool = cell.pool or {}
+    return f"{pool.get('pool_size', 5)}+{pool.get('max_overflow', 10)}"
+
+
+def _rtt_suffix(latency: float | None) -> str:
+    return "" if latency is None else f", +{latency:g} ms"
+
+
+# --- statements ----------------------------------------------------------------------------
+
+
+def write_statement_plot(
+    cells: Iterable[CellRecord], path: Path, caption: Caption = no_caption
+) -> Path | None:
+    """Statements per operation for every strategy of every table that has strategies,
+    sync and async side by side, on the smallest dataset measured; None when no table
+    has strategies."""
+    strategic = [c for c in cells if STRATEGY in c.params and c.load is None]
+    if not strategic:
+        return None
+    smallest = min((tuple(sorted(c.dataset.items())) for c in strategic), key=_dataset_size)
+    by_table = _by([c for c in strategic if tuple(sorted(c.dataset.items())) == smallest],
+                   lambda c: c.table)  # fmt: skip
+    figure, grid = _grid(1, len(by_table))
+    for axes, (table, group) in zip(grid[0], by_table.items(), strict=True):
+        strategies = _in_catalogue_order(list({cell.params[STRATEGY] for cell in group}))
         for offset, mode in ((-0.2, "sync"), (0.2, "async")):
             counts = [
                 max((c.statements for c in group if c.params[STRATEGY] == s and c.mode == mode),
@@ -62,80 +311,57 @@ def write_statement_plot(cells: Iterable[CellRecord], path: Path, caption: str =
                 for s in strategies
             ]  # fmt: skip
             positions = [index + offset for index in range(len(strategies))]
-            axes.bar(positions, counts, width=0.4, label=mode)
+            bars = axes.bar(positions, counts, width=0.4, color=MODE_COLOURS[mode])
+            axes.bar_label(bars, [str(n) if n else "" for n in counts], fontsize=6)
         axes.set_xticks(range(len(strategies)), strategies, rotation=60, ha="right")
-        axes.set_title(table, fontsize="medium")
-        axes.set_ylabel("statements per operation")
+        axes.set_title(table, fontsize="small")
         axes.grid(True, axis="y", alpha=0.3)
-    axes_row[0][0].legend()
-    figure.suptitle("statements per operation by loading strategy (a raised call: until it raised)")
-    return _save(figure, path, caption)
+    grid[0][0].set_ylabel("statements per operation")
+    figure.suptitle(
+        "Statements per operation by loading strategy (a call that raised: until it raised; "
+        f"{describe_dataset(dict(smallest))})",
+        fontsize="medium",
+    )
+    handles = [Patch(color=MODE_COLOURS[mode], label=mode) for mode in MODES]
+    figure.legend(handles=handles, loc="outside right center", fontsize="small")
+    return _save(figure, path, caption([c for group in by_table.values() for c in group]))
 
 
-def _by_table(cells: list[CellRecord]) -> dict[str, list[CellRecord]]:
-    grouped: dict[str, list[CellRecord]] = {}
-    for cell in cells:
-        grouped.setdefault(cell.table, []).append(cell)
-    return grouped
+def _dataset_size(dataset: tuple) -> tuple:
+    return tuple(value for _, value in dataset)
 
 
-def _lines(cells: list[CellRecord], label) -> dict[str, list[CellRecord]]:
-    lines: dict[str, list[CellRecord]] = {}
-    for cell in cells:
-        lines.setdefault(label(cell), []).append(cell)
-    return lines
+# --- shared --------------------------------------------------------------------------------
 
 
-def _latency_plot(table: str, cells: list[CellRecord], path: Path, caption: str) -> Path:
-    figure, axes = plt.subplots(figsize=(9, 5.5))
-    timed = [cell for cell in cells if cell.samples_ns]
-    lines = _lines(timed, lambda c: f"{variant_of(c, cells)} {c.mode} {c.driver}")
-    for label, points in lines.items():
-        points.sort(key=lambda cell: cell.latency_ms or 0)
-        xs = [cell.latency_ms or 0 for cell in points]
-        ys = [summarize(cell.samples_ns).median_ns / MS for cell in points]
-        axes.plot(xs, ys, marker="o", label=label)
-    axes.set_yscale("log")
-    axes.set_xlabel("round-trip latency added (ms)")
-    axes.set_ylabel("median time per operation (ms, log)")
-    axes.set_title(f"{table}: time per operation against network latency")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize="small", ncol=2)
-    return _save(figure, path, caption)
+def _grid(rows: int, columns: int, **shared: bool):
+    figure, grid = plt.subplots(
+        rows,
+        columns,
+        figsize=(PANEL[0] * columns + 2.2, PANEL[1] * rows + 1.0),
+        squeeze=False,
+        layout="constrained",
+        **shared,
+    )
+    return figure, grid
 
 
-def _load_plot(table: str, cells: list[CellRecord], path: Path, caption: str) -> Path:
-    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
+def _hide_unused(grid, used: int) -> None:
+    flat = [axes for row in grid for axes in row]
+    for axes in flat[used:]:
+        axes.set_visible(False)
 
-    def label(cell: CellRecord) -> str:
-        pool = cell.pool or {}
-        size = f"{pool.get('pool_size', 5)}+{pool.get('max_overflow', 10)}"
-        rtt = "" if cell.latency_ms is None else f" +{cell.latency_ms:g}ms"
-        return f"pool {size} {cell.mode} {cell.driver}{rtt}"
 
-    for name, points in _lines(cells, label).items():
-        points.sort(key=lambda cell: cell.concurrency)
-        xs = [cell.concurrency for cell in points]
-        left.plot(xs, [cell.load["throughput"] for cell in points], marker="o", label=name)
-        tails = [percentile(c.samples_ns, 99) / MS if c.samples_ns else None for c in points]
-        right.plot(xs, tails, marker="o", label=name)
-    for axes, title in ((left, "throughput (ops/s)"), (right, "p99 per operation (ms, log)")):
-        axes.set_xscale("log", base=2)
-        axes.set_xlabel("concurrent workers")
-        axes.set_title(title)
-        axes.grid(True, which="both", alpha=0.3)
-    right.set_yscale("log")
-    left.legend(fontsize="small")
-    figure.suptitle(f"{table} under load")
-    return _save(figure, path, caption)
+def _swatch(colour: tuple | str, label: str) -> Line2D:
+    return Line2D([], [], color=colour, marker="o", markersize=5, linewidth=1.6, label=label)
 
 
 def _save(figure, path: Path, caption: str = "") -> Path:
     if caption:
-        figure.text(0.01, 0.005, caption, fontsize="x-small", color="dimgray", wrap=True)
-        figure.tight_layout(rect=(0, 0.04, 1, 1))
-    else:
-        figure.tight_layout()
-    figure.savefig(path, dpi=110)
+        # Below the figure: saving with a tight box grows the canvas to hold it, so it
+        # never sits on an axis label.
+        figure.text(0.0, -0.01, caption, fontsize="x-small", color="dimgray", va="top",
+                    ha="left", wrap=True)  # fmt: skip
+    figure.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.15)
     plt.close(figure)
     return path

@@ -14,16 +14,23 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from bench.load import WARMUP_SHARE
 from bench.results import CellRecord
 from bench.stats import Summary, percentile, summarize
+from scenarios.dataset import DatasetSize
 from scenarios.registry import MODES, STRATEGY
+
+CPU_BOUND = 0.9  # of a CPU: a process this busy is what a load measured
 
 NOTE = (
     "median and p95 per operation over the samples after warm-up; ops/s is one client's "
     "rate at the median (1 / median); x fastest compares medians within the table; stmts "
     "is statements per operation as SQLAlchemy counts them (a driver baseline bypasses "
-    "SQLAlchemy, so it shows -); rows is what the operation returned; with --latency, rtt "
-    "is the round-trip time the proxy added and trips the round trips per operation"
+    "SQLAlchemy, so it shows -); rows is what the operation returned, fetched the rows the "
+    "database sent for it (a JOIN repeats a parent row once per child); mem is the most "
+    "memory the client held during one operation (Python allocations, tracemalloc, in a "
+    "warm-up call of its own); with --latency, rtt is the round-trip time the proxy added, "
+    "trips the round trips per operation and down/up the bytes each way on the wire"
 )
 
 
@@ -86,7 +93,7 @@ def _table(cells: list[CellRecord], several_sizes: bool) -> TableData:
     owner = next((cell for cell in cells if cell.case == cell.table), cells[0])
     title = f"{owner.table}: {owner.label}"
     if several_sizes:
-        title += f" (users={owner.dataset['users']}, posts/user={owner.dataset['posts_per_user']})"
+        title += f" ({describe_dataset(owner.dataset)})"
     proxied = any(cell.latency_ms is not None for cell in cells)
     columns = [c for c in COLUMNS if proxied or c[0] not in PROXY_COLUMNS]
     table = TableData(title, columns)
@@ -106,13 +113,17 @@ COLUMNS = (
     ("stmts", "right"),
     ("trips", "right"),
     ("rows", "right"),
+    ("fetched", "right"),
+    ("down", "right"),
+    ("up", "right"),
+    ("mem", "right"),
     ("median", "right"),
     ("p95", "right"),
     ("ops/s", "right"),
     ("x fastest", "right"),
     ("outcome", "left"),
 )
-PROXY_COLUMNS = ("rtt", "trips")  # shown when the run went through the latency proxy
+PROXY_COLUMNS = ("rtt", "trips", "down", "up")  # shown when the run went through the proxy
 
 
 def _order(cells: list[CellRecord]):
@@ -151,6 +162,10 @@ def _cells(row: _Row, variant: str, fastest: float | None) -> dict[str, str]:
         "stmts": "-" if cell.baseline == "driver" else str(cell.statements),
         "trips": "-" if cell.round_trips is None else str(cell.round_trips),
         "rows": "-" if cell.rows is None else str(cell.rows),
+        "fetched": "-" if cell.rows_fetched is None else str(cell.rows_fetched),
+        "down": size(cell.bytes_down),
+        "up": size(cell.bytes_up),
+        "mem": size(cell.peak_memory),
         "outcome": outcome(cell),
     }
     names = ("median", "p95", "ops/s", "x fastest")
@@ -165,6 +180,28 @@ def _cells(row: _Row, variant: str, fastest: float | None) -> dict[str, str]:
     return values
 
 
+def describe_dataset(dataset: dict[str, int]) -> str:
+    """A dataset's workload dimensions in words (a version 1 result had no payload)."""
+    return DatasetSize(**dataset).describe()
+
+
+def cpu_bound(cell: CellRecord) -> list[str]:
+    """The processes that used at least ``CPU_BOUND`` of a CPU over a load: the client,
+    the web app or the latency proxy, each bound to one CPU by the GIL. A plateau there
+    measures that process, not the pool. (The server runs on every CPU and its share is
+    in the table.) Empty when none, or not a load."""
+    load = cell.load
+    if not load or not load.get("window_seconds"):
+        return []
+    seconds = load["window_seconds"] / (1 - WARMUP_SHARE)  # the load ran this long
+    used = load.get("cpu_seconds") or {}
+    return [
+        owner
+        for owner in ("client", "app", "proxy")
+        if used.get(owner) is not None and used[owner] / seconds >= CPU_BOUND
+    ]
+
+
 def outcome(cell: CellRecord) -> str:
     """``ok``, or the error (with its wrapper); flagged when it is not what is declared."""
     if cell.outcome == "ok":
@@ -174,6 +211,16 @@ def outcome(cell: CellRecord) -> str:
     if not cell.matches_expected:
         text = f"[bold red]{text}, catalogue: {cell.expected}[/bold red]"
     return text
+
+
+def size(count: int | None) -> str:
+    """Bytes in the unit that keeps them short: 512 B, 3.7 KB, 1.4 MB."""
+    if count is None:
+        return "-"
+    for unit, scale in (("MB", 1e6), ("KB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{count} B"
 
 
 def duration(ns: float) -> str:

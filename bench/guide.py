@@ -1,0 +1,389 @@
+"""The decision guide: where each loading strategy wins, computed from result files.
+
+For every relationship shape (a table whose cells vary by loading strategy) and target,
+every measured point (a dataset and an added latency) gets a verdict per driver and
+mode: the strategy with the lowest median, and whether the next one is slower beyond
+noise. A difference is beyond noise when both cells have at least ``MIN_SAMPLES``
+samples, a one-sided Mann-Whitney U test gives p < ``ALPHA`` and the medians differ by at
+least ``MIN_EFFECT``; with fewer samples (a slow cell stopped by ``--max-time``) only a
+ratio of ``CLEAR_RATIO`` or more counts. The point's verdict is the majority over the
+drivers; where it is not clear, the guide says "within noise" instead of naming one.
+
+Reading the points along a workload dimension (posts per user, say) gives crossovers:
+where one strategy overtakes another, and at which latency and payload. Everything the
+guide says carries the dataset, latency and drivers it was measured on.
+
+The strategies compared are the loader options an application chooses per query (the
+query options of ``scenarios.strategies`` that load): the model-level, awaitable_attrs,
+run_sync and write_only variants send the SQL of one of them and are in the tables.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.results import CellRecord
+from scenarios.registry import STRATEGY
+from scenarios.strategies import STRATEGIES, query_options
+
+MIN_SAMPLES = 5
+ALPHA = 0.05
+MIN_EFFECT = 0.05
+CLEAR_RATIO = 1.5
+# Dataset fields that are workload dimensions, in the order a crossover is read along
+# them, with how to say their values.
+DIMENSIONS = {
+    "posts_per_user": "posts/user",
+    "comments_per_post": "comments/post",
+    "tags_per_post": "tags/post",
+    "payload": "payload B",
+}
+
+
+def compared_strategies() -> tuple[str, ...]:
+    return tuple(name for name in query_options() if STRATEGIES[name].refuses is None)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One driver and mode at one point: the fastest strategy and how clearly."""
+
+    best: str
+    runner_up: str | None
+    ratio: float | None  # the runner-up's median over the best's
+    clear: bool  # the runner-up is slower beyond noise (or there is none)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One shape, target, dataset and latency, over the drivers measured there."""
+
+    table: str
+    label: str  # the shape's description
+    target: str
+    dataset: tuple[tuple[str, int], ...]
+    latency: float | None
+    limit: Any  # parents per load
+    verdicts: dict[str, Verdict]  # by "driver mode"
+    medians: dict[str, dict[str, float]]  # by "driver mode", then strategy: nanoseconds
+
+    @property
+    def leader(self) -> str:
+        """The strategy fastest on most drivers (on a tie, the first in the catalogue)."""
+        counts = Counter(verdict.best for verdict in self.verdicts.values())
+        order = list(STRATEGIES)
+        return max(counts, key=lambda name: (counts[name], -order.index(name)))
+
+    @property
+    def decided(self) -> bool:
+        """The leader is ahead beyond noise on at least half of the drivers."""
+        clear = sum(v.clear and v.best == self.leader for v in self.verdicts.values())
+        return 2 * clear >= len(self.verdicts)
+
+    @property
+    def rival(self) -> str | None:
+        """The strategy most often closest to the leader."""
+        seconds = [
+            v.runner_up if v.best == self.leader else v.best
+            for v in self.verdicts.values()
+            if v.runner_up is not None
+        ]
+        return Counter(seconds).most_common(1)[0][0] if seconds else None
+
+    def tie(self) -> str:
+        """The two an undecided point was between, in catalogue order: "joined ≈ selectin"."""
+        pair = [name for name in STRATEGIES if name in (self.leader, self.rival)]
+        return " ≈ ".join(pair)
+
+    def factor(self) -> float | None:
+        """How much slower the next strategy was, median over the drivers the leader won."""
+        ratios = [v.ratio for v in self.verdicts.values() if v.best == self.leader and v.ratio]
+        return statistics.median(ratios) if ratios else None
+
+    def say(self) -> str:
+        """The verdict in a few words: "joined", "joined (3 of 4)", "≈ joined, selectin"."""
+        if not self.decided:
+            return f"≈ {self.tie().replace(' ≈ ', ', ')}" if self.rival else self.leader
+        won = sum(v.best == self.leader for v in self.verdicts.values())
+        return (
+            self.leader
+            if won == len(self.verdicts)
+            else f"{self.leader} ({won} of {len(self.verdicts)})"
+        )
+
+    def dimension(self, name: str) -> int:
+        return dict(self.dataset)[name]
+
+    def relative(self, strategy: str) -> float | None:
+        """The strategy's median over the fastest strategy's, per driver; the median of
+        that over the drivers that ran it (1.0: fastest everywhere)."""
+        ratios = [
+            medians[strategy] / min(medians.values())
+            for medians in self.medians.values()
+            if strategy in medians
+        ]
+        return statistics.median(ratios) if ratios else None
+
+
+def points(cells: Iterable[CellRecord]) -> list[Point]:
+    """Every point at which two or more compared strategies were timed on some driver."""
+    compared = set(compared_strategies())
+    grouped: dict[tuple, dict[str, dict[str, CellRecord]]] = {}
+    labels: dict[str, str] = {}
+    for cell in cells:
+        strategy = cell.params.get(STRATEGY)
+        if strategy not in compared or cell.load is not None or cell.outcome != "ok":
+            continue
+        if not cell.samples_ns:
+            continue
+        dataset = tuple(sorted(cell.dataset.items()))
+        key = (cell.table, cell.target, dataset, cell.latency_ms, cell.params.get("limit"))
+        by_driver = grouped.setdefault(key, {})
+        by_driver.setdefault(f"{cell.driver} {cell.mode}", {})[strategy] = cell
+        labels[cell.table] = cell.label
+    found = []
+    for (table, target, dataset, latency, limit), by_driver in grouped.items():
+        compared_here = {d: c for d, c in by_driver.items() if len(c) > 1}
+        if not compared_here:
+            continue
+        verdicts = {d: verdict(c) for d, c in compared_here.items()}
+        medians = {
+            d: {name: statistics.median(cell.samples_ns) for name, cell in c.items()}
+            for d, c in compared_here.items()
+        }
+        found.append(
+            Point(table, labels[table], target, dataset, latency, limit, verdicts, medians)
+        )
+    return found
+
+
+def verdict(by_strategy: dict[str, CellRecord]) -> Verdict:
+    medians = {name: statistics.median(cell.samples_ns) for name, cell in by_strategy.items()}
+    ranked = sorted(medians, key=medians.get)
+    best = ranked[0]
+    if len(ranked) == 1:
+        return Verdict(best, None, None, True)
+    second = ranked[1]
+    ratio = medians[second] / medians[best]
+    return Verdict(best, second, ratio, beyond_noise(by_strategy[best], by_strategy[second], ratio))
+
+
+def beyond_noise(faster: CellRecord, slower: CellRecord, ratio: float) -> bool:
+    if min(len(faster.samples_ns), len(slower.samples_ns)) < MIN_SAMPLES:
+        return ratio >= CLEAR_RATIO
+    if ratio < 1 + MIN_EFFECT:
+        return False
+    from scipy.stats import mannwhitneyu  # scipy costs a second to import: only here
+
+    test = mannwhitneyu(slower.samples_ns, faster.samples_ns, alternative="greater")
+    return test.pvalue < ALPHA
+
+
+# --- reading points along a dimension ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Series:
+    """The points of one shape and target that differ only in ``axis`` (and latency)."""
+
+    table: str
+    label: str
+    target: str
+    axis: str  # the dataset field the points are read along
+    fixed: tuple[tuple[str, int], ...]  # the other dataset fields
+    latency: float | None
+    points: tuple[Point, ...]  # in order of the axis
+
+    def xs(self) -> list[int]:
+        return [point.dimension(self.axis) for point in self.points]
+
+    def compared(self) -> list[str]:
+        """The strategies timed along this series, in catalogue order."""
+        seen = {name for p in self.points for medians in p.medians.values() for name in medians}
+        return [name for name in compared_strategies() if name in seen]
+
+
+def series(all_points: Sequence[Point]) -> list[Series]:
+    """The points grouped by shape, target, latency and every dataset field but the axis,
+    which is the first workload dimension that varies for that shape and target."""
+    by_shape: dict[tuple, list[Point]] = {}
+    for point in all_points:
+        by_shape.setdefault((point.table, point.target), []).append(point)
+    found = []
+    for (table, target), shape_points in by_shape.items():
+        axis = _axis(shape_points)
+        groups: dict[tuple, list[Point]] = {}
+        for point in shape_points:
+            fixed = tuple((k, v) for k, v in point.dataset if k != axis)
+            groups.setdefault((fixed, point.latency), []).append(point)
+        for (fixed, latency), members in groups.items():
+            members.sort(key=lambda p: p.dimension(axis))
+            label = members[0].label
+            found.append(Series(table, label, target, axis, fixed, latency, tuple(members)))
+    return sorted(found, key=_series_order)
+
+
+def _axis(shape_points: Sequence[Point]) -> str:
+    for name in DIMENSIONS:
+        if len({point.dimension(name) for point in shape_points}) > 1:
+            return name
+    return "posts_per_user"
+
+
+def _series_order(item: Series) -> tuple:
+    latency = -1.0 if item.latency is None else item.latency
+    return (item.table, item.target, item.fixed, latency)
+
+
+def crossovers(line: Series) -> list[str]:
+    """Where the leader changes along the axis, between two decided points."""
+    found = []
+    unit = DIMENSIONS.get(line.axis, line.axis)
+    for before, after in itertools.pairwise(line.points):
+        if before.leader == after.leader or not (before.decided and after.decided):
+            continue
+        low, high = before.dimension(line.axis), after.dimension(line.axis)
+        found.append(
+            f"{after.leader} overtakes {before.leader} between {low} and {high} {unit} "
+            f"({conditions(line)})"
+        )
+    return found
+
+
+def latency_crossovers(lines: Sequence[Series]) -> list[str]:
+    """Along latency, at each value of the axis: where the leader changes."""
+    found = []
+    by_fixed: dict[tuple, list[Series]] = {}
+    for line in lines:
+        by_fixed.setdefault((line.table, line.target, line.fixed), []).append(line)
+    for group in by_fixed.values():
+        group.sort(key=lambda line: -1.0 if line.latency is None else line.latency)
+        for x in sorted({x for line in group for x in line.xs()}):
+            found += _along_latency(group, x)
+    return found
+
+
+def _along_latency(group: list[Series], x: int) -> list[str]:
+    at_x = [(line, _point_at(line, x)) for line in group]
+    at_x = [(line, point) for line, point in at_x if point is not None]
+    found = []
+    for (_, before), (line, after) in itertools.pairwise(at_x):
+        if before.leader != after.leader and before.decided and after.decided:
+            unit = DIMENSIONS.get(line.axis, line.axis)
+            found.append(
+                f"at {x} {unit}, {after.leader} leads from {rtt(after.latency)} "
+                f"({before.leader} at {rtt(before.latency)}; {_fixed_words(line.fixed)})"
+            )
+    return found
+
+
+def _point_at(line: Series, x: int) -> Point | None:
+    return next((p for p in line.points if p.dimension(line.axis) == x), None)
+
+
+def ranges(line: Series) -> str:
+    """The verdicts along the axis in words: "joined up to 5, selectin from 20"."""
+    runs: list[tuple[str, list[int]]] = []
+    for point in line.points:
+        name = point.leader if point.decided else f"within noise ({point.tie()})"
+        if runs and runs[-1][0] == name:
+            runs[-1][1].append(point.dimension(line.axis))
+        else:
+            runs.append((name, [point.dimension(line.axis)]))
+    unit = DIMENSIONS.get(line.axis, line.axis)
+    compared = line.compared()
+    # Where fewer strategies were timed than elsewhere, the answer says among which.
+    among = "" if compared == list(compared_strategies()) else f" (of {', '.join(compared)})"
+    if len(runs) == 1:
+        xs = runs[0][1]
+        span = f"{xs[0]}" if len(xs) == 1 else f"{xs[0]} to {xs[-1]}"
+        return f"{runs[0][0]} at every {unit} measured ({span}){among}"
+    parts = []
+    for index, (name, xs) in enumerate(runs):
+        if index == 0:
+            parts.append(f"{name} up to {xs[-1]}")
+        elif index == len(runs) - 1:
+            parts.append(f"{name} from {xs[0]}")
+        else:
+            parts.append(f"{name} at {xs[0]}" + (f" to {xs[-1]}" if len(xs) > 1 else ""))
+    return ", ".join(parts) + f" {unit}{among}"
+
+
+def summary(lines: Sequence[Series]) -> list[str]:
+    """Per shape and target: a line with the conditions, then what wins where, one line
+    per value of what varies besides the axis (payload, say) and per group of latencies
+    with the same answer. Markdown list items."""
+    said = []
+    by_shape: dict[tuple, list[Series]] = {}
+    for line in lines:
+        by_shape.setdefault((line.table, line.target), []).append(line)
+    for (table, target), shape_lines in by_shape.items():
+        first = shape_lines[0]
+        drivers = sorted({d for line in shape_lines for p in line.points for d in p.verdicts})
+        by_fixed: dict[tuple, list[Series]] = {}
+        for line in shape_lines:
+            by_fixed.setdefault(line.fixed, []).append(line)
+        conditions_ = _fixed_words(first.fixed, skip=_varies(by_fixed))
+        said.append(
+            f"- **{first.label.rstrip('.')}** on **{target}** _({len(drivers)} drivers and "
+            f"modes; {first.points[0].limit} parents per load; {conditions_}; {table})_:"
+        )
+        for fixed, fixed_lines in by_fixed.items():
+            answers: dict[str, list[float | None]] = {}
+            for line in fixed_lines:
+                answers.setdefault(ranges(line), []).append(line.latency)
+            parts = [f"{latencies(lats)}: {text}" for text, lats in answers.items()]
+            said.append(f"    - {_varying_fixed(fixed, by_fixed)}{'; '.join(parts)}")
+    return said
+
+
+def _varies(by_fixed: dict[tuple, list[Series]]) -> set[str]:
+    values: dict[str, set[int]] = {}
+    for fixed in by_fixed:
+        for name, value in fixed:
+            values.setdefault(name, set()).add(value)
+    return {name for name, seen in values.items() if len(seen) > 1}
+
+
+def _varying_fixed(fixed: tuple, by_fixed: dict[tuple, list[Series]]) -> str:
+    varying = _varies(by_fixed)
+    words = [dimension_words(name, value) for name, value in fixed if name in varying]
+    return (", ".join(words) + " — ") if words else ""
+
+
+def dimension_words(name: str, value: int) -> str:
+    if name == "payload":
+        return f"payload {value} B"
+    if name == "users":
+        return f"{value} users"
+    return f"{value} {DIMENSIONS.get(name, name)}" if name in DIMENSIONS else f"{name}={value}"
+
+
+# The count of distinct tags sets no workload a reader chose (--tags sets tags per post).
+UNSAID = ("tags",)
+
+
+def _fixed_words(fixed: tuple, skip: set[str] = frozenset()) -> str:
+    return ", ".join(
+        dimension_words(name, value)
+        for name, value in fixed
+        if name not in skip and name not in UNSAID
+    )
+
+
+def conditions(line: Series) -> str:
+    return f"{rtt(line.latency)}, {_fixed_words(line.fixed)}"
+
+
+def rtt(latency: float | None) -> str:
+    return "direct" if latency is None else f"+{latency:g} ms"
+
+
+def latencies(values: Sequence[float | None]) -> str:
+    said = [rtt(value) for value in values]
+    return said[0] if len(said) == 1 else ", ".join(said[:-1]) + " and " + said[-1]

@@ -296,13 +296,10 @@ def ranges(line: Series) -> str:
         else:
             runs.append((name, [point.dimension(line.axis)]))
     unit = DIMENSIONS.get(line.axis, line.axis)
-    compared = line.compared()
-    # Where fewer strategies were timed than elsewhere, the answer says among which.
-    among = "" if compared == list(compared_strategies()) else f" (of {', '.join(compared)})"
     if len(runs) == 1:
         xs = runs[0][1]
         span = f"{xs[0]}" if len(xs) == 1 else f"{xs[0]} to {xs[-1]}"
-        return f"{runs[0][0]} at every {unit} measured ({span}){among}"
+        return f"{runs[0][0]} throughout ({span} {unit})"
     parts = []
     for index, (name, xs) in enumerate(runs):
         if index == 0:
@@ -311,7 +308,7 @@ def ranges(line: Series) -> str:
             parts.append(f"{name} from {xs[0]}")
         else:
             parts.append(f"{name} at {xs[0]}" + (f" to {xs[-1]}" if len(xs) > 1 else ""))
-    return ", ".join(parts) + f" {unit}{among}"
+    return ", ".join(parts) + f" {unit}"
 
 
 def summary(lines: Sequence[Series]) -> list[str]:
@@ -331,7 +328,8 @@ def summary(lines: Sequence[Series]) -> list[str]:
         conditions_ = _fixed_words(first.fixed, skip=_varies(by_fixed))
         said.append(
             f"- **{first.label.rstrip('.')}** on **{target}** _({len(drivers)} drivers and "
-            f"modes; {first.points[0].limit} parents per load; {conditions_}; {table})_:"
+            f"modes; {first.points[0].limit} parents per load; {conditions_}{_timed(shape_lines)}"
+            f"; {table})_:"
         )
         for fixed, fixed_lines in by_fixed.items():
             answers: dict[str, list[float | None]] = {}
@@ -340,6 +338,23 @@ def summary(lines: Sequence[Series]) -> list[str]:
             parts = [f"{latencies(lats)}: {text}" for text, lats in answers.items()]
             said.append(f"    - {_varying_fixed(fixed, by_fixed)}{'; '.join(parts)}")
     return said
+
+
+def _timed(lines: Sequence[Series]) -> str:
+    """Where fewer strategies were timed than at other latencies, which ones."""
+    by_latency: dict[float | None, list[str]] = {}
+    for line in lines:
+        by_latency.setdefault(line.latency, [])
+        by_latency[line.latency] = [
+            name
+            for name in compared_strategies()
+            if name in {*by_latency[line.latency], *line.compared()}
+        ]
+    if len({tuple(names) for names in by_latency.values()}) < 2:
+        return ""
+    fewest = min(by_latency.values(), key=len)
+    where = [latency for latency, names in by_latency.items() if names == fewest]
+    return f"; at {latencies(where)} only {', '.join(fewest)} timed"
 
 
 def _varies(by_fixed: dict[tuple, list[Series]]) -> set[str]:

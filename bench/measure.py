@@ -172,7 +172,7 @@ class Inspector:
     """Reads for the checked call, on a connection of the harness's own (never the
     measured engine's): a case's declared committed state, and the rows of a SELECT
     whose driver did not report them (SQLite's cursors never do). A read that fails (the
-    server went away) gives None: the call itself then records what happened."""
+    server went away) leaves the figure unread: the call itself records what happened."""
 
     def __init__(self, connect: Callable[[], Any], read_committed: Callable | None) -> None:
         self._connect = connect  # a context manager giving a sync Connection

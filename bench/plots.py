@@ -29,6 +29,7 @@ matplotlib.use("Agg")  # files only: no display on a server or in CI
 import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
 
 from bench.guide import (
     DIMENSIONS,
@@ -49,6 +50,8 @@ from scenarios.strategies import STRATEGIES
 MS = 1e6
 PANEL = (3.6, 2.9)  # inches per small multiple
 MAX_RELATIVE = 20.0  # a crossover plot's y axis stops here: beyond, no strategy is a rival
+RELATIVE_TICKS = (1, 1.25, 1.5, 2, 3, 5, 10, 20)
+PLAIN = FuncFormatter(lambda value, _: f"{value:g}")  # 0.1, 1, 10 rather than 10^-1, 10^0
 _PALETTE = plt.get_cmap("tab10").colors
 # One colour per strategy, the same in every plot.
 STRATEGY_COLOURS = {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(STRATEGIES)}
@@ -56,10 +59,11 @@ MODE_COLOURS = {"sync": "#4c72b0", "async": "#dd8452"}
 
 
 def colour_of(variant: str, others: Sequence[str]) -> tuple:
-    """A strategy's own colour; any other variant, a colour by its place among ``others``."""
+    """A strategy's own colour; any other variant, a colour by its place in ``others``
+    (which the caller orders, so the same variants get the same colours)."""
     if variant in STRATEGY_COLOURS:
         return STRATEGY_COLOURS[variant]
-    return _PALETTE[sorted(others).index(variant) % len(_PALETTE)]
+    return _PALETTE[list(others).index(variant) % len(_PALETTE)]
 
 
 Caption = Callable[[Sequence[CellRecord]], str]
@@ -80,9 +84,11 @@ def write_plots(
     written = write_crossover_plots(single, folder, stem, caption)
     crossed = {path.stem.split("-crossover-")[1].rsplit("-", 1)[0] for path in written}
     for table, group in _by(single, lambda c: c.table).items():
-        if table not in crossed and len({cell.latency_ms for cell in group}) > 1:
+        panels = _latency_panels(group)
+        if table not in crossed and panels:
             path = folder / f"{stem}-latency-{table}.png"
-            written.append(_latency_plot(table, group, path, caption(group)))
+            drawn = [cell for cells_ in panels.values() for cell in cells_]
+            written.append(_latency_plot(table, group, path, caption(drawn)))
     for table, group in _by([c for c in cells if c.load is not None], lambda c: c.table).items():
         if len({cell.concurrency for cell in group}) > 1:
             path = folder / f"{stem}-load-{table}.png"
@@ -124,9 +130,17 @@ def crossover_plot(lines: Sequence[Series], path: Path, caption: str = "") -> Pa
     figure, grid = _grid(len(rows), len(columns), sharex=True, sharey=True)
     strategies = compared_strategies()
     ticks = sorted({x for line in lines for x in line.xs()})
+    highest = max(
+        (min(MAX_RELATIVE, p.relative(s) or 1.0) for line in lines for p in line.points
+         for s in strategies),
+        default=MAX_RELATIVE,
+    )  # fmt: skip
     for line in lines:
         axes = grid[rows.index(line.fixed)][columns.index(line.latency)]
         _crossover_panel(axes, line, strategies, ticks)
+        axes.set_ylim(0.9, highest * 1.15)
+        shown = [tick for tick in RELATIVE_TICKS if tick <= highest * 1.15]
+        axes.set_yticks(shown, [f"{tick:g}x" for tick in shown])
         axes.set_title(f"{_fixed_title(line.fixed, rows)}{rtt(line.latency)}", fontsize="small")
     first = lines[0]
     axis = DIMENSIONS.get(first.axis, first.axis)
@@ -141,7 +155,8 @@ def crossover_plot(lines: Sequence[Series], path: Path, caption: str = "") -> Pa
         f"winner between the two; above {MAX_RELATIVE:g}x drawn at {MAX_RELATIVE:g}x)",
         fontsize="medium",
     )
-    handles = [_swatch(STRATEGY_COLOURS[name], name) for name in strategies]
+    drawn = {name for line in lines for name in line.compared()}
+    handles = [_swatch(STRATEGY_COLOURS[name], name) for name in strategies if name in drawn]
     figure.legend(handles=handles, loc="outside right center", title="strategy", fontsize="small")
     return _save(figure, path, caption)
 
@@ -165,7 +180,6 @@ def _crossover_panel(axes, line: Series, strategies: Sequence[str], ticks: list[
     axes.set_yscale("log")
     axes.set_xticks(ticks, [str(x) for x in ticks])
     axes.minorticks_off()
-    axes.set_ylim(0.9, MAX_RELATIVE * 1.1)
     axes.grid(True, which="major", alpha=0.3)
 
 
@@ -185,7 +199,7 @@ def _fixed_title(fixed: tuple, rows: list[tuple]) -> str:
 
 def _latency_plot(table: str, cells: list[CellRecord], path: Path, caption: str) -> Path:
     timed = [cell for cell in cells if cell.samples_ns]
-    panels = _by(timed, lambda c: (c.target, c.driver, c.mode))
+    panels = _latency_panels(timed)
     keys = sorted(panels, key=lambda k: (k[0], k[1], MODES.index(k[2])))
     columns = min(4, len(keys)) or 1
     figure, grid = _grid(math.ceil(len(keys) / columns), columns, sharex=True, sharey=True)
@@ -198,10 +212,14 @@ def _latency_plot(table: str, cells: list[CellRecord], path: Path, caption: str)
             ys = [summarize(cell.samples_ns).median_ns / MS for cell in points_]
             axes.plot(xs, ys, marker="o", markersize=4, color=colour_of(variant, variants))
         axes.set_yscale("log")
+        axes.yaxis.set_major_formatter(PLAIN)
         axes.set_title(f"{key[0]}+{key[1]} {key[2]}", fontsize="small")
         axes.grid(True, which="both", alpha=0.3)
-    for axes in grid[-1]:
-        axes.set_xlabel("round-trip latency added (ms)")
+    for index in range(len(keys)):
+        axes = grid[index // columns][index % columns]
+        if index + columns >= len(keys):  # nothing drawn below it: it carries the x axis
+            axes.tick_params(labelbottom=True)
+            axes.set_xlabel("round-trip latency added (ms)")
     for row in grid:
         row[0].set_ylabel("median per operation (ms, log)")
     _hide_unused(grid, len(keys))
@@ -209,6 +227,13 @@ def _latency_plot(table: str, cells: list[CellRecord], path: Path, caption: str)
     handles = [_swatch(colour_of(v, variants), v) for v in _in_catalogue_order(variants)]
     figure.legend(handles=handles, loc="outside right center", fontsize="small")
     return _save(figure, path, caption)
+
+
+def _latency_panels(cells: Sequence[CellRecord]) -> dict:
+    """Cells by target, driver and mode, for those measured at two latencies or more (a
+    driver at one latency, SQLite's say, has no line to draw)."""
+    panels = _by(cells, lambda c: (c.target, c.driver, c.mode))
+    return {key: group for key, group in panels.items() if len({c.latency_ms for c in group}) > 1}
 
 
 def _in_catalogue_order(variants: Sequence[str]) -> list[str]:
@@ -219,33 +244,56 @@ def _in_catalogue_order(variants: Sequence[str]) -> list[str]:
 # --- load --------------------------------------------------------------------------------
 
 
+LOAD_COLUMNS = 4  # drivers side by side; more wrap to another pair of rows
+
+
 def _load_plot(table: str, cells: list[CellRecord], path: Path, caption: str) -> Path:
+    """Per driver, mode and latency: throughput above, p99 below; one colour per pool."""
     panels = _by(cells, lambda c: (c.target, c.driver, c.mode, c.latency_ms))
     keys = sorted(panels, key=lambda k: (k[0], k[1], MODES.index(k[2]), k[3] or 0))
-    figure, grid = _grid(2, len(keys), sharex=True)
-    pools = sorted({_pool_label(cell) for cell in cells})
-    for column, key in enumerate(keys):
-        top, bottom = grid[0][column], grid[1][column]
+    columns = min(LOAD_COLUMNS, len(keys))
+    figure, grid = _grid(2 * math.ceil(len(keys) / columns), columns)
+    pools = sorted({_pool_label(cell) for cell in cells}, key=_pool_size)
+    workers = sorted({cell.concurrency for cell in cells})
+    for index, key in enumerate(keys):
+        row, column = 2 * (index // columns), index % columns
+        top, bottom = grid[row][column], grid[row + 1][column]
         for pool, line in _by(panels[key], _pool_label).items():
             _load_lines(top, bottom, line, colour_of(pool, pools))
         top.set_title(f"{key[0]}+{key[1]} {key[2]}{_rtt_suffix(key[3])}", fontsize="small")
         for axes in (top, bottom):
-            axes.set_xscale("log", base=2)
-            axes.grid(True, which="both", alpha=0.3)
+            axes.set_xscale("log")
+            axes.set_xticks(workers, [str(n) for n in workers])
+            axes.minorticks_off()
+            axes.grid(True, which="major", alpha=0.3)
+        top.set_ylim(bottom=0)
         bottom.set_yscale("log")
+        bottom.yaxis.set_major_formatter(PLAIN)
         bottom.set_xlabel("concurrent workers")
-    grid[0][0].set_ylabel("throughput (ops/s)")
-    grid[1][0].set_ylabel("p99 per operation (ms, log)")
+        top.set_ylabel("throughput (ops/s)")
+        bottom.set_ylabel("p99 (ms, log)")
+    _hide_unused_pairs(grid, len(keys), columns)
     figure.suptitle(f"{table} under load", fontsize="medium")
     handles = [_swatch(colour_of(pool, pools), f"pool {pool}") for pool in pools]
     handles += [
         Line2D([], [], color="gray", linestyle="--", label="Little's law: min(workers, pool)\n"
                "/ time of one operation alone"),
         Line2D([], [], color="red", marker="o", markerfacecolor="none", linestyle="none",
-               markersize=9, label="a process at ≥ 90 % CPU"),
+               markersize=9, label="client, app or proxy\nat >= 90 % of a CPU"),
     ]  # fmt: skip
     figure.legend(handles=handles, loc="outside right center", fontsize="small")
     return _save(figure, path, caption)
+
+
+def _pool_size(label: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in label.split("+"))
+
+
+def _hide_unused_pairs(grid, used: int, columns: int) -> None:
+    for index in range(used, len(grid) // 2 * columns):
+        row, column = 2 * (index // columns), index % columns
+        grid[row][column].set_visible(False)
+        grid[row + 1][column].set_visible(False)
 
 
 def _load_lines(top, bottom, cells: list[CellRecord], colour: tuple) -> None:

@@ -411,7 +411,7 @@ class Runner:
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         cells = self.plan.cells(driver, size)
-        described = _describe(size) + route.describe() + _describe_pool(pool)
+        described = size.describe() + route.describe() + _describe_pool(pool)
         loads = len(self.plan.concurrency or (None,))  # each load is a cell of its own
         self.progress.on_driver(f"{driver.id} ({described})", len(cells) * loads)
         env = DriverEnv(route.driver(driver), size, route.round_trip_counter(), pool)
@@ -644,7 +644,3 @@ def route_to(target: Target, through_proxy: bool) -> Iterator[Route]:
 
 def _describe_pool(pool: dict[str, Any] | None) -> str:
     return "".join(f", {name}={value}" for name, value in (pool or {}).items())
-
-
-def _describe(size: DatasetSize) -> str:
-    return size.describe()

@@ -55,18 +55,26 @@ def test_a_crossover_is_found_between_the_points_that_show_it() -> None:
     lines = series(points(_sweep(CROSSING)))
     direct = next(line for line in lines if line.latency == 0.0)
     assert [p.leader for p in direct.points] == ["joined", "selectin", "selectin"]
-    among = " (of joined, selectin, subquery)"  # lazy and immediate were not timed here
-    assert ranges(direct) == "joined up to 2, selectin from 20 posts/user" + among
+    assert ranges(direct) == "joined up to 2, selectin from 20 posts/user"
     slow = next(line for line in lines if line.latency == 5.0)
-    assert ranges(slow) == "joined at every posts/user measured (2 to 100)" + among
+    assert ranges(slow) == "joined throughout (2 to 100 posts/user)"
 
 
 def test_the_summary_states_the_conditions() -> None:
     sentence = "\n".join(summary(series(points(_sweep(CROSSING)))))
     assert "+0 ms: joined up to 2, selectin from 20 posts/user" in sentence
-    assert "+5 ms: joined at every posts/user measured (2 to 100)" in sentence
+    assert "+5 ms: joined throughout (2 to 100 posts/user)" in sentence
     for condition in ("2 drivers and modes", "20 parents per load", "100 users", "payload 0 B"):
         assert condition in sentence
+
+
+def test_the_summary_says_where_fewer_strategies_were_timed() -> None:
+    times = dict(CROSSING)
+    times[(2, 5.0)] = {"joined": 11.0, "selectin": 16.0}  # subquery not timed at 5 ms
+    times[(20, 5.0)] = {"joined": 13.0, "selectin": 17.0}
+    times[(100, 5.0)] = {"joined": 20.0, "selectin": 24.0}
+    sentence = "\n".join(summary(series(points(_sweep(times)))))
+    assert "at +5 ms only joined, selectin timed" in sentence
 
 
 def test_a_difference_within_noise_names_no_winner() -> None:

@@ -395,45 +395,7 @@ def _add_run_parser(commands: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="of the cells that have a loading strategy, only these; repeatable (default: all)",
     )
-    default_size = DatasetSize()
-    run.add_argument(
-        "--users",
-        type=_positive_list,
-        default=(default_size.users,),
-        metavar="N[,N...]",
-        help=f"dataset sizes in users (default: {default_size.users})",
-    )
-    run.add_argument(
-        "--posts",
-        type=_positive_list,
-        default=(default_size.posts_per_user,),
-        metavar="N[,N...]",
-        help=f"posts per user (default: {default_size.posts_per_user}); every "
-        "combination of the dataset options is seeded and measured",
-    )
-    run.add_argument(
-        "--comments",
-        type=_positive_list,
-        default=(default_size.comments_per_post,),
-        metavar="N[,N...]",
-        help=f"comments per post (default: {default_size.comments_per_post})",
-    )
-    run.add_argument(
-        "--tags",
-        type=_positive_list,
-        default=(default_size.tags_per_post,),
-        metavar="N[,N...]",
-        help=f"tags per post (default: {default_size.tags_per_post})",
-    )
-    run.add_argument(
-        "--payload",
-        type=_numbers(int, 0, "byte counts >= 0"),
-        default=(default_size.payload,),
-        metavar="BYTES[,BYTES...]",
-        help="bytes of text in a payload column of every row, so a row is as wide as yours "
-        f"and a JOIN that repeats a parent row pays for it (default: {default_size.payload}; "
-        f"at most {MAXIMUM['payload']:,})",
-    )
+    _add_dataset_options(run)
     run.add_argument(
         "--param",
         action="append",
@@ -517,6 +479,39 @@ def _add_run_parser(commands: argparse._SubParsersAction) -> None:
         "--plot", action="store_true", help="also write PNG plots beside the result file"
     )
     _add_affinity(run)
+
+
+# The run options that set a workload dimension: option, DatasetSize field, what it sets.
+DATASET_OPTIONS = (
+    ("--users", "users", "users in the dataset"),
+    ("--posts", "posts_per_user", "posts per user"),
+    ("--comments", "comments_per_post", "comments per post"),
+    ("--tags", "tags_per_post", "tags per post"),
+    (
+        "--payload",
+        "payload",
+        "bytes of text in a payload column of every row, so a row is as wide as yours and "
+        "a JOIN that repeats a parent row pays for it",
+    ),
+)
+MAX_DATASETS = 64
+
+
+def _add_dataset_options(run: argparse.ArgumentParser) -> None:
+    """Each a list: every combination of the values is seeded and measured."""
+    default_size = DatasetSize()
+    for option, field, text in DATASET_OPTIONS:
+        low = 0 if field == "payload" else 1
+        default = getattr(default_size, field)
+        run.add_argument(
+            option,
+            dest=field,
+            type=_numbers(int, low, f"whole numbers >= {low}"),
+            default=(default,),
+            metavar="N[,N...]",
+            help=f"{text} (default: {default}; at most {MAXIMUM[field]:,}); every combination "
+            "of the dataset options is seeded and measured",
+        )
 
 
 def _add_report_parser(commands: argparse._SubParsersAction) -> None:
@@ -931,23 +926,9 @@ def cmd_report(args: argparse.Namespace, servers: Servers, console: Console) -> 
     return 0
 
 
-# The run options that set a dataset field, and at most how many datasets one run seeds.
-DATASET_OPTIONS = {
-    "users": "--users",
-    "posts_per_user": "--posts",
-    "comments_per_post": "--comments",
-    "tags_per_post": "--tags",
-    "payload": "--payload",
-}
-MAX_DATASETS = 64
-
-
 def _datasets(args: argparse.Namespace) -> tuple[DatasetSize, ...]:
     """Every combination of the dataset options' values (each a workload dimension)."""
-    lists = [
-        dict.fromkeys(getattr(args, name))
-        for name in ("users", "posts", "comments", "tags", "payload")
-    ]
+    lists = [dict.fromkeys(getattr(args, field)) for _, field, _ in DATASET_OPTIONS]
     combinations = math.prod(len(values) for values in lists)
     if combinations > MAX_DATASETS:
         raise ValueError(
@@ -959,7 +940,7 @@ def _datasets(args: argparse.Namespace) -> tuple[DatasetSize, ...]:
 
 def _in_option_names(message: str) -> str:
     """A dataset's complaint about one of its fields, in the words of the run option."""
-    for field, option in DATASET_OPTIONS.items():
+    for option, field, _ in DATASET_OPTIONS:
         message = message.replace(f"dataset {field} ", f"{option} ")
     return message
 

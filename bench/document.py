@@ -30,6 +30,7 @@ from bench.guide import (
     compared_strategies,
     crossovers,
     latency_crossovers,
+    latency_order,
     points,
     rtt,
     series,
@@ -274,7 +275,7 @@ GUIDE_METHOD = (
 
 def winner_grid(lines: list[Series]) -> TableData:
     """Rows: the dataset (the axis and whatever else varies); columns: the latencies."""
-    latencies_ = sorted({line.latency for line in lines}, key=lambda x: -1.0 if x is None else x)
+    latencies_ = sorted({line.latency for line in lines}, key=latency_order)
     axis = lines[0].axis
     varying = sorted({n for line in lines for n, v in line.fixed if _varies_among(lines, n)})
     columns = [(DIMENSIONS.get(axis, axis), "right")]
@@ -315,7 +316,7 @@ def fetch_table(cells: list[CellRecord], table: str, target: str) -> TableData |
         return None
     driver = min({(c.mode != "sync", c.driver) for c in mine})[1]
     payload = max(c.dataset.get("payload", 0) for c in mine)
-    latency = min((c.latency_ms for c in mine), key=lambda x: -1.0 if x is None else x)
+    latency = min((c.latency_ms for c in mine), key=latency_order)
     chosen = [
         c for c in mine
         if c.driver == driver and c.dataset.get("payload", 0) == payload and c.latency_ms == latency

@@ -236,8 +236,12 @@ def _axis(shape_points: Sequence[Point]) -> str:
 
 
 def _series_order(item: Series) -> tuple:
-    latency = -1.0 if item.latency is None else item.latency
-    return (item.table, item.target, item.fixed, latency)
+    return (item.table, item.target, item.fixed, latency_order(item.latency))
+
+
+def latency_order(latency: float | None) -> float:
+    """Sort key of an added latency: direct (no proxy) before any, then by milliseconds."""
+    return -1.0 if latency is None else latency
 
 
 def crossovers(line: Series) -> list[str]:
@@ -262,7 +266,7 @@ def latency_crossovers(lines: Sequence[Series]) -> list[str]:
     for line in lines:
         by_fixed.setdefault((line.table, line.target, line.fixed), []).append(line)
     for group in by_fixed.values():
-        group.sort(key=lambda line: -1.0 if line.latency is None else line.latency)
+        group.sort(key=lambda line: latency_order(line.latency))
         for x in sorted({x for line in group for x in line.xs()}):
             found += _along_latency(group, x)
     return found
@@ -342,19 +346,15 @@ def summary(lines: Sequence[Series]) -> list[str]:
 
 def _timed(lines: Sequence[Series]) -> str:
     """Where fewer strategies were timed than at other latencies, which ones."""
-    by_latency: dict[float | None, list[str]] = {}
+    by_latency: dict[float | None, set[str]] = {}
     for line in lines:
-        by_latency.setdefault(line.latency, [])
-        by_latency[line.latency] = [
-            name
-            for name in compared_strategies()
-            if name in {*by_latency[line.latency], *line.compared()}
-        ]
-    if len({tuple(names) for names in by_latency.values()}) < 2:
+        by_latency.setdefault(line.latency, set()).update(line.compared())
+    if len({frozenset(names) for names in by_latency.values()}) < 2:
         return ""
     fewest = min(by_latency.values(), key=len)
     where = [latency for latency, names in by_latency.items() if names == fewest]
-    return f"; at {latencies(where)} only {', '.join(fewest)} timed"
+    named = [name for name in compared_strategies() if name in fewest]
+    return f"; at {latencies(where)} only {', '.join(named)} timed"
 
 
 def _varies(by_fixed: dict[tuple, list[Series]]) -> set[str]:

@@ -37,6 +37,7 @@ from bench.guide import (
     Series,
     compared_strategies,
     dimension_words,
+    latency_order,
     points,
     rtt,
     series,
@@ -126,7 +127,7 @@ def crossover_plot(lines: Sequence[Series], path: Path, caption: str = "") -> Pa
     """One panel per latency (columns) and per value of the other dimensions (rows)."""
     rows = list(dict.fromkeys(line.fixed for line in lines))
     columns = list(dict.fromkeys(line.latency for line in lines))
-    columns.sort(key=lambda latency: -1.0 if latency is None else latency)
+    columns.sort(key=latency_order)
     figure, grid = _grid(len(rows), len(columns), sharex=True, sharey=True)
     strategies = compared_strategies()
     ticks = sorted({x for line in lines for x in line.xs()})

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from scenarios.dataset import DatasetSize, user_name
-from scenarios.expect import Committed, Outcome, Setting, Works, unchanged
+from scenarios.expect import Committed, Outcome, Setting, Works
 from scenarios.models import Post, User
 from scenarios.registry import scenario
 from scenarios.sql import Writes
@@ -30,13 +30,25 @@ def _exists(user_id: int, size: DatasetSize) -> bool:
     return 1 <= user_id <= size.users
 
 
-def _rolled_back(what: str, read: Any) -> Committed:
-    """Nothing the call sent is kept: the session closes with one ROLLBACK."""
-    return Committed(what, read, unchanged, commits=0, rollbacks=1)
+def _seeded(value: Any, before: Any) -> Any:
+    """``Committed.change`` of a write that must leave what the seed wrote: ``value``,
+    from the dataset's definition (so a read of the wrong rows cannot pass by being
+    unchanged too)."""
+    return value
+
+
+def _rolled_back(what: str, read: Any, seeded: Any) -> Committed:
+    """Nothing the call sent is kept: the session closes with one ROLLBACK, and the
+    database holds what the seed wrote."""
+    return Committed(what, read, partial(_seeded, seeded), commits=0, rollbacks=1)
 
 
 def _new_users(connection: Connection) -> int:
     return connection.scalar(select(func.count()).where(User.name == NEW_USER["name"]))
+
+
+# A read sends one SELECT of users; a write declares the statements it sends.
+READS_USERS = Writes((("SELECT", "users"),))
 
 
 @scenario(
@@ -44,7 +56,7 @@ def _new_users(connection: Connection) -> int:
     statements=1,
     returns={"name": NEW_USER["name"], "has_id": True},
     sql=Writes((("INSERT", "users"),)),
-    committed=_rolled_back(f"users named {NEW_USER['name']}", _new_users),
+    committed=_rolled_back(f"users named {NEW_USER['name']}", _new_users, seeded=0),
 )
 def create_user(session: Session) -> dict:
     """Create a user: add and flush (one INSERT, the id comes back with it)."""
@@ -69,6 +81,7 @@ async def create_user_async(session: AsyncSession) -> dict:
     returns=lambda s, size, user_id: (
         (user_id, user_name(user_id)) if _exists(user_id, size) else None
     ),
+    sql=READS_USERS,
 )
 def get_user(session: Session, user_id: int) -> tuple | None:
     """Get a user by primary key with session.get."""
@@ -88,7 +101,7 @@ def _first_names(setting: Setting, size: DatasetSize, limit: int) -> list[str]:
     return sorted(user_name(i) for i in range(1, size.users + 1))[:limit]
 
 
-@scenario("crud.list", statements=1, params={"limit": (20,)}, returns=_first_names)
+@scenario("crud.list", statements=1, params={"limit": (20,)}, returns=_first_names, sql=READS_USERS)
 def list_users(session: Session, limit: int) -> list[str]:
     """List users ordered by name."""
     return list(session.scalars(select(User.name).order_by(User.name).limit(limit)))
@@ -104,7 +117,8 @@ def _name_of(user_id: int, connection: Connection) -> str:
 
 
 def _name_kept(setting: Setting, size: DatasetSize, user_id: int) -> Committed:
-    return _rolled_back(f"users.name of user {user_id}", partial(_name_of, user_id))
+    seeded = user_name(user_id) if _exists(user_id, size) else None
+    return _rolled_back(f"users.name of user {user_id}", partial(_name_of, user_id), seeded)
 
 
 @scenario(
@@ -155,7 +169,8 @@ def _user_and_posts(user_id: int, connection: Connection) -> tuple[int, int]:
 
 def _user_kept(setting: Setting, size: DatasetSize, user_id: int) -> Committed:
     what = f"user {user_id} and its posts (counted)"
-    return _rolled_back(what, partial(_user_and_posts, user_id))
+    seeded = (1, size.posts_per_user) if _exists(user_id, size) else (0, 0)
+    return _rolled_back(what, partial(_user_and_posts, user_id), seeded)
 
 
 @scenario(

@@ -76,14 +76,14 @@ def summarize(statement: Statement, link_tables: Sequence[str] = ()) -> Summary:
     table) never count as what a statement loads."""
     text = normalise(statement.text)
     verb = text.split(" ", 1)[0].upper()
-    owners = [_table(name) for name in _COLUMN_OWNER.findall(_select_list(text))]
-    loaded = [name for name in owners if name not in link_tables]
+    owners = [name for name in _COLUMN_OWNER.findall(_select_list(text))]
+    loaded = [name for name in owners if _table(name) not in link_tables]
     written = _WRITE_TABLE.match(text)
     subquery = _SUBQUERY_TABLE.search(text)
     return Summary(
         verb=verb,
-        table=written[1] if written else (loaded[0] if loaded else ""),
-        loads=frozenset(loaded),
+        table=written[1] if written else _first_loaded(loaded),
+        loads=frozenset(map(_table, loaded)),
         in_lists=tuple(group.count("?") for group in _IN_LIST.findall(text)),
         parameters=statement.parameters,
         subquery_of=subquery[1] if subquery else None,
@@ -103,6 +103,17 @@ def _select_list(text: str) -> str:
         elif depth == 0:
             return text[len("SELECT ") : match.start()]
     return text
+
+
+def _first_loaded(owners: Sequence[str]) -> str:
+    """The table a SELECT loads first: its first column owner under its own name.
+
+    An aliased owner ahead of it is a key SQLAlchemy carries along: a many-to-many
+    selectin on SQLAlchemy 2.0 selects ``posts_1.id`` before the tags it loads (2.1
+    selects the link table's key instead). With every owner aliased (a joined eager
+    load over a LIMIT selects from ``anon_1``), the first one it is."""
+    plain = [name for name in owners if not _ALIAS_NUMBER.search(name)]
+    return _table((plain or list(owners) or [""])[0])
 
 
 def _table(name: str) -> str:

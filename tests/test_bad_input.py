@@ -122,7 +122,7 @@ def test_no_environment_values_produce_a_traceback(environment: dict[str, str]) 
         (["--affinity", "-3"], ["--affinity"]),
         (["--on-error", "ignore"], ["--on-error"]),
         (["--scenario", "web"], ["--concurrency"]),
-        (["--payload", "-1"], ["--payload", "byte counts >= 0"]),
+        (["--payload", "-1"], ["--payload", "whole numbers >= 0"]),
         (["--payload", "70000"], ["--payload is at most 65,535"]),
         (["--comments", "0"], ["--comments"]),
         (["--tags", "abc"], ["--tags"]),

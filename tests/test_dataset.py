@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from scenarios.dataset import DatasetSize, fingerprint, rebuild, user_name
+from scenarios.dataset import (
+    MAX_ROWS,
+    DatasetSize,
+    bio,
+    fingerprint,
+    post_body,
+    rebuild,
+    title,
+    user_email,
+    user_name,
+)
 from scenarios.models import User
 
 SMALL = DatasetSize(users=7, posts_per_user=3, comments_per_post=2, tags=4, tags_per_post=2)
@@ -110,3 +122,37 @@ def test_tags_per_post_bring_enough_tags() -> None:
     size = DatasetSize.of(users=10, posts=3, comments=1, tags=12, payload=0)
     assert (size.tags, size.tags_per_post) == (12, 12)
     assert DatasetSize.of(10, 3, 1, 2, 0).tags == DatasetSize().tags
+
+
+def test_the_definition_by_example() -> None:
+    """Each relation and label, written out by hand for a small dataset: the definition
+    is the specification the seed and every expected value are made from."""
+    size = DatasetSize(users=3, posts_per_user=2, comments_per_post=2, tags=4, tags_per_post=2)
+    assert list(size.posts_of(2)) == [3, 4] and size.author_of(4) == 2 and size.author_of(5) == 3
+    assert list(size.comments_of(3)) == [5, 6] and size.profile_of(3) == 3
+    assert size.comment_body(6) == "comment 2 on post 3"
+    assert size.tags_of(1) == [2, 3] and size.tags_of(4) == [1, 2]
+    assert (size.posts, size.comments, size.rows()) == (6, 12, 36)
+    assert replace(size, payload=10).payload_bytes() == 10 * (2 * 3 + 6 + 12 + 4)
+    assert size.authors_of_first_posts(3) == 2
+    assert DatasetSize.of(10, 3, 1, 2, payload=5).payload == 5
+
+
+def test_the_seed_writes_what_the_definition_says(tmp_path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 's.db'}")
+    with engine.begin() as connection:
+        rebuild(connection, SMALL)
+        users = connection.exec_driver_sql("SELECT id, name, email, visits FROM users").all()
+        profiles = connection.exec_driver_sql("SELECT id, user_id, bio FROM profiles").all()
+        posts = connection.exec_driver_sql("SELECT id, title, body FROM posts").all()
+    engine.dispose()
+    assert users == [(i, user_name(i), user_email(i), 0) for i in range(1, SMALL.users + 1)]
+    assert profiles == [(i, i, bio(i)) for i in range(1, SMALL.users + 1)]
+    assert posts == [(i, title(i), post_body(i)) for i in range(1, SMALL.posts + 1)]
+
+
+def test_the_row_bound_is_inclusive() -> None:
+    at_the_bound = {"users": 100_000, "posts_per_user": 6, "comments_per_post": 1}
+    assert DatasetSize(**at_the_bound, tags_per_post=1).rows() == MAX_ROWS
+    with pytest.raises(ValueError, match="seeds at most"):
+        DatasetSize(**at_the_bound | {"users": 100_001}, tags_per_post=1)

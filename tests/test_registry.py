@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from scenarios.dataset import DatasetSize
-from scenarios.expect import Committed, NotApplicable, Setting, Works, unchanged
+from scenarios.expect import UNDECLARED, Committed, NotApplicable, Setting, Works, unchanged
 from scenarios.registry import Case, Request, discover, pattern, problems, scenario, web
 from scenarios.sql import Writes
 
@@ -61,7 +61,7 @@ def test_a_second_function_for_one_mode_is_refused() -> None:
     def first(session):
         """Doc."""
 
-    with pytest.raises(TypeError, match="already declared"):
+    with pytest.raises(TypeError, match=r"example\.twice: a sync function is already declared"):
         first.twin(lambda session: None)
 
 
@@ -126,3 +126,20 @@ def test_a_web_scenario_is_one_request_for_both_apps() -> None:
 def test_a_committed_state_must_be_declared_as_one() -> None:
     with pytest.raises(TypeError, match="committed= takes a Committed"):
         scenario("example.bad_commit", statements=1, committed="users")
+
+
+def test_every_scenario_that_works_declares_what_it_sends_and_returns() -> None:
+    """A verdict can only check what is declared: every working scenario cell (but the
+    baselines, which SQLAlchemy does not run) declares its SQL, and every one its value."""
+    checked = 0
+    for mode, driver in (("sync", "pysqlite"), ("async", "aiosqlite")):
+        setting = Setting("sqlite", driver, mode, (2, 1))
+        for case in discover("scenario"):
+            for params in case.cells():
+                outcome = case.expected(setting, DatasetSize(), **params)
+                if not isinstance(outcome, Works):
+                    continue
+                assert outcome.value is not UNDECLARED, (case.id, params)
+                assert case.baseline or outcome.sql is not None, (case.id, params)
+                checked += 1
+    assert checked >= 60

@@ -92,6 +92,17 @@ def test_a_link_table_is_not_what_a_statement_loads() -> None:
     assert summarize(Statement(text, 3), link_tables=("post_tags",)).table == "tags"
 
 
+def test_a_parent_key_selected_from_an_alias_is_not_what_a_statement_loads() -> None:
+    # A many-to-many selectin as SQLAlchemy 2.0 sends it: the parent's key first.
+    text = (
+        "SELECT posts_1.id AS posts_1_id, tags.id AS tags_id, tags.name FROM posts AS posts_1 "
+        "JOIN post_tags AS post_tags_1 ON posts_1.id = post_tags_1.post_id JOIN tags ON tags.id "
+        "= post_tags_1.tag_id WHERE posts_1.id IN (?, ?)"
+    )
+    summary = summarize(Statement(text, 2), link_tables=("post_tags",))
+    assert (summary.table, summary.in_lists) == ("tags", (2,))
+
+
 def test_writes_name_their_table() -> None:
     assert summarize(Statement("UPDATE users SET name=? WHERE users.id = ?", 2)).table == "users"
     assert summarize(Statement("DELETE FROM post_tags WHERE post_id = ?", 1)).verb == "DELETE"
@@ -208,3 +219,39 @@ def test_a_long_statement_is_shown_shortened() -> None:
     shown = summarize(Statement(text, 20)).describe()
     assert len(shown) == 120 and shown.endswith("...") and shown.startswith("SELECT users.id")
     assert LoadSql("users", ()).describe() == "SELECT users"
+
+
+def test_a_select_list_ends_at_its_own_from() -> None:
+    text = (
+        "SELECT (SELECT max(tags.id) FROM tags) AS t, users.id FROM users "
+        "JOIN posts ON posts.user_id = users.id"
+    )
+    assert summarize(Statement(text, 0)).loads == {"tags", "users"}  # not posts
+
+
+@pytest.mark.parametrize(("length", "shortened"), [(120, False), (121, True)])
+def test_a_statement_is_shown_whole_up_to_120_characters(length, shortened) -> None:
+    base = "SELECT users.id FROM users WHERE users.name = '"
+    text = base + "x" * (length - len(base) - 1) + "'"
+    shown = summarize(Statement(text, 0)).describe()
+    assert len(text) == length and (shown != text) == shortened and len(shown) <= 120
+
+
+def test_in_problems_name_the_relationship() -> None:
+    rule = LoadSql("users", (Edge("posts", "posts", IN, 1200, 500),))
+    (problem,) = rule.problems([ROOT, _in(600), _in(400), _in(200)])
+    assert problem == (
+        "posts (in, 1200 keys): IN lists of [600, 400, 200] keys, expected 1200 in chunks of 500"
+    )
+
+
+def test_the_first_statement_that_breaks_a_per_key_rule_is_shown() -> None:
+    fine = _by_key(1)
+    wrong = Statement("SELECT posts.id FROM posts WHERE posts.user_id IN (?)", 1)
+    (problem,) = _rule(PER_KEY).problems([ROOT, fine, wrong])
+    assert problem.endswith("SELECT posts.id FROM posts WHERE posts.user_id IN (?)")
+
+
+def test_a_write_that_sent_nothing_says_so() -> None:
+    rule = Writes((("UPDATE", "users"),))
+    assert rule.problems([]) == ["sent nothing; expected 1 UPDATE users"]

@@ -117,8 +117,9 @@ def _name_of(user_id: int, connection: Connection) -> str:
 
 
 def _name_kept(setting: Setting, size: DatasetSize, user_id: int) -> Committed:
-    seeded = user_name(user_id) if _exists(user_id, size) else None
-    return _rolled_back(f"users.name of user {user_id}", partial(_name_of, user_id), seeded)
+    # Declared for users that exist: renaming no one raises before anything is sent.
+    name = user_name(user_id)
+    return _rolled_back(f"users.name of user {user_id}", partial(_name_of, user_id), name)
 
 
 @scenario(

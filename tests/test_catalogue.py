@@ -65,3 +65,21 @@ async def test_writes_leave_what_they_declare_sync(sync_env) -> None:
 @pytest.mark.asyncio
 async def test_writes_leave_what_they_declare_async(async_env) -> None:
     assert await _held_to_what_was_committed(async_env) >= 6
+
+
+def _edges_of_the_dataset(users: int) -> list[tuple[str, dict]]:
+    return [
+        ("crud.get", {"user_id": users}),  # the last user
+        ("crud.get", {"user_id": users + 1}),  # one past it: none
+        ("crud.get", {"user_id": 0}),  # ids start at 1: none
+        ("crud.list", {"limit": users + 5}),  # more than there are: every name
+    ]
+
+
+@pytest.mark.asyncio
+async def test_reads_hold_at_the_edges_of_the_dataset(sync_env) -> None:
+    """Where an off-by-one in a declaration would show: the first and last rows."""
+    cases = {case.id: case for case in discover("scenario")}
+    for case_id, params in _edges_of_the_dataset(sync_env.size.users):
+        result = await check(cases[case_id], params, sync_env)
+        assert result.passed, result.explain()

@@ -201,12 +201,17 @@ def test_bad_options_stop_a_run_before_any_container_starts(docker) -> None:
     assert "starting" not in result.stderr
 
 
+# Named with a registry on loopback: Docker's pull then fails at 127.0.0.1:1 instead of
+# looking a registry's name up through the machine's resolver.
+ABSENT_IMAGE = "127.0.0.1:1/sqla-bench-missing:0"
+
+
 def test_an_image_that_is_not_here_is_one_line(docker) -> None:
     result = run(
         "bench", "run", "--target", "postgresql",
-        **without_urls(SQLA_BENCH_POSTGRESQL_IMAGE="sqla-bench-test/absent:0"),
+        **without_urls(SQLA_BENCH_POSTGRESQL_IMAGE=ABSENT_IMAGE),
     )  # fmt: skip
-    assert_one_error_line(result, "sqla-bench-test/absent:0", "SQLA_BENCH_POSTGRESQL_IMAGE")
+    assert_one_error_line(result, ABSENT_IMAGE, "SQLA_BENCH_POSTGRESQL_IMAGE")
 
 
 def test_prune_removes_what_a_killed_run_left_behind(docker) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from scenarios.dataset import (
+    MAX_PAYLOAD_BYTES,
     MAX_ROWS,
     DatasetSize,
     bio,
@@ -156,3 +157,10 @@ def test_the_row_bound_is_inclusive() -> None:
     assert DatasetSize(**at_the_bound, tags_per_post=1).rows() == MAX_ROWS
     with pytest.raises(ValueError, match="seeds at most"):
         DatasetSize(**at_the_bound | {"users": 100_001}, tags_per_post=1)
+
+
+def test_the_payload_bound_is_inclusive() -> None:
+    at_the_bound = {"users": 8191, "posts_per_user": 3, "comments_per_post": 1, "tags_per_post": 1}
+    assert DatasetSize(**at_the_bound, payload=16384).payload_bytes() == MAX_PAYLOAD_BYTES
+    with pytest.raises(ValueError, match="payload bytes; sqla-bench seeds at most"):
+        DatasetSize(**at_the_bound, payload=16385)

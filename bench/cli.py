@@ -14,9 +14,11 @@ import gc
 import itertools
 import json
 import math
+import shlex
 import signal
 import sys
 import tempfile
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -34,9 +36,16 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
-from bench.baseline import BASELINES, changed_cells, check_baselines, write_baselines
+from bench.baseline import (
+    BASELINES,
+    baseline_path,
+    changed_cells,
+    check_baselines,
+    write_baselines,
+)
 from bench.baseline import POLICY as BASELINE_POLICY
 from bench.compare import COLUMNS as COMPARE_COLUMNS
 from bench.compare import (
@@ -61,6 +70,7 @@ from bench.report import LOAD_NOTE, NOTE, load_tables, tables
 from bench.results import (
     LOCAL_RESULTS,
     ResultFile,
+    check_output_path,
     check_writable,
     default_path,
     write_csv,
@@ -90,13 +100,14 @@ from bench.targets import (
 from bench.verify import Check, applicable_cells, check_driver
 from scenarios.dataset import MAXIMUM, DatasetSize
 from scenarios.expect import Raises, Works
-from scenarios.registry import IN_PROCESS, MODES, discover
+from scenarios.registry import IN_PROCESS, MODES, PARAMETERS, discover
 from scenarios.sql import KIND_WORDS
 from scenarios.strategies import STRATEGIES, Strategy
 
 EXIT_MISMATCH = 1
 EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3  # a target failed part-way; what finished is still reported
+EXIT_SOFTWARE = 70  # an internal error: a bug (sysexits' EX_SOFTWARE)
 PIPED_WIDTH = 200
 KINDS = {"all": IN_PROCESS, "patterns": "pattern", "scenarios": "scenario"}
 
@@ -206,14 +217,14 @@ def _add_compare_parser(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("new", type=Path, metavar="NEW", help="result file or folder")
     compare.add_argument(
         "--min-effect",
-        type=_number(float, 0.001),
+        type=_number(float, 0.001, 100.0),
         default=DEFAULT_MIN_EFFECT,
         metavar="FRACTION",
         help="how much slower a median must be to count, as a fraction (default: 0.10)",
     )
     compare.add_argument(
         "--alpha",
-        type=_number(float, 1e-9),
+        type=_number(float, 1e-9, 0.5),
         default=DEFAULT_ALPHA,
         metavar="P",
         help="significance level of the Mann-Whitney U test (default: 0.05)",
@@ -271,14 +282,14 @@ def _add_selfcheck_parser(commands: argparse._SubParsersAction) -> None:
     )
     selfcheck.add_argument(
         "--repeats",
-        type=_number(int, 2),
+        type=_number(int, 2, 100),
         default=5,
         metavar="N",
         help="runs of the default matrix for the cv check (default: 5)",
     )
     selfcheck.add_argument(
         "--seconds",
-        type=_number(float, 1),
+        type=_number(float, 1, MAX_SECONDS),
         default=10.0,
         metavar="S",
         help="duration of pgbench and of the raw driver cell (default: 10)",
@@ -294,63 +305,101 @@ def _add_selfcheck_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _grid_values(text: str) -> tuple[str, tuple[Any, ...]]:
+    """``NAME=V[,V...]``, each value read as the parameter's declaration says; a name no
+    case declares is kept as text, for the plan to say which names the scenarios have."""
     name, _, values = text.partition("=")
     if not name or not values:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE[,VALUE...], got {text!r}")
-    return name, tuple(int(v) if v.lstrip("-").isdigit() else v for v in values.split(","))
+    parameter = PARAMETERS.get(name)
+    if parameter is None:
+        return name, tuple(values.split(","))
+    try:
+        return name, tuple(parameter.parse(value) for value in values.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{name}: {error}") from None
 
 
-def _finite(kind: type, text: str, minimum: float) -> Any:
-    """``text`` as a finite ``kind`` of at least ``minimum``, or None ("nan" and "inf"
+# Upper bounds of the numeric options, sized for one measuring process on one machine:
+# beyond them a run measures the client's own limits (one process drives a few hundred
+# workers at most) or does not end in a working day. Datasets are bounded by
+# scenarios.dataset.MAXIMUM.
+MAX_WORKERS = 1_000  # --concurrency, --pool-size, --max-overflow
+MAX_SECONDS = 3_600.0  # every duration
+MAX_LATENCY_MS = 10_000.0
+MAX_ROUNDS = 1_000_000
+
+
+def _finite(kind: type, text: str, low: float, high: float) -> Any:
+    """``text`` as a finite ``kind`` from ``low`` to ``high``, or None ("nan" and "inf"
     are numbers to Python, but an infinite load or an unreachable time never ends)."""
     try:
         value = kind(text)
     except ValueError:
         return None
-    return value if math.isfinite(value) and value >= minimum else None
+    return value if math.isfinite(value) and low <= value <= high else None
 
 
-def _number(kind: type, minimum: float) -> Callable[[str], Any]:
+def _range(low: float, high: float) -> str:
+    return f"from {_plain(low)} to {_plain(high)}" if math.isfinite(high) else f">= {low:g}"
+
+
+def _plain(number: float) -> str:
+    """1,000,000 rather than 1e+06; 0.001 as it is."""
+    return f"{int(number):,}" if float(number).is_integer() else f"{number:g}"
+
+
+def _number(kind: type, low: float, high: float) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
-        value = _finite(kind, text, minimum)
+        value = _finite(kind, text, low, high)
         if value is None:
-            raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected a number {_range(low, high)}, got {text!r}")
         return value
 
     return parse
 
 
-def _numbers(kind: type, minimum: float, what: str) -> Callable[[str], tuple[Any, ...]]:
+def _numbers(kind: type, low: float, high: float, what: str) -> Callable[[str], tuple[Any, ...]]:
     """A parser of comma-separated numbers, e.g. ``--users 10,100,1000``."""
 
     def parse(text: str) -> tuple[Any, ...]:
-        values = tuple(_finite(kind, part, minimum) for part in text.split(","))
+        values = tuple(_finite(kind, part, low, high) for part in text.split(","))
         if None in values:
-            raise argparse.ArgumentTypeError(f"expected {what} separated by commas, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected {what} {_range(low, high)} separated by commas, got {text!r}"
+            )
         return values
 
     return parse
 
 
-_positive_list = _numbers(int, 1, "positive whole numbers")
-_latencies = _numbers(float, 0, "round-trip milliseconds >= 0")
+_workers = _numbers(int, 1, MAX_WORKERS, "whole numbers")
+_latencies = _numbers(float, 0, MAX_LATENCY_MS, "round-trip milliseconds")
 
 
 # option, Policy field, type, minimum, metavar, help
 POLICY_OPTIONS = (
-    ("--min-time", "min_time", float, 0, "SECONDS", "sample each cell for at least this long"),
-    ("--min-rounds", "min_rounds", int, 1, "N", "and at least this many samples"),
-    ("--max-rounds", "max_rounds", int, 1, "N", "but at most this many"),
+    (
+        "--min-time",
+        "min_time",
+        float,
+        0,
+        MAX_SECONDS,
+        "SECONDS",
+        "sample each cell for at least this long",
+    ),
+    ("--min-rounds", "min_rounds", int, 1, MAX_ROUNDS, "N", "and at least this many samples"),
+    ("--max-rounds", "max_rounds", int, 1, MAX_ROUNDS, "N", "but at most this many"),
     (
         "--max-time",
         "max_time",
         float,
         0.001,
+        MAX_SECONDS,
         "SECONDS",
         "and stop a slow cell's warm-up, and its sampling, after this long (keeping at "
         "least one sample)",
     ),
-    ("--warmup", "warmup", int, 0, "N", "discarded calls before sampling"),
+    ("--warmup", "warmup", int, 0, MAX_ROUNDS, "N", "discarded calls before sampling"),
 )
 
 
@@ -402,7 +451,8 @@ def _add_run_parser(commands: argparse._SubParsersAction) -> None:
         type=_grid_values,
         metavar="NAME=V[,V...]",
         help="replace a scenario parameter's values, repeatable: --param limit=50 makes the "
-        "loading scenarios load 50 parents instead of 20",
+        "loading scenarios load 50 parents instead of 20; the parameters: "
+        + "; ".join(f"{name}: {p.doc} ({p.takes()})" for name, p in PARAMETERS.items()),
     )
     run.add_argument(
         "--latency",
@@ -414,7 +464,7 @@ def _add_run_parser(commands: argparse._SubParsersAction) -> None:
     )
     run.add_argument(
         "--concurrency",
-        type=_positive_list,
+        type=_workers,
         metavar="N[,N...]",
         help="measure under load instead: N workers (threads in sync mode, tasks in async) "
         "share one engine, each opening a session, calling the scenario and closing, for "
@@ -422,31 +472,34 @@ def _add_run_parser(commands: argparse._SubParsersAction) -> None:
         "server connections and CPU time of client, proxy and server",
     )
     run.add_argument(
-        "--pool-size", type=_positive_list, metavar="N[,N...]", help="engine pool sizes to measure"
+        "--pool-size", type=_workers, metavar="N[,N...]", help="engine pool sizes to measure"
     )
     run.add_argument(
-        "--max-overflow", type=_number(int, 0), metavar="N", help="engine max_overflow"
+        "--max-overflow",
+        type=_number(int, 0, MAX_WORKERS),
+        metavar="N",
+        help="engine max_overflow",
     )
     run.add_argument(
         "--pool-timeout",
-        type=_number(float, 0.001),
+        type=_number(float, 0.001, MAX_SECONDS),
         metavar="SECONDS",
         help="engine pool_timeout: a checkout that waits longer fails with TimeoutError, "
         "counted per cell",
     )
     run.add_argument(
         "--load-seconds",
-        type=_number(float, 0.1),
+        type=_number(float, 0.1, MAX_SECONDS),
         default=2.0,
         metavar="SECONDS",
         help="how long each load runs, the first fifth being warm-up (default: 2)",
     )
-    for option, field, kind, minimum, metavar, text in POLICY_OPTIONS:
+    for option, field, kind, minimum, maximum, metavar, text in POLICY_OPTIONS:
         default = getattr(defaults, field)
         run.add_argument(
             option,
             dest=field,
-            type=_number(kind, minimum),
+            type=_number(kind, minimum, maximum),
             default=default,
             metavar=metavar,
             help=f"{text} (default: {default})",
@@ -506,7 +559,7 @@ def _add_dataset_options(run: argparse.ArgumentParser) -> None:
         run.add_argument(
             option,
             dest=field,
-            type=_numbers(int, low, f"whole numbers >= {low}"),
+            type=_numbers(int, low, math.inf, "whole numbers"),
             default=(default,),
             metavar="N[,N...]",
             help=f"{text} (default: {default}; at most {MAXIMUM[field]:,}); every combination "
@@ -569,6 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # SIGTERM unwinds like Ctrl-C, so containers and proxies are stopped on the way out.
     signal.signal(signal.SIGTERM, _raise_stop)
+    servers: Servers | None = None
     try:
         with (
             tempfile.TemporaryDirectory(prefix="sqla-bench-") as sqlite_dir,
@@ -580,10 +634,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as interruption:
         what, status = _stopped_by(interruption)
         _fail(f"sqla-bench: {what}", status)
+    except Exception as error:  # the safety net under every check: a bug of ours
+        _internal_error(error, args.argv, servers.urls() if servers else [])
     finally:
         # Abandoned cursor coroutines (the MissingGreenlet cells) are finalised now, while
         # the warning filter above still works, not noisily at interpreter shutdown.
         gc.collect()
+
+
+def _internal_error(error: Exception, argv: list[str], urls: list[URL]) -> NoReturn:
+    """One line, and the traceback in a file of its own (passwords redacted): an error
+    that no check foresaw is a bug to report, not a usage error."""
+    text = redact("".join(traceback.format_exception(error)), *urls)
+    with tempfile.NamedTemporaryFile(
+        "w", prefix="sqla-bench-traceback-", suffix=".txt", delete=False
+    ) as file:
+        file.write(f"{shlex.join(argv)}\n\n{text}")
+    first = redact(f"{type(error).__name__}: {error}", *urls).splitlines()[0][:200]
+    _fail(
+        f"sqla-bench: internal error: {first}; please report it with the command line "
+        f"and the traceback in {file.name}",
+        EXIT_SOFTWARE,
+    )
 
 
 def _say_on_stderr(text: str) -> None:
@@ -677,6 +749,8 @@ def planned_targets(names: list[str], servers: Servers) -> list[Target | Pending
 
 
 def cmd_verify(args: argparse.Namespace, servers: Servers, console: Console) -> int:
+    if args.json:
+        check_writable(args.json)
     size = DatasetSize()
     targets, unavailable = selected_targets(args.target, servers)
     for target in targets:
@@ -840,11 +914,12 @@ def cmd_run(args: argparse.Namespace, servers: Servers, console: Console) -> int
     # Every option is checked against the planned targets before a container starts.
     planned = _plan(args, planned_targets(names, servers))
     chosen_cpus(args.affinity)
-    if args.dry_run:
-        _print_plan(console, planned)
-        return 0
     started = datetime.now(timezone.utc)
     path = args.output or default_path(started, list(dict.fromkeys(names)))
+    if args.dry_run:
+        check_output_path(path)
+        _print_plan(console, planned)
+        return 0
     check_writable(path)
     targets, _ = selected_targets(names, servers)
     for target in targets:
@@ -899,6 +974,11 @@ def _plot(console: Console, cells: list, folder: Path, stem: str) -> None:
 
 
 def cmd_report(args: argparse.Namespace, servers: Servers, console: Console) -> int:
+    plots = args.output or (args.results[0] if args.results[0].is_dir() else args.results[0].parent)
+    if args.plot:
+        check_writable(plots / "probe.png")
+    if args.out:
+        check_writable(args.out / "report.md")
     cells: dict[tuple, Any] = {}
     for source in args.results:
         headers, run_cells = load_run(source)
@@ -915,12 +995,8 @@ def cmd_report(args: argparse.Namespace, servers: Servers, console: Console) -> 
         cells |= {cell.key: cell for cell in run_cells}
     _print_tables(console, list(cells.values()))
     if args.plot:
-        first = args.results[0]
-        folder = args.output or (first if first.is_dir() else first.parent)
-        check_writable(folder / "probe.png")
-        _plot(console, list(cells.values()), folder, first.stem)
+        _plot(console, list(cells.values()), plots, args.results[0].stem)
     if args.out:
-        check_writable(args.out / "report.md")
         for path in write_report(args.results, args.out, args.verification):
             console.print(f"written: {path}", highlight=False)
     return 0
@@ -1184,6 +1260,7 @@ def _print_comparison(console: Console, comparison: Comparison, gate: Gate) -> N
 
 def cmd_baseline(args: argparse.Namespace, servers: Servers, console: Console) -> int:
     targets, unavailable = selected_targets(args.target, servers)
+    _check_baseline_folder(args.folder, [target.name for target in targets], args.update)
     for target in targets:
         if target.name != "sqlite":
             check_reachable(target)
@@ -1212,6 +1289,20 @@ def cmd_baseline(args: argparse.Namespace, servers: Servers, console: Console) -
         highlight=False,
     )
     return EXIT_MISMATCH if differences else 0
+
+
+def _check_baseline_folder(folder: Path, targets: list[str], update: bool) -> None:
+    """Before anything is measured: the baselines to hold the run to are there, or the
+    folder that --update writes them to can be written."""
+    for target in targets:
+        path = baseline_path(folder, target)
+        if update:
+            check_writable(path)
+        elif not path.is_file():
+            raise ConfigError(
+                f"no baseline of {target} in {folder} ({path.name}): sqla-bench baseline "
+                f"--update --folder {folder} --target {target} makes one"
+            )
 
 
 # --- containers --------------------------------------------------------------------------

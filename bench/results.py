@@ -131,8 +131,21 @@ class ResultFile:
         os.replace(temporary, self.path)
 
 
+def check_output_path(path: Path) -> None:
+    """What can be told of ``path`` without creating anything (a dry run): it names a
+    file, and the nearest of its folders that exists is a folder."""
+    if not path.name or os.path.isdir(path):  # "/" has no name to write a file under
+        raise ConfigError(f"cannot write results to {path}: it is a directory")
+    existing = path.parent
+    while not os.path.lexists(existing):
+        existing = existing.parent
+    if not os.path.isdir(existing):
+        raise ConfigError(f"cannot write results to {path}: a parent is not a directory")
+
+
 def check_writable(path: Path) -> None:
     """Create ``path``'s folder and prove a file can be written there, or ConfigError."""
+    check_output_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError:  # some part of the folder is a file
@@ -145,8 +158,6 @@ def check_writable(path: Path) -> None:
         probe.unlink()
     except OSError as error:
         raise ConfigError(f"cannot write results to {path}: {error.strerror}") from None
-    if path.is_dir():
-        raise ConfigError(f"cannot write results to {path}: it is a directory")
 
 
 @cache
@@ -162,11 +173,15 @@ def validate(document: dict[str, Any]) -> None:
 def read_json(path: Path) -> Any:
     """A JSON file's content, or a one-line ConfigError saying why it cannot be read."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {error.start})") from None
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path} is not JSON: {error.msg} at line {error.lineno}") from None
+    except RecursionError:  # nested deeper than the parser goes
+        raise ConfigError(f"{path} is not a file sqla-bench wrote: JSON nested too deep") from None
 
 
 def read_result(path: Path) -> tuple[dict[str, Any], list[CellRecord]]:

@@ -315,6 +315,11 @@ class Servers:
             self._planned[name] = self._plan(name)
         return self._planned[name]
 
+    def urls(self) -> list[URL]:
+        """The URL of every target planned or started so far, for redacting passwords."""
+        known = [*self._planned.values(), *self._running.values()]
+        return [target.url for target in known if isinstance(target, Target)]
+
     def target(self, name: str) -> Target | Unavailable:
         """The target called ``name``, starting its container if it needs one."""
         planned = self.plan(name)

@@ -30,9 +30,10 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from scenarios.dataset import DatasetSize
+from scenarios.dataset import MAXIMUM, DatasetSize
 from scenarios.expect import UNDECLARED, Committed, NotApplicable, Outcome, Setting, Works
 from scenarios.sql import LoadSql, Writes
+from scenarios.strategies import STRATEGIES
 
 MODES = ("sync", "async")
 RECEIVES = ("env", "session", "driver_connection", "http")
@@ -46,6 +47,53 @@ BASELINES = ("harness", "driver")
 # The parameter that names a loading strategy: ``run --strategy`` selects on it, and
 # tables show its value alone ("selectin" rather than "strategy=selectin").
 STRATEGY = "strategy"
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """The values a case parameter may take, declared once per name: every declared
+    grid is held to it (``problems``), and so is ``run --param NAME=V``."""
+
+    doc: str
+    whole: tuple[int, int] | None = None  # a whole number in this range (inclusive)
+    names: tuple[str, ...] | None = None  # one of these
+    flag: bool = False  # true or false
+
+    def takes(self) -> str:
+        """What values it takes, in words."""
+        if self.whole is not None:
+            return f"a whole number from {self.whole[0]:,} to {self.whole[1]:,}"
+        if self.flag:
+            return "true or false"
+        return f"one of {', '.join(self.names or ())}"
+
+    def parse(self, text: str) -> Any:
+        """``text`` as a value of this parameter, or ValueError saying what it takes."""
+        if self.whole is not None:
+            low, high = self.whole
+            # ASCII digits only ("²" is a digit to str.isdigit), and few enough that int()
+            # neither refuses the text nor spends time on it.
+            digits = text.isascii() and text.isdigit() and len(text) <= 20
+            if digits and low <= int(text) <= high:
+                return int(text)
+        elif self.flag and text.lower() in FLAGS:
+            return FLAGS[text.lower()]
+        elif not self.flag and text in (self.names or ()):
+            return text
+        raise ValueError(f"expected {self.takes()}, got {text!r}")
+
+
+FLAGS = {"true": True, "false": False}
+PARAMETERS = {
+    "user_id": Parameter(
+        "the user a call works on (an id the dataset lacks, such as 0, is a cell too)",
+        whole=(0, 2**31 - 1),  # the id column is a 32-bit INTEGER on every database
+    ),
+    "limit": Parameter("parents per load", whole=(0, MAXIMUM["users"])),
+    STRATEGY: Parameter("the loading strategy", names=tuple(STRATEGIES)),
+    "pre_ping": Parameter("the engine's pool_pre_ping", flag=True),
+}
+
 
 Expectation = Callable[..., Outcome]
 # ``returns=`` and ``committed=`` are given as a constant, or as a function called like an
@@ -267,4 +315,24 @@ def problems(case: Case, known_ids: Collection[str] = ()) -> list[str]:
         found.append(f"{case.id}: its parameter grid is empty")
     if known_ids and case.group is not None and case.group not in known_ids:
         found.append(f"{case.id}: joins the table of {case.group!r}, which is not declared")
+    return found + _parameter_problems(case)
+
+
+def _parameter_problems(case: Case) -> list[str]:
+    """Each parameter is declared in PARAMETERS, and each value in its grid is one it
+    takes (read back from its text, as ``run --param`` would)."""
+    found = []
+    for name, values in case.params.items():
+        parameter = PARAMETERS.get(name)
+        if parameter is None:
+            found.append(f"{case.id}: parameter {name!r} is not declared in PARAMETERS")
+            continue
+        for value in values:
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            try:
+                parsed = parameter.parse(text)
+            except ValueError as error:
+                parsed = error
+            if parsed != value:
+                found.append(f"{case.id}: {name}={value!r} is not a value it takes: {parsed}")
     return found

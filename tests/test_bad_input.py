@@ -13,6 +13,7 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -131,7 +132,21 @@ def test_no_environment_values_produce_a_traceback(environment: dict[str, str]) 
         (["--min-time", "5", "--max-time", "1"], ["--max-time must be at least --min-time"]),
         (["--posts", "1,2,3,4,5,6,7,8,9", "--payload", "0,1,2,3,4,5,6,7,8"], ["81 datasets"]),
         (["--users", "100000", "--posts", "100"], ["at most 2,000,000"]),
-        (["--param", "strategy=bogus"], ["--param strategy", "unknown strategy 'bogus'"]),
+        (["--param", "strategy=bogus"], ["--param", "strategy: expected one of", "'bogus'"]),
+        (["--param", "limit=abc"], ["--param", "limit: expected a whole number", "'abc'"]),
+        (["--param", "limit=-5"], ["--param", "from 0 to 1,000,000", "'-5'"]),
+        (["--param", "user_id=" + "9" * 30], ["--param", "user_id", "2,147,483,647"]),
+        (["--param", "limit=\u00b2"], ["--param", "limit"]),  # a digit to str.isdigit
+        (["--param", "pre_ping=true"], ["--param pre_ping: no selected scenario has"]),
+        (["--concurrency", "100000"], ["--concurrency", "from 1 to 1,000"]),
+        (["--pool-size", "5000"], ["--pool-size", "from 1 to 1,000"]),
+        (["--max-overflow", "1001"], ["--max-overflow", "from 0 to 1,000"]),
+        (["--latency", "1e9", "--target", "postgresql"], ["--latency", "to 10,000"]),
+        (["--max-rounds", "99999999999"], ["--max-rounds", "to 1,000,000"]),
+        (["--load-seconds", "1e6"], ["--load-seconds", "to 3,600"]),
+        (["--min-time", "3601"], ["--min-time", "to 3,600"]),
+        (["--warmup", "1" + "0" * 7], ["--warmup", "to 1,000,000"]),
+        (["--output", "/"], ["cannot write results to /: it is a directory"]),
     ],
 )
 def test_nonsense_run_options_are_one_line(argv, needles) -> None:
@@ -179,3 +194,80 @@ def test_a_corrupt_or_wrong_version_result_file_is_one_line(tmp_path, command, c
     damaged.write_text(content)
     files = [str(damaged)] * (2 if command == "compare" else 1)
     assert_one_line_error(run("bench", command, *files), "damaged.json", needle)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["run", "--output", "/"], ["cannot write results to /: it is a directory"]),
+        (["verify", "--json", "/proc/nowhere/x.json"], ["cannot write results to /proc/nowhere"]),
+        (["verify", "--json", "/"], ["it is a directory"]),
+        (["baseline", "--folder", "/proc/nope"], ["no baseline of sqlite in /proc/nope"]),
+        (["baseline", "--folder", "/proc/nope", "--update"], ["cannot write results to /proc"]),
+        (["selfcheck", "--only", "cv", "--output", "/proc/nope"], ["cannot write results to"]),
+    ],
+)
+def test_an_output_that_cannot_be_written_stops_before_any_work(argv, needles) -> None:
+    result = run("bench", *argv)
+    assert_one_line_error(result, *needles)
+    assert not result.stdout.strip(), "work was done before the output was checked"
+
+
+def test_report_outputs_are_checked_before_anything_is_read(tmp_path) -> None:
+    never_read = tmp_path / "absent.json"  # reading it would fail with another message
+    for option in (["--out", "/proc/nope"], ["--plot", "--output", "/proc/nope"]):
+        result = run("bench", "report", str(never_read), *option)
+        assert_one_line_error(result, "cannot write results to /proc/nope")
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (bytes(range(128, 256)), "is not UTF-8 text (byte 0)"),
+        (b"[" * 100_000, "nested too deep"),
+        (b'{"checks": []}', "schema_version None"),  # a verify --json file
+    ],
+)
+def test_a_file_of_another_kind_is_one_line(tmp_path, command, content, needle) -> None:
+    other = tmp_path / "other.json"
+    other.write_bytes(content)
+    files = [str(other)] * (2 if command == "compare" else 1)
+    assert_one_line_error(run("bench", command, *files), "other.json", needle)
+
+
+def test_an_error_no_check_foresaw_is_one_line_a_traceback_file_and_kept_cells(
+    tmp_path, monkeypatch
+) -> None:
+    """The last-resort handler: a bug mid-run (planted: the progress callback raises at
+    the third cell) exits 70 with one line naming a traceback file, and the result file
+    keeps the cells that finished, marked failed."""
+    import bench.cli as cli
+    from bench.runner import Progress
+
+    def failing_progress(console, progress, task, stop_requested) -> Progress:
+        finished = []
+
+        def on_cell(record) -> None:
+            finished.append(record)
+            if len(finished) == 3:
+                raise RuntimeError("planted by the test\nsecond line")
+
+        return Progress(on_cell=on_cell, stop_requested=stop_requested)
+
+    monkeypatch.setattr(cli, "_run_progress", failing_progress)
+    output = tmp_path / "run.json"
+    argv = ["run", "--scenario", "crud", "--min-rounds", "1", "--min-time", "0"]
+    status, stderr = _outcome([*argv, "--warmup", "0", "--output", str(output)])
+    assert status == 70, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("sqla-bench: internal error: RuntimeError: planted by the test;")
+    assert "Traceback" not in stderr and "second line" not in stderr
+    traceback_file = Path(last.rsplit(" ", 1)[-1])
+    try:
+        assert "Traceback" in traceback_file.read_text()
+        assert "planted by the test" in traceback_file.read_text()
+    finally:
+        traceback_file.unlink()
+    header, cells = read_result(output)
+    assert header["run"]["status"] == "failed" and len(cells) == 3

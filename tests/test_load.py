@@ -73,13 +73,13 @@ def test_pool_timeouts_are_counted_not_raised(request, tmp_path) -> None:
 @pytest.mark.parametrize(
     ("arguments", "needle"),
     [
-        (("--pool-size", "0"), "expected positive whole numbers"),
-        (("--concurrency", "0,8"), "expected positive whole numbers"),
-        (("--max-overflow", "-1"), "expected a number >= 0"),
-        (("--pool-timeout", "0"), "expected a number >= 0.001"),
-        (("--load-seconds", "x"), "expected a number >= 0.1"),
-        (("--load-seconds", "inf"), "expected a number >= 0.1"),
-        (("--concurrency", "1e9"), "expected positive whole numbers"),
+        (("--pool-size", "0"), "expected whole numbers from 1 to 1,000"),
+        (("--concurrency", "0,8"), "expected whole numbers from 1 to 1,000"),
+        (("--max-overflow", "-1"), "expected a number from 0 to 1,000"),
+        (("--pool-timeout", "0"), "expected a number from 0.001 to 3,600"),
+        (("--load-seconds", "x"), "expected a number from 0.1 to 3,600"),
+        (("--load-seconds", "inf"), "expected a number from 0.1 to 3,600"),
+        (("--concurrency", "1e9"), "expected whole numbers from 1 to 1,000"),
     ],
 )
 def test_bad_pool_and_load_options_are_one_line(tmp_path, arguments, needle) -> None:

@@ -8,7 +8,16 @@ import pytest
 
 from scenarios.dataset import DatasetSize
 from scenarios.expect import UNDECLARED, Committed, NotApplicable, Setting, Works, unchanged
-from scenarios.registry import Case, Request, discover, pattern, problems, scenario, web
+from scenarios.registry import (
+    PARAMETERS,
+    Case,
+    Request,
+    discover,
+    pattern,
+    problems,
+    scenario,
+    web,
+)
 from scenarios.sql import Writes
 
 
@@ -49,6 +58,53 @@ def test_a_group_that_names_no_case_is_reported() -> None:
     assert problems(orphan, {"example.orphan"}) == [
         "example.orphan: joins the table of 'example.nowhere', which is not declared"
     ]
+
+
+def test_a_parameter_is_declared_and_its_grid_holds_values_it_takes() -> None:
+    @scenario(
+        "example.params", statements=1, params={"limit": (5, -1), "size": (1,), "pre_ping": (1,)}
+    )
+    def with_params(session, limit, size, pre_ping):
+        """Doc."""
+
+    @with_params.twin
+    async def with_params_async(session, limit, size, pre_ping):
+        return None
+
+    found = problems(with_params)
+    assert len(found) == 3, found
+    assert found[0].startswith("example.params: limit=-1 is not a value it takes: expected a whole")
+    assert found[1] == "example.params: parameter 'size' is not declared in PARAMETERS"
+    # 1 is not True: a flag is true or false, not a number that Python counts as one.
+    assert found[2].startswith("example.params: pre_ping=1 is not a value it takes")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "value"),
+    [
+        ("limit", "0", 0),
+        ("limit", "1000000", 1_000_000),
+        ("limit", "1000001", None),
+        ("limit", "-5", None),
+        ("limit", "5.0", None),
+        ("limit", "\u00b2", None),  # a digit to str.isdigit, not to int()
+        ("limit", "9" * 5000, None),  # int() refuses so many digits
+        ("user_id", "2147483647", 2**31 - 1),
+        ("user_id", "2147483648", None),
+        ("strategy", "selectin", "selectin"),
+        ("strategy", "Selectin", None),
+        ("pre_ping", "TRUE", True),
+        ("pre_ping", "false", False),
+        ("pre_ping", "1", None),
+    ],
+)
+def test_a_parameter_reads_the_values_it_takes_and_refuses_the_rest(name, text, value) -> None:
+    parameter = PARAMETERS[name]
+    if value is None:
+        with pytest.raises(ValueError, match=f"expected {parameter.takes()}, got"):
+            parameter.parse(text)
+    else:
+        assert parameter.parse(text) == value and type(parameter.parse(text)) is type(value)
 
 
 def test_an_unknown_argument_kind_is_refused() -> None:

@@ -73,6 +73,7 @@ from bench.results import (
     check_output_path,
     check_writable,
     default_path,
+    run_status,
     write_csv,
 )
 from bench.runner import ON_ERROR, Runner, RunPlan, chosen_cpus, pin_to, run_header
@@ -988,7 +989,7 @@ def cmd_report(args: argparse.Namespace, servers: Servers, console: Console) -> 
             run = header["run"]
             count = f"{len(run_cells)} cells, " if len(headers) == 1 else ""
             console.print(
-                f"{source}: {run['status']}, {count}started {run['started']}, "
+                f"{source}: {run_status(header)}, {count}started {run['started']}, "
                 f"SQLAlchemy {header['environment']['sqlalchemy']}",
                 highlight=False,
             )

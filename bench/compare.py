@@ -20,7 +20,7 @@ from typing import Any
 
 from scipy.stats import mannwhitneyu
 
-from bench.results import CellRecord, read_result
+from bench.results import CellRecord, read_result, run_status
 from bench.stats import summarize
 from bench.targets import ConfigError
 
@@ -122,8 +122,20 @@ def compare(
         ],
         only_in_base=[cell for key, cell in base_cells.items() if key not in new_cells],
         only_in_new=[cell for key, cell in new_cells.items() if key not in base_cells],
-        warnings=differences(base[0], new[0]),
+        warnings=differences(base[0], new[0])
+        + unfinished(base[0], "base")
+        + unfinished(new[0], "new"),
     )
+
+
+def unfinished(headers: Sequence[dict], side: str) -> list[str]:
+    """A run that did not complete, one line each: its cells are only what finished."""
+    return [
+        f"the {side} run started {header['run']['started']} is {run_status(header)}: "
+        "its cells are what finished"
+        for header in headers
+        if header["run"]["status"] != "complete"
+    ]
 
 
 def compare_cell(base: CellRecord, new: CellRecord, gate: Gate) -> CellChange:

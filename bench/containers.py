@@ -16,13 +16,13 @@ import contextlib
 import os
 import re
 import secrets
-import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import psutil
 from sqlalchemy.engine import URL
+
+from bench.owner import owner_alive, owner_label
 
 # Set before testcontainers reads its configuration (it does at import).
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
@@ -116,24 +116,6 @@ def _first_line(error: BaseException, *secrets_: str) -> str:
     for secret in secrets_:
         text = text.replace(secret, "***")
     return text
-
-
-def owner_label(pid: int | None = None) -> str:
-    """Identifies a process across PID reuse: host, PID and the process's start time."""
-    process = psutil.Process(pid)
-    return f"{socket.gethostname()}:{process.pid}:{process.create_time():.0f}"
-
-
-def owner_alive(label: str) -> bool | None:
-    """Whether the process that ``label`` names still runs; None if it is on another host."""
-    host, _, rest = label.partition(":")
-    pid, _, started = rest.partition(":")
-    if host != socket.gethostname():
-        return None
-    try:
-        return f"{psutil.Process(int(pid)).create_time():.0f}" == started
-    except (psutil.Error, ValueError):
-        return False
 
 
 class ServerContainer:

@@ -38,7 +38,7 @@ from bench.guide import (
 )
 from bench.plots import write_plots, write_statement_plot
 from bench.report import LOAD_NOTE, NOTE, TableData, load_tables, outcome, size, tables
-from bench.results import CellRecord, read_json
+from bench.results import CellRecord, read_json, run_status
 from bench.targets import ConfigError
 from scenarios.registry import MODES, STRATEGY
 
@@ -153,7 +153,7 @@ def provenance(headers: list[dict]) -> list[str]:
             for name, target in header["targets"].items()
         )
         lines += [
-            f"- `{' '.join(run['command'])}`: {run['status']}, {run['started']} to "
+            f"- `{' '.join(run['command'])}`: {run_status(header)}, {run['started']} to "
             f"{run['finished']}",
             f"    - Python {environment['python']}, SQLAlchemy {environment['sqlalchemy']}, "
             f"greenlet {environment['greenlet']}; {drivers}",

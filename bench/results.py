@@ -24,6 +24,7 @@ from typing import Any
 
 import jsonschema
 
+from bench.owner import owner_alive
 from bench.stats import summarize
 from bench.targets import ConfigError
 
@@ -129,6 +130,16 @@ class ResultFile:
         temporary = self.path.with_name(f".{self.path.name}.tmp")
         temporary.write_text(text)
         os.replace(temporary, self.path)
+
+
+def run_status(header: dict[str, Any]) -> str:
+    """The run's status as its file records it; a run still marked running whose process
+    has ended (killed, or its machine lost) is "interrupted (its process is gone)"."""
+    run = header["run"]
+    owner = run.get("owner")
+    if run["status"] == "running" and owner and owner_alive(owner) is False:
+        return "interrupted (its process is gone)"
+    return run["status"]
 
 
 def check_output_path(path: Path) -> None:

@@ -39,6 +39,7 @@ from bench.measure import (
     never,
     subject_for,
 )
+from bench.owner import owner_label
 from bench.probes import RoundTripCounter
 from bench.results import SCHEMA_VERSION, CellRecord, ResultFile
 from bench.targets import ConfigError, Driver, Target, failure, first_line, redact
@@ -242,6 +243,7 @@ def run_header(plan: RunPlan, command: Sequence[str], started: datetime) -> dict
             "started": started.isoformat(timespec="seconds"),
             "finished": None,
             "status": "running",
+            "owner": owner_label(),  # so that a file a killed process left "running" is told
             "reason": None,
             # The command line never carries a URL (targets come from the environment).
             "command": list(command),

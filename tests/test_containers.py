@@ -22,10 +22,9 @@ from bench.containers import (
     ServerSettings,
     containers,
     docker_problem,
-    owner_alive,
-    owner_label,
     server_settings,
 )
+from bench.owner import owner_alive, owner_label
 from bench.results import read_result
 from bench.targets import CONTAINERS, required_targets
 from tests.test_cli import VARIABLES, assert_one_line_error, run

@@ -180,6 +180,31 @@ def test_an_interrupted_run_keeps_the_finished_cells(tmp_path) -> None:
     assert all(cell.samples_ns or cell.outcome == "raised" for cell in cells)
 
 
+def test_a_killed_run_is_told_from_a_running_one(tmp_path) -> None:
+    """SIGKILL leaves the file marked running; its owner (host, PID, start time) says the
+    process is gone, and report and compare say so."""
+    out = tmp_path / "killed.json"
+    clean = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+    command = [sys.executable, "-m", "bench", "run", "--min-time", "0.3", "--output", str(out)]
+    process = subprocess.Popen(command, env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for_cells(out, at_least=1, seconds=60)
+        report = run("bench", "report", str(out))  # while it runs: running
+        assert report.returncode == 0, report.stderr
+        assert f"{out}: running," in report.stdout
+    finally:
+        process.kill()
+        process.communicate(timeout=60)
+    header, _ = read_result(out)
+    assert header["run"]["status"] == "running" and header["run"]["owner"].count(":") == 2
+    report = run("bench", "report", str(out))
+    assert report.returncode == 0, report.stderr
+    assert f"{out}: interrupted (its process is gone)," in report.stdout
+    compared = run("bench", "compare", str(out), str(out))
+    assert "the new run started" in compared.stdout
+    assert "is interrupted (its process is gone): its cells are what finished" in compared.stdout
+
+
 def _wait_for_cells(path, at_least: int, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

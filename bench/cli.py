@@ -62,10 +62,8 @@ from bench.compare import (
 from bench.compare import rows as comparison_rows
 from bench.compare import to_json as compare_json
 from bench.containers import ContainerError, Leftover, containers, prune
-from bench.document import write_report
 from bench.engines import DriverEnv, prepare_database, setting_for, sqlalchemy_version
 from bench.measure import Policy
-from bench.plots import write_plots
 from bench.report import LOAD_NOTE, NOTE, load_tables, tables
 from bench.results import (
     LOCAL_RESULTS,
@@ -964,6 +962,8 @@ def _print_tables(console: Console, cells: list) -> None:
 
 
 def _plot(console: Console, cells: list, folder: Path, stem: str) -> None:
+    from bench.plots import write_plots  # matplotlib: imported when a plot is drawn
+
     written = write_plots(cells, folder, stem)
     for path in written:
         console.print(f"plot: {path}", highlight=False)
@@ -998,6 +998,8 @@ def cmd_report(args: argparse.Namespace, servers: Servers, console: Console) -> 
     if args.plot:
         _plot(console, list(cells.values()), plots, args.results[0].stem)
     if args.out:
+        from bench.document import write_report  # draws plots: matplotlib
+
         for path in write_report(args.results, args.out, args.verification):
             console.print(f"written: {path}", highlight=False)
     return 0

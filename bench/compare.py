@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scipy.stats import mannwhitneyu
-
 from bench.results import CellRecord, read_result, run_status
 from bench.stats import summarize
 from bench.targets import ConfigError
@@ -148,6 +146,8 @@ def compare_cell(base: CellRecord, new: CellRecord, gate: Gate) -> CellChange:
     ratio = p_slower = p_faster = None
     timed = len(base.samples_ns) >= MIN_SAMPLES and len(new.samples_ns) >= MIN_SAMPLES
     if timed:
+        from scipy.stats import mannwhitneyu  # a second to import: only when a test is due
+
         ratio = summarize(new.samples_ns).median_ns / summarize(base.samples_ns).median_ns
         p_slower = mannwhitneyu(new.samples_ns, base.samples_ns, alternative="greater").pvalue
         p_faster = mannwhitneyu(new.samples_ns, base.samples_ns, alternative="less").pvalue

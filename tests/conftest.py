@@ -13,6 +13,7 @@ that opened them.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -105,9 +106,35 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         configured.close()
 
 
+# Slow harness tests (processes, latency physics, load windows, web serving, containers)
+# run in CI and when asked; a plain ``pytest`` on a new machine skips them, saying how to
+# run them, so that the README's test command stays quick.
+SLOW_VARIABLE = "SQLA_BENCH_SLOW_TESTS"
+
+
+def _slow_tests_run() -> bool:
+    asked = os.environ.get(SLOW_VARIABLE, "").strip().lower()
+    if asked in ("0", "false", "no", "off"):
+        return False
+    return bool(asked) or os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _slow_tests_run():
+        return
+    skip = pytest.mark.skip(reason=f"slow: runs in CI (CI=true) or with {SLOW_VARIABLE}=1")
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(skip)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     configured = config.stash[CONFIGURED]
-    return [f"sqla-bench {name}: {_where(target)}" for name, target in configured.targets.items()]
+    slow = "run" if _slow_tests_run() else f"skipped (CI=true or {SLOW_VARIABLE}=1 runs them)"
+    return [
+        *(f"sqla-bench {name}: {_where(target)}" for name, target in configured.targets.items()),
+        f"sqla-bench slow tests: {slow}",
+    ]
 
 
 def _where(target: Target | Pending | Unavailable) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import run
+from tests.test_cli import assert_one_line_error, run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,7 +68,7 @@ def test_cells_missing_on_either_side_fail(sqlite_baseline, tmp_path) -> None:
     assert "not in the baseline" in result.stdout
 
 
-def test_a_target_without_a_baseline_fails(tmp_path) -> None:
+def test_a_target_without_a_baseline_is_refused_before_anything_is_measured(tmp_path) -> None:
     result = check(tmp_path)
-    assert result.returncode == 1
-    assert "sqlite: no baseline (sqla-bench baseline --update makes one)" in result.stdout
+    assert_one_line_error(result, f"no baseline of sqlite in {tmp_path}", "--update")
+    assert not result.stdout.strip()

@@ -161,3 +161,15 @@ def test_a_target_failing_part_way_keeps_what_finished(request, tmp_path) -> Non
     checks = json.loads(out.read_text())["checks"]
     assert {check["driver"].split("-")[0] for check in checks} == {"sqlite"}
     assert len(checks) > 40 and "0 failed" in result.stdout
+
+
+def test_the_cli_imports_neither_scipy_nor_matplotlib_before_a_command_needs_them() -> None:
+    """Together a second of every start (and of every test that runs the CLI): scipy is
+    imported for a statistical test, matplotlib for a plot, when one is due."""
+    code = (
+        "import sys, bench.cli\n"
+        "print(sorted(m for m in ('scipy', 'matplotlib') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

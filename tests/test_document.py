@@ -94,6 +94,7 @@ def test_a_missing_result_is_one_line(tmp_path) -> None:
     assert result.returncode == 2 and "does not exist" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_committed_reference_guide_is_what_its_results_give(tmp_path) -> None:
     reference = Path(__file__).resolve().parent.parent / "results" / "reference"
     runs = [str(path) for path in sorted(reference.glob("*.json")) if path.stem != "verify"]

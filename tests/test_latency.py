@@ -84,6 +84,7 @@ def _round_trip_ms(sock: socket.socket, times: int) -> float:
     return statistics.median(samples) * 1000
 
 
+@pytest.mark.slow
 def test_round_trips_and_bytes_are_counted(echo) -> None:
     with LatencyProxy("127.0.0.1", echo.port) as proxy, _connect(proxy.port) as sock:
         before = proxy.totals()
@@ -95,6 +96,7 @@ def test_round_trips_and_bytes_are_counted(echo) -> None:
         assert proxy.report()["cpu_seconds"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("one_way_ms", [0.5, 2.5, 10])
 def test_a_round_trip_gains_twice_the_delay_and_little_more(echo, one_way_ms) -> None:
     with _connect(echo.port) as direct:
@@ -114,6 +116,7 @@ def test_a_round_trip_gains_twice_the_delay_and_little_more(echo, one_way_ms) ->
     assert through_ms - direct_ms - 2 * one_way_ms <= 0.5, where
 
 
+@pytest.mark.slow
 def test_chunks_in_flight_do_not_add_up(echo) -> None:
     """Ten messages sent at once arrive one delay later, not ten delays later."""
     with LatencyProxy("127.0.0.1", echo.port) as proxy, _connect(proxy.port) as sock:
@@ -129,6 +132,7 @@ def test_chunks_in_flight_do_not_add_up(echo) -> None:
     assert 0.04 <= elapsed < 0.08  # one round trip of 40 ms plus the 10 ms of sending
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["postgresql", "mysql"])
 def test_time_per_operation_follows_round_trips_times_latency(request, tmp_path, name) -> None:
     target = _target(request, name)

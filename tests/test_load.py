@@ -30,6 +30,7 @@ def _load(request, tmp_path, name: str, **options) -> list:
     return read_result(path)[1]  # and the file validates
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["postgresql", "mysql"])
 def test_throughput_follows_littles_law_and_the_pool_bounds_connections(
     request, tmp_path, name
@@ -56,6 +57,7 @@ def test_throughput_follows_littles_law_and_the_pool_bounds_connections(
     assert [path.name for path in write_plots(cells, tmp_path, "r")] == ["r-load-crud.get.png"]
 
 
+@pytest.mark.slow
 def test_pool_timeouts_are_counted_not_raised(request, tmp_path) -> None:
     cells = _load(
         request, tmp_path, "postgresql",

@@ -298,6 +298,7 @@ def _web_run(tmp_path, target: str, scenario: str, *options: str, **env: str) ->
     return read_result(path)[1]
 
 
+@pytest.mark.slow
 def test_the_runner_serves_both_apps_over_http_and_leaves_nothing_running(tmp_path) -> None:
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     cells = _web_run(
@@ -323,6 +324,7 @@ def test_the_runner_serves_both_apps_over_http_and_leaves_nothing_running(tmp_pa
     assert after <= before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["postgresql", "mysql"])
 def test_an_exhausted_pool_answers_500_after_the_pool_timeout(request, tmp_path, name) -> None:
     target = request.getfixturevalue("servers").target(name)
@@ -344,6 +346,7 @@ def test_an_exhausted_pool_answers_500_after_the_pool_timeout(request, tmp_path,
         assert load["completed"] > 0  # the one connection kept serving meanwhile
 
 
+@pytest.mark.slow
 def test_an_app_that_cannot_start_fails_its_target_in_one_line(tmp_path) -> None:
     path = tmp_path / "web.json"
     result = run(

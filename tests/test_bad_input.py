@@ -139,6 +139,7 @@ def test_no_environment_values_produce_a_traceback(environment: dict[str, str]) 
         (["--param", "limit=\u00b2"], ["--param", "limit"]),  # a digit to str.isdigit
         (["--param", "pre_ping=true"], ["--param pre_ping: no selected scenario has"]),
         (["--concurrency", "100000"], ["--concurrency", "from 1 to 1,000"]),
+        (["--users", "9" * 20], ["--users is at most 1,000,000"]),
         (["--pool-size", "5000"], ["--pool-size", "from 1 to 1,000"]),
         (["--max-overflow", "1001"], ["--max-overflow", "from 0 to 1,000"]),
         (["--latency", "1e9", "--target", "postgresql"], ["--latency", "to 10,000"]),

@@ -83,3 +83,23 @@ async def test_reads_hold_at_the_edges_of_the_dataset(sync_env) -> None:
     for case_id, params in _edges_of_the_dataset(sync_env.size.users):
         result = await check(cases[case_id], params, sync_env)
         assert result.passed, result.explain()
+
+
+async def _no_parents_as_declared(env) -> None:
+    """--param limit=0: no parent, so no key and no second statement, for every strategy."""
+    for case in discover("scenario"):
+        if "limit" not in case.params or "strategy" not in case.params:
+            continue
+        for strategy in case.params["strategy"]:
+            result = await check(case, {"strategy": strategy, "limit": 0}, env)
+            assert result.passed, result.explain()
+
+
+@pytest.mark.asyncio
+async def test_a_load_of_no_parents_is_what_the_catalogue_declares_sync(sync_env) -> None:
+    await _no_parents_as_declared(sync_env)
+
+
+@pytest.mark.asyncio
+async def test_a_load_of_no_parents_is_what_the_catalogue_declares_async(async_env) -> None:
+    await _no_parents_as_declared(async_env)

@@ -145,7 +145,7 @@ class Measurement:
             self.first = observation
         if self.worked is None and observation.error is None:
             self.worked = observation
-        if observation.peak_memory is not None and observation.error is None:
+        if observation.peak_memory is not None:  # a raising call's: what it held until then
             self.peak_memory = observation.peak_memory
         if warm_up:
             return

@@ -517,12 +517,13 @@ class Runner:
             warmup=policy.warmup,
             samples_ns=measurement.samples_ns,
             latency_ms=route.latency_ms,
-            # A cell that raised has no samples: its round trips are the failing call's.
+            # A cell that raised has no samples: its round trips and bytes are the failing
+            # call's, up to the raise.
             round_trips=failed.round_trips if raised else _usual(measurement.round_trips),
             round_trips_seen=sorted(measurement.round_trips),
             rows_fetched=None if checked is None else checked.rows_fetched,
-            bytes_up=None if raised else _usual(measurement.bytes_up),
-            bytes_down=None if raised else _usual(measurement.bytes_down),
+            bytes_up=failed.bytes_up if raised else _usual(measurement.bytes_up),
+            bytes_down=failed.bytes_down if raised else _usual(measurement.bytes_down),
             peak_memory=measurement.peak_memory,
         )
 

@@ -328,9 +328,8 @@ def _parameter_problems(case: Case) -> list[str]:
             found.append(f"{case.id}: parameter {name!r} is not declared in PARAMETERS")
             continue
         for value in values:
-            text = str(value).lower() if isinstance(value, bool) else str(value)
             try:
-                parsed = parameter.parse(text)
+                parsed = parameter.parse(str(value))
             except ValueError as error:
                 parsed = error
             if parsed != value:

@@ -116,6 +116,29 @@ def test_rows_fetched_bytes_and_memory_follow_the_workload(tmp_path, reseeded_ta
         assert cell.bytes_up > 0, where
 
 
+@pytest.mark.parametrize("reseeded_target", TARGETS, indirect=True)
+def test_a_cell_that_raises_records_what_its_failing_call_cost(tmp_path, reseeded_target) -> None:
+    """A lazy load in async code raises MissingGreenlet after the first query: the cell
+    records that query's rows, the memory held and, through the proxy, its round trips
+    and bytes, as a cell that works does."""
+    server = reseeded_target.name != "sqlite"
+    plan = RunPlan(
+        targets=(reseeded_target,), modes=("async",), scenarios=("load.users_with_posts",),
+        strategies=("lazy",), datasets=(DatasetSize(users=30),), policy=Policy(2, 2, 0.0),
+        latencies=(0.0,) if server else None,
+    )  # fmt: skip
+    assert run_to_file(plan, tmp_path / "r.json", ["t"])[1] == []
+    cells = read_result(tmp_path / "r.json")[1]
+    assert cells
+    for cell in cells:
+        assert (cell.outcome, cell.error) == ("raised", "MissingGreenlet"), cell.driver
+        assert cell.rows_fetched == 20 and cell.peak_memory > 0, cell.driver
+        if server:
+            assert cell.round_trips >= 1 and cell.bytes_down > 0 and cell.bytes_up > 0
+        else:
+            assert cell.bytes_down is None and cell.bytes_up is None
+
+
 def test_run_on_sqlite_prints_tables_and_writes_a_valid_file(tmp_path) -> None:
     out = tmp_path / "sub" / "run.json"
     result = run(

@@ -375,7 +375,7 @@ _workers = _numbers(int, 1, MAX_WORKERS, "whole numbers")
 _latencies = _numbers(float, 0, MAX_LATENCY_MS, "round-trip milliseconds")
 
 
-# option, Policy field, type, minimum, metavar, help
+# option, Policy field, type, minimum, maximum, metavar, help
 POLICY_OPTIONS = (
     (
         "--min-time",
@@ -468,10 +468,13 @@ def _add_run_parser(commands: argparse._SubParsersAction) -> None:
         help="measure under load instead: N workers (threads in sync mode, tasks in async) "
         "share one engine, each opening a session, calling the scenario and closing, for "
         "--load-seconds; records throughput, p50/p95/p99, pool waits and timeouts, peak "
-        "server connections and CPU time of client, proxy and server",
+        f"server connections and CPU time of client, proxy and server (at most {MAX_WORKERS:,})",
     )
     run.add_argument(
-        "--pool-size", type=_workers, metavar="N[,N...]", help="engine pool sizes to measure"
+        "--pool-size",
+        type=_workers,
+        metavar="N[,N...]",
+        help=f"engine pool sizes to measure (at most {MAX_WORKERS:,})",
     )
     run.add_argument(
         "--max-overflow",

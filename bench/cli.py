@@ -918,6 +918,8 @@ def cmd_run(args: argparse.Namespace, servers: Servers, console: Console) -> int
     chosen_cpus(args.affinity)
     started = datetime.now(timezone.utc)
     path = args.output or default_path(started, list(dict.fromkeys(names)))
+    if args.csv and path.suffix == ".csv":  # the CSV would replace the result file
+        raise ConfigError(f"--csv writes {path} itself: give --output a .json name")
     if args.dry_run:
         check_output_path(path)
         _print_plan(console, planned)

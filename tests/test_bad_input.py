@@ -148,6 +148,7 @@ def test_no_environment_values_produce_a_traceback(environment: dict[str, str]) 
         (["--min-time", "3601"], ["--min-time", "to 3,600"]),
         (["--warmup", "1" + "0" * 7], ["--warmup", "to 1,000,000"]),
         (["--output", "/"], ["cannot write results to /: it is a directory"]),
+        (["--output", "/tmp/x.csv", "--csv"], ["--csv writes /tmp/x.csv itself"]),
     ],
 )
 def test_nonsense_run_options_are_one_line(argv, needles) -> None:

@@ -68,7 +68,7 @@ VALUES = (*NUMBERS, *TEXT, *PATHS)
 
 @pytest.fixture(scope="module", autouse=True)
 def _files():
-    FOLDER.mkdir()
+    FOLDER.mkdir(exist_ok=True)
     for name, content in FILES.items():
         if content is not None:
             (FOLDER / name).write_bytes(content)

@@ -84,6 +84,18 @@ def _round_trip_ms(sock: socket.socket, times: int) -> float:
     return statistics.median(samples) * 1000
 
 
+def _settled_release(proxy: LatencyProxy, chunks: int) -> dict:
+    """The proxy's release figures once it has booked ``chunks`` sends (up to 1 s): its
+    writer books a send after ``sendall`` returns, so the client can hold the last echo
+    and ask for the report before the proxy has booked it."""
+    deadline = time.monotonic() + 1.0
+    release = proxy.report()["release"]
+    while release["chunks"] < chunks and time.monotonic() < deadline:
+        time.sleep(0.01)
+        release = proxy.report()["release"]
+    return release
+
+
 @pytest.mark.slow
 def test_round_trips_and_bytes_are_counted(echo) -> None:
     with LatencyProxy("127.0.0.1", echo.port) as proxy, _connect(proxy.port) as sock:
@@ -104,7 +116,7 @@ def test_a_round_trip_gains_twice_the_delay_and_little_more(echo, one_way_ms) ->
     with LatencyProxy("127.0.0.1", echo.port) as proxy, _connect(proxy.port) as sock:
         proxy.set_delay(one_way_ms / 1000)
         through_ms = _round_trip_ms(sock, 60 if one_way_ms < 10 else 30)
-        release = proxy.report()["release"]
+        release = _settled_release(proxy, chunks=2 * 30)
     where = f"round trip {through_ms:.3f} ms, direct {direct_ms:.3f} ms, proxy {release}"
     assert through_ms >= 2 * one_way_ms, where  # never released early
     # The proxy's own part: each chunk's send begins within 50 us of its due time.

@@ -183,11 +183,16 @@ def test_run_on_the_server_targets_writes_no_password(request, tmp_path) -> None
         assert password and password not in written + result.stdout + result.stderr
 
 
-def test_an_interrupted_run_keeps_the_finished_cells(tmp_path) -> None:
-    out = tmp_path / "interrupted.json"
+def _start_run(out) -> subprocess.Popen:
+    """A run on SQLite in a process of its own, writing ``out``, for a test to stop."""
     clean = {k: v for k, v in os.environ.items() if k not in VARIABLES}
     command = [sys.executable, "-m", "bench", "run", "--min-time", "0.3", "--output", str(out)]
-    process = subprocess.Popen(command, env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(command, env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_an_interrupted_run_keeps_the_finished_cells(tmp_path) -> None:
+    out = tmp_path / "interrupted.json"
+    process = _start_run(out)
     try:
         _wait_for_cells(out, at_least=2, seconds=60)
         process.send_signal(signal.SIGINT)
@@ -207,9 +212,7 @@ def test_a_killed_run_is_told_from_a_running_one(tmp_path) -> None:
     """SIGKILL leaves the file marked running; its owner (host, PID, start time) says the
     process is gone, and report and compare say so."""
     out = tmp_path / "killed.json"
-    clean = {k: v for k, v in os.environ.items() if k not in VARIABLES}
-    command = [sys.executable, "-m", "bench", "run", "--min-time", "0.3", "--output", str(out)]
-    process = subprocess.Popen(command, env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = _start_run(out)
     try:
         _wait_for_cells(out, at_least=1, seconds=60)
         report = run("bench", "report", str(out))  # while it runs: running

@@ -213,6 +213,9 @@ class _Direction:
                 data, now = _received(self.source) if delayed else (recv(CHUNK), None)
             except OSError:
                 data, now = b"", None
+            # A delay set while this thread waited in recv holds for this chunk too (it
+            # then has no kernel stamp: it is delayed from now).
+            delayed = delayed or proxy.delay or proxy.jitter
             if data and not (delayed or self.pending):
                 arrived(name, len(data))
                 try:

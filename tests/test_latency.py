@@ -128,6 +128,17 @@ def test_a_round_trip_gains_twice_the_delay_and_little_more(echo, one_way_ms) ->
     assert through_ms - direct_ms - 2 * one_way_ms <= 0.5, where
 
 
+def test_a_delay_set_on_an_open_connection_holds_from_its_next_chunk(echo) -> None:
+    """A pooled connection waits in the proxy's read when a run sets the next latency:
+    its next chunk must be delayed too, not sent on at once because the wait began at
+    zero delay (seen in CI as one undelayed chunk of sixty)."""
+    with LatencyProxy("127.0.0.1", echo.port) as proxy, _connect(proxy.port) as sock:
+        _round_trip_ms(sock, 1)  # both directions' readers now wait at zero delay
+        time.sleep(0.05)
+        proxy.set_delay(0.05)
+        assert _round_trip_ms(sock, 1) >= 100
+
+
 @pytest.mark.slow
 def test_chunks_in_flight_do_not_add_up(echo) -> None:
     """Ten messages sent at once arrive one delay later, not ten delays later."""

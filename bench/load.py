@@ -1,12 +1,12 @@
 """Concurrent load: C workers sharing one engine, each opening a session, running one
 scenario call and closing, over and over, for a bounded time.
 
-Sync workers are threads; async workers are tasks on the run's event loop. Both run the
-same worker coroutine, which awaits only in async mode (a sync thread runs it on a loop
-of its own, started once per worker, never per call). Each operation is timed from the
-moment it asks the pool for a connection, and the pool wait is timed on its own. The
-first ``WARMUP_SHARE`` of the time warms the pool and caches up; operations that start
-in it are not recorded, and throughput is what completed in the rest over its length.
+This module describes the operation and tallies it; the measuring kernel
+(``bench.kernel``) runs the workers and times each operation: sync workers are threads,
+async workers tasks on the run's event loop. Each operation is timed from the moment it
+asks the pool for a connection, and the pool wait is timed on its own. The first
+``WARMUP_SHARE`` of the time warms the pool and caches up; operations that start in it
+are not recorded, and throughput is what completed in the rest over its length.
 
 Around each load: the peak number of the engine's server connections (polled on a
 separate connection) and the CPU time of the client, the latency proxy and the server,
@@ -31,6 +31,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from bench.engines import DriverEnv
+from bench.kernel import Deadline, Operation, Timed, Window, repeat_in_window, run_workers
 from scenarios.registry import Case
 
 WARMUP_SHARE = 0.2
@@ -103,66 +104,41 @@ class Load:
         }
 
 
-@dataclass
-class _Window:
-    opens: float  # perf_counter seconds
-    closes: float
-
-    def overlaps(self, started: float, ended: float) -> bool:
-        # Every operation in progress during the window counts for latency, including one
-        # that started waiting for the pool in the warm-up: checkout is not fair, and a
-        # worker can wait for several of its neighbours' operations.
-        return started < self.closes and ended > self.opens
-
-    def holds(self, ended: float) -> bool:
-        return self.opens < ended <= self.closes
+def _operation(env: DriverEnv, call: Callable[[Any], Any]) -> Operation:
+    """One operation under load: a session, its connection out of the pool (the wait),
+    the call, and the session closed again."""
+    return Operation(
+        begin=env.session,
+        acquire=lambda session: session.connection(),
+        call=call,
+        end=lambda session: session.close(),
+        awaits=env.mode == "async",
+    )
 
 
-async def _worker(
-    number: int,
-    env: DriverEnv,
-    call: Callable[[Any], Any],
-    window: _Window,
-    load: Load,
-    lock: threading.Lock,
-) -> None:
-    awaits = env.mode == "async"
-    while time.perf_counter() < window.closes:
-        started = time.perf_counter()
-        session = env.session()
-        error = None
-        try:
-            connection = session.connection()
-            if awaits:
-                await connection
-            acquired = time.perf_counter()
-            value = call(session)
-            if awaits:
-                await value
-        except Exception as raised:
-            error, acquired = raised, time.perf_counter()
-        finally:
-            closing = session.close()
-            if awaits:
-                await closing
-        ended = time.perf_counter()
-        if window.overlaps(started, ended):
-            with lock:
-                _note(load, started, acquired, ended, error)
-                if error is None and window.holds(ended):
-                    load.completed += 1
-                    load.per_worker[number] += 1
+def _tally(load: Load, number: int, window: Window, lock: threading.Lock) -> Callable:
+    """What worker ``number`` adds to ``load`` for each operation it finishes."""
+
+    def note(operation: Timed) -> None:
+        if not window.overlaps(operation):
+            return  # entirely in the warm-up
+        with lock:
+            _note(load, operation)
+            if operation.error is None and window.holds(operation):
+                load.completed += 1
+                load.per_worker[number] += 1
+
+    return note
 
 
-def _note(
-    load: Load, started: float, acquired: float, ended: float, error: Exception | None
-) -> None:
+def _note(load: Load, operation: Timed) -> None:
+    error = operation.error
     if error is not None:
         load.errors[type(error).__name__] += 1
         load.first_error = load.first_error or f"{type(error).__name__}: {error}"[:200]
         return
-    load.samples_ns.append(int((ended - started) * 1e9))
-    load.pool_wait_ns.append(int((acquired - started) * 1e9))
+    load.samples_ns.append(operation.elapsed_ns)
+    load.pool_wait_ns.append(operation.wait_ns)
 
 
 def run_load(
@@ -186,36 +162,23 @@ def run_load(
     # only; opening connections again falls in the warm-up.
     loop.run_until_complete(env.dispose())
     lock = threading.Lock()
+    operation = _operation(env, call)
     with watch(load, env.setting.target, proxy_cpu, direct_url):
-        now = time.perf_counter()  # after the watcher has settled, not before
-        window = _Window(now + seconds * WARMUP_SHARE, now + seconds)
-        workers = [_worker(n, env, call, window, load, lock) for n in range(concurrency)]
-        if env.mode == "async":
-            loop.run_until_complete(_together(workers))
-        else:
-            _in_threads(workers)
+        window = Window.starting_now(seconds, WARMUP_SHARE)  # after the watcher has settled
+        workers = [
+            repeat_in_window(operation, window, _tally(load, n, window, lock))
+            for n in range(concurrency)
+        ]
+        run_workers(workers, operation.awaits, loop)
         load.checked_out_after = _pool(env).checkedout()
         loop.run_until_complete(env.dispose())  # inside the watch: it counts what is left
-    load.window_seconds = window.closes - window.opens
+    load.window_seconds = window.seconds
     return load
 
 
 def _pool(env: DriverEnv) -> Any:
     engine = env.default_engine
     return getattr(engine, "sync_engine", engine).pool
-
-
-async def _together(workers: list) -> None:
-    # gather inside the coroutine, so its tasks belong to the run's loop
-    await asyncio.gather(*workers)
-
-
-def _in_threads(workers: list) -> None:
-    threads = [threading.Thread(target=asyncio.run, args=(worker,)) for worker in workers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
 
 
 @contextlib.contextmanager
@@ -296,8 +259,8 @@ class _ConnectionPoller:
             return None
         self._stop.set()
         self._thread.join()
-        deadline = time.perf_counter() + SETTLE_SECONDS
-        while (count := self._count()) > self._idle and time.perf_counter() < deadline:
+        deadline = Deadline(SETTLE_SECONDS)
+        while (count := self._count()) > self._idle and not deadline.passed():
             time.sleep(POLL_SECONDS)  # a closed connection's backend exits a moment later
         return max(count - self._idle, 0)
 
@@ -305,9 +268,9 @@ class _ConnectionPoller:
         # Connections the engine just closed linger on the server for a moment (a
         # backend exits after its socket closes): wait until the count stops falling,
         # or it would be taken for other clients' and hide part of the peak.
-        deadline = time.perf_counter() + SETTLE_SECONDS
+        deadline = Deadline(SETTLE_SECONDS)
         count = self._count()
-        while time.perf_counter() < deadline:
+        while not deadline.passed():
             time.sleep(POLL_SECONDS)
             now = self._count()
             if now >= count:

@@ -4,12 +4,12 @@ A cell (one case, one parameter cell, one driver in one mode) is measured by cal
 repeatedly: warm-up calls first, discarded, then samples until both a minimum count and
 a minimum time are reached. Each call gets a fresh argument (a new session, say) made
 before the clock starts and cleaned up after it stops; the timed region is the call and
-nothing else, read with ``time.perf_counter_ns``.
+nothing else, timed by the measuring kernel (``bench.kernel``).
 
-Sync and async differ in one line: an async call is awaited. Everything runs inside one
-coroutine on one event loop that the caller creates before timing and keeps for the
-whole run (async pooled connections belong to the loop that opened them); no sample
-ever starts a loop. ``sqla-bench verify`` is this path with a policy of one call.
+Sync and async differ in one flag the kernel reads: an async call is awaited.
+Everything runs inside one coroutine on one event loop that the caller creates before
+timing and keeps for the whole run (async pooled connections belong to the loop that
+opened them); no sample ever starts a loop. ``sqla-bench verify`` is this path with a policy of one call.
 
 Two calls of a cell are never samples, and carry what samples cannot:
 
@@ -24,7 +24,6 @@ Two calls of a cell are never samples, and carry what samples cannot:
 from __future__ import annotations
 
 import asyncio
-import time
 import tracemalloc
 from collections import Counter
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from sqlalchemy.exc import StatementError
 
 from bench.engines import DriverEnv
 from bench.fixtures import PerCall, arguments
+from bench.kernel import Stopwatch, timed
 from bench.probes import Executed, RoundTripCounter, StatementCounter
 from scenarios.expect import Raises, Works
 from scenarios.registry import Case
@@ -235,21 +235,15 @@ def subject_for(case: Case, params: dict[str, Any], env: DriverEnv) -> Subject:
 
 
 async def observe(subject: Subject, argument: Any) -> Observation:
-    """One call, timed. The only timed region in sqla-bench."""
+    """One call, timed by the kernel, with the statements and round trips it made."""
     counter, round_trips = subject.counter, subject.round_trips
     counter.reset()
     if round_trips is not None:
         round_trips.reset()
-    error = value = None
-    started = time.perf_counter_ns()
-    try:
-        value = subject.call(argument)
-        if subject.awaits:
-            value = await value
-    except Exception as raised:
-        error = raised
-    elapsed = time.perf_counter_ns() - started
-    observation = Observation(value, error, counter.started, counter.completed, elapsed)
+    call = await timed(subject.call, argument, subject.awaits)
+    observation = Observation(
+        call.value, call.error, counter.started, counter.completed, call.elapsed_ns
+    )
     if round_trips is not None:
         totals = round_trips.since()
         observation.round_trips = totals.round_trips
@@ -329,12 +323,12 @@ async def measure(
     """Sample ``subject`` under ``policy``; a measured call that raises ends the cell.
 
     ``stop_requested`` is polled between calls: when it says so, the cell is abandoned
-    with KeyboardInterrupt at that safe point (see ``bench.cli.StopOnInterrupt``).
+    with KeyboardInterrupt at that safe point (see ``bench.stopping.StopOnInterrupt``).
     """
     measurement = Measurement()
     async with subject.arguments() as per_call:
         calls, warmup = 0, policy.warmup
-        sampling_since = warming_since = time.perf_counter()
+        sampling, warming = Stopwatch(), Stopwatch()
         while True:
             if stop_requested():
                 raise KeyboardInterrupt
@@ -346,13 +340,12 @@ async def measure(
             if warm_up:
                 # A warm-up call that raises is warm-up too: the measured call decides, so
                 # a failing cell's counts are a warm call's, not the first connection's.
-                sampling_since = time.perf_counter()
-                warmup = policy.warm_calls(calls, sampling_since - warming_since, warmup)
+                sampling.restart()
+                warmup = policy.warm_calls(calls, warming.seconds(), warmup)
                 continue
             if observation.error is not None:
                 break
-            elapsed = time.perf_counter() - sampling_since
-            if not warm_up and policy.enough(len(measurement.samples_ns), elapsed):
+            if policy.enough(len(measurement.samples_ns), sampling.seconds()):
                 break
     return measurement
 

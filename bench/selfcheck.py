@@ -20,12 +20,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.kernel import call_ns
 from bench.measure import Policy
 from bench.results import CellRecord, read_result
 from bench.runner import RunPlan, run_to_file
@@ -119,12 +119,7 @@ def _loop_alternatives() -> dict[str, float]:
 
 
 def _median_call_ns(call: Callable[[], Any], times: int) -> float:
-    samples = []
-    for _ in range(times):
-        started = time.perf_counter_ns()
-        call()
-        samples.append(time.perf_counter_ns() - started)
-    return statistics.median(samples)
+    return statistics.median(call_ns(call) for _ in range(times))
 
 
 # --- 2. raw driver against pgbench ------------------------------------------------------

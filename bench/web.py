@@ -40,6 +40,7 @@ from sqlalchemy import exc as sqlalchemy_errors
 from sqlalchemy.engine import URL
 
 from bench.children import Child, ChildFailed
+from bench.kernel import Deadline, Operation, Timed, Window, repeat_in_window, timed
 from bench.load import WARMUP_SHARE, Load, watch
 from bench.measure import Measurement, Observation, unwrap
 from bench.probes import RoundTripCounter
@@ -131,9 +132,9 @@ class AppServer(Child):
     def last_request(self) -> ServedOutcome:
         """The outcome of the one request since the reset. The app may have sent its
         answer a moment before the middleware outside it has noted how it ended."""
-        deadline = time.monotonic() + NOTED_WITHIN_SECONDS
+        deadline = Deadline(NOTED_WITHIN_SECONDS)
         stats = self.stats()
-        while not stats["requests"] and time.monotonic() < deadline:
+        while not stats["requests"] and not deadline.passed():
             time.sleep(0.001)
             stats = self.stats()
         return stats["last"]
@@ -178,10 +179,10 @@ async def measure_once(
             server.reset()
             if round_trips is not None:
                 round_trips.reset()
-            started = time.perf_counter_ns()
-            response = await send(http, request)
-            elapsed = time.perf_counter_ns() - started
-            observation = _observation(request, response, server.last_request(), elapsed)
+            call = await timed(lambda http: send(http, request), http, awaits=True)
+            if call.error is not None:  # no answer at all: the connection failed
+                raise call.error
+            observation = _observation(request, call.value, server.last_request(), call.elapsed_ns)
             observation.round_trips = None if round_trips is None else round_trips.count
             measurement.add(observation, warm_up)
     return measurement
@@ -215,6 +216,13 @@ class _Tally:
     failed_ns: list[int] = field(default_factory=list)  # time to each failed answer
     sent: int = 0
 
+    def more(self) -> bool:
+        """Whether another request may go: a load is bounded in count as well as time."""
+        if self.sent >= MAX_REQUESTS:
+            return False
+        self.sent += 1
+        return True
+
 
 def run_web_load(
     server: AppServer,
@@ -239,12 +247,11 @@ def run_web_load(
         return cpu_seconds
 
     with watch(load, target, proxy_cpu, direct_url, app_cpu=app_cpu):
-        now = time.perf_counter()
-        window = (now + seconds * WARMUP_SHARE, now + seconds)
+        window = Window.starting_now(seconds, WARMUP_SHARE)
         loop.run_until_complete(_clients(server.port, request, concurrency, window, load, tally))
         stats = {**server.stats(), "cpu_seconds": app_cpu()}
         server.close()  # its lifespan disposes of the engine; the watch counts what is left
-    load.window_seconds = window[1] - window[0]
+    load.window_seconds = window.seconds
     load.extra = {
         "server_errors": dict(stats["errors"]),
         "failed_ns": tally.failed_ns,
@@ -264,54 +271,54 @@ async def _clients(
     port: int,
     request: Request,
     concurrency: int,
-    window: tuple[float, float],
+    window: Window,
     load: Load,
     tally: _Tally,
 ) -> None:
     async with client(port, concurrency) as http:
+        sending = Operation(call=lambda _: send(http, request), awaits=True)
+        tallies = [_tally(n, request, window, load, tally) for n in range(concurrency)]
         workers = [
-            asyncio.ensure_future(_client(n, http, request, window, load, tally))
-            for n in range(concurrency)
+            asyncio.ensure_future(repeat_in_window(sending, window, note, tally.more))
+            for note in tallies
         ]
-        deadline = window[1] - time.perf_counter() + GRACE_SECONDS
-        _, pending = await asyncio.wait(workers, timeout=deadline)
+        _, pending = await asyncio.wait(workers, timeout=window.remaining() + GRACE_SECONDS)
         for worker in pending:  # still waiting for an answer: abandoned, counted
             worker.cancel()
             load.errors["unanswered"] += 1
         await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def _client(
-    number: int,
-    http: Any,
-    request: Request,
-    window: tuple[float, float],
-    load: Load,
-    tally: _Tally,
-) -> None:
-    opens, closes = window
-    while time.perf_counter() < closes and tally.sent < MAX_REQUESTS:
-        tally.sent += 1
-        started = time.perf_counter()
-        try:
-            status = (await send(http, request)).status
-            problem = None if status == request.status else f"HTTP {status}"
-        except Exception as raised:  # the connection failed: no answer at all
-            problem = type(raised).__name__
-            load.first_error = load.first_error or f"{problem}: {raised}"[:200]
-        ended = time.perf_counter()
-        if not (started < closes and ended > opens):
-            continue  # entirely in the warm-up: not recorded
-        elapsed = int((ended - started) * 1e9)
+def _tally(
+    number: int, request: Request, window: Window, load: Load, tally: _Tally
+) -> Callable[[Timed], None]:
+    """What client ``number`` adds to ``load`` for each answer (or failure) it gets."""
+
+    def note(sent: Timed) -> None:
+        problem = _problem(sent, request, load)
+        if not window.overlaps(sent):
+            return  # entirely in the warm-up: not recorded
         if problem is not None:
             load.errors[problem] += 1
             if len(tally.failed_ns) < FAILED_KEPT:
-                tally.failed_ns.append(elapsed)
-            continue
-        load.samples_ns.append(elapsed)
-        if opens < ended <= closes:
+                tally.failed_ns.append(sent.elapsed_ns)
+            return
+        load.samples_ns.append(sent.elapsed_ns)
+        if window.holds(sent):
             load.completed += 1
             load.per_worker[number] += 1
+
+    return note
+
+
+def _problem(sent: Timed, request: Request, load: Load) -> str | None:
+    """Why a request failed (its status, or the connection's error), or None."""
+    if sent.error is not None:  # the connection failed: no answer at all
+        problem = type(sent.error).__name__
+        load.first_error = load.first_error or f"{problem}: {sent.error}"[:200]
+        return problem
+    status = sent.value.status
+    return None if status == request.status else f"HTTP {status}"
 
 
 # --- the app's process -----------------------------------------------------------------------

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.results import CellRecord, read_result, run_status
+from bench.errors import ConfigError
+from bench.results import CellRecord, params_text, read_result, run_status
 from bench.stats import summarize
-from bench.targets import ConfigError
 
 DEFAULT_MIN_EFFECT = 0.10
 DEFAULT_ALPHA = 0.05
@@ -201,7 +201,7 @@ def _show(values: list) -> str:
 
 def cell_name(cell: CellRecord) -> str:
     """A cell in one line: case, parameters, target+driver, mode and what it ran under."""
-    parts = [cell.case, *(f"{k}={v}" for k, v in cell.params.items())]
+    parts = [cell.case, params_text(cell.params)] if cell.params else [cell.case]
     parts += [f"{cell.target}+{cell.driver}", cell.mode]
     parts += [f"users={cell.dataset['users']}", f"posts={cell.dataset['posts_per_user']}"]
     if cell.latency_ms is not None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import URL
 
+from bench.errors import first_line
 from bench.owner import owner_alive, owner_label
 
 # Set before testcontainers reads its configuration (it does at import).
@@ -111,8 +112,7 @@ def docker_problem() -> str | None:
 
 
 def _first_line(error: BaseException, *secrets_: str) -> str:
-    lines = str(error).strip().splitlines()
-    text = lines[0] if lines else type(error).__name__
+    text = first_line(error)
     for secret in secrets_:
         text = text.replace(secret, "***")
     return text

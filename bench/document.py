@@ -19,6 +19,7 @@ from pathlib import Path
 import markdown
 
 from bench.compare import load_run
+from bench.errors import ConfigError
 from bench.guide import (
     ALPHA,
     CLEAR_RATIO,
@@ -37,10 +38,18 @@ from bench.guide import (
     summary,
 )
 from bench.plots import write_plots, write_statement_plot
-from bench.report import LOAD_NOTE, NOTE, TableData, load_tables, outcome, size, tables
-from bench.results import CellRecord, read_json, run_status
-from bench.targets import ConfigError
-from scenarios.registry import MODES, STRATEGY
+from bench.report import (
+    LOAD_NOTE,
+    NOTE,
+    TableData,
+    load_tables,
+    outcome,
+    outcome_matrix,
+    size,
+    tables,
+)
+from bench.results import VERIFY_SCHEMA_VERSION, CellRecord, read_json, run_status
+from scenarios.registry import STRATEGY
 
 STEM = "report"
 
@@ -106,7 +115,7 @@ def markdown_report(
     parts += ["## Decision guide", "", *decision_guide(single, lines, crossover_plots), ""]
     if checks is not None:
         parts += ["## Verification catalogue", "", verification_matrix(checks).to_markdown(), ""]
-    parts += ["## Outcomes", "", outcome_matrix(single).to_markdown(), ""]
+    parts += ["## Outcomes", "", _outcomes(single).to_markdown(), ""]
     other_plots = [name for name in plots if name not in crossover_plots]
     if other_plots:
         parts += ["## Plots", ""]
@@ -171,6 +180,12 @@ def read_verification(path: Path) -> dict:
         isinstance(c, dict) and c.keys() >= VERIFY_FIELDS for c in checks
     ):
         raise ConfigError(f"{path} is not the output of sqla-bench verify --json")
+    version = document.get("schema_version")
+    if version != VERIFY_SCHEMA_VERSION:
+        raise ConfigError(
+            f"{path}: verify --json schema_version {version}, this sqla-bench reads "
+            f"{VERIFY_SCHEMA_VERSION}: run sqla-bench verify --json again"
+        )
     return document
 
 
@@ -198,28 +213,19 @@ def verification_matrix(document: dict) -> TableData:
     return table
 
 
-def outcome_matrix(cells: list[CellRecord]) -> TableData:
+def _outcomes(cells: list[CellRecord]) -> TableData:
     """Each case and variant against each driver and mode: statements, or what it raised."""
-    columns = sorted(
-        {(c.target, c.driver, c.mode) for c in cells},
-        key=lambda column: (column[0], column[1], MODES.index(column[2])),
-    )
-    rows: dict[tuple, dict[tuple, str]] = {}
-    for cell in cells:
-        row = rows.setdefault((cell.case, tuple(cell.params.items())), {})
-        text = outcome(cell) if cell.outcome != "ok" else f"{cell.statements} stmts"
-        if not cell.matches_expected:
-            text = f"**{text}**"
-        row[(cell.target, cell.driver, cell.mode)] = text
-    table = TableData(
+    return outcome_matrix(
+        cells,
         "Outcome per case and driver (statements per operation, or the error raised; "
         "bold where it differs from the catalogue)",
-        [("case", "left")] + [(f"{t}+{d} {m}", "left") for t, d, m in columns],
+        _outcome_text,
     )
-    for (case, params), by_column in rows.items():
-        name = " ".join([case, *(str(v) if k == STRATEGY else f"{k}={v}" for k, v in params)])
-        table.rows.append([name, *(by_column.get(column, "-") for column in columns)])
-    return table
+
+
+def _outcome_text(cell: CellRecord) -> str:
+    text = outcome(cell) if cell.outcome != "ok" else f"{cell.statements} stmts"
+    return text if cell.matches_expected else f"**{text}**"
 
 
 def short_answers(lines: list[Series]) -> list[str]:

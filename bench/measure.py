@@ -9,7 +9,8 @@ nothing else, timed by the measuring kernel (``bench.kernel``).
 Sync and async differ in one flag the kernel reads: an async call is awaited.
 Everything runs inside one coroutine on one event loop that the caller creates before
 timing and keeps for the whole run (async pooled connections belong to the loop that
-opened them); no sample ever starts a loop. ``sqla-bench verify`` is this path with a policy of one call.
+opened them); no sample ever starts a loop. ``sqla-bench verify`` is this path with a
+policy of one call.
 
 Two calls of a cell are never samples, and carry what samples cannot:
 

@@ -7,7 +7,7 @@ time, throughput, the ratio to the fastest row of the table, and the outcome.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,9 +15,10 @@ from rich.table import Table
 from rich.text import Text
 
 from bench.load import WARMUP_SHARE
-from bench.results import CellRecord
+from bench.results import CellRecord, params_text
 from bench.stats import Summary, percentile, summarize
 from scenarios.dataset import DatasetSize
+from scenarios.expect import raises_text, works_text
 from scenarios.registry import MODES, STRATEGY
 
 CPU_BOUND = 0.9  # of a CPU: a process this busy is what a load measured
@@ -204,13 +205,58 @@ def cpu_bound(cell: CellRecord) -> list[str]:
 
 def outcome(cell: CellRecord) -> str:
     """``ok``, or the error (with its wrapper); flagged when it is not what is declared."""
-    if cell.outcome == "ok":
-        text = "ok"
-    else:
-        text = cell.error if cell.wrapped_in is None else f"{cell.wrapped_in}({cell.error})"
+    text = "ok" if cell.outcome == "ok" else error_name(cell)
     if not cell.matches_expected:
         text = f"[bold red]{text}, catalogue: {cell.expected}[/bold red]"
     return text
+
+
+def error_name(cell: CellRecord) -> str:
+    """The exception a cell raised, inside what delivered it: StatementError(MissingGreenlet)."""
+    return cell.error if cell.wrapped_in is None else f"{cell.wrapped_in}({cell.error})"
+
+
+def observed(cell: CellRecord) -> str:
+    """What the cell did, in the catalogue's words (as ``expected`` is written)."""
+    if cell.outcome == "ok":
+        return works_text(cell.statements)
+    return raises_text(error_name(cell), cell.statements, cell.statements_started)
+
+
+def short(cell: CellRecord) -> str:
+    """A matrix cell: ``ok 2``, or ``MissingGreenlet 1/2`` (completed/started)."""
+    if cell.outcome == "ok":
+        return f"ok {cell.statements}"
+    started = cell.statements_started
+    counts = f"{cell.statements}" + (f"/{started}" if started != cell.statements else "")
+    return f"{error_name(cell)} {counts}"
+
+
+def identity(cell: CellRecord) -> str:
+    """A cell's case and parameters in one line: ``load.users_with_posts joined``."""
+    return f"{cell.case} {params_text(cell.params, bare=(STRATEGY,))}".strip()
+
+
+def outcome_matrix(
+    cells: Iterable[CellRecord],
+    title: str,
+    text: Callable[[CellRecord], str],
+    as_measured: bool = False,
+) -> TableData:
+    """Each case and parameter cell (a row) against each target, driver and mode (a
+    column, in the order measured or by name): ``text`` of the cell measured there, ``-``
+    where none was."""
+    cells = list(cells)
+    columns = list(dict.fromkeys((c.target, c.driver, c.mode) for c in cells))
+    if not as_measured:
+        columns.sort(key=lambda column: (column[0], column[1], MODES.index(column[2])))
+    rows: dict[str, dict[tuple, str]] = {}
+    for cell in cells:
+        rows.setdefault(identity(cell), {})[(cell.target, cell.driver, cell.mode)] = text(cell)
+    table = TableData(title, [("case", "left")] + [(f"{t}+{d} {m}", "left") for t, d, m in columns])
+    for name, by_column in rows.items():
+        table.rows.append([name, *(by_column.get(column, "-") for column in columns)])
+    return table
 
 
 def size(count: int | None) -> str:

@@ -25,11 +25,13 @@ from typing import Any
 
 import jsonschema
 
+from bench.errors import ConfigError
 from bench.owner import owner_alive
 from bench.stats import summarize
-from bench.targets import ConfigError
 
 SCHEMA_VERSION = 2
+# ``sqla-bench verify --json``: the outcome matrix, one record per case, cell and driver.
+VERIFY_SCHEMA_VERSION = 1
 READABLE_VERSIONS = (1, 2)  # version 1 files are upgraded as they are read (upgrade_v1)
 SCHEMA_PATH = Path(__file__).with_name("result.schema.json")
 LOCAL_RESULTS = Path("results") / "local"
@@ -270,9 +272,15 @@ def write_csv(path: Path, cells: Iterable[CellRecord]) -> None:
         writer.writerows(_csv_row(cell) for cell in cells)
 
 
+def params_text(params: dict[str, Any], bare: tuple[str, ...] = (), sep: str = " ") -> str:
+    """Parameters in one line, ``limit=20 strategy=joined``; those named in ``bare`` by
+    their value alone (a strategy is its own name: ``joined``)."""
+    return sep.join(str(v) if k in bare else f"{k}={v}" for k, v in params.items())
+
+
 def _csv_row(cell: CellRecord) -> dict[str, Any]:
     row: dict[str, Any] = {name: getattr(cell, name, None) for name in CSV_COLUMNS}
-    row["params"] = " ".join(f"{name}={value}" for name, value in cell.params.items())
+    row["params"] = params_text(cell.params)
     for name in ("users", "posts_per_user", "comments_per_post", "tags_per_post", "payload"):
         row[name] = cell.dataset.get(name)
     summary = summarize(cell.samples_ns)

@@ -1,339 +1,50 @@
-"""``sqla-bench run``: which cells to measure, measuring them, and recording each one.
+"""The runner: measures a plan's cells into a result file, whatever the policy.
 
-A ``RunPlan`` is what the user asked for (targets, drivers, modes, scenarios,
-strategies, dataset sizes, sampling policy), checked before anything is measured. The
-``Runner`` prepares each target's database once per dataset size (untimed), measures
-every applicable cell of every selected driver on one event loop, and appends each cell
-to the result file as soon as it finishes.
+For each target it prepares the database once per dataset size (untimed), sets the
+route (direct, or through the latency proxy at each latency), and measures every cell
+of every selected driver on one event loop, through the measuring path
+(``bench.measure``), or under load (``bench.load``, ``bench.web``) when the plan has a
+concurrency; each cell is appended to the result file as soon as it finishes, with its
+verdict against the catalogue (``bench.verify.differences``). ``run``, ``verify``,
+``baseline`` and ``selfcheck`` all measure through it (``bench.pipeline``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
-import importlib.util
-import os
-import platform
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-import sqlalchemy
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from bench.children import ChildFailed
-from bench.engines import DriverEnv, prepare_database, setting_for
+from bench.engines import DriverEnv, prepare_database
+from bench.errors import redact
 from bench.latency import LatencyProxy
 from bench.load import Load, run_load
-from bench.measure import (
-    Cell,
-    Measurement,
-    Policy,
-    measure,
-    measure_driver,
-    never,
-    subject_for,
-)
-from bench.owner import owner_label
+from bench.measure import Cell, Measurement, Policy, measure, measure_driver, never, subject_for
+from bench.plan import RunPlan
 from bench.probes import RoundTripCounter
-from bench.results import SCHEMA_VERSION, CellRecord, ResultFile
-from bench.targets import ConfigError, Driver, Target, failure, first_line, redact
-from bench.verify import applicable_cells, differences
+from bench.results import CellRecord, ResultFile
+from bench.targets import Driver, Target, failure, said_by
+from bench.verify import differences
 from scenarios.dataset import DatasetSize
 from scenarios.expect import Raises
-from scenarios.registry import MODES, RECEIVES, STRATEGY, Case, discover
+from scenarios.registry import Case
 
 # Errors that mean the database went away or refused us, not that the scenario raised.
 CONNECTION_LOST = (OperationalError, InterfaceError, OSError)
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
-DEFAULT_POLICY = Policy()
 # One warm-up call (which opens the connection), then the one that counts.
-ON_ERROR = ("stop", "continue")
 ONE_WARM_CALL = Policy(warmup=1, min_rounds=1, min_time=0.0, max_rounds=1)
-# What a cell measured one call at a time may receive: all but "http" (served, under load).
-RECEIVES_ALONE = tuple(kind for kind in RECEIVES if kind != "http")
 
 
 class TargetLost(Exception):
     """A cell failed because its database stopped answering: stop measuring the target."""
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """What to measure, validated: unknown names raise ConfigError before any work."""
-
-    targets: tuple[Target, ...]
-    modes: tuple[str, ...] = MODES
-    drivers: tuple[str, ...] | None = None
-    scenarios: tuple[str, ...] | None = None  # ids, or prefixes such as "crud"
-    strategies: tuple[str, ...] | None = None
-    datasets: tuple[DatasetSize, ...] = (DatasetSize(),)
-    policy: Policy = DEFAULT_POLICY
-    latencies: tuple[float, ...] | None = None  # round-trip milliseconds added by the proxy
-    grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # parameter values replacing a grid's
-    concurrency: tuple[int, ...] | None = None  # workers per load; None measures one call
-    pool_sizes: tuple[int, ...] | None = None
-    max_overflow: int | None = None
-    pool_timeout: float | None = None
-    load_seconds: float = 2.0
-    # A cell that fails because the server stopped answering: "stop" measuring that
-    # target there, or "continue" with the next cell (which finds the server back or not).
-    on_error: str = "stop"
-
-    def __post_init__(self) -> None:
-        if self.on_error not in ON_ERROR:
-            raise ConfigError(f"--on-error must be one of {', '.join(ON_ERROR)}")
-        if self.latencies is not None and any(t.name == "sqlite" for t in self.targets):
-            raise ConfigError(
-                "--latency needs a network and sqlite has none: choose --target postgresql "
-                "or --target mysql"
-            )
-        self._check_drivers()
-        cases = self.cases()  # raises for a scenario that does not exist
-        self._check_strategies(cases)
-        self._check_grid(cases)
-        if self.concurrency is None and cases and all(c.receives == "http" for c in cases):
-            raise ConfigError(
-                "web scenarios are measured over HTTP under load: add --concurrency N[,N...]"
-            )
-        if self.concurrency is not None and any(c.receives == "http" for c in cases):
-            _check_web_extra()
-        if not any(self.cells(d, size) for d in self.selected_drivers() for size in self.datasets):
-            raise ConfigError("nothing to measure: no scenario cell matches that selection")
-
-    def cases(self) -> list[Case]:
-        """The selected scenarios, with their grids changed as ``grid`` says. Web
-        scenarios (which serve an app) are measured only when ``scenarios`` names them."""
-        cases = discover("scenario")
-        if self.scenarios is not None:
-            cases += discover("web")
-            for selector in self.scenarios:
-                if not any(_selects(selector, case) for case in cases):
-                    known = ", ".join(sorted({case.id for case in cases}))
-                    raise ConfigError(f"unknown scenario {selector!r}; choose from {known}")
-            cases = [case for case in cases if any(_selects(s, case) for s in self.scenarios)]
-        return [_with_grid(case, dict(self.grid)) for case in cases]
-
-    def selected_drivers(self) -> list[Driver]:
-        return [
-            driver
-            for target in self.targets
-            for driver in target.drivers
-            if driver.spec.mode in self.modes
-            and (self.drivers is None or driver.spec.name in self.drivers)
-        ]
-
-    def pools(self) -> list[dict[str, Any] | None]:
-        """Engine pool settings to measure with, one per pool size (None: the defaults)."""
-        common = {"max_overflow": self.max_overflow, "pool_timeout": self.pool_timeout}
-        common = {name: value for name, value in common.items() if value is not None}
-        if self.pool_sizes is None:
-            return [common or None]
-        return [{"pool_size": size, **common} for size in self.pool_sizes]
-
-    def cells(self, driver: Driver, size: DatasetSize) -> list[Cell]:
-        cases = self.cases()
-        # Loads either open sessions or send requests; one call at a time needs no server.
-        loaded = ("session", "http") if self.concurrency is not None else RECEIVES_ALONE
-        cases = [case for case in cases if case.receives in loaded]
-        cells = applicable_cells(cases, setting_for(driver), size)
-        if self.strategies is None:
-            return cells
-        # --strategy narrows the cells that have a strategy; it leaves the others alone.
-        return [
-            (case, params)
-            for case, params in cells
-            if STRATEGY not in params or params[STRATEGY] in self.strategies
-        ]
-
-    def target_urls(self) -> list[URL]:
-        return [target.url for target in self.targets]
-
-    def parameters(self) -> dict[str, Any]:
-        """The plan as plain data, for the result file."""
-        return {
-            "targets": [target.name for target in self.targets],
-            "drivers": list(self.drivers) if self.drivers else None,
-            "modes": list(self.modes),
-            "scenarios": list(self.scenarios) if self.scenarios else None,
-            "strategies": list(self.strategies) if self.strategies else None,
-            "datasets": [asdict(size) for size in self.datasets],
-            "policy": asdict(self.policy),
-            "latencies_ms": list(self.latencies) if self.latencies else None,
-            "grid": {name: list(values) for name, values in self.grid},
-            "concurrency": list(self.concurrency) if self.concurrency else None,
-            "pools": self.pools(),
-            "load_seconds": self.load_seconds,
-            "on_error": self.on_error,
-        }
-
-    def _check_grid(self, cases: list[Case]) -> None:
-        for name, values in self.grid:
-            if not any(name in case.params for case in cases):
-                known = sorted({param for case in cases for param in case.params})
-                raise ConfigError(
-                    f"--param {name}: no selected scenario has that parameter; "
-                    f"they have {', '.join(known) or 'none'}"
-                )
-            if name == STRATEGY:
-                self._check_strategy_names(
-                    values, f"--param {STRATEGY}", discover(("scenario", "web"))
-                )
-
-    def _check_drivers(self) -> None:
-        if self.drivers is None:
-            return
-        available = {d.spec.name for target in self.targets for d in target.drivers}
-        for name in self.drivers:
-            if name not in available:
-                raise ConfigError(
-                    f"unknown driver {name!r} for the selected targets; "
-                    f"choose from {', '.join(sorted(available))}"
-                )
-
-    def _check_strategies(self, cases: list[Case]) -> None:
-        if self.strategies is not None:
-            self._check_strategy_names(self.strategies, "--strategy", cases)
-
-    @staticmethod
-    def _check_strategy_names(names: Sequence[Any], option: str, cases: list[Case]) -> None:
-        known = {value for case in cases for value in case.params.get(STRATEGY, ())}
-        for name in names:
-            if name not in known:
-                raise ConfigError(
-                    f"{option}: unknown strategy {name!r} for the selected scenarios; "
-                    f"choose from {', '.join(sorted(known)) or 'none: they have no strategies'}"
-                )
-
-
-WEB_MODULES = ("fastapi", "uvicorn", "aiohttp")
-
-
-def _check_web_extra() -> None:
-    missing = [name for name in WEB_MODULES if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ConfigError(
-            f"web scenarios need {', '.join(missing)}: pip install 'sqla-bench[web]' "
-            "(or '.[web]' from a checkout)"
-        )
-
-
-def _with_grid(case: Case, grid: dict[str, tuple[Any, ...]]) -> Case:
-    changed = {name: values for name, values in grid.items() if name in case.params}
-    return replace(case, params={**case.params, **changed}) if changed else case
-
-
-def _selects(selector: str, case: Case) -> bool:
-    """``crud.get`` or ``crud`` selects crud.get and any baseline that joins its table."""
-    names = (case.id, case.table)
-    return any(name == selector or name.startswith(f"{selector}.") for name in names)
-
-
-def run_header(plan: RunPlan, command: Sequence[str], started: datetime) -> dict[str, Any]:
-    """Everything about the run except its cells: the result file's header."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "tool": {"name": "sqla-bench", "version": _distribution_version("sqla-bench") or "dev"},
-        "run": {
-            "started": started.isoformat(timespec="seconds"),
-            "finished": None,
-            "status": "running",
-            "owner": owner_label(),  # so that a file a killed process left "running" is told
-            "reason": None,
-            # The command line never carries a URL (targets come from the environment).
-            "command": list(command),
-            "parameters": plan.parameters(),
-        },
-        "environment": environment(plan.selected_drivers()),
-        "targets": {target.name: _target_facts(target) for target in plan.targets},
-    }
-
-
-def _target_facts(target: Target) -> dict[str, Any]:
-    """Where the target's server came from; its version is filled in once it answers."""
-    facts = {"url": target.safe_url, "source": target.source, "server_version": None}
-    if target.container is not None:
-        facts["container"] = dict(target.container)
-    return facts
-
-
-def environment(drivers: Sequence[Driver]) -> dict[str, Any]:
-    """Library, driver and machine facts for the result file."""
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "sqlalchemy": sqlalchemy.__version__,
-        "greenlet": _distribution_version("greenlet"),
-        "drivers": {d.spec.module: _module_version(d.spec.module) for d in drivers},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "affinity": current_affinity(),
-            "platform": platform.platform(),
-            "architecture": platform.machine(),
-        },
-    }
-
-
-def current_affinity() -> list[int] | None:
-    """The CPUs this process may run on (None where the platform cannot tell)."""
-    if not hasattr(os, "sched_getaffinity"):
-        return None
-    return sorted(os.sched_getaffinity(0))
-
-
-def pin_to(cpus: str) -> None:
-    """Restrict this process to ``cpus``: ``auto`` (the last CPU it may use), ``all``
-    (leave scheduling to the OS) or a list such as ``1`` or ``0,1``.
-
-    Pinning is what makes repeated runs agree on a small machine: with the event loop
-    and aiosqlite's worker thread free to land on different cores, one run's medians
-    differed from the next by up to 20 %; pinned to one core, by under 3 %. Threads
-    started later (driver threads) inherit the setting. Call before any is started.
-    """
-    chosen = chosen_cpus(cpus)
-    if chosen is not None:
-        os.sched_setaffinity(0, chosen)
-
-
-def chosen_cpus(cpus: str) -> set[int] | None:
-    """The CPUs ``--affinity`` names (None: leave it to the OS), or ConfigError."""
-    if cpus == "all" or not hasattr(os, "sched_setaffinity"):
-        return None
-    allowed = os.sched_getaffinity(0)
-    chosen = {max(allowed)} if cpus == "auto" else _cpu_list(cpus)
-    if not chosen <= allowed:
-        raise ConfigError(f"--affinity {cpus}: this process may only use CPUs {sorted(allowed)}")
-    return chosen
-
-
-def _cpu_list(text: str) -> set[int]:
-    try:
-        return {int(part) for part in text.split(",")}
-    except ValueError:
-        raise ConfigError(
-            f"--affinity: expected auto, all or CPU numbers such as 0,1, got {text!r}"
-        ) from None
-
-
-def _module_version(module: str) -> str | None:
-    if module == "sqlite3":  # in the standard library: the SQLite library's version matters
-        import sqlite3
-
-        return sqlite3.sqlite_version
-    distributions = importlib.metadata.packages_distributions().get(module, [module])
-    return _distribution_version(distributions[0])
-
-
-def _distribution_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def rows_in(value: Any) -> int:
@@ -359,15 +70,6 @@ class Runner:
         self.plan = plan
         self.results = results
         self.progress = progress
-
-    def total_cells(self) -> int:
-        per_latency = sum(
-            len(self.plan.cells(driver, size))
-            for driver in self.plan.selected_drivers()
-            for size in self.plan.datasets
-        )
-        levels = len(self.plan.concurrency or (None,))
-        return per_latency * len(self.plan.latencies or (None,)) * len(self.plan.pools()) * levels
 
     def run(self) -> list[str]:
         failures = []
@@ -505,7 +207,7 @@ class Runner:
             outcome="raised" if raised else "ok",
             error=observed.error.__name__ if raised else None,
             wrapped_in=observed.wrapped_in.__name__ if raised and observed.wrapped_in else None,
-            message=first_line(failed.error, target) if failed else None,
+            message=said_by(failed.error, target) if failed else None,
             expected=expected.describe(),
             matches_expected=not found,
             differences=found,
@@ -591,17 +293,6 @@ def served_loads(
 
 def _usual(counts: Counter[int]) -> int | None:
     return counts.most_common(1)[0][0] if counts else None
-
-
-def run_to_file(
-    plan: RunPlan, path: Path, command: Sequence[str], progress: Progress | None = None
-) -> tuple[ResultFile, list[str]]:
-    """Measure ``plan`` into a result file at ``path``, finished as complete or incomplete;
-    returns it and why any target stopped part-way."""
-    results = ResultFile(path, run_header(plan, command, datetime.now(timezone.utc)))
-    failures = Runner(plan, results, progress or Progress()).run()
-    results.finish("incomplete" if failures else "complete", "; ".join(failures) or None)
-    return results, failures
 
 
 class Route:

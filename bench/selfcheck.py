@@ -25,12 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.errors import ConfigError
 from bench.kernel import call_ns
 from bench.measure import Policy
+from bench.pipeline import run_to_file
+from bench.plan import RunPlan
 from bench.results import CellRecord, read_result
-from bench.runner import RunPlan, run_to_file
 from bench.stats import coefficient_of_variation, summarize
-from bench.targets import ConfigError, Target
+from bench.targets import Target
 from scenarios.registry import discover
 
 CHECKS = ("overhead", "driver", "proxy", "cv")

@@ -30,6 +30,7 @@ from bench.containers import (
     docker_problem,
     server_settings,
 )
+from bench.errors import ConfigError, first_line, redact
 
 TARGETS = ("sqlite", "postgresql", "mysql")
 URL_VARIABLES = {"postgresql": "SQLA_BENCH_POSTGRESQL_URL", "mysql": "SQLA_BENCH_MYSQL_URL"}
@@ -39,10 +40,6 @@ CONTAINERS = "containers"  # SQLA_BENCH_REQUIRE's name for the tests that need D
 CONTAINERS_VARIABLE = "SQLA_BENCH_CONTAINERS"
 CONNECT_TIMEOUT_SECONDS = 5
 SQLITE_FILE = "sqla_bench.db"
-
-
-class ConfigError(Exception):
-    """Bad configuration: shown to the user as one line, exit status 2."""
 
 
 @dataclass(frozen=True)
@@ -170,14 +167,6 @@ def safe_url(url: URL | str) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def redact(text: str, *urls: URL) -> str:
-    """``text`` with every password of ``urls`` replaced by ``***``."""
-    for url in urls:
-        if url.password:
-            text = text.replace(str(url.password), "***")
-    return text
-
-
 def _spec(target: str, name: str, mode: str) -> DriverSpec:
     return next(s for s in DRIVER_SPECS if (s.target, s.name, s.mode) == (target, name, mode))
 
@@ -270,15 +259,14 @@ def check_reachable(target: Target) -> None:
         engine.dispose()
 
 
-def first_line(error: BaseException, target: Target) -> str:
+def said_by(error: BaseException, target: Target) -> str:
     """An error's first line with the target's password removed, for people and files."""
-    lines = str(error).strip().splitlines()
-    return redact(lines[0] if lines else type(error).__name__, target.url)
+    return redact(first_line(error), target.url)
 
 
 def failure(target: Target, error: BaseException) -> str:
     """Why a target stopped part-way, in one line."""
-    return f"{target.name} at {target.safe_url} failed: {first_line(error, target)}"
+    return f"{target.name} at {target.safe_url} failed: {said_by(error, target)}"
 
 
 class Servers:
@@ -389,3 +377,37 @@ class Servers:
             )
             self._running[pending.name] = target
             return target
+
+
+def selected_targets(
+    names: list[str] | None, servers: Servers
+) -> tuple[list[Target], list[Unavailable]]:
+    """The named targets (each must be available), or every available one and the rest.
+
+    Containers are started here, side by side, for targets that have no URL. Each
+    server target is then checked to answer, so a bad URL is one line before any work.
+    """
+    if not names:
+        resolved = servers.targets(TARGETS)
+        available = [target for target in resolved if isinstance(target, Target)]
+        unavailable = [target for target in resolved if isinstance(target, Unavailable)]
+    else:
+        planned_targets(names, servers)  # an unavailable one stops us before a container starts
+        resolved = servers.targets(dict.fromkeys(names))
+        available, unavailable = [t for t in resolved if isinstance(t, Target)], []
+    for target in available:
+        if target.name != "sqlite":  # a file of our own: nothing to reach
+            check_reachable(target)
+    return available, unavailable
+
+
+def planned_targets(names: list[str], servers: Servers) -> list[Target | Pending]:
+    """Where each named target will come from, without starting anything; one line and
+    exit status 2 for an unknown or unavailable one."""
+    for name in names:
+        check_target_name(name)
+    planned = [servers.plan(name) for name in dict.fromkeys(names)]
+    for target in planned:
+        if isinstance(target, Unavailable):
+            raise ConfigError(target.reason)
+    return planned

@@ -14,13 +14,14 @@ ROLLBACKs and the committed state, read back on another connection.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.engines import DriverEnv
-from bench.measure import ONCE, Cell, Measurement, Observation, measure, measure_driver, subject_for
+from bench.errors import first_line
+from bench.measure import ONCE, Observation, measure, subject_for
+from bench.results import params_text
 from scenarios.dataset import DatasetSize
 from scenarios.expect import UNDECLARED, Committed, NotApplicable, Outcome, Raises, Setting, Works
 from scenarios.registry import Case
@@ -176,18 +177,13 @@ class Check:
         text = f"{self.case.id}{_format_params(self.params)} on {self.driver}: expected "
         text += f"{self.expected.describe()}, observed {observed.describe() if observed else '-'}"
         if self.observation is not None and self.observation.error is not None:
-            text += f" ({_first_line(self.observation.error)})"
+            text += f" ({first_line(self.observation.error, named=True)})"
         found = self.differences
         return text + (": " + "; ".join(found) if found else "")
 
 
 def _format_params(params: dict[str, Any]) -> str:
-    return f"[{', '.join(f'{k}={v}' for k, v in params.items())}]" if params else ""
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:160] if lines else ''}"
+    return f"[{params_text(params, sep=', ')}]" if params else ""
 
 
 def applicable_cells(
@@ -212,23 +208,3 @@ async def check(case: Case, params: dict[str, Any], env: DriverEnv) -> Check:
     if not isinstance(check.expected, NotApplicable):
         check.observation = (await measure(subject_for(case, params, env), ONCE)).first
     return check
-
-
-def check_driver(
-    env: DriverEnv,
-    cells: list[Cell],
-    loop: asyncio.AbstractEventLoop,
-    on_check: Callable[[Check], None] = lambda check: None,
-) -> list[Check]:
-    """Every cell once on ``env``, then dispose of it; runs on ``loop``, which the caller
-    keeps for the whole run (async pooled connections belong to the loop that opened them).
-    This is the measurement path with a policy of one call, so verify and run agree."""
-    checks: list[Check] = []
-
-    def record(case: Case, params: dict[str, Any], measurement: Measurement) -> None:
-        checks.append(plan(case, params, env))
-        checks[-1].observation = measurement.first
-        on_check(checks[-1])
-
-    measure_driver(env, cells, ONCE, loop, record)
-    return checks

@@ -40,6 +40,7 @@ from sqlalchemy import exc as sqlalchemy_errors
 from sqlalchemy.engine import URL
 
 from bench.children import Child, ChildFailed
+from bench.errors import first_line
 from bench.kernel import Deadline, Operation, Timed, Window, repeat_in_window, timed
 from bench.load import WARMUP_SHARE, Load, watch
 from bench.measure import Measurement, Observation, unwrap
@@ -405,7 +406,7 @@ class _Instrumented:
             await self.app(scope, receive, send)
         except Exception as error:
             cause, wrapper = observed_error(error)
-            raised, message = (cause, wrapper), _first_line(error)
+            raised, message = (cause, wrapper), first_line(error)
         with counts.lock:
             counts.requests += 1
             started, completed = counts.started - before[0], counts.completed - before[1]
@@ -415,11 +416,6 @@ class _Instrumented:
                 counts.errors[cause.__name__] += 1
                 outcome.raised = Raises(cause, completed, attempted=started, wrapped_in=wrapper)
             counts.last = outcome
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return (lines[0] if lines else type(error).__name__)[:300]
 
 
 def _serve(control: Connection, app: dict[str, Any], client_cpus: set[int] | None) -> None:
@@ -432,7 +428,7 @@ def _serve(control: Connection, app: dict[str, Any], client_cpus: set[int] | Non
     try:
         server, sock = _uvicorn(app, counts)
     except Exception as error:  # a bad URL or option: one line back, nothing served
-        control.send(("failed", f"{type(error).__name__}: {_first_line(error)}"))
+        control.send(("failed", first_line(error, named=True)))
         return
     threading.Thread(target=_answer, args=(control, server, sock, counts), daemon=True).start()
     with contextlib.suppress(SystemExit):  # uvicorn exits when the app's start-up fails

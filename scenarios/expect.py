@@ -71,7 +71,7 @@ class Works:
     committed: Committed | None = None
 
     def describe(self) -> str:
-        return f"works, {self.statements} statement{'s' if self.statements != 1 else ''}"
+        return works_text(self.statements)
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class Raises:
         name = self.error.__name__
         if self.wrapped_in is not None:
             name = f"{self.wrapped_in.__name__}({name})"
-        return f"raises {name} after {self.statements} (started {self.started})"
+        return raises_text(name, self.statements, self.started)
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,16 @@ class NotApplicable:
 
 
 Outcome = Works | Raises | NotApplicable
+
+
+# An outcome in words, also for a result file's record of one (which keeps names, not
+# classes): "works, 2 statements", "raises StatementError(MissingGreenlet) after 1 (started 2)".
+def works_text(statements: int) -> str:
+    return f"works, {statements} statement{'s' if statements != 1 else ''}"
+
+
+def raises_text(name: str, statements: int, started: int) -> str:
+    return f"raises {name} after {statements} (started {started})"
 
 # Async drivers whose adapter awaits while it creates a cursor. There an implicit load
 # fails before its statement starts, and SQLAlchemy wraps the MissingGreenlet in a

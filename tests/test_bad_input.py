@@ -244,7 +244,7 @@ def test_an_error_no_check_foresaw_is_one_line_a_traceback_file_and_kept_cells(
     """The last-resort handler: a bug mid-run (planted: the progress callback raises at
     the third cell) exits 70 with one line naming a traceback file, and the result file
     keeps the cells that finished, marked failed."""
-    import bench.cli as cli
+    import bench.present as present
     from bench.runner import Progress
 
     def failing_progress(console, progress, task, stop_requested) -> Progress:
@@ -257,7 +257,7 @@ def test_an_error_no_check_foresaw_is_one_line_a_traceback_file_and_kept_cells(
 
         return Progress(on_cell=on_cell, stop_requested=stop_requested)
 
-    monkeypatch.setattr(cli, "_run_progress", failing_progress)
+    monkeypatch.setattr(present, "run_progress", failing_progress)
     output = tmp_path / "run.json"
     argv = ["run", "--scenario", "crud", "--min-rounds", "1", "--min-time", "0"]
     status, stderr = _outcome([*argv, "--warmup", "0", "--output", str(output)])

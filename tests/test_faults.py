@@ -25,11 +25,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.engines import DriverEnv
+from bench.environment import run_header
 from bench.latency import LatencyProxy
 from bench.load import run_load
 from bench.measure import Policy
+from bench.plan import RunPlan
 from bench.results import ResultFile, read_result
-from bench.runner import Progress, Runner, RunPlan, run_header
+from bench.runner import Progress, Runner
 from bench.targets import URL_VARIABLES, resolve
 from scenarios.dataset import DatasetSize
 from scenarios.faults import BACKEND_ID, kill_backend

@@ -16,8 +16,9 @@ import pytest
 from bench.engines import prepare_database
 from bench.latency import LatencyProxy
 from bench.measure import Policy
+from bench.pipeline import run_to_file
+from bench.plan import RunPlan
 from bench.plots import write_plots
-from bench.runner import RunPlan, run_to_file
 from bench.stats import summarize
 from scenarios.dataset import DatasetSize
 from tests.conftest import SIZE

@@ -8,9 +8,10 @@ from __future__ import annotations
 import pytest
 
 from bench.measure import Policy
+from bench.pipeline import run_to_file
+from bench.plan import RunPlan
 from bench.plots import write_plots
 from bench.results import read_result
-from bench.runner import RunPlan, run_to_file
 from tests.test_cli import assert_one_line_error, run
 from tests.test_run import _target
 

@@ -7,11 +7,14 @@ import json
 
 import pytest
 
+from bench.errors import ConfigError
 from bench.measure import Policy
+from bench.pipeline import run_to_file
+from bench.plan import RunPlan
 from bench.results import CSV_COLUMNS, CellRecord, read_result, write_csv
-from bench.runner import Progress, RunPlan, run_to_file
+from bench.runner import Progress
 from bench.stats import percentile, summarize
-from bench.targets import ConfigError, first_line, resolve
+from bench.targets import resolve, said_by
 from tests.test_targets import PASSWORD
 
 QUICK = Policy(warmup=1, min_rounds=3, min_time=0.0)
@@ -81,7 +84,7 @@ def test_an_error_message_loses_the_password(tmp_path) -> None:
     env = {"SQLA_BENCH_POSTGRESQL_URL": f"postgresql://u:{PASSWORD}@db.example:5432/bench"}
     target = resolve("postgresql", tmp_path, env)
     error = RuntimeError(f'connection to "postgresql://u:{PASSWORD}@db.example" refused\nmore')
-    line = first_line(error, target)
+    line = said_by(error, target)
     assert PASSWORD not in line and "***" in line and "more" not in line
     assert PASSWORD not in target.safe_url
 

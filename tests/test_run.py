@@ -15,8 +15,9 @@ import pytest
 
 from bench.engines import prepare_database, sqlalchemy_version
 from bench.measure import Policy
+from bench.pipeline import run_to_file
+from bench.plan import RunPlan
 from bench.results import read_result
-from bench.runner import RunPlan, run_to_file
 from bench.targets import TARGETS, ConfigError, Target, resolve
 from scenarios.dataset import DatasetSize
 from scenarios.expect import Setting, Works

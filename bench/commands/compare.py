@@ -1,0 +1,87 @@
+"""``sqla-bench compare``: the regression gate, cell by cell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from bench import present
+from bench.compare import (
+    COLUMNS,
+    DEFAULT_ALPHA,
+    DEFAULT_MIN_EFFECT,
+    Comparison,
+    Gate,
+    cell_name,
+    compare,
+    load_run,
+    rows,
+    summary_line,
+    to_json,
+    to_markdown,
+)
+from bench.errors import EXIT_MISMATCH
+from bench.options import number
+from bench.targets import Servers
+
+DESCRIPTION = (
+    "Compare NEW against BASE (result files, or folders of them). Outcome, "
+    "statements, round trips and rows per operation must match exactly: any change "
+    "fails. A timing fails only when a one-sided Mann-Whitney U test on the raw "
+    "samples says slower (p < --alpha) and the median is at least --min-effect "
+    "slower; faster and unchanged cells are reported too. Cells that only one run "
+    "has are listed; runs from different machines, libraries or servers get a "
+    "warning. Exit status 0: no regression, 1: regression, 2: bad input."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("base", type=Path, metavar="BASE", help="result file or folder")
+    parser.add_argument("new", type=Path, metavar="NEW", help="result file or folder")
+    parser.add_argument(
+        "--min-effect",
+        type=number(float, 0.001, 100.0),
+        default=DEFAULT_MIN_EFFECT,
+        metavar="FRACTION",
+        help="how much slower a median must be to count, as a fraction (default: 0.10)",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=number(float, 1e-9, 0.5),
+        default=DEFAULT_ALPHA,
+        metavar="P",
+        help="significance level of the Mann-Whitney U test (default: 0.05)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("text", "markdown", "json"),
+        default="text",
+        help="text (a table), markdown (for a pull-request comment) or json",
+    )
+
+
+def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int:
+    gate = Gate(min_effect=args.min_effect, alpha=args.alpha)
+    comparison = compare(load_run(args.base), load_run(args.new), gate)
+    if args.format == "json":
+        print(json.dumps(to_json(comparison, gate), indent=2))
+    elif args.format == "markdown":
+        print(to_markdown(comparison, gate), end="")
+    else:
+        _print(console, comparison, gate)
+    return EXIT_MISMATCH if comparison.regressed else 0
+
+
+def _print(console: Console, comparison: Comparison, gate: Gate) -> None:
+    present.print_lines(console, (f"warning: {w}" for w in comparison.warnings), "yellow")
+    title = f"sqla-bench compare: {len(comparison.cells)} cells in both runs"
+    console.print(present.comparison_table(title, COLUMNS, rows(comparison)))
+    for title, missing in (
+        ("only in base", comparison.only_in_base),
+        ("only in new", comparison.only_in_new),
+    ):
+        present.print_lines(console, (f"{title}: {cell_name(cell)}" for cell in missing))
+    console.print(summary_line(comparison, gate), highlight=False)

@@ -1,0 +1,53 @@
+"""``sqla-bench containers``: the containers sqla-bench started that still exist."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from bench.containers import ContainerError, Leftover, containers, prune
+from bench.errors import ConfigError
+from bench.present import table
+from bench.targets import Servers
+
+DESCRIPTION = (
+    "List every container labelled as sqla-bench's, with the process that owns it. "
+    "A run removes its containers when it ends, also on Ctrl-C; one that was killed "
+    "cannot, and testcontainers' reaper is off where no registry serves its image. "
+    "--prune removes the containers whose owning process has ended."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--prune", action="store_true", help="remove the containers whose owner has ended"
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="with --prune: remove every sqla-bench container, even one a live run is using",
+    )
+
+
+def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int:
+    if args.all and not args.prune:
+        raise ConfigError("--all only goes with --prune")
+    try:
+        if args.prune:
+            removed = prune(everything=args.all, say=lambda line: console.print(line))
+            console.print(f"removed {len(removed)} container(s)")
+        left = containers()
+    except ContainerError as error:
+        raise ConfigError(str(error)) from None
+    rows = [(c.id, c.target, c.image, c.status, _owner(c)) for c in left]
+    columns = ("id", "target", "image", "status", "owner")
+    console.print(
+        table("sqla-bench containers", columns, rows) if left else "no sqla-bench containers"
+    )
+    return 0
+
+
+def _owner(leftover: Leftover) -> str:
+    state = {True: "running", False: "ended: --prune removes it", None: "on another host"}
+    return f"{leftover.owner or '?'} ({state[leftover.owner_alive]})"

@@ -1,0 +1,244 @@
+"""``sqla-bench run``: measure the selected cells into a result file, print their tables."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+
+from bench import present
+from bench.environment import chosen_cpus, pin_to
+from bench.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError
+from bench.options import (
+    MAX_SECONDS,
+    MAX_WORKERS,
+    add_affinity,
+    add_datasets,
+    add_policy,
+    add_target,
+    datasets_from,
+    grid_values,
+    latencies,
+    number,
+    policy_from,
+    workers,
+)
+from bench.pipeline import run_on_console
+from bench.plan import ON_ERROR, RunPlan
+from bench.results import (
+    LOCAL_RESULTS,
+    ResultFile,
+    check_output_path,
+    check_writable,
+    default_path,
+    write_csv,
+)
+from bench.targets import Pending, Servers, Target, planned_targets, selected_targets
+from scenarios.registry import MODES, PARAMETERS
+
+DESCRIPTION = (
+    "Measure every selected scenario cell on every selected driver and mode: "
+    "statements and rows per operation, and the time of each call (after warm-up, "
+    "until both --min-rounds and --min-time are reached). Set-up, seeding and the "
+    "fresh session each call gets are never timed. Raw samples and metadata go to a "
+    "JSON result file, written after every cell, so an interrupted run keeps what "
+    "finished. With no options: every scenario on embedded SQLite, in both modes. "
+    "Exit status 1 when an outcome differs from the catalogue, 2 for bad input, 3 "
+    "when a target failed part-way, 130 when interrupted (Ctrl-C), 143 when "
+    "terminated (SIGTERM)."
+)
+
+
+def add_arguments(run: argparse.ArgumentParser) -> None:
+    add_target(run, "sqlite")
+    run.add_argument(
+        "--driver", action="append", metavar="NAME", help="only these drivers, repeatable"
+    )
+    run.add_argument(
+        "--mode", action="append", choices=MODES, help="sync or async, repeatable (default: both)"
+    )
+    run.add_argument(
+        "--scenario",
+        action="append",
+        metavar="ID",
+        help="a scenario id or a prefix such as crud or load, repeatable (default: all)",
+    )
+    run.add_argument(
+        "--strategy",
+        action="append",
+        metavar="NAME",
+        help="of the cells that have a loading strategy, only these; repeatable (default: all)",
+    )
+    add_datasets(run)
+    run.add_argument(
+        "--param",
+        action="append",
+        type=grid_values,
+        metavar="NAME=V[,V...]",
+        help="replace a scenario parameter's values, repeatable: --param limit=50 makes the "
+        "loading scenarios load 50 parents instead of 20; the parameters: "
+        + "; ".join(f"{name}: {p.doc} ({p.takes()})" for name, p in PARAMETERS.items()),
+    )
+    _add_load_options(run)
+    add_policy(run)
+    _add_output_options(run)
+    add_affinity(run)
+
+
+def _add_load_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "--latency",
+        type=latencies,
+        metavar="MS[,MS...]",
+        help="round-trip milliseconds to add with a TCP proxy (in a process of its own) in "
+        "front of each server, e.g. 0,1,5,20; also counts round trips per operation "
+        "(servers only: SQLite has no network)",
+    )
+    run.add_argument(
+        "--concurrency",
+        type=workers,
+        metavar="N[,N...]",
+        help="measure under load instead: N workers (threads in sync mode, tasks in async) "
+        "share one engine, each opening a session, calling the scenario and closing, for "
+        "--load-seconds; records throughput, p50/p95/p99, pool waits and timeouts, peak "
+        f"server connections and CPU time of client, proxy and server (at most {MAX_WORKERS:,})",
+    )
+    run.add_argument(
+        "--pool-size",
+        type=workers,
+        metavar="N[,N...]",
+        help=f"engine pool sizes to measure (at most {MAX_WORKERS:,})",
+    )
+    run.add_argument(
+        "--max-overflow", type=number(int, 0, MAX_WORKERS), metavar="N", help="engine max_overflow"
+    )
+    run.add_argument(
+        "--pool-timeout",
+        type=number(float, 0.001, MAX_SECONDS),
+        metavar="SECONDS",
+        help="engine pool_timeout: a checkout that waits longer fails with TimeoutError, "
+        "counted per cell",
+    )
+    run.add_argument(
+        "--load-seconds",
+        type=number(float, 0.1, MAX_SECONDS),
+        default=2.0,
+        metavar="SECONDS",
+        help="how long each load runs, the first fifth being warm-up (default: 2)",
+    )
+
+
+def _add_output_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "--on-error",
+        choices=ON_ERROR,
+        default="stop",
+        help="when a cell fails because its server stopped answering: stop measuring that "
+        "target (its other targets go on), or continue with the next cell, which finds the "
+        "server back or records the same failure; either way the failed cell is kept with "
+        "its error and the exit status is 3 (default: stop)",
+    )
+    run.add_argument(
+        "--output",
+        type=Path,
+        metavar="PATH",
+        help=f"result file (default: {LOCAL_RESULTS}/run-DATE-TIME-TARGETS.json)",
+    )
+    run.add_argument(
+        "--csv", action="store_true", help="also write one CSV row per cell beside the JSON"
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check every option and print what would be measured, then stop: no container "
+        "starts, nothing is measured or written",
+    )
+    run.add_argument(
+        "--plot", action="store_true", help="also write PNG plots beside the result file"
+    )
+
+
+def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int:
+    names = args.target or ["sqlite"]
+    # Every option is checked against the planned targets before a container starts.
+    planned = plan_from(args, planned_targets(names, servers))
+    chosen_cpus(args.affinity)
+    started = datetime.now(timezone.utc)
+    path = args.output or default_path(started, list(dict.fromkeys(names)))
+    if args.csv and path.suffix == ".csv":  # the CSV would replace the result file
+        raise ConfigError(f"--csv writes {path} itself: give --output a .json name")
+    if args.dry_run:
+        check_output_path(path)
+        _print_plan(console, planned)
+        return 0
+    check_writable(path)
+    targets, _ = selected_targets(names, servers)
+    plan = plan_from(args, targets)
+    pin_to(args.affinity)
+    results, failures = run_on_console(plan, path, args.argv, console, started)
+    present.print_tables(console, results.cells)
+    if args.csv:
+        write_csv(path.with_suffix(".csv"), results.cells)
+    if args.plot:
+        present.plot(console, results.cells, path.parent, path.stem)
+    return _summary(console, results, failures)
+
+
+def plan_from(args: argparse.Namespace, targets: Sequence[Target | Pending]) -> RunPlan:
+    """The run's plan from its options; one ConfigError for options that contradict."""
+    try:
+        policy, datasets = policy_from(args), datasets_from(args)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return RunPlan(
+        targets=tuple(targets),
+        modes=tuple(dict.fromkeys(args.mode or MODES)),
+        drivers=_names(args.driver),
+        scenarios=_names(args.scenario),
+        strategies=_names(args.strategy),
+        datasets=datasets,
+        policy=policy,
+        latencies=args.latency,
+        grid=tuple(dict(args.param or ()).items()),
+        concurrency=args.concurrency,
+        pool_sizes=args.pool_size,
+        max_overflow=args.max_overflow,
+        pool_timeout=args.pool_timeout,
+        load_seconds=args.load_seconds,
+        on_error=args.on_error,
+    )
+
+
+def _names(values: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(dict.fromkeys(values)) if values else None
+
+
+def _print_plan(console: Console, plan: RunPlan) -> None:
+    """What a run with these options would measure, without measuring (--dry-run)."""
+    lines = [f"{target.name}: {target.source}" for target in plan.targets]
+    for driver in plan.selected_drivers():
+        cells = sum(len(plan.cells(driver, size)) for size in plan.datasets)
+        lines.append(f"  {driver.id}: {cells} cells per setting")
+    lines.append(
+        f"{len(plan.datasets)} datasets, latencies {plan.latencies or 'none (direct)'}, "
+        f"pools {plan.pools()}, concurrency {plan.concurrency or 'one call at a time'}"
+    )
+    present.print_lines(console, lines)
+
+
+def _summary(console: Console, results: ResultFile, failures: list[str]) -> int:
+    differ = [cell for cell in results.cells if not cell.matches_expected]
+    raised = sum(cell.outcome == "raised" for cell in results.cells)
+    console.print(
+        f"{len(results.cells)} cells measured, {raised} raised, "
+        f"{len(differ)} differ from the catalogue. Results: {results.path}",
+        highlight=False,
+    )
+    present.print_differences(console, differ, "DIFFERS")
+    present.print_incomplete(failures)
+    if failures:
+        return EXIT_INCOMPLETE
+    return EXIT_MISMATCH if differ else 0

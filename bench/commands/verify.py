@@ -1,0 +1,106 @@
+"""``sqla-bench verify``: every pattern and scenario cell once per driver and mode, held
+to the catalogue, printed as a matrix. The same pipeline as ``run``, with a policy of one
+call (``ONCE``), so the two can never disagree; the run is kept in results/local/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from bench import present
+from bench.engines import sqlalchemy_version
+from bench.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError
+from bench.measure import ONCE
+from bench.options import add_target
+from bench.pipeline import run_on_console
+from bench.plan import RunPlan
+from bench.report import observed
+from bench.results import LOCAL_RESULTS, VERIFY_SCHEMA_VERSION, CellRecord, check_writable
+from bench.targets import Servers, Target, Unavailable, selected_targets
+from scenarios.registry import IN_PROCESS
+
+KINDS = {"all": IN_PROCESS, "patterns": ("pattern",), "scenarios": ("scenario",)}
+
+DESCRIPTION = (
+    "Run every pattern and scenario cell once per driver and mode, and print what "
+    "happened (works with N statements, or raises X) beside what the catalogue "
+    "expects. Exit status 1 when anything differs, 2 for bad input, 3 when a "
+    "target failed part-way (what finished is still printed and saved)."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_target(parser, "every configured one")
+    parser.add_argument(
+        "--only", choices=sorted(KINDS), default="all", help="patterns, scenarios, or all (default)"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help=f"also write the matrix as JSON (schema version {VERIFY_SCHEMA_VERSION})",
+    )
+
+
+def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int:
+    if args.json:
+        check_writable(args.json)
+    started = datetime.now(timezone.utc)
+    path = LOCAL_RESULTS / f"verify-{started:%Y%m%d-%H%M%S}.json"
+    check_writable(path)
+    targets, unavailable = selected_targets(args.target, servers)
+    plan = RunPlan(targets=tuple(targets), kinds=KINDS[args.only], policy=ONCE)
+    results, failures = run_on_console(plan, path, args.argv, console, started)
+    # Whatever finished is shown and saved, also when a target failed part-way.
+    version = ".".join(map(str, sqlalchemy_version()))
+    for target in targets:
+        title = f"{target.name} ({target.safe_url}), SQLAlchemy {version}"
+        cells = [cell for cell in results.cells if cell.target == target.name]
+        console.print(present.verification_matrix(title, cells))
+    _print_summary(console, results.cells, unavailable)
+    if args.json:
+        _write_json(args.json, results.cells, targets)
+    present.print_incomplete(failures)
+    if failures:
+        return EXIT_INCOMPLETE
+    return 0 if all(cell.matches_expected for cell in results.cells) else EXIT_MISMATCH
+
+
+def _print_summary(
+    console: Console, cells: list[CellRecord], unavailable: list[Unavailable]
+) -> None:
+    failed = [cell for cell in cells if not cell.matches_expected]
+    console.print(present.VERIFY_LEGEND)
+    present.print_differences(console, failed, "MISMATCH")
+    present.print_lines(console, (f"Not verified: {target.reason}" for target in unavailable))
+    console.print(f"{len(cells) - len(failed)} passed, {len(failed)} failed")
+
+
+def _write_json(path: Path, cells: list[CellRecord], targets: list[Target]) -> None:
+    document = {
+        "schema_version": VERIFY_SCHEMA_VERSION,
+        "sqlalchemy": ".".join(map(str, sqlalchemy_version())),
+        "targets": {t.name: {"url": t.safe_url, "source": t.source} for t in targets},
+        "checks": [_check_record(cell) for cell in cells],
+    }
+    try:
+        path.write_text(json.dumps(document, indent=2) + "\n")
+    except OSError as error:
+        raise ConfigError(f"cannot write {path}: {error.strerror}") from None
+
+
+def _check_record(cell: CellRecord) -> dict[str, Any]:
+    return {
+        "case": cell.case,
+        "params": cell.params,
+        "driver": f"{cell.target}-{cell.driver}-{cell.mode}",
+        "expected": cell.expected,
+        "observed": observed(cell),
+        "passed": cell.matches_expected,
+        "differences": cell.differences,
+    }

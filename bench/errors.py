@@ -1,0 +1,38 @@
+"""What every part of the harness says when something goes wrong: the exit statuses, the
+error that is one line for the user, and the two ways an error is made fit to print
+(its first line, and no password in it). Light on purpose: the command line imports it
+before it knows which command runs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+EXIT_MISMATCH = 1  # an outcome differs from the catalogue, or a regression
+EXIT_USAGE = 2
+EXIT_INCOMPLETE = 3  # a target failed part-way; what finished is still reported
+EXIT_SOFTWARE = 70  # an internal error: a bug (sysexits' EX_SOFTWARE)
+
+
+class ConfigError(Exception):
+    """Bad configuration: shown to the user as one line, exit status 2."""
+
+
+def redact(text: str, *urls: URL) -> str:
+    """``text`` with every password of ``urls`` replaced by ``***``."""
+    for url in urls:
+        if url.password:
+            text = text.replace(str(url.password), "***")
+    return text
+
+
+def first_line(error: BaseException, limit: int = 300, named: bool = False) -> str:
+    """An error's first line, at most ``limit`` characters: its class's name where it
+    has no text, and before the text when ``named``."""
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else ""
+    if named:
+        text = f"{type(error).__name__}: {text}"
+    return (text or type(error).__name__)[:limit]

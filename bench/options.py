@@ -1,0 +1,210 @@
+"""The command line's shared option types and option groups, each declared once: numbers
+with bounds, lists of them, ``NAME=V,...`` parameter values, the sampling policy, the
+workload dimensions, the target and the CPU affinity. The commands declare the rest."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+from collections.abc import Callable
+from typing import Any
+
+from bench.measure import Policy
+from bench.targets import TARGETS
+from scenarios.dataset import MAXIMUM, DatasetSize
+from scenarios.registry import PARAMETERS
+
+# Upper bounds of the numeric options, sized for one measuring process on one machine:
+# beyond them a run measures the client's own limits (one process drives a few hundred
+# workers at most) or does not end in a working day. Datasets are bounded by
+# scenarios.dataset.MAXIMUM.
+MAX_WORKERS = 1_000  # --concurrency, --pool-size, --max-overflow
+MAX_SECONDS = 3_600.0  # every duration
+MAX_LATENCY_MS = 10_000.0
+MAX_ROUNDS = 1_000_000
+MAX_DATASETS = 64
+
+
+def _finite(kind: type, text: str, low: float, high: float) -> Any:
+    """``text`` as a finite ``kind`` from ``low`` to ``high``, or None ("nan" and "inf"
+    are numbers to Python, but an infinite load or an unreachable time never ends)."""
+    try:
+        value = kind(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and low <= value <= high else None
+
+
+def _range(low: float, high: float) -> str:
+    return f"from {_plain(low)} to {_plain(high)}" if math.isfinite(high) else f">= {low:g}"
+
+
+def _plain(number: float) -> str:
+    """1,000,000 rather than 1e+06; 0.001 as it is."""
+    return f"{int(number):,}" if float(number).is_integer() else f"{number:g}"
+
+
+def number(kind: type, low: float, high: float) -> Callable[[str], Any]:
+    """A parser of one number from ``low`` to ``high``."""
+
+    def parse(text: str) -> Any:
+        value = _finite(kind, text, low, high)
+        if value is None:
+            raise argparse.ArgumentTypeError(f"expected a number {_range(low, high)}, got {text!r}")
+        return value
+
+    return parse
+
+
+def numbers(kind: type, low: float, high: float, what: str) -> Callable[[str], tuple[Any, ...]]:
+    """A parser of comma-separated numbers, e.g. ``--users 10,100,1000``."""
+
+    def parse(text: str) -> tuple[Any, ...]:
+        values = tuple(_finite(kind, part, low, high) for part in text.split(","))
+        if None in values:
+            raise argparse.ArgumentTypeError(
+                f"expected {what} {_range(low, high)} separated by commas, got {text!r}"
+            )
+        return values
+
+    return parse
+
+
+workers = numbers(int, 1, MAX_WORKERS, "whole numbers")
+latencies = numbers(float, 0, MAX_LATENCY_MS, "round-trip milliseconds")
+
+
+def grid_values(text: str) -> tuple[str, tuple[Any, ...]]:
+    """``NAME=V[,V...]``, each value read as the parameter's declaration says; a name no
+    case declares is kept as text, for the plan to say which names the scenarios have."""
+    name, _, values = text.partition("=")
+    if not name or not values:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE[,VALUE...], got {text!r}")
+    parameter = PARAMETERS.get(name)
+    if parameter is None:
+        return name, tuple(values.split(","))
+    try:
+        return name, tuple(parameter.parse(value) for value in values.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{name}: {error}") from None
+
+
+def add_target(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--target",
+        action="append",
+        metavar="NAME",
+        help=f"target, repeatable: {', '.join(TARGETS)} (default: {default})",
+    )
+
+
+def add_affinity(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--affinity",
+        default="auto",
+        metavar="CPUS",
+        help="CPUs to run on: auto (one: the last this process may use; repeated runs agree "
+        "far better), all (leave it to the OS), or a list such as 0,1 (default: auto)",
+    )
+
+
+# option, Policy field, type, minimum, maximum, metavar, help
+POLICY_OPTIONS = (
+    (
+        "--min-time",
+        "min_time",
+        float,
+        0,
+        MAX_SECONDS,
+        "SECONDS",
+        "sample each cell for at least this long",
+    ),
+    ("--min-rounds", "min_rounds", int, 1, MAX_ROUNDS, "N", "and at least this many samples"),
+    ("--max-rounds", "max_rounds", int, 1, MAX_ROUNDS, "N", "but at most this many"),
+    (
+        "--max-time",
+        "max_time",
+        float,
+        0.001,
+        MAX_SECONDS,
+        "SECONDS",
+        "and stop a slow cell's warm-up, and its sampling, after this long (keeping at "
+        "least one sample)",
+    ),
+    ("--warmup", "warmup", int, 0, MAX_ROUNDS, "N", "discarded calls before sampling"),
+)
+
+
+def add_policy(parser: argparse.ArgumentParser) -> None:
+    defaults = Policy()
+    for option, field, kind, minimum, maximum, metavar, text in POLICY_OPTIONS:
+        default = getattr(defaults, field)
+        parser.add_argument(
+            option,
+            dest=field,
+            type=number(kind, minimum, maximum),
+            default=default,
+            metavar=metavar,
+            help=f"{text} (default: {default})",
+        )
+
+
+def policy_from(args: argparse.Namespace) -> Policy:
+    """The sampling policy the options give; ValueError when they contradict each other."""
+    return Policy(**{field: getattr(args, field) for _, field, *_ in POLICY_OPTIONS})
+
+
+# The run options that set a workload dimension: option, DatasetSize field, what it sets.
+DATASET_OPTIONS = (
+    ("--users", "users", "users in the dataset"),
+    ("--posts", "posts_per_user", "posts per user"),
+    ("--comments", "comments_per_post", "comments per post"),
+    ("--tags", "tags_per_post", "tags per post"),
+    (
+        "--payload",
+        "payload",
+        "bytes of text in a payload column of every row, so a row is as wide as yours and "
+        "a JOIN that repeats a parent row pays for it",
+    ),
+)
+
+
+def add_datasets(parser: argparse.ArgumentParser) -> None:
+    """Each a list: every combination of the values is seeded and measured."""
+    default_size = DatasetSize()
+    for option, field, text in DATASET_OPTIONS:
+        low = 0 if field == "payload" else 1
+        default = getattr(default_size, field)
+        parser.add_argument(
+            option,
+            dest=field,
+            type=numbers(int, low, math.inf, "whole numbers"),
+            default=(default,),
+            metavar="N[,N...]",
+            help=f"{text} (default: {default}; at most {MAXIMUM[field]:,}); every combination "
+            "of the dataset options is seeded and measured",
+        )
+
+
+def datasets_from(args: argparse.Namespace) -> tuple[DatasetSize, ...]:
+    """Every combination of the dataset options' values (each a workload dimension);
+    ValueError, in the options' words, for too many or a size out of bounds."""
+    lists = [dict.fromkeys(getattr(args, field)) for _, field, _ in DATASET_OPTIONS]
+    combinations = math.prod(len(values) for values in lists)
+    if combinations > MAX_DATASETS:
+        raise ValueError(
+            f"the dataset options make {combinations} datasets, each seeded and measured; "
+            f"at most {MAX_DATASETS} in one run: split it into several runs"
+        )
+    try:
+        return tuple(DatasetSize.of(*values) for values in itertools.product(*lists))
+    except ValueError as error:
+        raise ValueError(_in_option_names(str(error))) from None
+
+
+def _in_option_names(message: str) -> str:
+    """A dataset's complaint about one of its fields, in the words of the run option."""
+    for option, field, _ in DATASET_OPTIONS:
+        message = message.replace(f"dataset {field} ", f"{option} ")
+    return message

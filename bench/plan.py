@@ -1,0 +1,209 @@
+"""What a run measures: the targets, drivers, modes, scenarios, strategies, datasets,
+latencies, pools and loads the user asked for, checked before anything starts (an
+unknown name is one ConfigError), and the explicit list of cells they make for each
+driver and dataset (``cells``), which the runner measures in turn."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from sqlalchemy.engine import URL
+
+from bench.engines import setting_for
+from bench.errors import ConfigError
+from bench.measure import Cell, Policy
+from bench.targets import Driver, Target
+from bench.verify import applicable_cells
+from scenarios.dataset import DatasetSize
+from scenarios.registry import MODES, RECEIVES, STRATEGY, Case, discover
+
+DEFAULT_POLICY = Policy()
+ON_ERROR = ("stop", "continue")
+# What a cell measured one call at a time may receive: all but "http" (served, under load).
+RECEIVES_ALONE = tuple(kind for kind in RECEIVES if kind != "http")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What to measure, validated: unknown names raise ConfigError before any work."""
+
+    targets: tuple[Target, ...]
+    kinds: tuple[str, ...] = ("scenario",)  # "pattern" too, for verify
+    modes: tuple[str, ...] = MODES
+    drivers: tuple[str, ...] | None = None
+    scenarios: tuple[str, ...] | None = None  # ids, or prefixes such as "crud"
+    strategies: tuple[str, ...] | None = None
+    datasets: tuple[DatasetSize, ...] = (DatasetSize(),)
+    policy: Policy = DEFAULT_POLICY
+    latencies: tuple[float, ...] | None = None  # round-trip milliseconds added by the proxy
+    grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # parameter values replacing a grid's
+    concurrency: tuple[int, ...] | None = None  # workers per load; None measures one call
+    pool_sizes: tuple[int, ...] | None = None
+    max_overflow: int | None = None
+    pool_timeout: float | None = None
+    load_seconds: float = 2.0
+    # A cell that fails because the server stopped answering: "stop" measuring that
+    # target there, or "continue" with the next cell (which finds the server back or not).
+    on_error: str = "stop"
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ON_ERROR:
+            raise ConfigError(f"--on-error must be one of {', '.join(ON_ERROR)}")
+        if self.latencies is not None and any(t.name == "sqlite" for t in self.targets):
+            raise ConfigError(
+                "--latency needs a network and sqlite has none: choose --target postgresql "
+                "or --target mysql"
+            )
+        self._check_drivers()
+        cases = self.cases()  # raises for a scenario that does not exist
+        self._check_strategies(cases)
+        self._check_grid(cases)
+        if self.concurrency is None and cases and all(c.receives == "http" for c in cases):
+            raise ConfigError(
+                "web scenarios are measured over HTTP under load: add --concurrency N[,N...]"
+            )
+        if self.concurrency is not None and any(c.receives == "http" for c in cases):
+            _check_web_extra()
+        if not any(self.cells(d, size) for d in self.selected_drivers() for size in self.datasets):
+            raise ConfigError("nothing to measure: no scenario cell matches that selection")
+
+    def cases(self) -> list[Case]:
+        """The selected scenarios, with their grids changed as ``grid`` says. Web
+        scenarios (which serve an app) are measured only when ``scenarios`` names them."""
+        cases = discover(self.kinds)
+        if self.scenarios is not None:
+            cases += discover("web")
+            for selector in self.scenarios:
+                if not any(_selects(selector, case) for case in cases):
+                    known = ", ".join(sorted({case.id for case in cases}))
+                    raise ConfigError(f"unknown scenario {selector!r}; choose from {known}")
+            cases = [case for case in cases if any(_selects(s, case) for s in self.scenarios)]
+        return [_with_grid(case, dict(self.grid)) for case in cases]
+
+    def selected_drivers(self) -> list[Driver]:
+        return [
+            driver
+            for target in self.targets
+            for driver in target.drivers
+            if driver.spec.mode in self.modes
+            and (self.drivers is None or driver.spec.name in self.drivers)
+        ]
+
+    def pools(self) -> list[dict[str, Any] | None]:
+        """Engine pool settings to measure with, one per pool size (None: the defaults)."""
+        common = {"max_overflow": self.max_overflow, "pool_timeout": self.pool_timeout}
+        common = {name: value for name, value in common.items() if value is not None}
+        if self.pool_sizes is None:
+            return [common or None]
+        return [{"pool_size": size, **common} for size in self.pool_sizes]
+
+    def cells(self, driver: Driver, size: DatasetSize) -> list[Cell]:
+        cases = self.cases()
+        # Loads either open sessions or send requests; one call at a time needs no server.
+        loaded = ("session", "http") if self.concurrency is not None else RECEIVES_ALONE
+        cases = [case for case in cases if case.receives in loaded]
+        cells = applicable_cells(cases, setting_for(driver), size)
+        if self.strategies is None:
+            return cells
+        # --strategy narrows the cells that have a strategy; it leaves the others alone.
+        return [
+            (case, params)
+            for case, params in cells
+            if STRATEGY not in params or params[STRATEGY] in self.strategies
+        ]
+
+    def total_cells(self) -> int:
+        """Every cell the run will record: each load level and latency is a cell."""
+        per_latency = sum(
+            len(self.cells(driver, size))
+            for driver in self.selected_drivers()
+            for size in self.datasets
+        )
+        levels = len(self.concurrency or (None,))
+        return per_latency * len(self.latencies or (None,)) * len(self.pools()) * levels
+
+    def target_urls(self) -> list[URL]:
+        return [target.url for target in self.targets]
+
+    def parameters(self) -> dict[str, Any]:
+        """The plan as plain data, for the result file."""
+        return {
+            "targets": [target.name for target in self.targets],
+            "kinds": list(self.kinds),
+            "drivers": list(self.drivers) if self.drivers else None,
+            "modes": list(self.modes),
+            "scenarios": list(self.scenarios) if self.scenarios else None,
+            "strategies": list(self.strategies) if self.strategies else None,
+            "datasets": [asdict(size) for size in self.datasets],
+            "policy": asdict(self.policy),
+            "latencies_ms": list(self.latencies) if self.latencies else None,
+            "grid": {name: list(values) for name, values in self.grid},
+            "concurrency": list(self.concurrency) if self.concurrency else None,
+            "pools": self.pools(),
+            "load_seconds": self.load_seconds,
+            "on_error": self.on_error,
+        }
+
+    def _check_grid(self, cases: list[Case]) -> None:
+        for name, values in self.grid:
+            if not any(name in case.params for case in cases):
+                known = sorted({param for case in cases for param in case.params})
+                raise ConfigError(
+                    f"--param {name}: no selected scenario has that parameter; "
+                    f"they have {', '.join(known) or 'none'}"
+                )
+            if name == STRATEGY:
+                self._check_strategy_names(
+                    values, f"--param {STRATEGY}", discover(("scenario", "web"))
+                )
+
+    def _check_drivers(self) -> None:
+        if self.drivers is None:
+            return
+        available = {d.spec.name for target in self.targets for d in target.drivers}
+        for name in self.drivers:
+            if name not in available:
+                raise ConfigError(
+                    f"unknown driver {name!r} for the selected targets; "
+                    f"choose from {', '.join(sorted(available))}"
+                )
+
+    def _check_strategies(self, cases: list[Case]) -> None:
+        if self.strategies is not None:
+            self._check_strategy_names(self.strategies, "--strategy", cases)
+
+    @staticmethod
+    def _check_strategy_names(names: Sequence[Any], option: str, cases: list[Case]) -> None:
+        known = {value for case in cases for value in case.params.get(STRATEGY, ())}
+        for name in names:
+            if name not in known:
+                raise ConfigError(
+                    f"{option}: unknown strategy {name!r} for the selected scenarios; "
+                    f"choose from {', '.join(sorted(known)) or 'none: they have no strategies'}"
+                )
+
+
+WEB_MODULES = ("fastapi", "uvicorn", "aiohttp")
+
+
+def _check_web_extra() -> None:
+    missing = [name for name in WEB_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"web scenarios need {', '.join(missing)}: pip install 'sqla-bench[web]' "
+            "(or '.[web]' from a checkout)"
+        )
+
+
+def _with_grid(case: Case, grid: dict[str, tuple[Any, ...]]) -> Case:
+    changed = {name: values for name, values in grid.items() if name in case.params}
+    return replace(case, params={**case.params, **changed}) if changed else case
+
+
+def _selects(selector: str, case: Case) -> bool:
+    """``crud.get`` or ``crud`` selects crud.get and any baseline that joins its table."""
+    names = (case.id, case.table)
+    return any(name == selector or name.startswith(f"{selector}.") for name in names)

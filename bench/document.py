@@ -43,12 +43,19 @@ from bench.report import (
     NOTE,
     TableData,
     load_tables,
+    matrix,
     outcome,
     outcome_matrix,
     size,
     tables,
 )
-from bench.results import VERIFY_SCHEMA_VERSION, CellRecord, read_json, run_status
+from bench.results import (
+    VERIFY_SCHEMA_VERSION,
+    CellRecord,
+    params_text,
+    read_json,
+    run_status,
+)
 from scenarios.registry import STRATEGY
 
 STEM = "report"
@@ -194,23 +201,21 @@ VERIFY_FIELDS = {"case", "params", "driver", "observed", "passed"}
 
 def verification_matrix(document: dict) -> TableData:
     """Each verified pattern and cell against each driver and mode: what it did."""
-    drivers = list(dict.fromkeys(check["driver"] for check in document["checks"]))
-    rows: dict[str, dict[str, str]] = {}
-    for check in document["checks"]:
-        params = " ".join(f"{k}={v}" for k, v in check["params"].items())
-        row = rows.setdefault(f"{check['case']} {params}".strip(), {})
-        observed = check["observed"]
-        row[check["driver"]] = (
-            observed if check["passed"] else f"**{observed}, expected {check['expected']}**"
-        )
-    table = TableData(
+    checks = document["checks"]
+    title = (
         f"What each pattern did on each driver (SQLAlchemy {document.get('sqlalchemy', '?')}; "
-        "bold where it differs from the catalogue)",
-        [("pattern", "left")] + [(driver, "left") for driver in drivers],
+        "bold where it differs from the catalogue)"
     )
-    for name, by_driver in rows.items():
-        table.rows.append([name, *(by_driver.get(driver, "-") for driver in drivers)])
-    return table
+    drivers = list(dict.fromkeys(check["driver"] for check in checks))
+    return matrix(title, "pattern", drivers, (_verified(check) for check in checks))
+
+
+def _verified(check: dict) -> tuple[str, str, str]:
+    name = f"{check['case']} {params_text(check['params'])}".strip()
+    observed = check["observed"]
+    if not check["passed"]:
+        observed = f"**{observed}, expected {check['expected']}**"
+    return name, check["driver"], observed
 
 
 def _outcomes(cells: list[CellRecord]) -> TableData:

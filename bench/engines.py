@@ -50,6 +50,8 @@ class DriverEnv:
     ) -> None:
         self.driver = driver.spec.name
         self.mode = driver.spec.mode
+        # Whether its calls return awaitables; the measuring kernel awaits them.
+        self.awaits = self.mode == "async"
         self.size = size
         self.setting = setting_for(driver)
         self.counter = StatementCounter()
@@ -74,7 +76,7 @@ class DriverEnv:
 
     def new_engine(self, **options: Any) -> Engine | AsyncEngine:
         """A new engine on this driver's URL, counted; the caller disposes it."""
-        factory = create_async_engine if self.mode == "async" else create_engine
+        factory = create_async_engine if self.awaits else create_engine
         options.setdefault("connect_args", self._driver.connect_args())
         engine = factory(self._driver.url, **options)
         self.counter.attach(engine)
@@ -82,7 +84,7 @@ class DriverEnv:
 
     def session(self, **options: Any) -> Session | AsyncSession:
         """A new session, on the default engine unless ``bind=`` says otherwise."""
-        factory = async_sessionmaker if self.mode == "async" else sessionmaker
+        factory = async_sessionmaker if self.awaits else sessionmaker
         options.setdefault("bind", self.default_engine)
         return factory(**options)()
 

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.engines import DriverEnv
+from bench.kernel import settled
 
 PerCall = Callable[[], AbstractAsyncContextManager[Any]]
 
@@ -46,10 +47,7 @@ async def _fresh_session(env: DriverEnv) -> AsyncIterator[Any]:
     try:
         yield session
     finally:
-        if env.mode == "async":
-            await session.close()
-        else:
-            session.close()
+        await settled(session.close(), env.awaits)
 
 
 @asynccontextmanager

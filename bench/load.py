@@ -112,7 +112,7 @@ def _operation(env: DriverEnv, call: Callable[[Any], Any]) -> Operation:
         acquire=lambda session: session.connection(),
         call=call,
         end=lambda session: session.close(),
-        awaits=env.mode == "async",
+        awaits=env.awaits,
     )
 
 

@@ -227,7 +227,7 @@ def subject_for(case: Case, params: dict[str, Any], env: DriverEnv) -> Subject:
     committed = expected.committed if isinstance(expected, Works) else None
     return Subject(
         call=partial(function, **params),
-        awaits=env.mode == "async",
+        awaits=env.awaits,
         arguments=lambda: arguments(case.receives, env),
         counter=env.counter,
         round_trips=env.round_trips,
@@ -351,7 +351,8 @@ async def measure(
     return measurement
 
 
-OnMeasured = Callable[[Case, dict[str, Any], Measurement], None]
+# Given each measured cell as it finishes; returns whether to go on with the next one.
+OnMeasured = Callable[[Case, dict[str, Any], Measurement], bool]
 
 
 def measure_driver(
@@ -362,8 +363,9 @@ def measure_driver(
     on_measured: OnMeasured,
     stop_requested: Callable[[], bool] = never,
 ) -> None:
-    """Measure every cell on ``env`` in turn, handing each result to ``on_measured`` as it
-    finishes, then dispose of the engine. Runs on ``loop``, which the caller keeps."""
+    """Measure the cells on ``env`` in turn, handing each result to ``on_measured`` as it
+    finishes, until it says not to go on; then dispose of the engine. Runs on ``loop``,
+    which the caller keeps."""
     loop.run_until_complete(_measure_driver(env, cells, policy, on_measured, stop_requested))
 
 
@@ -377,6 +379,7 @@ async def _measure_driver(
     try:
         for case, params in cells:
             subject = subject_for(case, params, env)
-            on_measured(case, params, await measure(subject, policy, stop_requested))
+            if not on_measured(case, params, await measure(subject, policy, stop_requested)):
+                break
     finally:
         await env.dispose()

@@ -31,7 +31,7 @@ from bench.report import (
     short,
     tables,
 )
-from bench.results import CellRecord, params_text
+from bench.results import CellRecord, case_text
 from bench.runner import Progress as RunProgress
 
 PIPED_WIDTH = 200
@@ -119,8 +119,8 @@ def print_differences(console: Console, cells: Iterable[CellRecord], word: str) 
     for cell in cells:
         if cell.matches_expected:
             continue
-        where = f"[{params_text(cell.params, sep=', ')}]" if cell.params else ""
-        text = f"{cell.case}{where} on {cell.target}-{cell.driver}-{cell.mode}: expected "
+        text = f"{case_text(cell.case, cell.params)} on {cell.target}-{cell.driver}-{cell.mode}: "
+        text += "expected "
         text += f"{cell.expected}, observed {observed(cell)}"
         if cell.message:
             text += f" ({cell.error}: {cell.message})"

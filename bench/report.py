@@ -244,16 +244,25 @@ def outcome_matrix(
     as_measured: bool = False,
 ) -> TableData:
     """Each case and parameter cell (a row) against each target, driver and mode (a
-    column, in the order measured or by name): ``text`` of the cell measured there, ``-``
-    where none was."""
+    column, in the order measured or by name): ``text`` of the cell measured there."""
     cells = list(cells)
     columns = list(dict.fromkeys((c.target, c.driver, c.mode) for c in cells))
     if not as_measured:
         columns.sort(key=lambda column: (column[0], column[1], MODES.index(column[2])))
-    rows: dict[str, dict[tuple, str]] = {}
-    for cell in cells:
-        rows.setdefault(identity(cell), {})[(cell.target, cell.driver, cell.mode)] = text(cell)
-    table = TableData(title, [("case", "left")] + [(f"{t}+{d} {m}", "left") for t, d, m in columns])
+    names = {column: f"{column[0]}+{column[1]} {column[2]}" for column in columns}
+    entries = [(identity(c), names[(c.target, c.driver, c.mode)], text(c)) for c in cells]
+    return matrix(title, "case", list(names.values()), entries)
+
+
+def matrix(
+    title: str, first: str, columns: list[str], entries: Iterable[tuple[str, str, str]]
+) -> TableData:
+    """A table of (row, column, text) entries: a row per name in the order first seen,
+    the ``columns`` in the order given, ``-`` where an entry is missing."""
+    rows: dict[str, dict[str, str]] = {}
+    for row, column, text in entries:
+        rows.setdefault(row, {})[column] = text
+    table = TableData(title, [(first, "left")] + [(column, "left") for column in columns])
     for name, by_column in rows.items():
         table.rows.append([name, *(by_column.get(column, "-") for column in columns)])
     return table

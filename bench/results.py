@@ -278,6 +278,12 @@ def params_text(params: dict[str, Any], bare: tuple[str, ...] = (), sep: str = "
     return sep.join(str(v) if k in bare else f"{k}={v}" for k, v in params.items())
 
 
+def case_text(case: str, params: dict[str, Any]) -> str:
+    """A case and its parameter cell, as a mismatch line names them:
+    ``load.users_with_posts[strategy=lazy, limit=20]``."""
+    return f"{case}[{params_text(params, sep=', ')}]" if params else case
+
+
 def _csv_row(cell: CellRecord) -> dict[str, Any]:
     row: dict[str, Any] = {name: getattr(cell, name, None) for name in CSV_COLUMNS}
     row["params"] = params_text(cell.params)

@@ -43,10 +43,6 @@ DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 ONE_WARM_CALL = Policy(warmup=1, min_rounds=1, min_time=0.0, max_rounds=1)
 
 
-class TargetLost(Exception):
-    """A cell failed because its database stopped answering: stop measuring the target."""
-
-
 def rows_in(value: Any) -> int:
     """Rows or items an operation returned: a list counts its items, one tuple is a row."""
     if value is None:
@@ -95,8 +91,10 @@ class Runner:
                         route.set_latency(latency)
                         for pool in self.plan.pools():
                             for driver in drivers:
-                                self._run_driver(target, route, driver, size, pool, loop)
-        except (SQLAlchemyError, OSError, TargetLost, ChildFailed) as error:
+                                lost = self._run_driver(target, route, driver, size, pool, loop)
+                                if lost is not None:  # --on-error stop
+                                    return failure(target, lost)
+        except (SQLAlchemyError, OSError, ChildFailed) as error:
             return failure(target, error)
         if self.lost:
             return (
@@ -113,7 +111,9 @@ class Runner:
         size: DatasetSize,
         pool: dict[str, Any] | None,
         loop: asyncio.AbstractEventLoop,
-    ) -> None:
+    ) -> str | None:
+        """Measure the driver's cells; why the target stopped answering, when a cell
+        found it gone and the plan says to stop there."""
         cells = self.plan.cells(driver, size)
         described = size.describe() + route.describe() + _describe_pool(pool)
         loads = len(self.plan.concurrency or (None,))  # each load is a cell of its own
@@ -121,21 +121,26 @@ class Runner:
         env = DriverEnv(route.driver(driver), size, route.round_trip_counter(), pool)
         if self.plan.concurrency is not None:
             self._load_driver(target, route, env, cells, loop)
-            return
+            return None
         policy = self.plan.policy
+        stopped: list[str] = []
 
-        def record(case: Case, params: dict[str, Any], measurement: Measurement) -> None:
+        def record(case: Case, params: dict[str, Any], measurement: Measurement) -> bool:
             cell = self._record(target, route, env, (case, params), measurement, policy)
             self.results.add(cell)
             self.progress.on_cell(cell)
             failed = measurement.failure
             lost = failed is not None and isinstance(failed.error, CONNECTION_LOST)
             if lost and not cell.matches_expected:
+                reason = cell.message or cell.error or "connection lost"
                 if self.plan.on_error == "stop":
-                    raise TargetLost(cell.message or cell.error)
-                self.lost.append(cell.message or cell.error or "connection lost")
+                    stopped.append(reason)
+                    return False
+                self.lost.append(reason)
+            return True
 
         measure_driver(env, cells, policy, loop, record, self.progress.stop_requested)
+        return stopped[0] if stopped else None
 
     def _load_driver(
         self,
@@ -150,7 +155,8 @@ class Runner:
         try:
             for case, params in cells:
                 loads = served_loads if case.receives == "http" else in_process_loads
-                with loads(case, params, env, route, loop, direct, self.plan) as (alone, load):
+                where = LoadPlace(env, route, loop, direct, self.plan.load_seconds)
+                with loads(case, params, where) as (alone, load):
                     for workers in self.plan.concurrency:
                         self._record_load(target, route, env, (case, params), alone, load(workers))
         finally:
@@ -235,43 +241,40 @@ class Runner:
 Loads = Iterator[tuple[Measurement, Callable[[int], Load]]]
 
 
+@dataclass(frozen=True)
+class LoadPlace:
+    """Where a cell's loads run: its driver's engine, the route to the server, the run's
+    loop, a direct URL for the connection poller, and how long each load lasts."""
+
+    env: DriverEnv
+    route: Route
+    loop: asyncio.AbstractEventLoop
+    direct: URL
+    seconds: float
+
+
 @contextmanager
-def in_process_loads(
-    case: Case,
-    params: dict[str, Any],
-    env: DriverEnv,
-    route: Route,
-    loop: asyncio.AbstractEventLoop,
-    direct: URL,
-    plan: RunPlan,
-) -> Loads:
-    """Workers in this process, sharing ``env``'s engine."""
+def in_process_loads(case: Case, params: dict[str, Any], where: LoadPlace) -> Loads:
+    """Workers in this process, sharing the place's engine."""
+    env, loop = where.env, where.loop
     alone = loop.run_until_complete(measure(subject_for(case, params, env), ONE_WARM_CALL))
 
     def load(workers: int) -> Load:
-        return run_load(
-            env, case, params, workers, plan.load_seconds, loop, route.proxy_cpu(), direct
-        )
+        proxy_cpu = where.route.proxy_cpu()
+        return run_load(env, case, params, workers, where.seconds, loop, proxy_cpu, where.direct)
 
     yield alone, load
 
 
 @contextmanager
-def served_loads(
-    case: Case,
-    params: dict[str, Any],
-    env: DriverEnv,
-    route: Route,
-    loop: asyncio.AbstractEventLoop,
-    direct: URL,
-    plan: RunPlan,
-) -> Loads:
+def served_loads(case: Case, params: dict[str, Any], where: LoadPlace) -> Loads:
     """The case's app served in a process of its own (on ``env``'s driver, through the
     route, with the plan's pool), and HTTP clients in this one. Each load gets an app of
     its own, so it starts with an empty pool, as in-process loads do: the connection
     poller's count at the start is then other clients' only."""
     from bench.web import AppServer, measure_once, run_web_load
 
+    env, route, loop = where.env, where.route, where.loop
     request = case.function(env.mode)(**params)
     options = {**env.pool, "connect_args": env.connect_args}
 
@@ -284,8 +287,8 @@ def served_loads(
     def load(workers: int) -> Load:
         with serve() as server:
             return run_web_load(
-                server, request, workers, plan.load_seconds, loop,
-                env.setting.target, route.proxy_cpu(), direct,
+                server, request, workers, where.seconds, loop,
+                env.setting.target, route.proxy_cpu(), where.direct,
             )  # fmt: skip
 
     yield alone, load

@@ -264,9 +264,10 @@ def said_by(error: BaseException, target: Target) -> str:
     return redact(first_line(error), target.url)
 
 
-def failure(target: Target, error: BaseException) -> str:
+def failure(target: Target, error: BaseException | str) -> str:
     """Why a target stopped part-way, in one line."""
-    return f"{target.name} at {target.safe_url} failed: {said_by(error, target)}"
+    said = redact(error, target.url) if isinstance(error, str) else said_by(error, target)
+    return f"{target.name} at {target.safe_url} failed: {said}"
 
 
 class Servers:

@@ -21,7 +21,7 @@ from typing import Any
 from bench.engines import DriverEnv
 from bench.errors import first_line
 from bench.measure import ONCE, Observation, measure, subject_for
-from bench.results import params_text
+from bench.results import case_text
 from scenarios.dataset import DatasetSize
 from scenarios.expect import UNDECLARED, Committed, NotApplicable, Outcome, Raises, Setting, Works
 from scenarios.registry import Case
@@ -174,16 +174,12 @@ class Check:
 
     def explain(self) -> str:
         observed = self.observed
-        text = f"{self.case.id}{_format_params(self.params)} on {self.driver}: expected "
+        text = f"{case_text(self.case.id, self.params)} on {self.driver}: expected "
         text += f"{self.expected.describe()}, observed {observed.describe() if observed else '-'}"
         if self.observation is not None and self.observation.error is not None:
             text += f" ({first_line(self.observation.error, named=True)})"
         found = self.differences
         return text + (": " + "; ".join(found) if found else "")
-
-
-def _format_params(params: dict[str, Any]) -> str:
-    return f"[{params_text(params, sep=', ')}]" if params else ""
 
 
 def applicable_cells(

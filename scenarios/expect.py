@@ -119,6 +119,7 @@ def works_text(statements: int) -> str:
 def raises_text(name: str, statements: int, started: int) -> str:
     return f"raises {name} after {statements} (started {started})"
 
+
 # Async drivers whose adapter awaits while it creates a cursor. There an implicit load
 # fails before its statement starts, and SQLAlchemy wraps the MissingGreenlet in a
 # StatementError; elsewhere the statement starts, fails in execute, and MissingGreenlet

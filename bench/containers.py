@@ -35,6 +35,7 @@ OPTIONS_VARIABLES = {
 }
 # The official images a user with a registry gets without configuring anything.
 DEFAULT_IMAGES = {"postgresql": "postgres:18", "mysql": "mariadb:11.8"}
+# Each server's default port: inside its container, and for a URL that names none.
 PORTS = {"postgresql": 5432, "mysql": 3306}
 USER = DATABASE = "sqla_bench"
 DOCKER_TIMEOUT_SECONDS = 5

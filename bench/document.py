@@ -19,7 +19,6 @@ from pathlib import Path
 import markdown
 
 from bench.compare import load_run
-from bench.errors import ConfigError
 from bench.guide import (
     ALPHA,
     CLEAR_RATIO,
@@ -49,13 +48,7 @@ from bench.report import (
     size,
     tables,
 )
-from bench.results import (
-    VERIFY_SCHEMA_VERSION,
-    CellRecord,
-    params_text,
-    read_json,
-    run_status,
-)
+from bench.results import CellRecord, params_text, read_verification, run_status
 from scenarios.registry import STRATEGY
 
 STEM = "report"
@@ -177,26 +170,6 @@ def provenance(headers: list[dict]) -> list[str]:
             f"pinned to CPUs {machine['affinity']}; servers: {servers}",
         ]
     return lines
-
-
-def read_verification(path: Path) -> dict:
-    """A ``sqla-bench verify --json`` document, or a one-line ConfigError."""
-    document = read_json(path)
-    checks = document.get("checks") if isinstance(document, dict) else None
-    if not isinstance(checks, list) or not all(
-        isinstance(c, dict) and c.keys() >= VERIFY_FIELDS for c in checks
-    ):
-        raise ConfigError(f"{path} is not the output of sqla-bench verify --json")
-    version = document.get("schema_version")
-    if version != VERIFY_SCHEMA_VERSION:
-        raise ConfigError(
-            f"{path}: verify --json schema_version {version}, this sqla-bench reads "
-            f"{VERIFY_SCHEMA_VERSION}: run sqla-bench verify --json again"
-        )
-    return document
-
-
-VERIFY_FIELDS = {"case", "params", "driver", "observed", "passed"}
 
 
 def verification_matrix(document: dict) -> TableData:

@@ -36,3 +36,10 @@ def first_line(error: BaseException, limit: int = 300, named: bool = False) -> s
     if named:
         text = f"{type(error).__name__}: {text}"
     return (text or type(error).__name__)[:limit]
+
+
+def shown(text: str) -> str:
+    """``text`` as typed where it is printable, else as Python writes it (``'0\\x1e0'``): a
+    value from the environment goes into a one-line message, and a control character in
+    it (a line or record separator) would break the line."""
+    return text if text.isprintable() else repr(text)

@@ -30,7 +30,9 @@ from typing import Any
 
 
 async def settled(value: Any, awaits: bool) -> Any:
-    """``value``, awaited when the subject is async: the sync/async difference, in one place."""
+    """``value``, awaited when the subject is async: the sync/async difference, for work
+    outside the clock (inside it, the timed functions below test ``awaits`` inline: a
+    coroutine of its own would add its cost to every sync sample)."""
     return await value if awaits else value
 
 
@@ -59,7 +61,9 @@ async def timed(call: Callable[[Any], Any], argument: Any, awaits: bool) -> Time
     error = value = None
     started = time.perf_counter_ns()
     try:
-        value = await settled(call(argument), awaits)
+        value = call(argument)
+        if awaits:
+            value = await value
     except Exception as raised:
         error = raised
     ended = time.perf_counter_ns()
@@ -94,9 +98,6 @@ class Deadline:
 
     def passed(self) -> bool:
         return time.perf_counter() >= self._at
-
-    def remaining(self) -> float:
-        return self._at - time.perf_counter()
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,9 @@ async def _operate(operation: Operation) -> Timed:
         if operation.acquire is not None:
             await settled(operation.acquire(argument), operation.awaits)
         acquired = time.perf_counter_ns()
-        value = await settled(operation.call(argument), operation.awaits)
+        value = operation.call(argument)
+        if operation.awaits:
+            value = await value
     except Exception as raised:
         error, acquired = raised, time.perf_counter_ns()
     finally:

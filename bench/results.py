@@ -296,3 +296,23 @@ def _csv_row(cell: CellRecord) -> dict[str, Any]:
             row[f"{name}_us"] = round(getattr(summary, f"{name}_ns") / 1000, 3)
         row["ops_per_second"] = round(summary.ops_per_second, 1)
     return row
+
+
+def read_verification(path: Path) -> dict:
+    """A ``sqla-bench verify --json`` document, or a one-line ConfigError."""
+    document = read_json(path)
+    checks = document.get("checks") if isinstance(document, dict) else None
+    if not isinstance(checks, list) or not all(
+        isinstance(c, dict) and c.keys() >= VERIFY_FIELDS for c in checks
+    ):
+        raise ConfigError(f"{path} is not the output of sqla-bench verify --json")
+    version = document.get("schema_version")
+    if version != VERIFY_SCHEMA_VERSION:
+        raise ConfigError(
+            f"{path}: verify --json schema_version {version}, this sqla-bench reads "
+            f"{VERIFY_SCHEMA_VERSION}: run sqla-bench verify --json again"
+        )
+    return document
+
+
+VERIFY_FIELDS = {"case", "params", "driver", "observed", "passed"}

@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from bench.children import ChildFailed
+from bench.containers import PORTS
 from bench.engines import DriverEnv, prepare_database
 from bench.errors import redact
 from bench.latency import LatencyProxy
@@ -38,7 +39,6 @@ from scenarios.registry import Case
 
 # Errors that mean the database went away or refused us, not that the scenario raised.
 CONNECTION_LOST = (OperationalError, InterfaceError, OSError)
-DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 # One warm-up call (which opens the connection), then the one that counts.
 ONE_WARM_CALL = Policy(warmup=1, min_rounds=1, min_time=0.0, max_rounds=1)
 
@@ -335,7 +335,7 @@ def route_to(target: Target, through_proxy: bool) -> Iterator[Route]:
         yield Route()
         return
     url = target.url
-    with LatencyProxy(url.host or "127.0.0.1", url.port or DEFAULT_PORTS[target.name]) as proxy:
+    with LatencyProxy(url.host or "127.0.0.1", url.port or PORTS[target.name]) as proxy:
         yield Route(proxy)
 
 

@@ -30,7 +30,7 @@ from bench.containers import (
     docker_problem,
     server_settings,
 )
-from bench.errors import ConfigError, first_line, redact
+from bench.errors import ConfigError, first_line, redact, shown
 
 TARGETS = ("sqlite", "postgresql", "mysql")
 URL_VARIABLES = {"postgresql": "SQLA_BENCH_POSTGRESQL_URL", "mysql": "SQLA_BENCH_MYSQL_URL"}
@@ -343,7 +343,7 @@ class Servers:
             raise ConfigError(str(error)) from None
         allowed = self.environ.get(CONTAINERS_VARIABLE, "").strip()
         if allowed and name not in allowed.replace(",", " ").split():
-            problem = f"containers are off for it: {CONTAINERS_VARIABLE}={allowed}"
+            problem = f"containers are off for it: {CONTAINERS_VARIABLE}={shown(allowed)}"
         else:
             problem = docker_problem()
         if problem is not None:

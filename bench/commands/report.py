@@ -10,7 +10,7 @@ from rich.console import Console
 
 from bench import present
 from bench.compare import load_run
-from bench.results import check_writable, run_status
+from bench.results import check_writable, read_verification, run_status
 from bench.targets import Servers
 
 DESCRIPTION = (
@@ -51,9 +51,11 @@ def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int
         check_writable(plots / "probe.png")
     if args.out:
         check_writable(args.out / "report.md")
+    if args.verification:
+        read_verification(args.verification)  # a wrong file is one line before any output
+    runs = [(source, *load_run(source)) for source in args.results]
     cells: dict[tuple, Any] = {}
-    for source in args.results:
-        headers, run_cells = load_run(source)
+    for source, headers, run_cells in runs:
         present.print_lines(console, _describe(source, headers, len(run_cells)))
         cells |= {cell.key: cell for cell in run_cells}
     present.print_tables(console, list(cells.values()))

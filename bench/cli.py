@@ -27,7 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, NoReturn
 
-from bench.errors import EXIT_SOFTWARE, EXIT_USAGE, ConfigError, redact
+from bench.errors import EXIT_SOFTWARE, EXIT_USAGE, ConfigError, fail, redact
 from bench.stopping import raise_stop, stopped_by
 
 if TYPE_CHECKING:
@@ -112,10 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args, urls)
     except ConfigError as error:
-        _fail(f"sqla-bench: error: {error}", EXIT_USAGE)
+        fail(f"sqla-bench: error: {error}", EXIT_USAGE)
     except KeyboardInterrupt as interruption:
         what, status = stopped_by(interruption)
-        _fail(f"sqla-bench: {what}", status)
+        fail(f"sqla-bench: {what}", status)
     except Exception as error:  # the safety net under every check: a bug of ours
         _internal_error(error, args.argv, urls)
     finally:
@@ -151,13 +151,8 @@ def _internal_error(error: Exception, argv: list[str], urls: list[URL]) -> NoRet
     ) as file:
         file.write(f"{shlex.join(argv)}\n\n{text}")
     first = redact(f"{type(error).__name__}: {error}", *urls).splitlines()[0][:200]
-    _fail(
+    fail(
         f"sqla-bench: internal error: {first}; please report it with the command line "
         f"and the traceback in {file.name}",
         EXIT_SOFTWARE,
     )
-
-
-def _fail(message: str, status: int) -> NoReturn:
-    print(message, file=sys.stderr)
-    raise SystemExit(status)

@@ -5,7 +5,8 @@ before it knows which command runs."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import sys
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -18,6 +19,12 @@ EXIT_SOFTWARE = 70  # an internal error: a bug (sysexits' EX_SOFTWARE)
 
 class ConfigError(Exception):
     """Bad configuration: shown to the user as one line, exit status 2."""
+
+
+def fail(message: str, status: int) -> NoReturn:
+    """End the command: ``message`` as one line on stderr, and exit ``status``."""
+    print(message, file=sys.stderr)
+    raise SystemExit(status)
 
 
 def redact(text: str, *urls: URL) -> str:

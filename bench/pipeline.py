@@ -26,13 +26,12 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import NoReturn
 
 from rich.console import Console
 
 from bench import present
 from bench.environment import run_header
-from bench.errors import redact
+from bench.errors import fail, redact
 from bench.plan import RunPlan
 from bench.results import ResultFile
 from bench.runner import Progress, Runner
@@ -96,7 +95,7 @@ def run_on_console(
             return results, measure_into(plan, results, reporting, stop)
     except KeyboardInterrupt as interruption:
         what, status = stopped_by(interruption, stop.signal)
-        _exit(f"sqla-bench: {what}: {_kept(results)}", status)
+        fail(f"sqla-bench: {what}: {_kept(results)}", status)
     except BaseException:
         print(f"sqla-bench: {_kept(results)}", file=sys.stderr)
         raise
@@ -104,8 +103,3 @@ def run_on_console(
 
 def _kept(results: ResultFile) -> str:
     return f"{len(results.cells)} finished cells kept in {results.path}"
-
-
-def _exit(message: str, status: int) -> NoReturn:
-    print(message, file=sys.stderr)
-    raise SystemExit(status)

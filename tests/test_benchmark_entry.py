@@ -9,6 +9,9 @@ import pytest
 
 from tests.test_cli import run
 
+# The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
+pytestmark = pytest.mark.harness
+
 ONE_CELL_EACH_MODE = "sqlite-pysqlite-sync-crud.get or sqlite-aiosqlite-async-crud.get"
 
 

@@ -11,6 +11,9 @@ import pytest
 
 from tests.test_targets import PASSWORD, closed_port
 
+# The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
+pytestmark = pytest.mark.harness
+
 VARIABLES = ("SQLA_BENCH_POSTGRESQL_URL", "SQLA_BENCH_MYSQL_URL", "SQLA_BENCH_REQUIRE")
 # A Docker engine that never answers: without a URL, a server target is then unavailable.
 NO_DOCKER = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}

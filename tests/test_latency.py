@@ -73,18 +73,28 @@ def _connect(port: int) -> socket.socket:
     return sock
 
 
-def _round_trip_ms(sock: socket.socket, times: int, idle: float = 0.0) -> float:
-    """The median round trip; with ``idle``, each after that many seconds of quiet."""
-    samples = []
-    for _ in range(times):
-        time.sleep(idle)
-        started = time.perf_counter()
-        sock.sendall(MESSAGE)
-        received = b""
-        while len(received) < len(MESSAGE):
-            received += sock.recv(65536)
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples) * 1000
+def _round_trip_ms(sock: socket.socket, times: int) -> float:
+    """The median round trip."""
+    return statistics.median(_one_round_trip(sock) for _ in range(times)) * 1000
+
+
+def _one_round_trip(sock: socket.socket) -> float:
+    started = time.perf_counter()
+    sock.sendall(MESSAGE)
+    received = b""
+    while len(received) < len(MESSAGE):
+        received += sock.recv(65536)
+    return time.perf_counter() - started
+
+
+def _interleaved_ms(
+    direct: socket.socket, proxied: socket.socket, times: int
+) -> tuple[float, float]:
+    """Median round trips direct and through the proxy, taken in turn, so that what the
+    machine does meanwhile (another tenant's load, a CPU that sleeps deeper) weighs on
+    both alike; each direct one follows a delayed one, so it too starts after a quiet."""
+    samples = [(_one_round_trip(direct), _one_round_trip(proxied)) for _ in range(times)]
+    return tuple(statistics.median(column) * 1000 for column in zip(*samples, strict=True))
 
 
 def _settled_release(proxy: LatencyProxy, chunks: int) -> dict:
@@ -115,13 +125,13 @@ def test_round_trips_and_bytes_are_counted(echo) -> None:
 @pytest.mark.parametrize("one_way_ms", [0.5, 2.5, 10])
 def test_a_round_trip_gains_twice_the_delay_and_little_more(echo, one_way_ms) -> None:
     times = 60 if one_way_ms < 10 else 30
-    with _connect(echo.port) as direct:
-        # Direct, after as long a quiet as a delayed round trip has: what waking the
-        # machine costs anyway (below).
-        direct_ms = _round_trip_ms(direct, times, idle=2 * one_way_ms / 1000)
-    with LatencyProxy("127.0.0.1", echo.port) as proxy, _connect(proxy.port) as sock:
+    with (
+        _connect(echo.port) as direct,
+        LatencyProxy("127.0.0.1", echo.port) as proxy,
+        _connect(proxy.port) as sock,
+    ):
         proxy.set_delay(one_way_ms / 1000)
-        through_ms = _round_trip_ms(sock, times)
+        direct_ms, through_ms = _interleaved_ms(direct, sock, times)
         release = _settled_release(proxy, chunks=2 * 30)
     where = f"round trip {through_ms:.3f} ms, direct {direct_ms:.3f} ms, proxy {release}"
     assert through_ms >= 2 * one_way_ms, where  # never released early
@@ -129,11 +139,16 @@ def test_a_round_trip_gains_twice_the_delay_and_little_more(echo, one_way_ms) ->
     assert release["chunks"] >= 2 * 30 and release["median_late_us"] <= 50, where
     # The rest is the machine's: a send on loopback wakes the receiver's CPU, which on
     # this virtual machine takes longer the longer that CPU was idle (a median send of
-    # 80-115 us at 10 ms one-way, about 15 us back to back), and the client and the
-    # echo server each wake from a wait as long as the delay. The direct round trip
-    # after the same quiet pays that too, so what is left over it is the proxy's hops
-    # (seen here: 0.6 ms over a direct round trip taken back to back, at 10 ms one way).
-    assert through_ms - direct_ms - 2 * one_way_ms <= 0.5, where
+    # 80-130 us at 10 ms one-way, about 15 us back to back). A direct round trip wakes
+    # two sleepers (echo server, client); through the proxy there are six (its reader and
+    # its timed release each way, then the echo server and the client), each after a
+    # wait as long as the delay. So the excess may be three direct round trips taken in
+    # turn with the delayed ones, plus the proxy's own work (about 0.2 ms for two
+    # chunks). Quiet, at 10 ms: 0.41-0.48 ms over 2 x 10 ms against 0.79-0.92 allowed;
+    # CI failed once on a fixed 0.5 ms, and once on direct round trips timed apart from
+    # the delayed ones, which a slower spell of the machine then met alone.
+    allowed_ms = 3 * direct_ms + 0.25
+    assert through_ms - 2 * one_way_ms <= allowed_ms, f"{where}, allowed {allowed_ms:.3f} ms"
 
 
 def test_a_delay_set_on_an_open_connection_holds_from_its_next_chunk(echo) -> None:

@@ -31,6 +31,7 @@ def _load(request, tmp_path, name: str, **options) -> list:
     return read_result(path)[1]  # and the file validates
 
 
+@pytest.mark.harness
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["postgresql", "mysql"])
 def test_throughput_follows_littles_law_and_the_pool_bounds_connections(
@@ -85,6 +86,7 @@ def test_pool_timeouts_are_counted_not_raised(request, tmp_path) -> None:
         (("--concurrency", "1e9"), "expected whole numbers from 1 to 1,000"),
     ],
 )
+@pytest.mark.harness
 def test_bad_pool_and_load_options_are_one_line(tmp_path, arguments, needle) -> None:
     out = tmp_path / "never.json"
     assert_one_line_error(run("bench", "run", *arguments, "--output", str(out)), needle)

@@ -17,6 +17,9 @@ import pytest
 
 from tests.test_cli import NO_DOCKER, VARIABLES
 
+# The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
+pytestmark = pytest.mark.harness
+
 # Libraries that cost tenths of a second each on import here (scipy 0.9 s, matplotlib 0.4 s,
 # SQLAlchemy 0.2 to 0.5 s), and the suite's own modules that bring them.
 MEASURING_SIDE = ("sqlalchemy", "scipy", "matplotlib", "rich", "jsonschema", "psutil", "scenarios")

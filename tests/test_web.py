@@ -298,6 +298,7 @@ def _web_run(tmp_path, target: str, scenario: str, *options: str, **env: str) ->
     return read_result(path)[1]
 
 
+@pytest.mark.harness
 @pytest.mark.slow
 def test_the_runner_serves_both_apps_over_http_and_leaves_nothing_running(tmp_path) -> None:
     before = {p.pid for p in psutil.Process().children(recursive=True)}
@@ -346,6 +347,7 @@ def test_an_exhausted_pool_answers_500_after_the_pool_timeout(request, tmp_path,
         assert load["completed"] > 0  # the one connection kept serving meanwhile
 
 
+@pytest.mark.harness
 @pytest.mark.slow
 def test_an_app_that_cannot_start_fails_its_target_in_one_line(tmp_path) -> None:
     path = tmp_path / "web.json"

@@ -2,9 +2,13 @@
 
 A baseline is the result file of a short run (three timed calls per cell, too few for
 any timing verdict) for one target: what matters in it is each cell's outcome,
-statements, round trips and rows, which do not depend on the machine. Checking runs the
-same short matrix and holds it to the baseline exactly, so a change that adds a
-statement to any scenario fails; ``--update`` rewrites the baselines on purpose.
+statements, round trips and rows, which do not depend on the machine, and its Python
+function calls, which depend on the libraries' versions but not on the machine's load.
+Checking runs the same short matrix and holds it to the baseline: counts exactly, so a
+change that adds a statement to any scenario fails, and calls within the gate's
+tolerance when Python, SQLAlchemy, greenlet and the drivers are the versions the
+baseline was made with (otherwise they are reported, not held: a new release of a
+library is not a change of ours); ``--update`` rewrites the baselines on purpose.
 """
 
 from __future__ import annotations
@@ -13,14 +17,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.compare import MIN_SAMPLES, Comparison, Gate, cell_name, compare, load_run
+from bench.compare import (
+    ENVIRONMENT_FACTS,
+    MIN_SAMPLES,
+    Comparison,
+    Gate,
+    cell_name,
+    compare,
+    differences,
+    load_run,
+)
 from bench.measure import Policy
 from bench.results import CellRecord, ResultFile
 
 BASELINES = Path("results/baselines")
-# Enough calls for the usual statement count of a cell; fewer than compare's MIN_SAMPLES,
-# so the machine's timings in a baseline never decide anything.
-POLICY = Policy(warmup=1, min_rounds=3, min_time=0.0, max_rounds=3)
+# Enough calls for the usual statement count of a cell, after the checked and the counted
+# call; fewer than compare's MIN_SAMPLES, so the machine's timings never decide anything.
+POLICY = Policy(warmup=2, min_rounds=3, min_time=0.0, max_rounds=3)
 assert POLICY.max_rounds < MIN_SAMPLES
 
 
@@ -49,6 +62,7 @@ class Check:
 
     target: str
     comparison: Comparison | None  # None: there is no baseline for the target
+    libraries: tuple[str, ...] = ()  # how the run's libraries differ from the baseline's
 
     @property
     def passed(self) -> bool:
@@ -70,8 +84,21 @@ def check_baselines(header: dict, cells: list[CellRecord], folder: Path) -> list
             checks.append(Check(target, None))
             continue
         measured = [cell for cell in cells if cell.target == target]
-        checks.append(Check(target, compare(load_run(path), ([header], measured), Gate())))
+        base = load_run(path)
+        libraries = tuple(differences(base[0], [header], only=ENVIRONMENT_FACTS))
+        gate = Gate(hold_calls=not libraries)
+        checks.append(Check(target, compare(base, ([header], measured), gate), libraries))
     return checks
+
+
+def calls_not_held(checks: Iterable[Check]) -> list[str]:
+    """Targets whose function calls were reported, not held, one line each, with why."""
+    return [
+        f"{check.target}: function calls not held, the libraries differ from the "
+        f"baseline's ({'; '.join(check.libraries)})"
+        for check in checks
+        if check.libraries
+    ]
 
 
 def changed_cells(checks: Iterable[Check]) -> list[str]:

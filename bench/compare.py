@@ -3,7 +3,9 @@
 Deterministic metrics (outcome, statements per operation, round trips per operation,
 rows returned and rows fetched from the database) must match exactly: any change is a
 regression, whichever way it goes, because a scenario that issues one statement more is
-a different scenario. Timings are noisy, so a
+a different scenario. Python function calls per operation are nearly deterministic (a
+psycopg wait loop may poll once more or less): more than the tolerance more is a
+regression, as many fewer is reported. Timings are noisy, so a
 cell is slower only when two tests agree: a one-sided Mann-Whitney U test on the raw
 samples says the new ones are larger (p < alpha), and the medians differ by at least the
 minimum effect. Faster is judged the same way, the other way round. Cells that only one
@@ -23,6 +25,9 @@ from bench.results import CellRecord, params_text, read_result, run_status
 from bench.stats import summarize
 
 DEFAULT_MIN_EFFECT = 0.10
+# Repeated runs here differed by at most 2 calls in 7,000 (0.03 %); a patch release of
+# SQLAlchemy or a driver moves a cell by more, and that is what the gate is for.
+DEFAULT_CALLS_TOLERANCE = 0.02
 DEFAULT_ALPHA = 0.05
 MIN_SAMPLES = 5  # fewer, and no test can tell anything: the cell is "not timed"
 EXACT = ("outcome", "error", "statements", "round_trips", "rows", "rows_fetched")
@@ -39,12 +44,18 @@ class Gate:
 
     min_effect: float = DEFAULT_MIN_EFFECT  # 0.10: the median 10 % slower (or faster)
     alpha: float = DEFAULT_ALPHA
+    calls_tolerance: float = DEFAULT_CALLS_TOLERANCE  # 0.02: 2 % more calls regress
+    hold_calls: bool = True  # False: calls that differ are reported, never a regression
 
     def __post_init__(self) -> None:
         if not (self.min_effect > 0 and math.isfinite(self.min_effect)):
             raise ConfigError(f"--min-effect must be above 0, not {self.min_effect}")
         if not 0 < self.alpha < 1:
             raise ConfigError(f"--alpha must be between 0 and 1, not {self.alpha}")
+        if not 0 <= self.calls_tolerance <= 10:
+            raise ConfigError(
+                f"--calls-tolerance must be from 0 to 10 (1,000 %), not {self.calls_tolerance}"
+            )
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,7 @@ class CellChange:
     base: CellRecord
     new: CellRecord
     changed: tuple[str, ...]  # "statements 1 -> 2", one per deterministic metric
+    noted: tuple[str, ...]  # changes that do not regress: fewer calls, say
     ratio: float | None  # new median / base median; None when either is not timed
     p_slower: float | None  # one-sided p-values of the Mann-Whitney U test
     p_faster: float | None
@@ -77,14 +89,24 @@ class Comparison:
 
     def geometric_mean_ratio(self) -> float | None:
         """New over base, over every cell timed in both runs."""
-        ratios = [cell.ratio for cell in self.cells if cell.ratio]
-        if not ratios:
-            return None
-        return math.exp(sum(math.log(ratio) for ratio in ratios) / len(ratios))
+        return geometric_mean([cell.ratio for cell in self.cells if cell.ratio])
+
+    def calls_ratio(self) -> float | None:
+        """New over base function calls, as a geometric mean over every cell both runs
+        counted."""
+        return geometric_mean(
+            [c.new.calls / c.base.calls for c in self.cells if c.new.calls and c.base.calls]
+        )
 
     def counts(self) -> dict[str, int]:
         verdicts = ("changed", "slower", "faster", "unchanged", "not timed")
         return {verdict: sum(c.verdict == verdict for c in self.cells) for verdict in verdicts}
+
+
+def geometric_mean(ratios: Sequence[float]) -> float | None:
+    if not ratios:
+        return None
+    return math.exp(sum(math.log(ratio) for ratio in ratios) / len(ratios))
 
 
 def load_run(path: Path) -> tuple[list[dict[str, Any]], list[CellRecord]]:
@@ -143,6 +165,10 @@ def compare_cell(base: CellRecord, new: CellRecord, gate: Gate) -> CellChange:
         if getattr(base, name) != getattr(new, name)
         and not (name in NEWER and None in (getattr(base, name), getattr(new, name)))
     )
+    calls, grew = calls_change(base.calls, new.calls, gate.calls_tolerance)
+    if grew and gate.hold_calls:
+        changed += (calls,)
+    noted = (calls,) if calls and calls not in changed else ()
     ratio = p_slower = p_faster = None
     timed = len(base.samples_ns) >= MIN_SAMPLES and len(new.samples_ns) >= MIN_SAMPLES
     if timed:
@@ -161,14 +187,26 @@ def compare_cell(base: CellRecord, new: CellRecord, gate: Gate) -> CellChange:
         verdict = "faster"
     else:
         verdict = "unchanged"
-    return CellChange(base, new, changed, ratio, p_slower, p_faster, verdict)
+    return CellChange(base, new, changed, noted, ratio, p_slower, p_faster, verdict)
 
 
-def differences(base: Sequence[dict], new: Sequence[dict]) -> list[str]:
-    """What differs between the runs' libraries, machines and servers, one line each."""
+def calls_change(base: int | None, new: int | None, tolerance: float) -> tuple[str, bool]:
+    """The function calls' change in words when it is beyond ``tolerance`` either way
+    (empty when within it, or when either run did not count), and whether they grew."""
+    if base is None or new is None or abs(new - base) <= tolerance * base:
+        return "", False
+    share = f"{(new - base) / base:+.2%}" if base else "from none"
+    return f"calls {base:,} -> {new:,} ({share}, tolerance {tolerance * 100:g}%)", new > base
+
+
+def differences(
+    base: Sequence[dict], new: Sequence[dict], only: Sequence[str] | None = None
+) -> list[str]:
+    """What differs between the runs' libraries, machines and servers (or only the facts
+    named), one line each."""
     before, after = [_facts(h) for h in base], [_facts(h) for h in new]
     warnings = []
-    for name in before[0]:
+    for name in only or before[0]:
         was, now = _distinct(f[name] for f in before), _distinct(f[name] for f in after)
         if was != now:
             warnings.append(f"{name} differ: {_show(was)} (base) vs {_show(now)} (new)")
@@ -235,7 +273,7 @@ def _row(cell: CellChange) -> dict[str, str]:
         "new median": _median(cell.new),
         "new/base": f"{cell.ratio:.3f}" if timed else "-",
         "p": f"{p:.2g}" if timed else "-",
-        "what changed": "; ".join(cell.changed),
+        "what changed": "; ".join(cell.changed + cell.noted),
     }
 
 
@@ -247,15 +285,24 @@ def _median(cell: CellRecord) -> str:
 
 def summary_line(comparison: Comparison, gate: Gate) -> str:
     counts = ", ".join(f"{n} {verdict}" for verdict, n in comparison.counts().items() if n)
-    mean = comparison.geometric_mean_ratio()
+    mean, calls = comparison.geometric_mean_ratio(), comparison.calls_ratio()
     shown = f"{mean:.3f}" if mean is not None else "-"
+    calls_shown = f"{calls:.3f}" if calls is not None else "-"
     verdict = "REGRESSION" if comparison.regressed else "no regression"
     return (
         f"{verdict}: {len(comparison.cells)} cells in both runs ({counts or 'none'}); "
-        f"geometric mean new/base {shown}; only in base {len(comparison.only_in_base)}, "
+        f"geometric mean new/base {shown} in time, {calls_shown} in function calls; "
+        f"only in base {len(comparison.only_in_base)}, "
         f"only in new {len(comparison.only_in_new)} (slower or faster means Mann-Whitney "
-        f"p < {gate.alpha:g} and a median at least {gate.min_effect:.0%} apart)"
+        f"p < {gate.alpha:g} and a median at least {gate.min_effect:.0%} apart; "
+        f"{_calls_rule(gate)})"
     )
+
+
+def _calls_rule(gate: Gate) -> str:
+    if not gate.hold_calls:
+        return "function calls reported, not held"
+    return f"changed includes function calls more than {gate.calls_tolerance * 100:g}% up"
 
 
 def to_markdown(comparison: Comparison, gate: Gate) -> str:
@@ -281,9 +328,15 @@ def to_markdown(comparison: Comparison, gate: Gate) -> str:
 def to_json(comparison: Comparison, gate: Gate) -> dict[str, Any]:
     return {
         "regressed": comparison.regressed,
-        "gate": {"min_effect": gate.min_effect, "alpha": gate.alpha},
+        "gate": {
+            "min_effect": gate.min_effect,
+            "alpha": gate.alpha,
+            "calls_tolerance": gate.calls_tolerance,
+            "hold_calls": gate.hold_calls,
+        },
         "counts": comparison.counts(),
         "geometric_mean_ratio": comparison.geometric_mean_ratio(),
+        "calls_ratio": comparison.calls_ratio(),
         "warnings": comparison.warnings,
         "cells": rows(comparison),
         "only_in_base": [cell_name(cell) for cell in comparison.only_in_base],

@@ -38,9 +38,11 @@ from bench.guide import (
 )
 from bench.plots import write_plots, write_statement_plot
 from bench.report import (
+    ASYNC_COST_NOTE,
     LOAD_NOTE,
     NOTE,
     TableData,
+    async_cost,
     load_tables,
     matrix,
     outcome,
@@ -60,12 +62,7 @@ def write_report(
     """``report.md``, ``report.html`` and the PNG plots in ``folder``; the files written.
     ``verification`` is a ``sqla-bench verify --json`` file, for the pattern matrix."""
     checks = read_verification(verification) if verification else None
-    headers, cells = [], {}
-    for source in sources:
-        run_headers, run_cells = load_run(source)
-        headers += run_headers
-        cells |= {cell.key: cell for cell in run_cells}
-    cells = list(cells.values())
+    headers, cells = read_runs(sources)
     folder.mkdir(parents=True, exist_ok=True)
 
     def caption(plotted: list[CellRecord]) -> str:
@@ -80,6 +77,16 @@ def write_report(
     report_html = folder / f"{STEM}.html"
     report_html.write_text(html_page(text, folder))
     return [report_md, report_html, *plots]
+
+
+def read_runs(sources: Iterable[Path]) -> tuple[list[dict], list[CellRecord]]:
+    """Every run's header, and their cells: a cell in several keeps the last source's."""
+    headers, cells = [], {}
+    for source in sources:
+        run_headers, run_cells = load_run(source)
+        headers += run_headers
+        cells |= {cell.key: cell for cell in run_cells}
+    return headers, list(cells.values())
 
 
 def provenance_caption(headers: list[dict], cells: list[CellRecord]) -> str:
@@ -116,6 +123,10 @@ def markdown_report(
     if checks is not None:
         parts += ["## Verification catalogue", "", verification_matrix(checks).to_markdown(), ""]
     parts += ["## Outcomes", "", _outcomes(single).to_markdown(), ""]
+    async_cost_table = async_cost(single)
+    if async_cost_table.rows:
+        parts += ["## Async over sync, in function calls", "", f"_{ASYNC_COST_NOTE}_", ""]
+        parts += [async_cost_table.to_markdown(), ""]
     other_plots = [name for name in plots if name not in crossover_plots]
     if other_plots:
         parts += ["## Plots", ""]

@@ -12,19 +12,29 @@ timing and keeps for the whole run (async pooled connections belong to the loop 
 opened them); no sample ever starts a loop. ``sqla-bench verify`` is this path with a
 policy of one call.
 
-Two calls of a cell are never samples, and carry what samples cannot:
+Three calls of a cell are never samples, and carry what samples cannot:
 
 - the first, *checked* call: the statements it sent (text and parameters), the rows the
   driver returned, the COMMITs and ROLLBACKs up to its session's close, and, when the
   case declares it, the committed state read on a connection of its own before the call
   and after the session closed. Its verdict (``bench.verify``) is drawn from these.
-- the last warm-up call (when it is not the first): run under ``tracemalloc``, for the
-  client's peak memory per operation, which tracing would slow down tenfold if timed.
+- the second warm-up call: run under ``cProfile``, for the Python function calls per
+  operation (``sys.monitoring`` could count them from Python 3.12 on): a count of the
+  CPU work that does not depend on how busy the machine is, which the gate can hold
+  where it cannot hold timings.
+- the third warm-up call: run under ``tracemalloc``, for the client's peak memory per
+  operation, which tracing would slow down tenfold if timed.
+
+A policy with fewer warm-up calls leaves out the later of these, so ``verify`` (one
+call) neither counts nor traces, and the gate's baselines (two) count but do not trace.
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
+import gc
+import pstats
 import tracemalloc
 from collections import Counter
 from collections.abc import Callable
@@ -52,7 +62,7 @@ class Policy:
     set-up included, so fast cells end in bounded time), or ``max_rounds`` samples.
 
     ``max_time`` bounds a slow cell (a thousand lazy loads at 20 ms each): warm-up ends
-    once it has taken that long (with one more call, the traced one), and sampling ends
+    once it has taken that long (after the calls with a role), and sampling ends
     once it has, with at least one sample. Such a cell has few samples; the report and
     the gate say so rather than draw a verdict from them."""
 
@@ -77,13 +87,23 @@ class Policy:
 
     def warm_calls(self, calls: int, seconds: float, planned: int) -> int:
         """How many warm-up calls, after ``calls`` that took ``seconds``: ``planned``,
-        or, once warming has taken ``max_time``, one more (the traced call)."""
+        or, once warming has taken ``max_time``, just those with a role (``ROLES``)."""
         if seconds >= self.max_time:
-            return min(planned, calls + 1)
+            return min(planned, max(calls, len(ROLES)))
         return planned
 
 
 ONCE = Policy(warmup=0, min_rounds=1, min_time=0.0, max_rounds=1)
+
+# What the first warm-up calls of a cell are for, in order (see the module's docstring).
+ROLES = ("checked", "counted", "traced")
+
+
+def role_of(calls: int, warmup: int) -> str | None:
+    """The role of the call after ``calls`` others: the first is always checked."""
+    if calls == 0:
+        return "checked"
+    return ROLES[calls] if calls < min(warmup, len(ROLES)) else None
 
 
 @dataclass
@@ -106,6 +126,8 @@ class Observation:
     commits: int | None = None  # up to and including the session's close
     rollbacks: int | None = None
     committed: tuple[Any, Any] | None = None  # declared state, before and after
+    # The counted warm-up call only:
+    calls: int | None = None  # Python function calls, builtins included (cProfile)
     # The traced warm-up call only:
     peak_memory: int | None = None  # bytes: the most the call held at once (tracemalloc)
 
@@ -139,6 +161,7 @@ class Measurement:
     bytes_up: Counter[int] = field(default_factory=Counter)
     bytes_down: Counter[int] = field(default_factory=Counter)
     failure: Observation | None = None  # the call that raised; sampling stopped there
+    calls: int | None = None  # from the counted warm-up call
     peak_memory: int | None = None  # from the traced warm-up call
 
     def add(self, observation: Observation, warm_up: bool) -> None:
@@ -146,7 +169,10 @@ class Measurement:
             self.first = observation
         if self.worked is None and observation.error is None:
             self.worked = observation
-        if observation.peak_memory is not None:  # a raising call's: what it held until then
+        # A raising call's: what it did and held until it raised.
+        if observation.calls is not None:
+            self.calls = observation.calls
+        if observation.peak_memory is not None:
             self.peak_memory = observation.peak_memory
         if warm_up:
             return
@@ -252,20 +278,44 @@ async def observe(subject: Subject, argument: Any) -> Observation:
     return observation
 
 
-async def _call(subject: Subject, per_call: PerCall, checked: bool, traced: bool) -> Observation:
-    """One call with a fresh argument; the checked one is inspected, the traced one
-    traced, both outside ``observe``'s clock."""
+async def _call(subject: Subject, per_call: PerCall, role: str | None) -> Observation:
+    """One call with a fresh argument; the checked one is inspected, the counted one
+    profiled and the traced one traced, all outside ``observe``'s clock."""
+    checked = role == "checked"
     inspector = subject.inspector if checked else None
     before = _or_failed(inspector.committed) if inspector else None
     subject.counter.detail = checked
     async with per_call() as argument:
-        if traced:
+        if role == "counted":
+            observation = await _counted(subject, argument)
+        elif role == "traced":
             observation = await _traced(subject, argument)
         else:
             observation = await observe(subject, argument)
     subject.counter.detail = False
     if checked:
         _inspected(observation, subject.counter, inspector, before)
+    return observation
+
+
+async def _counted(subject: Subject, argument: Any) -> Observation:
+    """``observe`` under cProfile, which counts every function call in this thread: the
+    call's own, and for an async call the event loop's work on its behalf. The harness's
+    own part (``observe`` and the kernel's wrapper) is the same for every cell."""
+    # A collection inside the call would run finalizers and weakref callbacks of
+    # whatever earlier calls left: calls that belong to no one operation. (Collecting
+    # first instead would cost 60-70 ms a cell here.)
+    was_collecting = gc.isenabled()
+    gc.disable()
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        observation = await observe(subject, argument)
+    finally:
+        profile.disable()
+        if was_collecting:
+            gc.enable()
+    observation.calls = pstats.Stats(profile).total_calls
     return observation
 
 
@@ -333,8 +383,7 @@ async def measure(
         while True:
             if stop_requested():
                 raise KeyboardInterrupt
-            traced = 0 < calls == warmup - 1
-            observation = await _call(subject, per_call, calls == 0, traced)
+            observation = await _call(subject, per_call, role_of(calls, warmup))
             warm_up = calls < warmup
             measurement.add(observation, warm_up)
             calls += 1

@@ -132,7 +132,17 @@ POLICY_OPTIONS = (
         "and stop a slow cell's warm-up, and its sampling, after this long (keeping at "
         "least one sample)",
     ),
-    ("--warmup", "warmup", int, 0, MAX_ROUNDS, "N", "discarded calls before sampling"),
+    (
+        "--warmup",
+        "warmup",
+        int,
+        0,
+        MAX_ROUNDS,
+        "N",
+        "discarded calls before sampling: the first is checked against the catalogue, the "
+        "second counts Python function calls, the third the memory held; fewer leaves "
+        "those figures out",
+    ),
 )
 
 

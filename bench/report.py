@@ -30,7 +30,9 @@ NOTE = (
     "SQLAlchemy, so it shows -); rows is what the operation returned, fetched the rows the "
     "database sent for it (a JOIN repeats a parent row once per child); mem is the most "
     "memory the client held during one operation (Python allocations, tracemalloc, in a "
-    "warm-up call of its own); with --latency, rtt is the round-trip time the proxy added, "
+    "warm-up call of its own); calls is the Python function calls in one operation "
+    "(cProfile, in another warm-up call: the same from run to run, where times are not); "
+    "with --latency, rtt is the round-trip time the proxy added, "
     "trips the round trips per operation and down/up the bytes each way on the wire"
 )
 
@@ -118,6 +120,7 @@ COLUMNS = (
     ("down", "right"),
     ("up", "right"),
     ("mem", "right"),
+    ("calls", "right"),
     ("median", "right"),
     ("p95", "right"),
     ("ops/s", "right"),
@@ -167,6 +170,7 @@ def _cells(row: _Row, variant: str, fastest: float | None) -> dict[str, str]:
         "down": size(cell.bytes_down),
         "up": size(cell.bytes_up),
         "mem": size(cell.peak_memory),
+        "calls": count(cell.calls),
         "outcome": outcome(cell),
     }
     names = ("median", "p95", "ops/s", "x fastest")
@@ -276,6 +280,72 @@ def size(count: int | None) -> str:
         if count >= scale:
             return f"{count / scale:.3g} {unit}"
     return f"{count} B"
+
+
+def count(number: int | None) -> str:
+    """A count short enough for a column: 875, 7,006, 24.2k, 1.31M."""
+    if number is None:
+        return "-"
+    for unit, scale in (("M", 1e6), ("k", 1e4)):
+        if number >= scale:
+            return f"{number / (scale if unit == 'M' else 1e3):.3g}{unit}"
+    return f"{number:,}"
+
+
+ASYNC_COST_NOTE = (
+    "Python function calls per operation in async over the same in sync, per target, "
+    "between the drivers named (the same driver in both modes where one has both): the "
+    "CPU that AsyncSession, the greenlet bridge and the event loop add, counted rather "
+    "than timed. cProfile counts the calls on the thread that ran the operation, so "
+    "aiosqlite's work in its own thread is left out. Where the async cell raises "
+    "(a lazy load's MissingGreenlet), no ratio is given: it stopped early."
+)
+
+
+def async_cost(cells: Iterable[CellRecord]) -> TableData:
+    """Per case and target, the async cell's function calls over the sync cell's (the
+    first measured of each, when a run has several datasets or latencies)."""
+    cells = [cell for cell in cells if cell.calls and cell.baseline is None]
+    entries = []
+    for target in dict.fromkeys(cell.target for cell in cells):
+        here = [cell for cell in cells if cell.target == target]
+        pair = _driver_pair(here)
+        if None in pair:
+            continue
+        first: dict[tuple, CellRecord] = {}
+        for cell in here:
+            first.setdefault((identity(cell), cell.driver, cell.mode), cell)
+        column = f"{target} " + (pair[0] if pair[0] == pair[1] else " → ".join(pair))
+        for case in dict.fromkeys(identity(cell) for cell in here):
+            sync = first.get((case, pair[0], "sync"))
+            async_ = first.get((case, pair[1], "async"))
+            if sync and async_:
+                entries.append((case, column, _calls_ratio(sync, async_)))
+    columns = list(dict.fromkeys(column for _, column, _ in entries))
+    return matrix("async over sync, in function calls", "case", columns, entries)
+
+
+def _calls_ratio(sync: CellRecord, async_: CellRecord) -> str:
+    if sync.outcome == async_.outcome == "raised":
+        return f"both raise {error_name(async_)}"
+    if "raised" in (sync.outcome, async_.outcome):
+        raised = async_ if async_.outcome == "raised" else sync
+        return f"{raised.mode} raises {error_name(raised)}"
+    ratio = async_.calls / sync.calls
+    return f"{ratio:.2f}x ({count(sync.calls)} → {count(async_.calls)})"
+
+
+def _driver_pair(cells: list[CellRecord]) -> tuple[str | None, str | None]:
+    """The sync and async drivers to compare: one that has both modes, else the first
+    measured of each."""
+    by_mode = {
+        mode: list(dict.fromkeys(c.driver for c in cells if c.mode == mode)) for mode in MODES
+    }
+    both = [driver for driver in by_mode["sync"] if driver in by_mode["async"]]
+    if both:
+        return both[0], both[0]
+    first = {mode: (drivers[0] if drivers else None) for mode, drivers in by_mode.items()}
+    return first["sync"], first["async"]
 
 
 def duration(ns: float) -> str:

@@ -29,10 +29,10 @@ from bench.errors import ConfigError
 from bench.owner import owner_alive
 from bench.stats import summarize
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # ``sqla-bench verify --json``: the outcome matrix, one record per case, cell and driver.
 VERIFY_SCHEMA_VERSION = 1
-READABLE_VERSIONS = (1, 2)  # version 1 files are upgraded as they are read (upgrade_v1)
+READABLE_VERSIONS = (1, 2, 3)  # older files are upgraded as they are read (``upgrade``)
 SCHEMA_PATH = Path(__file__).with_name("result.schema.json")
 LOCAL_RESULTS = Path("results") / "local"
 STATUSES = ("running", "complete", "incomplete", "interrupted", "failed")
@@ -74,6 +74,7 @@ class CellRecord:
     bytes_up: int | None = None  # on the wire, client to server (through the proxy only)
     bytes_down: int | None = None
     peak_memory: int | None = None  # bytes the client held at most (tracemalloc)
+    calls: int | None = None  # Python function calls (cProfile; schema version 3)
     differences: list[str] = field(default_factory=list)  # from the catalogue, in words
 
     def to_json(self) -> dict[str, Any]:
@@ -224,8 +225,7 @@ def read_result(path: Path) -> tuple[dict[str, Any], list[CellRecord]]:
         raise ConfigError(
             f"{path} has schema_version {version!r}; this sqla-bench reads {readable}"
         )
-    if version == 1:
-        document = upgrade_v1(document)
+    document = upgrade(document, version)
     try:
         validate(document)
     except jsonschema.ValidationError as error:
@@ -233,6 +233,23 @@ def read_result(path: Path) -> tuple[dict[str, Any], list[CellRecord]]:
         raise ConfigError(f"{path} is not a valid result file: {where}: {error.message}") from None
     cells = [CellRecord.from_json(cell) for cell in document.pop("cells")]
     return document, cells
+
+
+def upgrade(document: dict[str, Any], version: int) -> dict[str, Any]:
+    """A document of an older ``version`` as the current one."""
+    if version == 1:
+        document = upgrade_v1(document)
+    if version <= 2:
+        document = upgrade_v2(document)
+    return document
+
+
+def upgrade_v2(document: dict[str, Any]) -> dict[str, Any]:
+    """A version 2 document as version 3: it counted no function calls."""
+    for cell in document.get("cells", []):
+        if isinstance(cell, dict):
+            cell.setdefault("calls", None)
+    return {**document, "schema_version": 3}
 
 
 def upgrade_v1(document: dict[str, Any]) -> dict[str, Any]:
@@ -259,7 +276,7 @@ CSV_COLUMNS = (
     *("comments_per_post", "tags_per_post", "payload"),
     *("outcome", "error", "expected", "matches_expected", "statements", "rows"),
     *("rows_fetched", "latency_ms", "round_trips", "bytes_up", "bytes_down", "peak_memory"),
-    "samples",
+    *("calls", "samples"),
     *("median_us", "p95_us", "mean_us", "stdev_us", "min_us", "ops_per_second"),
 )
 

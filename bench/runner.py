@@ -233,6 +233,7 @@ class Runner:
             bytes_up=failed.bytes_up if raised else _usual(measurement.bytes_up),
             bytes_down=failed.bytes_down if raised else _usual(measurement.bytes_down),
             peak_memory=measurement.peak_memory,
+            calls=measurement.calls,
         )
 
 

@@ -26,12 +26,13 @@ def check(folder: Path):
     return run("bench", "baseline", "--target", "sqlite", "--folder", str(folder))
 
 
-def edited(source: Path, folder: Path, edit) -> Path:
-    """A copy of the baseline folder whose sqlite baseline went through ``edit``."""
+def edited(source: Path, folder: Path, edit, whole: bool = False) -> Path:
+    """A copy of the baseline folder whose sqlite baseline went through ``edit`` (its
+    cells, or with ``whole`` the document)."""
     shutil.copytree(source, folder)
     path = folder / "sqlite.json"
     document = json.loads(path.read_text())
-    edit(document["cells"])
+    edit(document if whole else document["cells"])
     path.write_text(json.dumps(document))
     return folder
 
@@ -44,12 +45,14 @@ def test_the_committed_sqlite_baseline_holds() -> None:
     assert "0 differ from the baselines" in result.stdout
 
 
+@pytest.mark.harness
 def test_a_fresh_baseline_holds(sqlite_baseline) -> None:
     result = check(sqlite_baseline)
     assert result.returncode == 0, result.stdout
     assert "cells on sqlite: 0 differ from the baselines" in result.stdout
 
 
+@pytest.mark.harness
 def test_a_statement_more_than_the_baseline_fails_naming_the_cell(sqlite_baseline, tmp_path):
     def one_fewer_in_the_baseline(cells):
         cell = next(c for c in cells if c["case"] == "crud.get" and c["mode"] == "sync")
@@ -62,12 +65,34 @@ def test_a_statement_more_than_the_baseline_fails_naming_the_cell(sqlite_baselin
     assert "1 differ from the baselines" in result.stdout
 
 
+@pytest.mark.harness
+def test_function_calls_are_held_while_the_libraries_are_the_baselines(sqlite_baseline, tmp_path):
+    def fewer_calls(document, sqlalchemy=None):
+        cell = next(c for c in document["cells"] if c["case"] == "crud.get" and c["mode"] == "sync")
+        cell["calls"] = int(cell["calls"] / 1.1)  # as if the code now made 10 % more calls
+        if sqlalchemy:
+            document["environment"]["sqlalchemy"] = sqlalchemy
+
+    result = check(edited(sqlite_baseline, tmp_path / "held", fewer_calls, whole=True))
+    assert result.returncode == 1, result.stdout
+    (line,) = [line for line in result.stdout.splitlines() if "tolerance 2%" in line]
+    assert line.startswith("crud.get ") and "pysqlite sync" in line and "calls " in line
+
+    older = edited(sqlite_baseline, tmp_path / "old", lambda d: fewer_calls(d, "2.0.0"), whole=True)
+    result = check(older)
+    assert result.returncode == 0, result.stdout
+    assert "sqlite: function calls not held, the libraries differ" in result.stdout
+    assert "sqlalchemy differ: 2.0.0 (base)" in result.stdout
+
+
+@pytest.mark.harness
 def test_cells_missing_on_either_side_fail(sqlite_baseline, tmp_path) -> None:
     result = check(edited(sqlite_baseline, tmp_path / "b", lambda cells: cells.pop(0)))
     assert result.returncode == 1
     assert "not in the baseline" in result.stdout
 
 
+@pytest.mark.harness
 def test_a_target_without_a_baseline_is_refused_before_anything_is_measured(tmp_path) -> None:
     result = check(tmp_path)
     assert_one_line_error(result, f"no baseline of sqlite in {tmp_path}", "--update")

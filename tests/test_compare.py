@@ -27,7 +27,7 @@ def measured(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("compare") / "base.json"
     result = run(
         "bench", "run", "--scenario", "crud.get", "--min-time", "0", "--min-rounds", "5",
-        "--warmup", "1", "--output", str(out),
+        "--warmup", "2", "--output", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return json.loads(out.read_text())
@@ -195,3 +195,40 @@ def test_bad_result_files_are_one_line(measured, tmp_path, content, needle) -> N
 def test_bad_options_are_one_line(measured, tmp_path, option, value) -> None:
     base = write(tmp_path, "base", measured)
     assert_one_line_error(gate(base, base, option, value), option)
+
+
+def test_function_calls_grown_beyond_the_tolerance_fail_and_fewer_are_reported(
+    measured, tmp_path
+) -> None:
+    base = write(tmp_path, "base", measured)
+
+    def calls_times(factor: float):
+        def change(cell, index):
+            if cell["case"] == "crud.get" and cell["mode"] == "sync":
+                cell["calls"] = round(cell["calls"] * factor)
+
+        return change
+
+    def verdicts(name: str, factor: float, rule: Gate | None = None) -> dict[str, tuple]:
+        new = write(tmp_path, name, measured, calls_times(factor))
+        comparison = compare(load_run(base), load_run(new), rule or Gate())
+        return {
+            f"{c.new.case} {c.new.mode}": (c.verdict, c.changed, c.noted) for c in comparison.cells
+        }
+
+    (counted,) = [
+        c["calls"] for c in measured["cells"] if c["case"] == "crud.get" and c["mode"] == "sync"
+    ]
+    assert counted > 0
+    within = verdicts("within", 1.015)["crud.get sync"]
+    assert within[0] == "unchanged" and within[1:] == ((), ()), within
+    verdict, changed, _ = verdicts("beyond", 1.05)["crud.get sync"]
+    assert verdict == "changed" and f"calls {counted:,} -> {round(counted * 1.05):,}" in changed[0]
+    assert verdicts("loose", 1.05, Gate(calls_tolerance=0.1))["crud.get sync"][0] == "unchanged"
+    assert verdicts("unheld", 1.05, Gate(hold_calls=False))["crud.get sync"][0] == "unchanged"
+    verdict, changed, noted = verdicts("fewer", 0.8)["crud.get sync"]
+    assert (verdict, changed) == ("unchanged", ()) and f"-> {round(counted * 0.8):,}" in noted[0]
+    # The option reaches the gate.
+    beyond = tmp_path / "beyond.json"
+    assert gate(base, beyond).returncode == 1
+    assert gate(base, beyond, "--calls-tolerance", "0.1").returncode == 0

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.document import STEM, markdown_report, read_runs
+from bench.report import async_cost
 from tests.test_cli import run
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
@@ -95,20 +97,23 @@ def test_a_missing_result_is_one_line(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_the_committed_reference_guide_is_what_its_results_give(tmp_path) -> None:
+def test_the_committed_reference_guide_is_what_its_results_give() -> None:
+    # In process and without drawing: the plots take a minute here, and the guide reads
+    # only their names (those committed beside the report).
     reference = Path(__file__).resolve().parent.parent / "results" / "reference"
-    runs = [str(path) for path in sorted(reference.glob("*.json")) if path.stem != "verify"]
-    result = run("bench", "report", *runs, "--out", str(tmp_path))
-    assert result.returncode == 0, result.stderr
+    runs = [path for path in sorted(reference.glob("*.json")) if path.stem != "verify"]
+    plots = sorted(path.name for path in reference.glob(f"{STEM}-*.png"))
+    headers, cells = read_runs(runs)
 
-    def guide(folder: Path) -> str:
+    def guide(text: str) -> str:
         """The report from its answers to the end of the decision guide."""
-        text = (folder / "report.md").read_text().split("## In short")[1]
+        text = text.split("## In short")[1]
         short, detail = text.split("## Decision guide")
         return short + detail.split("\n## ")[0]
 
-    assert guide(tmp_path) == guide(reference)
-    assert "Crossovers found:" in guide(reference)
+    committed = guide((reference / "report.md").read_text())
+    assert guide(markdown_report(headers, cells, plots)) == committed
+    assert "Crossovers found:" in committed
 
 
 def test_the_verification_catalogue_joins_the_report(loading_run, tmp_path) -> None:
@@ -135,3 +140,20 @@ def test_a_file_that_is_not_a_verification_matrix_is_one_line(loading_run, tmp_p
     )  # fmt: skip
     assert result.returncode == 2
     assert "is not the output of sqla-bench verify --json" in result.stderr
+
+
+def test_async_over_sync_sets_each_case_against_its_twin_in_function_calls() -> None:
+    upgrade = Path(__file__).resolve().parent.parent / "results" / "upgrade"
+    _, cells = read_runs([upgrade / "sqlalchemy-2.1.9.json"])
+    table = async_cost(cells)
+    columns = [name for name, _ in table.columns]
+    assert columns == ["case", "sqlite pysqlite → aiosqlite", "postgresql psycopg"]
+    rows = {row[0]: dict(zip(columns, row, strict=True)) for row in table.rows}
+    get = rows["crud.get user_id=1"]["postgresql psycopg"]
+    sync, async_ = (c.calls for c in cells if c.case == "crud.get" and c.driver == "psycopg")
+    assert get == f"{async_ / sync:.2f}x ({sync} → {async_})" and async_ > sync
+    lazy = rows["load.users_with_posts lazy limit=20"]["sqlite pysqlite → aiosqlite"]
+    assert lazy == "async raises StatementError(MissingGreenlet)"
+    assert rows["load.users_with_posts raise limit=20"]["postgresql psycopg"].startswith(
+        "both raise"
+    )

@@ -90,7 +90,7 @@ def test_rows_fetched_bytes_and_memory_follow_the_workload(tmp_path, reseeded_ta
     )
     plan = RunPlan(
         targets=(reseeded_target,), scenarios=("load.users_with_posts",),
-        strategies=("joined", "selectin"), datasets=datasets, policy=Policy(2, 2, 0.0),
+        strategies=("joined", "selectin"), datasets=datasets, policy=Policy(3, 2, 0.0),
         latencies=(0.0,) if server else None,
     )  # fmt: skip
     assert run_to_file(plan, tmp_path / "r.json", ["t"])[1] == []
@@ -117,6 +117,34 @@ def test_rows_fetched_bytes_and_memory_follow_the_workload(tmp_path, reseeded_ta
         assert cell.bytes_up > 0, where
 
 
+@pytest.mark.harness
+def test_function_calls_are_the_same_run_after_run_and_follow_the_work(tmp_path) -> None:
+    """Counted, not timed: two runs in one process give every cell the same calls, sync
+    and async (a sync session of a new class per call once made this fail: SQLAlchemy
+    set up each new class's events inside the call); a lazy load of 20 collections
+    sends 19 statements more than selectin, each through the ORM, and the driver alone
+    makes fewer calls than the ORM's get."""
+    runs = []
+    for index in (1, 2):
+        (tmp_path / f"db{index}").mkdir()
+        plan = RunPlan(
+            targets=(resolve("sqlite", tmp_path / f"db{index}"),),
+            scenarios=("load.users_with_posts", "crud.get", "baseline.driver_get"),
+            strategies=("lazy", "selectin"), datasets=(DatasetSize(users=30),),
+            policy=Policy(2, 1, 0.0),
+        )  # fmt: skip
+        results, failures = run_to_file(plan, tmp_path / f"r{index}.json", ["t"])
+        assert failures == []
+        runs.append({(c.case, c.params.get("strategy"), c.mode): c.calls for c in results.cells})
+    first, second = runs
+    assert first == second and len(first) == 8 and all(first.values()), first
+    for mode in ("sync", "async"):
+        if mode == "sync":  # in async the lazy load raises MissingGreenlet at its first
+            lazy = first[("load.users_with_posts", "lazy", mode)]
+            assert lazy > 2 * first[("load.users_with_posts", "selectin", mode)], first
+        assert first[("baseline.driver_get", None, mode)] < first[("crud.get", None, mode)]
+
+
 @pytest.mark.parametrize("reseeded_target", TARGETS, indirect=True)
 def test_a_cell_that_raises_records_what_its_failing_call_cost(tmp_path, reseeded_target) -> None:
     """A lazy load in async code raises MissingGreenlet after the first query: the cell
@@ -125,7 +153,7 @@ def test_a_cell_that_raises_records_what_its_failing_call_cost(tmp_path, reseede
     server = reseeded_target.name != "sqlite"
     plan = RunPlan(
         targets=(reseeded_target,), modes=("async",), scenarios=("load.users_with_posts",),
-        strategies=("lazy",), datasets=(DatasetSize(users=30),), policy=Policy(2, 2, 0.0),
+        strategies=("lazy",), datasets=(DatasetSize(users=30),), policy=Policy(3, 2, 0.0),
         latencies=(0.0,) if server else None,
     )  # fmt: skip
     assert run_to_file(plan, tmp_path / "r.json", ["t"])[1] == []
@@ -159,6 +187,7 @@ def test_run_on_sqlite_prints_tables_and_writes_a_valid_file(tmp_path) -> None:
     assert str(out) in result.stdout and out.with_suffix(".csv").exists()
 
 
+@pytest.mark.harness
 def test_run_on_the_server_targets_writes_no_password(request, tmp_path) -> None:
     urls = {
         f"SQLA_BENCH_{name.upper()}_URL": _target(request, name).url.render_as_string(
@@ -191,6 +220,7 @@ def _start_run(out) -> subprocess.Popen:
     return subprocess.Popen(command, env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+@pytest.mark.harness
 def test_an_interrupted_run_keeps_the_finished_cells(tmp_path) -> None:
     out = tmp_path / "interrupted.json"
     process = _start_run(out)
@@ -209,6 +239,7 @@ def test_an_interrupted_run_keeps_the_finished_cells(tmp_path) -> None:
     assert all(cell.samples_ns or cell.outcome == "raised" for cell in cells)
 
 
+@pytest.mark.harness
 def test_a_killed_run_is_told_from_a_running_one(tmp_path) -> None:
     """SIGKILL leaves the file marked running; its owner (host, PID, start time) says the
     process is gone, and report and compare say so."""
@@ -261,12 +292,14 @@ def _wait_for_cells(path, at_least: int, seconds: float) -> None:
         (("--target", "oracle"), "unknown target 'oracle'"),
     ],
 )
+@pytest.mark.harness
 def test_bad_input_is_one_line(tmp_path, arguments, needle) -> None:
     out = tmp_path / "never.json"
     assert_one_line_error(run("bench", "run", *arguments, "--output", str(out)), needle)
     assert not out.exists()
 
 
+@pytest.mark.harness
 def test_an_unwritable_output_is_one_line(tmp_path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -278,6 +311,7 @@ def test_an_unwritable_output_is_one_line(tmp_path) -> None:
     assert_one_line_error(result, "it is a directory")
 
 
+@pytest.mark.harness
 def test_results_json_lists_cells_one_per_line(tmp_path) -> None:
     out = tmp_path / "lines.json"
     result = run("bench", "run", "--scenario", "crud.get", *QUICK, "--output", str(out))
@@ -286,6 +320,7 @@ def test_results_json_lists_cells_one_per_line(tmp_path) -> None:
     assert len(cell_lines) == len(json.loads(out.read_text())["cells"]) == 4  # 2 cases x 2 modes
 
 
+@pytest.mark.harness
 def test_a_target_failing_part_way_keeps_the_other_targets_cells(request, tmp_path) -> None:
     url = database_where_tables_cannot_be_created(request)
     out = tmp_path / "partial.json"
@@ -303,6 +338,7 @@ def test_a_target_failing_part_way_keeps_the_other_targets_cells(request, tmp_pa
     assert {cell.target for cell in cells} == {"sqlite"} and len(cells) == 4
 
 
+@pytest.mark.harness
 def test_report_reprints_a_result_file_and_refuses_a_bad_one(tmp_path) -> None:
     out = tmp_path / "again.json"
     assert (

@@ -13,10 +13,12 @@ from bench.baseline import (
     BASELINES,
     POLICY,
     baseline_path,
+    calls_not_held,
     changed_cells,
     check_baselines,
     write_baselines,
 )
+from bench.compare import DEFAULT_CALLS_TOLERANCE
 from bench.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError
 from bench.options import add_target
 from bench.pipeline import run_on_console
@@ -27,8 +29,11 @@ from bench.targets import Servers, selected_targets
 DESCRIPTION = (
     "Run every scenario cell a few times on each target and hold its outcome, "
     "statements, round trips and rows to the committed baseline of that target "
-    "(results/baselines/TARGET.json), exactly: exit status 1 names every cell that "
-    "differs, or that one side lacks. --update rewrites the baselines instead. Three "
+    "(results/baselines/TARGET.json), exactly, and its Python function calls within "
+    f"{DEFAULT_CALLS_TOLERANCE:.0%} when the libraries are the baseline's versions (else "
+    "they are reported, not held): exit status 1 names every "
+    "cell that differs, or that one side lacks. --update rewrites the baselines "
+    "instead. Three "
     "timed calls per cell are too few for a timing verdict: the baselines hold "
     "counts, not speed. The run itself is kept in results/local/."
 )
@@ -62,7 +67,9 @@ def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int
         written = write_baselines(results.header, results.cells, args.folder)
         present.print_lines(console, (f"baseline written: {path}" for path in written))
         return 0
-    differences = changed_cells(check_baselines(results.header, results.cells, args.folder))
+    checks = check_baselines(results.header, results.cells, args.folder)
+    differences = changed_cells(checks)
+    present.print_lines(console, calls_not_held(checks), "yellow")
     present.print_lines(console, differences, "bold red")
     console.print(
         f"{len(results.cells)} cells on {', '.join(t.name for t in targets)}: "

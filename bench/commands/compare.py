@@ -12,6 +12,7 @@ from bench import present
 from bench.compare import (
     COLUMNS,
     DEFAULT_ALPHA,
+    DEFAULT_CALLS_TOLERANCE,
     DEFAULT_MIN_EFFECT,
     Comparison,
     Gate,
@@ -30,7 +31,8 @@ from bench.targets import Servers
 DESCRIPTION = (
     "Compare NEW against BASE (result files, or folders of them). Outcome, "
     "statements, round trips and rows per operation must match exactly: any change "
-    "fails. A timing fails only when a one-sided Mann-Whitney U test on the raw "
+    "fails. Python function calls per operation fail when they grew by more than "
+    "--calls-tolerance. A timing fails only when a one-sided Mann-Whitney U test on the raw "
     "samples says slower (p < --alpha) and the median is at least --min-effect "
     "slower; faster and unchanged cells are reported too. Cells that only one run "
     "has are listed; runs from different machines, libraries or servers get a "
@@ -56,6 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="significance level of the Mann-Whitney U test (default: 0.05)",
     )
     parser.add_argument(
+        "--calls-tolerance",
+        type=number(float, 0.0, 10.0),
+        default=DEFAULT_CALLS_TOLERANCE,
+        metavar="FRACTION",
+        help="how many more Python function calls per operation a cell may make before "
+        f"it fails, as a fraction (default: {DEFAULT_CALLS_TOLERANCE:g})",
+    )
+    parser.add_argument(
         "--format",
         choices=("text", "markdown", "json"),
         default="text",
@@ -64,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int:
-    gate = Gate(min_effect=args.min_effect, alpha=args.alpha)
+    gate = Gate(min_effect=args.min_effect, alpha=args.alpha, calls_tolerance=args.calls_tolerance)
     comparison = compare(load_run(args.base), load_run(args.new), gate)
     if args.format == "json":
         print(json.dumps(to_json(comparison, gate), indent=2))

@@ -276,19 +276,22 @@ def size(count: int | None) -> str:
     """Bytes in the unit that keeps them short: 512 B, 3.7 KB, 1.4 MB."""
     if count is None:
         return "-"
-    for unit, scale in (("MB", 1e6), ("KB", 1e3)):
-        if count >= scale:
+    # From 999,500 on, three figures of KB would read 1e+03 KB.
+    for unit, scale, from_ in (("MB", 1e6, 999_500), ("KB", 1e3, 999.5)):
+        if count >= from_:
             return f"{count / scale:.3g} {unit}"
     return f"{count} B"
 
 
 def count(number: int | None) -> str:
-    """A count short enough for a column: 875, 7,006, 24.2k, 1.31M."""
+    """A count short enough for a column: 875, 7,006, 24.2k, 1.31M (all four digits
+    below 10,000, where they still fit)."""
     if number is None:
         return "-"
-    for unit, scale in (("M", 1e6), ("k", 1e4)):
-        if number >= scale:
-            return f"{number / (scale if unit == 'M' else 1e3):.3g}{unit}"
+    # From 999,500 on, three figures of k would read 1e+03k.
+    for unit, scale, from_ in (("M", 1e6, 999_500), ("k", 1e3, 1e4)):
+        if number >= from_:
+            return f"{number / scale:.3g}{unit}"
     return f"{number:,}"
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.document import STEM, markdown_report, read_runs
-from bench.report import async_cost
+from bench.report import async_cost, count, size
 from tests.test_cli import run
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
@@ -157,3 +157,15 @@ def test_async_over_sync_sets_each_case_against_its_twin_in_function_calls() -> 
     assert rows["load.users_with_posts raise limit=20"]["postgresql psycopg"].startswith(
         "both raise"
     )
+
+
+@pytest.mark.parametrize(
+    ("shown", "number", "text"),
+    [
+        (size, 999, "999 B"), (size, 999_499, "999 KB"), (size, 999_999, "1 MB"),
+        (size, 1_400_000, "1.4 MB"), (count, 9_999, "9,999"), (count, 24_212, "24.2k"),
+        (count, 999_999, "1M"), (count, 1_314_000, "1.31M"), (count, None, "-"),
+    ],
+)  # fmt: skip
+def test_sizes_and_counts_stay_short_across_their_units(shown, number, text) -> None:
+    assert shown(number) == text

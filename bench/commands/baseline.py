@@ -29,13 +29,12 @@ from bench.targets import Servers, selected_targets
 DESCRIPTION = (
     "Run every scenario cell a few times on each target and hold its outcome, "
     "statements, round trips and rows to the committed baseline of that target "
-    "(results/baselines/TARGET.json), exactly, and its Python function calls within "
-    f"{DEFAULT_CALLS_TOLERANCE:.0%} when the libraries are the baseline's versions (else "
-    "they are reported, not held): exit status 1 names every "
-    "cell that differs, or that one side lacks. --update rewrites the baselines "
-    "instead. Three "
-    "timed calls per cell are too few for a timing verdict: the baselines hold "
-    "counts, not speed. The run itself is kept in results/local/."
+    "(results/baselines/TARGET.json) exactly, and its Python function calls within "
+    f"{DEFAULT_CALLS_TOLERANCE:.0%} while the libraries are the baseline's versions "
+    "(else they are reported, not held): exit status 1 names every cell that differs, "
+    "or that one side lacks. --update rewrites the baselines instead. Three timed "
+    "calls per cell are too few for a timing verdict: the baselines hold counts, not "
+    "speed. The run itself is kept in results/local/."
 )
 
 

@@ -87,16 +87,6 @@ def _one_round_trip(sock: socket.socket) -> float:
     return time.perf_counter() - started
 
 
-def _interleaved_ms(
-    direct: socket.socket, proxied: socket.socket, times: int
-) -> tuple[float, float]:
-    """Median round trips direct and through the proxy, taken in turn, so that what the
-    machine does meanwhile (another tenant's load, a CPU that sleeps deeper) weighs on
-    both alike; each direct one follows a delayed one, so it too starts after a quiet."""
-    samples = [(_one_round_trip(direct), _one_round_trip(proxied)) for _ in range(times)]
-    return tuple(statistics.median(column) * 1000 for column in zip(*samples, strict=True))
-
-
 def _settled_release(proxy: LatencyProxy, chunks: int) -> dict:
     """The proxy's release figures once it has booked ``chunks`` sends (up to 1 s): its
     writer books a send after ``sendall`` returns, so the client can hold the last echo
@@ -121,34 +111,39 @@ def test_round_trips_and_bytes_are_counted(echo) -> None:
         assert proxy.report()["cpu_seconds"] > 0
 
 
+# What a delayed round trip may take beyond twice the delay. The proxy's own hops cost
+# about 0.2 ms; the rest is the machine's: a send on loopback wakes the receiver's CPU,
+# which on this virtual machine takes longer the longer that CPU was idle (a median send
+# of 80-130 us at 10 ms one way, about 15 us back to back), and a delayed round trip
+# wakes six sleepers (the proxy's reader and timed release each way, the echo server,
+# the client), each after a wait as long as the delay. Quiet, the excess was 0.12 ms at
+# 0.5 ms one way, 0.33 at 2.5 and 0.41-0.48 at 10; in CI, with containers running
+# beside it, up to 0.58 at 2.5 and 0.96 at 10. Bounds made of a direct round trip
+# failed there, whether it was taken apart from the delayed ones or in turn with them.
+EXCESS_MS = 0.5  # plus EXCESS_SHARE of the delay the round trip crossed
+EXCESS_SHARE = 0.05
+ATTEMPTS = 3  # a spell of the machine passes; a proxy that adds time fails every one
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("one_way_ms", [0.5, 2.5, 10])
 def test_a_round_trip_gains_twice_the_delay_and_little_more(echo, one_way_ms) -> None:
     times = 60 if one_way_ms < 10 else 30
-    with (
-        _connect(echo.port) as direct,
-        LatencyProxy("127.0.0.1", echo.port) as proxy,
-        _connect(proxy.port) as sock,
-    ):
-        proxy.set_delay(one_way_ms / 1000)
-        direct_ms, through_ms = _interleaved_ms(direct, sock, times)
-        release = _settled_release(proxy, chunks=2 * 30)
-    where = f"round trip {through_ms:.3f} ms, direct {direct_ms:.3f} ms, proxy {release}"
-    assert through_ms >= 2 * one_way_ms, where  # never released early
-    # The proxy's own part: each chunk's send begins within 50 us of its due time.
-    assert release["chunks"] >= 2 * 30 and release["median_late_us"] <= 50, where
-    # The rest is the machine's: a send on loopback wakes the receiver's CPU, which on
-    # this virtual machine takes longer the longer that CPU was idle (a median send of
-    # 80-130 us at 10 ms one-way, about 15 us back to back). A direct round trip wakes
-    # two sleepers (echo server, client); through the proxy there are six (its reader and
-    # its timed release each way, then the echo server and the client), each after a
-    # wait as long as the delay. So the excess may be three direct round trips taken in
-    # turn with the delayed ones, plus the proxy's own work (about 0.2 ms for two
-    # chunks). Quiet, at 10 ms: 0.41-0.48 ms over 2 x 10 ms against 0.79-0.92 allowed;
-    # CI failed once on a fixed 0.5 ms, and once on direct round trips timed apart from
-    # the delayed ones, which a slower spell of the machine then met alone.
-    allowed_ms = 3 * direct_ms + 0.25
-    assert through_ms - 2 * one_way_ms <= allowed_ms, f"{where}, allowed {allowed_ms:.3f} ms"
+    allowed_ms = EXCESS_MS + EXCESS_SHARE * 2 * one_way_ms
+    seen = []
+    for _ in range(ATTEMPTS):
+        with LatencyProxy("127.0.0.1", echo.port) as proxy, _connect(proxy.port) as sock:
+            proxy.set_delay(one_way_ms / 1000)
+            through_ms = _round_trip_ms(sock, times)
+            release = _settled_release(proxy, chunks=2 * 30)
+        where = f"round trip {through_ms:.3f} ms, proxy {release}"
+        assert through_ms >= 2 * one_way_ms, where  # never released early
+        # The proxy's own part: each chunk's send begins within 50 us of its due time.
+        assert release["chunks"] >= 2 * 30 and release["median_late_us"] <= 50, where
+        seen.append(where)
+        if through_ms - 2 * one_way_ms <= allowed_ms:
+            return
+    pytest.fail(f"over 2 x {one_way_ms} ms + {allowed_ms:.3f} ms in {ATTEMPTS} tries: {seen}")
 
 
 def test_a_delay_set_on_an_open_connection_holds_from_its_next_chunk(echo) -> None:

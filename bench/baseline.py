@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.compare import (
+from sqla_bench.compare import (
     ENVIRONMENT_FACTS,
     MIN_SAMPLES,
     Comparison,
@@ -27,8 +27,8 @@ from bench.compare import (
     differences,
     load_run,
 )
-from bench.measure import Policy
-from bench.results import CellRecord, ResultFile
+from sqla_bench.measure import Policy
+from sqla_bench.results import CellRecord, ResultFile
 
 BASELINES = Path("results/baselines")
 # Enough calls for the usual statement count of a cell, after the checked and the counted

@@ -27,14 +27,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, NoReturn
 
-from bench.errors import EXIT_SOFTWARE, EXIT_USAGE, ConfigError, fail, redact
-from bench.stopping import raise_stop, stopped_by
+from sqla_bench.errors import EXIT_SOFTWARE, EXIT_USAGE, ConfigError, fail, redact
+from sqla_bench.stopping import raise_stop, stopped_by
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
 # Each command, and the line ``sqla-bench --help`` shows for it; its module is
-# bench.commands.<name> (``list`` is bench.commands.listing: ``list`` is a builtin).
+# sqla_bench.commands.<name> (``list`` is sqla_bench.commands.listing: ``list`` is a builtin).
 COMMANDS = {
     "list": "scenarios, strategies, patterns, targets and drivers available here",
     "verify": "run the verification catalogue and print the outcome matrix",
@@ -66,7 +66,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def command_module(name: str) -> ModuleType:
-    return importlib.import_module(f"bench.commands.{MODULES[name]}")
+    return importlib.import_module(f"{__package__}.commands.{MODULES[name]}")
 
 
 def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
@@ -127,8 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, urls: list[URL]) -> int:
     """Run the command with the servers it may use, stopped however it ends; ``urls``
     collects their URLs, for a last-resort message to redact."""
-    from bench.present import console, say_on_stderr
-    from bench.targets import Servers
+    from sqla_bench.present import console, say_on_stderr
+    from sqla_bench.targets import Servers
 
     execute = command_module(args.command).execute
     with (

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import ConfigError
-from bench.results import CellRecord, params_text, read_result, run_status
-from bench.stats import summarize
+from sqla_bench.errors import ConfigError
+from sqla_bench.results import CellRecord, params_text, read_result, run_status
+from sqla_bench.stats import summarize
 
 DEFAULT_MIN_EFFECT = 0.10
 # Repeated runs here differed by at most 0.4 % (25 calls in 6,600: asyncpg's rows came in
@@ -279,7 +279,7 @@ def _row(cell: CellChange) -> dict[str, str]:
 
 
 def _median(cell: CellRecord) -> str:
-    from bench.report import duration
+    from sqla_bench.report import duration
 
     return duration(summarize(cell.samples_ns).median_ns) if cell.samples_ns else "-"
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import URL
 
-from bench.errors import first_line
-from bench.owner import owner_alive, owner_label
+from sqla_bench.errors import first_line
+from sqla_bench.owner import owner_alive, owner_label
 
 # Set before testcontainers reads its configuration (it does at import).
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")

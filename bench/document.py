@@ -18,8 +18,8 @@ from pathlib import Path
 
 import markdown
 
-from bench.compare import load_run
-from bench.guide import (
+from sqla_bench.compare import load_run
+from sqla_bench.guide import (
     ALPHA,
     CLEAR_RATIO,
     DIMENSIONS,
@@ -36,8 +36,8 @@ from bench.guide import (
     series,
     summary,
 )
-from bench.plots import write_plots, write_statement_plot
-from bench.report import (
+from sqla_bench.plots import write_plots, write_statement_plot
+from sqla_bench.report import (
     ASYNC_COST_NOTE,
     LOAD_NOTE,
     NOTE,
@@ -50,8 +50,8 @@ from bench.report import (
     size,
     tables,
 )
-from bench.results import CellRecord, params_text, read_verification, run_status
-from scenarios.registry import STRATEGY
+from sqla_bench.results import CellRecord, params_text, read_verification, run_status
+from sqla_bench.scenarios.registry import STRATEGY
 
 STEM = "report"
 

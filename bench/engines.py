@@ -21,10 +21,10 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from bench.probes import RoundTripCounter, StatementCounter
-from bench.targets import Driver
-from scenarios.dataset import DatasetSize, rebuild
-from scenarios.expect import Setting
+from sqla_bench.probes import RoundTripCounter, StatementCounter
+from sqla_bench.scenarios.dataset import DatasetSize, rebuild
+from sqla_bench.scenarios.expect import Setting
+from sqla_bench.targets import Driver
 
 
 def sqlalchemy_version() -> tuple[int, int]:

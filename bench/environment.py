@@ -13,11 +13,11 @@ from typing import Any
 
 import sqlalchemy
 
-from bench.errors import ConfigError
-from bench.owner import owner_label
-from bench.plan import RunPlan
-from bench.results import SCHEMA_VERSION
-from bench.targets import Driver, Target
+from sqla_bench.errors import ConfigError
+from sqla_bench.owner import owner_label
+from sqla_bench.plan import RunPlan
+from sqla_bench.results import SCHEMA_VERSION
+from sqla_bench.targets import Driver, Target
 
 
 def run_header(plan: RunPlan, command: Sequence[str], started: datetime) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.engines import DriverEnv
-from bench.kernel import settled
+from sqla_bench.engines import DriverEnv
+from sqla_bench.kernel import settled
 
 PerCall = Callable[[], AbstractAsyncContextManager[Any]]
 

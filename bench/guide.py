@@ -27,9 +27,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.results import CellRecord
-from scenarios.registry import STRATEGY
-from scenarios.strategies import STRATEGIES, query_options
+from sqla_bench.results import CellRecord
+from sqla_bench.scenarios.registry import STRATEGY
+from sqla_bench.scenarios.strategies import STRATEGIES, query_options
 
 MIN_SAMPLES = 5
 ALPHA = 0.05

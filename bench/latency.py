@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from bench.children import Child
+from sqla_bench.children import Child
 
 ROUND_TRIPS, BYTES_UP, BYTES_DOWN, CONNECTIONS = range(4)
 SPIN_SECONDS = 50e-6  # the last stretch before a due time is spun, not slept

@@ -30,9 +30,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
-from bench.engines import DriverEnv
-from bench.kernel import Deadline, Operation, Timed, Window, repeat_in_window, run_workers
-from scenarios.registry import Case
+from sqla_bench.engines import DriverEnv
+from sqla_bench.kernel import Deadline, Operation, Timed, Window, repeat_in_window, run_workers
+from sqla_bench.scenarios.registry import Case
 
 WARMUP_SHARE = 0.2
 POLL_SECONDS = 0.02

@@ -45,12 +45,12 @@ from typing import Any
 
 from sqlalchemy.exc import StatementError
 
-from bench.engines import DriverEnv
-from bench.fixtures import PerCall, arguments
-from bench.kernel import Stopwatch, timed
-from bench.probes import Executed, RoundTripCounter, StatementCounter
-from scenarios.expect import Raises, Works
-from scenarios.registry import Case
+from sqla_bench.engines import DriverEnv
+from sqla_bench.fixtures import PerCall, arguments
+from sqla_bench.kernel import Stopwatch, timed
+from sqla_bench.probes import Executed, RoundTripCounter, StatementCounter
+from sqla_bench.scenarios.expect import Raises, Works
+from sqla_bench.scenarios.registry import Case
 
 Cell = tuple[Case, dict[str, Any]]
 

@@ -10,10 +10,10 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from bench.measure import Policy
-from bench.targets import TARGETS
-from scenarios.dataset import MAXIMUM, DatasetSize
-from scenarios.registry import PARAMETERS
+from sqla_bench.measure import Policy
+from sqla_bench.scenarios.dataset import MAXIMUM, DatasetSize
+from sqla_bench.scenarios.registry import PARAMETERS
+from sqla_bench.targets import TARGETS
 
 # Upper bounds of the numeric options, sized for one measuring process on one machine:
 # beyond them a run measures the client's own limits (one process drives a few hundred

@@ -29,13 +29,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench import present
-from bench.environment import run_header
-from bench.errors import fail, redact
-from bench.plan import RunPlan
-from bench.results import ResultFile
-from bench.runner import Progress, Runner
-from bench.stopping import StopOnInterrupt, stopped_by
+from sqla_bench import present
+from sqla_bench.environment import run_header
+from sqla_bench.errors import fail, redact
+from sqla_bench.plan import RunPlan
+from sqla_bench.results import ResultFile
+from sqla_bench.runner import Progress, Runner
+from sqla_bench.stopping import StopOnInterrupt, stopped_by
 
 
 def run_to_file(

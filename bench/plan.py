@@ -5,20 +5,23 @@ driver and dataset (``cells``), which the runner measures in turn."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from sqlalchemy.engine import URL
 
-from bench.engines import setting_for
-from bench.errors import ConfigError
-from bench.measure import Cell, Policy
-from bench.targets import Driver, Target
-from bench.verify import applicable_cells
-from scenarios.dataset import DatasetSize
-from scenarios.registry import MODES, RECEIVES, STRATEGY, Case, discover
+from sqla_bench.engines import setting_for
+from sqla_bench.errors import ConfigError, first_line, shown
+from sqla_bench.measure import Cell, Policy
+from sqla_bench.scenarios.dataset import DatasetSize
+from sqla_bench.scenarios.registry import MODES, RECEIVES, STRATEGY, Case, discover, problems
+from sqla_bench.targets import Driver, Target
+from sqla_bench.verify import applicable_cells
 
 DEFAULT_POLICY = Policy()
 ON_ERROR = ("stop", "continue")
@@ -35,6 +38,8 @@ class RunPlan:
     modes: tuple[str, ...] = MODES
     drivers: tuple[str, ...] | None = None
     scenarios: tuple[str, ...] | None = None  # ids, or prefixes such as "crud"
+    # An application's modules of twins to measure instead of the built-in scenarios.
+    modules: tuple[str, ...] = ()
     strategies: tuple[str, ...] | None = None
     datasets: tuple[DatasetSize, ...] = (DatasetSize(),)
     policy: Policy = DEFAULT_POLICY
@@ -57,6 +62,8 @@ class RunPlan:
                 "--latency needs a network and sqlite has none: choose --target postgresql "
                 "or --target mysql"
             )
+        for module in self.modules:
+            _check_module(module)
         self._check_drivers()
         cases = self.cases()  # raises for a scenario that does not exist
         self._check_strategies(cases)
@@ -73,9 +80,9 @@ class RunPlan:
     def cases(self) -> list[Case]:
         """The selected scenarios, with their grids changed as ``grid`` says. Web
         scenarios (which serve an app) are measured only when ``scenarios`` names them."""
-        cases = discover(self.kinds)
+        cases = discover(self.kinds, self.modules)
         if self.scenarios is not None:
-            cases += discover("web")
+            cases += discover("web", self.modules)
             for selector in self.scenarios:
                 if not any(_selects(selector, case) for case in cases):
                     known = ", ".join(sorted({case.id for case in cases}))
@@ -136,6 +143,7 @@ class RunPlan:
             "drivers": list(self.drivers) if self.drivers else None,
             "modes": list(self.modes),
             "scenarios": list(self.scenarios) if self.scenarios else None,
+            "modules": list(self.modules),
             "strategies": list(self.strategies) if self.strategies else None,
             "datasets": [asdict(size) for size in self.datasets],
             "policy": asdict(self.policy),
@@ -157,7 +165,7 @@ class RunPlan:
                 )
             if name == STRATEGY:
                 self._check_strategy_names(
-                    values, f"--param {STRATEGY}", discover(("scenario", "web"))
+                    values, f"--param {STRATEGY}", discover(("scenario", "web"), self.modules)
                 )
 
     def _check_drivers(self) -> None:
@@ -207,3 +215,31 @@ def _selects(selector: str, case: Case) -> bool:
     """``crud.get`` or ``crud`` selects crud.get and any baseline that joins its table."""
     names = (case.id, case.table)
     return any(name == selector or name.startswith(f"{selector}.") for name in names)
+
+
+def _check_module(name: str) -> None:
+    """An application's module of twins (``--scenarios``) imports, from the current
+    directory as ``python -m`` would find it, and declares whole cases; else one
+    ConfigError that says what is wrong."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(name)
+    except Exception as error:  # an application's import may raise anything
+        raise ConfigError(
+            f"--scenarios {shown(name)}: cannot import it: {first_line(error, named=True)}"
+        ) from None
+    try:
+        cases = discover(None, (name,))
+    except RuntimeError as error:
+        raise ConfigError(f"--scenarios {shown(name)}: {error}") from None
+    if not cases:
+        raise ConfigError(
+            f"--scenarios {shown(name)}: {module.__file__} declares no scenario (decorate its "
+            "twins with sqla_bench.scenarios.registry.scenario)"
+        )
+    known = {case.id for case in cases}
+    found = [problem for case in cases for problem in problems(case, known)]
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise ConfigError(f"--scenarios {shown(name)}: {found[0]}{more}")

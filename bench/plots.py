@@ -31,7 +31,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
-from bench.guide import (
+from sqla_bench.guide import (
     DIMENSIONS,
     Point,
     Series,
@@ -42,11 +42,11 @@ from bench.guide import (
     rtt,
     series,
 )
-from bench.report import cpu_bound, describe_dataset, variant_of
-from bench.results import CellRecord
-from bench.stats import percentile, summarize
-from scenarios.registry import MODES, STRATEGY
-from scenarios.strategies import STRATEGIES
+from sqla_bench.report import cpu_bound, describe_dataset, variant_of
+from sqla_bench.results import CellRecord
+from sqla_bench.scenarios.registry import MODES, STRATEGY
+from sqla_bench.scenarios.strategies import STRATEGIES
+from sqla_bench.stats import percentile, summarize
 
 MS = 1e6
 PANEL = (3.6, 2.9)  # inches per small multiple

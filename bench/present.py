@@ -22,7 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from bench.report import (
+from sqla_bench.report import (
     LOAD_NOTE,
     NOTE,
     load_tables,
@@ -31,8 +31,8 @@ from bench.report import (
     short,
     tables,
 )
-from bench.results import CellRecord, case_text
-from bench.runner import Progress as RunProgress
+from sqla_bench.results import CellRecord, case_text
+from sqla_bench.runner import Progress as RunProgress
 
 PIPED_WIDTH = 200
 
@@ -99,7 +99,7 @@ def print_tables(console: Console, cells: list[CellRecord]) -> None:
 
 
 def plot(console: Console, cells: list[CellRecord], folder: Path, stem: str) -> None:
-    from bench.plots import write_plots  # matplotlib: imported when a plot is drawn
+    from sqla_bench.plots import write_plots  # matplotlib: imported when a plot is drawn
 
     written = write_plots(cells, folder, stem)
     for path in written:

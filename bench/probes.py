@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.latency import Totals
-from scenarios.sql import Statement
+from sqla_bench.latency import Totals
+from sqla_bench.scenarios.sql import Statement
 
 
 @dataclass(frozen=True)

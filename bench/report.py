@@ -14,12 +14,12 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from bench.load import WARMUP_SHARE
-from bench.results import CellRecord, params_text
-from bench.stats import Summary, percentile, summarize
-from scenarios.dataset import DatasetSize
-from scenarios.expect import raises_text, works_text
-from scenarios.registry import MODES, STRATEGY
+from sqla_bench.load import WARMUP_SHARE
+from sqla_bench.results import CellRecord, params_text
+from sqla_bench.scenarios.dataset import DatasetSize
+from sqla_bench.scenarios.expect import raises_text, works_text
+from sqla_bench.scenarios.registry import MODES, STRATEGY
+from sqla_bench.stats import Summary, percentile, summarize
 
 CPU_BOUND = 0.9  # of a CPU: a process this busy is what a load measured
 

@@ -25,9 +25,9 @@ from typing import Any
 
 import jsonschema
 
-from bench.errors import ConfigError
-from bench.owner import owner_alive
-from bench.stats import summarize
+from sqla_bench.errors import ConfigError
+from sqla_bench.owner import owner_alive
+from sqla_bench.stats import summarize
 
 SCHEMA_VERSION = 3
 # ``sqla-bench verify --json``: the outcome matrix, one record per case, cell and driver.

@@ -21,21 +21,29 @@ from typing import Any
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
-from bench.children import ChildFailed
-from bench.containers import PORTS
-from bench.engines import DriverEnv, prepare_database
-from bench.errors import redact
-from bench.latency import LatencyProxy
-from bench.load import Load, run_load
-from bench.measure import Cell, Measurement, Policy, measure, measure_driver, never, subject_for
-from bench.plan import RunPlan
-from bench.probes import RoundTripCounter
-from bench.results import CellRecord, ResultFile
-from bench.targets import Driver, Target, failure, said_by
-from bench.verify import differences
-from scenarios.dataset import DatasetSize
-from scenarios.expect import Raises
-from scenarios.registry import Case
+from sqla_bench.children import ChildFailed
+from sqla_bench.containers import PORTS
+from sqla_bench.engines import DriverEnv, prepare_database
+from sqla_bench.errors import redact
+from sqla_bench.latency import LatencyProxy
+from sqla_bench.load import Load, run_load
+from sqla_bench.measure import (
+    Cell,
+    Measurement,
+    Policy,
+    measure,
+    measure_driver,
+    never,
+    subject_for,
+)
+from sqla_bench.plan import RunPlan
+from sqla_bench.probes import RoundTripCounter
+from sqla_bench.results import CellRecord, ResultFile
+from sqla_bench.scenarios.dataset import DatasetSize
+from sqla_bench.scenarios.expect import Raises
+from sqla_bench.scenarios.registry import Case
+from sqla_bench.targets import Driver, Target, failure, said_by
+from sqla_bench.verify import differences
 
 # Errors that mean the database went away or refused us, not that the scenario raised.
 CONNECTION_LOST = (OperationalError, InterfaceError, OSError)
@@ -273,7 +281,7 @@ def served_loads(case: Case, params: dict[str, Any], where: LoadPlace) -> Loads:
     route, with the plan's pool), and HTTP clients in this one. Each load gets an app of
     its own, so it starts with an empty pool, as in-process loads do: the connection
     poller's count at the start is then other clients' only."""
-    from bench.web import AppServer, measure_once, run_web_load
+    from sqla_bench.web import AppServer, measure_once, run_web_load
 
     env, route, loop = where.env, where.route, where.loop
     request = case.function(env.mode)(**params)

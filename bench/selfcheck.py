@@ -25,15 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.errors import ConfigError
-from bench.kernel import call_ns
-from bench.measure import Policy
-from bench.pipeline import run_to_file
-from bench.plan import RunPlan
-from bench.results import CellRecord, read_result
-from bench.stats import coefficient_of_variation, summarize
-from bench.targets import Target
-from scenarios.registry import discover
+from sqla_bench.errors import ConfigError
+from sqla_bench.kernel import call_ns
+from sqla_bench.measure import Policy
+from sqla_bench.pipeline import run_to_file
+from sqla_bench.plan import RunPlan
+from sqla_bench.results import CellRecord, read_result
+from sqla_bench.scenarios.registry import discover
+from sqla_bench.stats import coefficient_of_variation, summarize
+from sqla_bench.targets import Target
 
 CHECKS = ("overhead", "driver", "proxy", "cv")
 SLOW_CELL_NS = 1_000_000  # the CV goal concerns cells slower than 1 ms
@@ -225,7 +225,7 @@ def repeat_variation(repeats: int, affinity: str, folder: Path, say: Say) -> lis
     for index in range(1, repeats + 1):
         say(f"cv: default matrix, run {index} of {repeats} (a process of its own)")
         path = folder / f"default-{index}.json"
-        command = [sys.executable, "-m", "bench", "run", "--output", str(path)]
+        command = [sys.executable, "-m", "sqla_bench", "run", "--output", str(path)]
         command += ["--affinity", affinity]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode not in (0, 1):

@@ -23,14 +23,14 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from bench.containers import (
+from sqla_bench.containers import (
     ContainerError,
     ServerContainer,
     ServerSettings,
     docker_problem,
     server_settings,
 )
-from bench.errors import ConfigError, first_line, redact, shown
+from sqla_bench.errors import ConfigError, first_line, redact, shown
 
 TARGETS = ("sqlite", "postgresql", "mysql")
 URL_VARIABLES = {"postgresql": "SQLA_BENCH_POSTGRESQL_URL", "mysql": "SQLA_BENCH_MYSQL_URL"}

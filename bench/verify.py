@@ -18,13 +18,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.engines import DriverEnv
-from bench.errors import first_line
-from bench.measure import ONCE, Observation, measure, subject_for
-from bench.results import case_text
-from scenarios.dataset import DatasetSize
-from scenarios.expect import UNDECLARED, Committed, NotApplicable, Outcome, Raises, Setting, Works
-from scenarios.registry import Case
+from sqla_bench.engines import DriverEnv
+from sqla_bench.errors import first_line
+from sqla_bench.measure import ONCE, Observation, measure, subject_for
+from sqla_bench.results import case_text
+from sqla_bench.scenarios.dataset import DatasetSize
+from sqla_bench.scenarios.expect import (
+    UNDECLARED,
+    Committed,
+    NotApplicable,
+    Outcome,
+    Raises,
+    Setting,
+    Works,
+)
+from sqla_bench.scenarios.registry import Case
 
 MAX_SHOWN = 160  # characters of a value shown in a difference
 

@@ -39,14 +39,14 @@ from typing import Any
 from sqlalchemy import exc as sqlalchemy_errors
 from sqlalchemy.engine import URL
 
-from bench.children import Child, ChildFailed
-from bench.errors import first_line
-from bench.kernel import Deadline, Operation, Timed, Window, repeat_in_window, timed
-from bench.load import WARMUP_SHARE, Load, watch
-from bench.measure import Measurement, Observation, unwrap
-from bench.probes import RoundTripCounter
-from scenarios.expect import Raises
-from scenarios.registry import Case, Request
+from sqla_bench.children import Child, ChildFailed
+from sqla_bench.errors import first_line
+from sqla_bench.kernel import Deadline, Operation, Timed, Window, repeat_in_window, timed
+from sqla_bench.load import WARMUP_SHARE, Load, watch
+from sqla_bench.measure import Measurement, Observation, unwrap
+from sqla_bench.probes import RoundTripCounter
+from sqla_bench.scenarios.expect import Raises
+from sqla_bench.scenarios.registry import Case, Request
 
 START_TIMEOUT_SECONDS = 30
 NOTED_WITHIN_SECONDS = 10  # for the app to note how a request it answered ended
@@ -60,7 +60,13 @@ FAILED_KEPT = 10_000
 
 # What every app process imports: loaded once into the fork server, so an app starts in a
 # fork of it (tens of milliseconds) instead of a fresh interpreter (about a second here).
-PRELOADED = ["bench.web", "fastapi", "uvicorn", "sqlalchemy.ext.asyncio", "scenarios.models"]
+PRELOADED = [
+    "sqla_bench.web",
+    "fastapi",
+    "uvicorn",
+    "sqlalchemy.ext.asyncio",
+    "sqla_bench.scenarios.models",
+]
 
 
 def _app_processes() -> Any:
@@ -420,7 +426,7 @@ class _Instrumented:
 
 def _serve(control: Connection, app: dict[str, Any], client_cpus: set[int] | None) -> None:
     """The child: build the app, serve it on 127.0.0.1, answer the measuring process."""
-    from bench.latency import leave_the_clients_cpus
+    from sqla_bench.latency import leave_the_clients_cpus
 
     leave_the_clients_cpus(client_cpus)
     _quiet()

@@ -13,9 +13,9 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from scenarios.dataset import user_name
-from scenarios.models import User
-from scenarios.registry import scenario
+from sqla_bench.scenarios.dataset import user_name
+from sqla_bench.scenarios.models import User
+from sqla_bench.scenarios.registry import scenario
 
 USER_IDS = {"user_id": (1,)}
 # The columns crud.get returns, so both produce the same tuple.

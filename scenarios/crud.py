@@ -17,11 +17,11 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from scenarios.dataset import DatasetSize, user_name
-from scenarios.expect import Committed, Outcome, Setting, Works
-from scenarios.models import Post, User
-from scenarios.registry import scenario
-from scenarios.sql import Writes
+from sqla_bench.scenarios.dataset import DatasetSize, user_name
+from sqla_bench.scenarios.expect import Committed, Outcome, Setting, Works
+from sqla_bench.scenarios.models import Post, User
+from sqla_bench.scenarios.registry import scenario
+from sqla_bench.scenarios.sql import Writes
 
 NEW_USER = {"name": "zed-new", "email": "zed@example.test"}
 

@@ -20,7 +20,7 @@ from functools import cache
 
 from sqlalchemy import Connection, func, insert, select
 
-from scenarios.models import Base, Comment, Post, Profile, Tag, User, post_tags
+from sqla_bench.scenarios.models import Base, Comment, Post, Profile, Tag, User, post_tags
 
 FIRST_NAMES = ("grace", "alan", "ada", "linus", "barbara", "edsger", "donald", "frances")
 DEFAULT_TAGS = 8

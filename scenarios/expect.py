@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import MissingGreenlet, StatementError
 
-from scenarios.sql import SqlRule
+from sqla_bench.scenarios.sql import SqlRule
 
 
 @dataclass(frozen=True)

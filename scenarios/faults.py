@@ -16,9 +16,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
-from scenarios.dataset import DatasetSize
-from scenarios.expect import NotApplicable, Outcome, Raises, Setting, Works
-from scenarios.registry import PatternEnv, pattern
+from sqla_bench.scenarios.dataset import DatasetSize
+from sqla_bench.scenarios.expect import NotApplicable, Outcome, Raises, Setting, Works
+from sqla_bench.scenarios.registry import PatternEnv, pattern
 
 BACKEND_ID = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}
 KILL = {"postgresql": "SELECT pg_terminate_backend(:id)", "mysql": "KILL :id"}

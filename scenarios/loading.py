@@ -19,12 +19,19 @@ from sqlalchemy import Select, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import RelationshipDirection, RelationshipProperty, Session
 
-from scenarios.dataset import LABELS, RELATED, DatasetSize
-from scenarios.expect import NotApplicable, Outcome, Raises, Setting, Works, missing_greenlet
-from scenarios.models import Base, EagerPost, EagerUser, Post, User, label
-from scenarios.registry import scenario
-from scenarios.sql import Edge, LoadSql
-from scenarios.strategies import STRATEGIES, Strategy
+from sqla_bench.scenarios.dataset import LABELS, RELATED, DatasetSize
+from sqla_bench.scenarios.expect import (
+    NotApplicable,
+    Outcome,
+    Raises,
+    Setting,
+    Works,
+    missing_greenlet,
+)
+from sqla_bench.scenarios.models import Base, EagerPost, EagerUser, Post, User, label
+from sqla_bench.scenarios.registry import scenario
+from sqla_bench.scenarios.sql import Edge, LoadSql
+from sqla_bench.scenarios.strategies import STRATEGIES, Strategy
 
 Tree = Mapping[str, "Tree"]
 # Rows each table holds, from the dataset's definition: how many parents a LIMIT finds.

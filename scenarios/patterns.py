@@ -23,12 +23,19 @@ from sqlalchemy.orm import joinedload, lazyload, raiseload, selectinload
 from sqlalchemy.orm.exc import DetachedInstanceError
 from sqlalchemy.pool import QueuePool
 
-from scenarios.dataset import DatasetSize, post_body, user_name
-from scenarios.expect import NotApplicable, Outcome, Raises, Setting, Works, sync_or_greenlet
-from scenarios.models import EagerUser, Post, User
-from scenarios.registry import PatternEnv, pattern
-from scenarios.sql import LoadSql
-from scenarios.strategies import SELECTIN_CHUNK, STRATEGIES
+from sqla_bench.scenarios.dataset import DatasetSize, post_body, user_name
+from sqla_bench.scenarios.expect import (
+    NotApplicable,
+    Outcome,
+    Raises,
+    Setting,
+    Works,
+    sync_or_greenlet,
+)
+from sqla_bench.scenarios.models import EagerUser, Post, User
+from sqla_bench.scenarios.registry import PatternEnv, pattern
+from sqla_bench.scenarios.sql import LoadSql
+from sqla_bench.scenarios.strategies import SELECTIN_CHUNK, STRATEGIES
 
 USER_ID = 1
 # What the patterns that work return, from the dataset's definition.

@@ -30,10 +30,17 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from scenarios.dataset import MAXIMUM, DatasetSize
-from scenarios.expect import UNDECLARED, Committed, NotApplicable, Outcome, Setting, Works
-from scenarios.sql import LoadSql, Writes
-from scenarios.strategies import STRATEGIES
+from sqla_bench.scenarios.dataset import MAXIMUM, DatasetSize
+from sqla_bench.scenarios.expect import (
+    UNDECLARED,
+    Committed,
+    NotApplicable,
+    Outcome,
+    Setting,
+    Works,
+)
+from sqla_bench.scenarios.sql import LoadSql, Writes
+from sqla_bench.scenarios.strategies import STRATEGIES
 
 MODES = ("sync", "async")
 RECEIVES = ("env", "session", "driver_connection", "http")
@@ -286,19 +293,23 @@ def web(
     return decorate
 
 
-def discover(kind: str | tuple[str, ...] | None = None) -> list[Case]:
+def discover(kind: str | tuple[str, ...] | None = None, modules: Sequence[str] = ()) -> list[Case]:
     """Every case declared in this package, in module then declaration order; ``kind``
-    narrows to one kind or several (``IN_PROCESS``)."""
-    import scenarios
-
+    narrows to one kind or several (``IN_PROCESS``). Given ``modules`` (an application's
+    own twins, declared with this module's decorators), the cases declared in those
+    modules instead."""
     found: dict[str, Case] = {}
-    for info in pkgutil.iter_modules(scenarios.__path__):
-        module = importlib.import_module(f"scenarios.{info.name}")
+    for module in map(importlib.import_module, modules or _package_modules()):
         for value in vars(module).values():
             if isinstance(value, Case) and found.setdefault(value.id, value) is not value:
                 raise RuntimeError(f"case id {value.id!r} is declared twice")
     kinds = (kind,) if isinstance(kind, str) else kind
     return [case for case in found.values() if kinds is None or case.kind in kinds]
+
+
+def _package_modules() -> list[str]:
+    package = importlib.import_module(__package__)
+    return [f"{__package__}.{info.name}" for info in pkgutil.iter_modules(package.__path__)]
 
 
 def problems(case: Case, known_ids: Collection[str] = ()) -> list[str]:

@@ -35,7 +35,16 @@ from sqlalchemy.orm import (
     subqueryload,
 )
 
-from scenarios.sql import IN, JOINED, NONE, PER_KEY, SQL_KINDS, SUBQUERY, Edge, count_statements
+from sqla_bench.scenarios.sql import (
+    IN,
+    JOINED,
+    NONE,
+    PER_KEY,
+    SQL_KINDS,
+    SUBQUERY,
+    Edge,
+    count_statements,
+)
 
 # selectinload puts at most this many parent keys in one IN (...) (SQLAlchemy's default).
 SELECTIN_CHUNK = 500

@@ -21,10 +21,10 @@ from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from scenarios.expect import Committed, unchanged
-from scenarios.models import User
-from scenarios.registry import scenario
-from scenarios.sql import Writes
+from sqla_bench.scenarios.expect import Committed, unchanged
+from sqla_bench.scenarios.models import User
+from sqla_bench.scenarios.registry import scenario
+from sqla_bench.scenarios.sql import Writes
 
 USER_IDS = {"user_id": (2,)}
 # Each twin: the get, the UPDATE of visits, and the SELECT that reads it back.

@@ -21,8 +21,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from bench.engines import DriverEnv, prepare_database, setting_for
-from bench.targets import (
+import sqla_bench
+import sqla_bench.scenarios
+from sqla_bench.engines import DriverEnv, prepare_database, setting_for
+from sqla_bench.scenarios.dataset import DatasetSize
+from sqla_bench.scenarios.registry import IN_PROCESS, discover
+from sqla_bench.targets import (
     TARGETS,
     ConfigError,
     Driver,
@@ -33,9 +37,7 @@ from bench.targets import (
     check_reachable,
     required_targets,
 )
-from bench.verify import applicable_cells
-from scenarios.dataset import DatasetSize
-from scenarios.registry import IN_PROCESS, discover
+from sqla_bench.verify import applicable_cells
 
 SIZE = DatasetSize()
 
@@ -91,7 +93,32 @@ class Configured:
         return params
 
 
+ROOT = Path(__file__).resolve().parent.parent
+# Each folder of the checkout, and the package it installs as (pyproject.toml).
+INSTALLED_AS = {"bench": sqla_bench, "scenarios": sqla_bench.scenarios}
+
+
+def stale_installed_files() -> list[str]:
+    """The checkout's source files that the imported sqla_bench lacks or holds otherwise:
+    the tests exercise the installed package, so a copy installed before an edit (pip
+    install without -e) would test other code than the checkout's without a word."""
+    stale = []
+    for folder, package in INSTALLED_AS.items():
+        installed = Path(package.__file__).resolve().parent
+        for source in sorted((ROOT / folder).rglob("*.py")):
+            copy = installed / source.relative_to(ROOT / folder)
+            if not copy.is_file() or copy.read_bytes() != source.read_bytes():
+                stale.append(str(source.relative_to(ROOT)))
+    return stale
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    stale = stale_installed_files()
+    if stale:
+        raise pytest.UsageError(
+            f"sqla-bench: the installed sqla_bench is not this checkout's ({len(stale)} "
+            f"files differ, first {stale[0]}): pip install -e '.[test]'"
+        )
     try:
         config.stash[CONFIGURED] = Configured()
     except ConfigError as error:

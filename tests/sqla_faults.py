@@ -105,6 +105,6 @@ FAULTS: dict[str, Callable[[], None]] = {
 
 if __name__ == "__main__":
     FAULTS[sys.argv[1]]()
-    from bench.cli import main
+    from sqla_bench.cli import main
 
     raise SystemExit(main(sys.argv[2:]))

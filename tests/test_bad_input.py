@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.cli import main
-from bench.results import read_result
+from sqla_bench.cli import main
+from sqla_bench.results import read_result
 from tests.test_cli import NO_DOCKER, VARIABLES, assert_one_line_error, run
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
@@ -152,7 +152,7 @@ def test_no_environment_values_produce_a_traceback(environment: dict[str, str]) 
     ],
 )
 def test_nonsense_run_options_are_one_line(argv, needles) -> None:
-    result = run("bench", "run", "--dry-run", *argv)
+    result = run("sqla_bench", "run", "--dry-run", *argv)
     if not needles:  # an edge that is no error
         assert result.returncode == 0, result.stderr
         return
@@ -162,10 +162,10 @@ def test_nonsense_run_options_are_one_line(argv, needles) -> None:
 def test_a_dry_run_measures_and_writes_nothing_but_plans_what_a_run_measures(tmp_path) -> None:
     output = tmp_path / "never" / "written.json"
     options = ("--scenario", "crud", "--min-time", "0", "--min-rounds", "1", "--warmup", "0")
-    result = run("bench", "run", "--dry-run", *options, "--output", str(output))
+    result = run("sqla_bench", "run", "--dry-run", *options, "--output", str(output))
     assert result.returncode == 0, result.stderr
     assert not output.parent.exists()
-    measured = run("bench", "run", *options, "--output", str(output))
+    measured = run("sqla_bench", "run", *options, "--output", str(output))
     assert measured.returncode == 0, measured.stderr
     per_driver = Counter(
         f"{cell.target}-{cell.driver}-{cell.mode}" for cell in read_result(output)[1]
@@ -181,7 +181,7 @@ def test_a_url_whose_host_does_not_answer_times_out_in_one_line() -> None:
     # connect timeout. (Nothing leaves this machine.)
     with socket.create_server(("127.0.0.1", 0)) as silent:
         url = f"postgresql://u:Never-Shown-9@127.0.0.1:{silent.getsockname()[1]}/db"
-        result = run("bench", "run", "--target", "postgresql", SQLA_BENCH_POSTGRESQL_URL=url)
+        result = run("sqla_bench", "run", "--target", "postgresql", SQLA_BENCH_POSTGRESQL_URL=url)
     assert_one_line_error(result, "postgresql")
     assert "Never-Shown-9" not in result.stderr + result.stdout
 
@@ -195,7 +195,7 @@ def test_a_corrupt_or_wrong_version_result_file_is_one_line(tmp_path, command, c
     damaged = tmp_path / "damaged.json"
     damaged.write_text(content)
     files = [str(damaged)] * (2 if command == "compare" else 1)
-    assert_one_line_error(run("bench", command, *files), "damaged.json", needle)
+    assert_one_line_error(run("sqla_bench", command, *files), "damaged.json", needle)
 
 
 @pytest.mark.parametrize(
@@ -210,7 +210,7 @@ def test_a_corrupt_or_wrong_version_result_file_is_one_line(tmp_path, command, c
     ],
 )
 def test_an_output_that_cannot_be_written_stops_before_any_work(argv, needles) -> None:
-    result = run("bench", *argv)
+    result = run("sqla_bench", *argv)
     assert_one_line_error(result, *needles)
     assert not result.stdout.strip(), "work was done before the output was checked"
 
@@ -218,7 +218,7 @@ def test_an_output_that_cannot_be_written_stops_before_any_work(argv, needles) -
 def test_report_outputs_are_checked_before_anything_is_read(tmp_path) -> None:
     never_read = tmp_path / "absent.json"  # reading it would fail with another message
     for option in (["--out", "/proc/nope"], ["--plot", "--output", "/proc/nope"]):
-        result = run("bench", "report", str(never_read), *option)
+        result = run("sqla_bench", "report", str(never_read), *option)
         assert_one_line_error(result, "cannot write results to /proc/nope")
 
 
@@ -235,7 +235,7 @@ def test_a_file_of_another_kind_is_one_line(tmp_path, command, content, needle) 
     other = tmp_path / "other.json"
     other.write_bytes(content)
     files = [str(other)] * (2 if command == "compare" else 1)
-    assert_one_line_error(run("bench", command, *files), "other.json", needle)
+    assert_one_line_error(run("sqla_bench", command, *files), "other.json", needle)
 
 
 def test_an_error_no_check_foresaw_is_one_line_a_traceback_file_and_kept_cells(
@@ -244,8 +244,8 @@ def test_an_error_no_check_foresaw_is_one_line_a_traceback_file_and_kept_cells(
     """The last-resort handler: a bug mid-run (planted: the progress callback raises at
     the third cell) exits 70 with one line naming a traceback file, and the result file
     keeps the cells that finished, marked failed."""
-    import bench.present as present
-    from bench.runner import Progress
+    import sqla_bench.present as present
+    from sqla_bench.runner import Progress
 
     def failing_progress(console, progress, task, stop_requested) -> Progress:
         finished = []

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.baseline import calls_not_held, changed_cells, check_baselines
-from bench.results import read_result
+from sqla_bench.baseline import calls_not_held, changed_cells, check_baselines
+from sqla_bench.results import read_result
 from tests.test_cli import assert_one_line_error, run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,14 +19,16 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def sqlite_baseline(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("baselines")
-    result = run("bench", "baseline", "--target", "sqlite", "--update", "--folder", str(folder))
+    result = run(
+        "sqla_bench", "baseline", "--target", "sqlite", "--update", "--folder", str(folder)
+    )
     assert result.returncode == 0, result.stderr
     assert f"baseline written: {folder / 'sqlite.json'}" in result.stdout
     return folder
 
 
 def check(folder: Path):
-    return run("bench", "baseline", "--target", "sqlite", "--folder", str(folder))
+    return run("sqla_bench", "baseline", "--target", "sqlite", "--folder", str(folder))
 
 
 @dataclass
@@ -61,7 +63,7 @@ def edited(source: Path, folder: Path, edit, whole: bool = False) -> Path:
 
 def test_the_committed_sqlite_baseline_holds() -> None:
     result = run(
-        "bench", "baseline", "--target", "sqlite", "--folder", str(ROOT / "results/baselines")
+        "sqla_bench", "baseline", "--target", "sqlite", "--folder", str(ROOT / "results/baselines")
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 differ from the baselines" in result.stdout

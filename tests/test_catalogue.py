@@ -10,8 +10,8 @@ from dataclasses import replace
 
 import pytest
 
-from bench.verify import applicable_cells, check, differences
-from scenarios.registry import discover
+from sqla_bench.scenarios.registry import discover
+from sqla_bench.verify import applicable_cells, check, differences
 
 
 @pytest.mark.asyncio

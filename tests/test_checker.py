@@ -10,11 +10,18 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.exc import InvalidRequestError, MissingGreenlet, StatementError
 
-from bench.measure import Observation
-from bench.probes import Executed
-from bench.verify import differences, first_difference
-from scenarios.expect import UNDECLARED, Committed, NotApplicable, Raises, Works, unchanged
-from scenarios.sql import IN, PER_KEY, Edge, LoadSql, Writes
+from sqla_bench.measure import Observation
+from sqla_bench.probes import Executed
+from sqla_bench.scenarios.expect import (
+    UNDECLARED,
+    Committed,
+    NotApplicable,
+    Raises,
+    Works,
+    unchanged,
+)
+from sqla_bench.scenarios.sql import IN, PER_KEY, Edge, LoadSql, Writes
+from sqla_bench.verify import differences, first_difference
 
 pytestmark = pytest.mark.harness
 

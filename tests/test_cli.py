@@ -40,7 +40,9 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
 
 def test_verify_on_sqlite_prints_the_matrix_and_writes_json(tmp_path) -> None:
     out = tmp_path / "matrix.json"
-    result = run("bench", "verify", "--target", "sqlite", "--only", "patterns", "--json", str(out))
+    result = run(
+        "sqla_bench", "verify", "--target", "sqlite", "--only", "patterns", "--json", str(out)
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "lazy_load" in result.stdout and "0 failed" in result.stdout
     checks = json.loads(out.read_text())["checks"]
@@ -51,7 +53,7 @@ def test_verify_on_sqlite_prints_the_matrix_and_writes_json(tmp_path) -> None:
 
 
 def test_list_names_scenarios_and_unavailable_targets() -> None:
-    result = run("bench", "list")
+    result = run("sqla_bench", "list")
     assert result.returncode == 0, result.stderr
     assert "load.users_with_posts" in result.stdout
     assert "SQLA_BENCH_MYSQL_URL" in result.stdout
@@ -71,31 +73,33 @@ def test_list_names_scenarios_and_unavailable_targets() -> None:
     ],
 )
 def test_help_explains_every_command(command) -> None:
-    result = run("bench", *command, "--help")
+    result = run("sqla_bench", *command, "--help")
     assert result.returncode == 0 and "usage: sqla-bench" in result.stdout
 
 
 def test_unknown_target_is_one_line() -> None:
-    assert_one_line_error(run("bench", "verify", "--target", "oracle"), "unknown target 'oracle'")
+    assert_one_line_error(
+        run("sqla_bench", "verify", "--target", "oracle"), "unknown target 'oracle'"
+    )
 
 
 def test_unknown_option_is_one_line() -> None:
-    assert_one_line_error(run("bench", "verify", "--bogus"), "unrecognized arguments: --bogus")
+    assert_one_line_error(run("sqla_bench", "verify", "--bogus"), "unrecognized arguments: --bogus")
 
 
 def test_unconfigured_target_named_explicitly_is_one_line() -> None:
-    assert_one_line_error(run("bench", "verify", "--target", "mysql"), "SQLA_BENCH_MYSQL_URL")
+    assert_one_line_error(run("sqla_bench", "verify", "--target", "mysql"), "SQLA_BENCH_MYSQL_URL")
 
 
 def test_unreachable_url_is_one_line_without_password() -> None:
     url = f"postgresql://bench:{PASSWORD}@127.0.0.1:{closed_port()}/bench"
-    result = run("bench", "verify", "--target", "postgresql", SQLA_BENCH_POSTGRESQL_URL=url)
+    result = run("sqla_bench", "verify", "--target", "postgresql", SQLA_BENCH_POSTGRESQL_URL=url)
     assert_one_line_error(result, "cannot connect to postgresql at", "***")
 
 
 def test_url_with_a_driver_the_suite_lacks_is_one_line() -> None:
     url = f"postgresql+pg8000://bench:{PASSWORD}@127.0.0.1/bench"
-    result = run("bench", "verify", SQLA_BENCH_POSTGRESQL_URL=url)
+    result = run("sqla_bench", "verify", SQLA_BENCH_POSTGRESQL_URL=url)
     assert_one_line_error(result, "names driver 'pg8000'")
 
 
@@ -152,7 +156,7 @@ def test_a_target_failing_part_way_keeps_what_finished(request, tmp_path) -> Non
     url = database_where_tables_cannot_be_created(request)
     out = tmp_path / "matrix.json"
     result = run(
-        "bench", "verify", "--target", "sqlite", "--target", "postgresql",
+        "sqla_bench", "verify", "--target", "sqlite", "--target", "postgresql",
         "--only", "patterns", "--json", str(out),
         SQLA_BENCH_POSTGRESQL_URL=url,
     )  # fmt: skip
@@ -170,7 +174,7 @@ def test_the_cli_imports_neither_scipy_nor_matplotlib_before_a_command_needs_the
     """Together a second of every start (and of every test that runs the CLI): scipy is
     imported for a statistical test, matplotlib for a plot, when one is due."""
     code = (
-        "import sys, bench.cli\n"
+        "import sys, sqla_bench.cli\n"
         "print(sorted(m for m in ('scipy', 'matplotlib') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

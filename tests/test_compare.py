@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.compare import Gate, compare, load_run
+from sqla_bench.compare import Gate, compare, load_run
 from tests.test_cli import assert_one_line_error, run
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
@@ -26,7 +26,7 @@ SAMPLES = 400  # enough for the test to see a 2x change many times over
 def measured(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("compare") / "base.json"
     result = run(
-        "bench", "run", "--scenario", "crud.get", "--min-time", "0", "--min-rounds", "5",
+        "sqla_bench", "run", "--scenario", "crud.get", "--min-time", "0", "--min-rounds", "5",
         "--warmup", "2", "--output", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -51,7 +51,7 @@ def write(folder: Path, name: str, document: dict, change=lambda cell, i: None) 
 
 
 def gate(base: Path, new: Path, *options: str):
-    return run("bench", "compare", str(base), str(new), *options)
+    return run("sqla_bench", "compare", str(base), str(new), *options)
 
 
 def test_a_run_against_itself_passes(measured, tmp_path) -> None:

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from bench.containers import (
+from sqla_bench.containers import (
     DEFAULT_IMAGES,
     ContainerError,
     ServerSettings,
@@ -24,9 +24,9 @@ from bench.containers import (
     docker_problem,
     server_settings,
 )
-from bench.owner import owner_alive, owner_label
-from bench.results import read_result
-from bench.targets import CONTAINERS, required_targets
+from sqla_bench.owner import owner_alive, owner_label
+from sqla_bench.results import read_result
+from sqla_bench.targets import CONTAINERS, required_targets
 from tests.test_cli import VARIABLES, assert_one_line_error, run
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
@@ -102,7 +102,7 @@ def test_a_malformed_server_option_is_refused(value) -> None:
 
 def test_a_malformed_server_option_on_the_command_line_is_one_line() -> None:
     result = run(
-        "bench", "run", "--target", "mysql", SQLA_BENCH_MYSQL_SERVER_OPTIONS="max-connections"
+        "sqla_bench", "run", "--target", "mysql", SQLA_BENCH_MYSQL_SERVER_OPTIONS="max-connections"
     )
     assert_one_line_error(result, "SQLA_BENCH_MYSQL_SERVER_OPTIONS", "name=value")
 
@@ -117,19 +117,19 @@ def test_an_owner_is_alive_until_its_process_ends() -> None:
 
 
 def test_without_url_or_docker_a_server_target_is_one_line_naming_both() -> None:
-    result = run("bench", "run", "--target", "postgresql")
+    result = run("sqla_bench", "run", "--target", "postgresql")
     assert_one_line_error(result, "SQLA_BENCH_POSTGRESQL_URL", "Docker engine", "nonexistent")
 
 
 @pytest.mark.parametrize("setting", ["off", "postgresql"])
 def test_containers_can_be_turned_off_even_with_docker(setting) -> None:
     env = without_urls(SQLA_BENCH_CONTAINERS=setting)
-    result = run("bench", "run", "--target", "mysql", **env)
+    result = run("sqla_bench", "run", "--target", "mysql", **env)
     assert_one_line_error(result, "SQLA_BENCH_MYSQL_URL", f"SQLA_BENCH_CONTAINERS={setting}")
 
 
 def test_without_docker_listing_containers_is_one_line() -> None:
-    assert_one_line_error(run("bench", "containers"), "no Docker engine answers")
+    assert_one_line_error(run("sqla_bench", "containers"), "no Docker engine answers")
 
 
 def test_pytest_fails_instead_of_skipping_when_containers_are_required() -> None:
@@ -154,8 +154,9 @@ def test_a_run_with_containers_leaves_none_behind(docker, tmp_path) -> None:
     out = tmp_path / "containers.json"
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "bench", "run", "--target", "postgresql", "--target", "mysql",
-            "--scenario", "crud.get", *QUICK, "--output", str(out),
+            sys.executable, "-m", "sqla_bench", "run",
+            "--target", "postgresql", "--target", "mysql", "--scenario", "crud.get", *QUICK,
+            "--output", str(out),
         ],
         env=without_urls(SQLA_BENCH_POSTGRESQL_SERVER_OPTIONS="fsync=off"),
         stdout=subprocess.PIPE,
@@ -184,7 +185,7 @@ def test_a_run_with_containers_leaves_none_behind(docker, tmp_path) -> None:
 def test_a_server_that_exits_at_start_is_one_line_at_once(docker) -> None:
     started = time.monotonic()
     result = run(
-        "bench", "run", "--target", "postgresql",
+        "sqla_bench", "run", "--target", "postgresql",
         **without_urls(SQLA_BENCH_POSTGRESQL_SERVER_OPTIONS="no_such_setting=1"),
     )  # fmt: skip
     assert_one_error_line(result, "cannot start a postgresql container", "no_such_setting")
@@ -193,7 +194,7 @@ def test_a_server_that_exits_at_start_is_one_line_at_once(docker) -> None:
 
 def test_bad_options_stop_a_run_before_any_container_starts(docker) -> None:
     result = run(
-        "bench", "run", "--target", "postgresql", "--scenario", "no.such.scenario",
+        "sqla_bench", "run", "--target", "postgresql", "--scenario", "no.such.scenario",
         **without_urls(),
     )  # fmt: skip
     assert_one_line_error(result, "unknown scenario 'no.such.scenario'")
@@ -207,7 +208,7 @@ ABSENT_IMAGE = "127.0.0.1:1/sqla-bench-missing:0"
 
 def test_an_image_that_is_not_here_is_one_line(docker) -> None:
     result = run(
-        "bench", "run", "--target", "postgresql",
+        "sqla_bench", "run", "--target", "postgresql",
         **without_urls(SQLA_BENCH_POSTGRESQL_IMAGE=ABSENT_IMAGE),
     )  # fmt: skip
     assert_one_error_line(result, ABSENT_IMAGE, "SQLA_BENCH_POSTGRESQL_IMAGE")
@@ -216,7 +217,7 @@ def test_an_image_that_is_not_here_is_one_line(docker) -> None:
 def test_prune_removes_what_a_killed_run_left_behind(docker) -> None:
     script = (
         "import time\n"
-        "from bench.containers import ServerContainer, server_settings\n"
+        "from sqla_bench.containers import ServerContainer, server_settings\n"
         "ServerContainer(server_settings('postgresql')).start()\n"
         "print('up', flush=True)\n"
         "time.sleep(120)\n"
@@ -231,9 +232,9 @@ def test_prune_removes_what_a_killed_run_left_behind(docker) -> None:
         process.wait()
     (left,) = owned_by(process.pid)
     assert left.orphaned
-    listed = run("bench", "containers", **without_urls())
+    listed = run("sqla_bench", "containers", **without_urls())
     assert left.id in listed.stdout and "ended" in listed.stdout
-    pruned = run("bench", "containers", "--prune", **without_urls())
+    pruned = run("sqla_bench", "containers", "--prune", **without_urls())
     assert pruned.returncode == 0, pruned.stderr
     assert f"removed {left.id}" in pruned.stdout
     assert owned_by(process.pid) == []
@@ -288,7 +289,7 @@ def test_a_terminated_run_removes_its_container_and_never_writes_its_password(
     (random) password is nowhere in what the run wrote."""
     path = tmp_path / "terminated.json"
     command = [
-        sys.executable, "-m", "bench", "run", "--target", "postgresql", "--scenario", "crud",
+        sys.executable, "-m", "sqla_bench", "run", "--target", "postgresql", "--scenario", "crud",
         "--scenario", "load", *QUICK, "--output", str(path),
     ]  # fmt: skip
     process = subprocess.Popen(

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from scenarios.dataset import (
+from sqla_bench.scenarios.dataset import (
     MAX_PAYLOAD_BYTES,
     MAX_ROWS,
     DatasetSize,
@@ -20,7 +20,7 @@ from scenarios.dataset import (
     user_email,
     user_name,
 )
-from scenarios.models import User
+from sqla_bench.scenarios.models import User
 
 SMALL = DatasetSize(users=7, posts_per_user=3, comments_per_post=2, tags=4, tags_per_post=2)
 

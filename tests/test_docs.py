@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import COMMANDS, build_parser
+from sqla_bench.cli import COMMANDS, build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 

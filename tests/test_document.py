@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.document import STEM, markdown_report, read_runs
-from bench.report import async_cost, count, size
+from sqla_bench.document import STEM, markdown_report, read_runs
+from sqla_bench.report import async_cost, count, size
 from tests.test_cli import run
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
@@ -27,7 +27,7 @@ def loading_run(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("document")
     out = folder / "loading.json"
     result = run(
-        "bench", "run", "--scenario", "load.users_with_posts", "--min-time", "0",
+        "sqla_bench", "run", "--scenario", "load.users_with_posts", "--min-time", "0",
         "--min-rounds", "5", "--warmup", "1", "--output", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -44,7 +44,7 @@ def loading_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def report(loading_run, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("report")
-    result = run("bench", "report", str(loading_run), "--out", str(folder))
+    result = run("sqla_bench", "report", str(loading_run), "--out", str(folder))
     assert result.returncode == 0, result.stderr
     return folder
 
@@ -92,7 +92,7 @@ def test_the_outcome_matrix_shows_what_raised(report) -> None:
 
 
 def test_a_missing_result_is_one_line(tmp_path) -> None:
-    result = run("bench", "report", str(tmp_path / "absent.json"), "--out", str(tmp_path))
+    result = run("sqla_bench", "report", str(tmp_path / "absent.json"), "--out", str(tmp_path))
     assert result.returncode == 2 and "does not exist" in result.stderr
 
 
@@ -119,12 +119,12 @@ def test_the_committed_reference_guide_is_what_its_results_give() -> None:
 def test_the_verification_catalogue_joins_the_report(loading_run, tmp_path) -> None:
     matrix = tmp_path / "matrix.json"
     verified = run(
-        "bench", "verify", "--target", "sqlite", "--only", "patterns", "--json", str(matrix)
+        "sqla_bench", "verify", "--target", "sqlite", "--only", "patterns", "--json", str(matrix)
     )
     assert verified.returncode == 0, verified.stdout
     out = tmp_path / "report"
     result = run(
-        "bench", "report", str(loading_run), "--out", str(out), "--verification", str(matrix)
+        "sqla_bench", "report", str(loading_run), "--out", str(out), "--verification", str(matrix)
     )
     assert result.returncode == 0, result.stderr
     text = (out / "report.md").read_text()
@@ -135,7 +135,7 @@ def test_the_verification_catalogue_joins_the_report(loading_run, tmp_path) -> N
 
 def test_a_file_that_is_not_a_verification_matrix_is_one_line(loading_run, tmp_path) -> None:
     result = run(
-        "bench", "report", str(loading_run), "--out", str(tmp_path),
+        "sqla_bench", "report", str(loading_run), "--out", str(tmp_path),
         "--verification", str(loading_run),
     )  # fmt: skip
     assert result.returncode == 2

@@ -24,18 +24,18 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.engines import DriverEnv
-from bench.environment import run_header
-from bench.latency import LatencyProxy
-from bench.load import run_load
-from bench.measure import Policy
-from bench.plan import RunPlan
-from bench.results import ResultFile, read_result
-from bench.runner import Progress, Runner
-from bench.targets import URL_VARIABLES, resolve
-from scenarios.dataset import DatasetSize
-from scenarios.faults import BACKEND_ID, kill_backend
-from scenarios.registry import scenario
+from sqla_bench.engines import DriverEnv
+from sqla_bench.environment import run_header
+from sqla_bench.latency import LatencyProxy
+from sqla_bench.load import run_load
+from sqla_bench.measure import Policy
+from sqla_bench.plan import RunPlan
+from sqla_bench.results import ResultFile, read_result
+from sqla_bench.runner import Progress, Runner
+from sqla_bench.scenarios.dataset import DatasetSize
+from sqla_bench.scenarios.faults import BACKEND_ID, kill_backend
+from sqla_bench.scenarios.registry import scenario
+from sqla_bench.targets import URL_VARIABLES, resolve
 from tests.test_cli import VARIABLES
 
 SERVERS = ["postgresql", "mysql"]
@@ -221,7 +221,7 @@ def test_a_leaking_load_is_caught(request, name) -> None:
 def _start_run(tmp_path: Path, target: str, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
     path = tmp_path / "signalled.json"
     command = [
-        sys.executable, "-m", "bench", "run", "--target", target, "--latency", "1",
+        sys.executable, "-m", "sqla_bench", "run", "--target", target, "--latency", "1",
         "--scenario", "crud", "--scenario", "load", "--output", str(path),
     ]  # fmt: skip
     clean = {k: v for k, v in os.environ.items() if k not in VARIABLES} | env

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.targets import URL_VARIABLES
+from sqla_bench.targets import URL_VARIABLES
 from tests.test_cli import run
 
 # Verdicts are SQLAlchemy's to change: CI runs these on 2.0 and 2.1.

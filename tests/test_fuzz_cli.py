@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.cli import build_parser
+from sqla_bench.cli import build_parser
 from tests.test_cli import NO_DOCKER, VARIABLES
 
 pytestmark = [pytest.mark.harness, pytest.mark.slow]
@@ -114,7 +114,7 @@ def _run(argv: list[str]) -> tuple[list[str], int | None, str, str]:
     clean |= {"SQLA_BENCH_CONTAINERS": "off"}
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "bench", *argv],
+            [sys.executable, "-m", "sqla_bench", *argv],
             capture_output=True,
             text=True,
             errors="replace",

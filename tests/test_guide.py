@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from bench.guide import points, ranges, series, summary
-from bench.results import CellRecord
+from sqla_bench.guide import points, ranges, series, summary
+from sqla_bench.results import CellRecord
 
 pytestmark = pytest.mark.harness
 

@@ -13,14 +13,14 @@ import time
 
 import pytest
 
-from bench.engines import prepare_database
-from bench.latency import LatencyProxy
-from bench.measure import Policy
-from bench.pipeline import run_to_file
-from bench.plan import RunPlan
-from bench.plots import write_plots
-from bench.stats import summarize
-from scenarios.dataset import DatasetSize
+from sqla_bench.engines import prepare_database
+from sqla_bench.latency import LatencyProxy
+from sqla_bench.measure import Policy
+from sqla_bench.pipeline import run_to_file
+from sqla_bench.plan import RunPlan
+from sqla_bench.plots import write_plots
+from sqla_bench.scenarios.dataset import DatasetSize
+from sqla_bench.stats import summarize
 from tests.conftest import SIZE
 from tests.test_cli import assert_one_line_error, run
 from tests.test_run import _target
@@ -216,15 +216,15 @@ def _key(cell) -> tuple:
 
 
 def test_latency_on_sqlite_is_one_line() -> None:
-    result = run("bench", "run", "--latency", "5")
+    result = run("sqla_bench", "run", "--latency", "5")
     assert_one_line_error(result, "--latency needs a network and sqlite has none")
 
 
 @pytest.mark.parametrize("value", ["-1", "fast", "1,,2", "nan"])
 def test_bad_latency_is_one_line(value) -> None:
-    assert_one_line_error(run("bench", "run", "--latency", value), "round-trip milliseconds")
+    assert_one_line_error(run("sqla_bench", "run", "--latency", value), "round-trip milliseconds")
 
 
 def test_unknown_grid_parameter_is_one_line() -> None:
-    result = run("bench", "run", "--scenario", "crud.list", "--param", "depth=3")
+    result = run("sqla_bench", "run", "--scenario", "crud.list", "--param", "depth=3")
     assert_one_line_error(result, "--param depth: no selected scenario has that parameter")

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from bench.measure import Policy
-from bench.pipeline import run_to_file
-from bench.plan import RunPlan
-from bench.plots import write_plots
-from bench.results import read_result
+from sqla_bench.measure import Policy
+from sqla_bench.pipeline import run_to_file
+from sqla_bench.plan import RunPlan
+from sqla_bench.plots import write_plots
+from sqla_bench.results import read_result
 from tests.test_cli import assert_one_line_error, run
 from tests.test_run import _target
 
@@ -89,5 +89,5 @@ def test_pool_timeouts_are_counted_not_raised(request, tmp_path) -> None:
 @pytest.mark.harness
 def test_bad_pool_and_load_options_are_one_line(tmp_path, arguments, needle) -> None:
     out = tmp_path / "never.json"
-    assert_one_line_error(run("bench", "run", *arguments, "--output", str(out)), needle)
+    assert_one_line_error(run("sqla_bench", "run", *arguments, "--output", str(out)), needle)
     assert not out.exists()

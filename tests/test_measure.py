@@ -11,9 +11,9 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from bench.measure import ONCE, Policy, Subject, measure
-from bench.probes import StatementCounter
-from scenarios.expect import Raises, Works
+from sqla_bench.measure import ONCE, Policy, Subject, measure
+from sqla_bench.probes import StatementCounter
+from sqla_bench.scenarios.expect import Raises, Works
 
 
 class Calls:

@@ -7,7 +7,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.probes import StatementCounter
+from sqla_bench.probes import StatementCounter
 
 
 def test_a_statement_failing_in_execute_is_started_not_completed(tmp_path) -> None:

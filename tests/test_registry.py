@@ -6,9 +6,16 @@ from dataclasses import replace
 
 import pytest
 
-from scenarios.dataset import DatasetSize
-from scenarios.expect import UNDECLARED, Committed, NotApplicable, Setting, Works, unchanged
-from scenarios.registry import (
+from sqla_bench.scenarios.dataset import DatasetSize
+from sqla_bench.scenarios.expect import (
+    UNDECLARED,
+    Committed,
+    NotApplicable,
+    Setting,
+    Works,
+    unchanged,
+)
+from sqla_bench.scenarios.registry import (
     PARAMETERS,
     Case,
     Request,
@@ -18,7 +25,7 @@ from scenarios.registry import (
     scenario,
     web,
 )
-from scenarios.sql import Writes
+from sqla_bench.scenarios.sql import Writes
 
 
 def test_cases_are_discovered() -> None:

@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from bench.errors import ConfigError
-from bench.measure import Policy
-from bench.pipeline import run_to_file
-from bench.plan import RunPlan
-from bench.results import CSV_COLUMNS, CellRecord, read_result, write_csv
-from bench.runner import Progress
-from bench.stats import percentile, summarize
-from bench.targets import resolve, said_by
+from sqla_bench.errors import ConfigError
+from sqla_bench.measure import Policy
+from sqla_bench.pipeline import run_to_file
+from sqla_bench.plan import RunPlan
+from sqla_bench.results import CSV_COLUMNS, CellRecord, read_result, write_csv
+from sqla_bench.runner import Progress
+from sqla_bench.stats import percentile, summarize
+from sqla_bench.targets import resolve, said_by
 from tests.test_targets import PASSWORD
 
 QUICK = Policy(warmup=1, min_rounds=3, min_time=0.0)

@@ -13,15 +13,15 @@ import time
 
 import pytest
 
-from bench.engines import prepare_database, sqlalchemy_version
-from bench.measure import Policy
-from bench.pipeline import run_to_file
-from bench.plan import RunPlan
-from bench.results import read_result
-from bench.targets import TARGETS, ConfigError, Target, resolve
-from scenarios.dataset import DatasetSize
-from scenarios.expect import Setting, Works
-from scenarios.registry import discover
+from sqla_bench.engines import prepare_database, sqlalchemy_version
+from sqla_bench.measure import Policy
+from sqla_bench.pipeline import run_to_file
+from sqla_bench.plan import RunPlan
+from sqla_bench.results import read_result
+from sqla_bench.scenarios.dataset import DatasetSize
+from sqla_bench.scenarios.expect import Setting, Works
+from sqla_bench.scenarios.registry import discover
+from sqla_bench.targets import TARGETS, ConfigError, Target, resolve
 from tests.conftest import SIZE
 from tests.test_cli import (
     VARIABLES,
@@ -171,7 +171,7 @@ def test_a_cell_that_raises_records_what_its_failing_call_cost(tmp_path, reseede
 def test_run_on_sqlite_prints_tables_and_writes_a_valid_file(tmp_path) -> None:
     out = tmp_path / "sub" / "run.json"
     result = run(
-        "bench", "run", "--scenario", "crud.get", "--scenario", "load.users_with_posts",
+        "sqla_bench", "run", "--scenario", "crud.get", "--scenario", "load.users_with_posts",
         "--strategy", "lazy", "--strategy", "selectin", *QUICK, "--output", str(out), "--csv",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -198,7 +198,7 @@ def test_run_on_the_server_targets_writes_no_password(request, tmp_path) -> None
     passwords = {url.split(":")[2].split("@")[0] for url in urls.values()}
     out = tmp_path / "servers.json"
     result = run(
-        "bench", "run", "--target", "postgresql", "--target", "mysql",
+        "sqla_bench", "run", "--target", "postgresql", "--target", "mysql",
         "--scenario", "crud.get", "--scenario", "tx.begin_commits", *QUICK,
         "--output", str(out), "--csv", **urls,
     )  # fmt: skip
@@ -216,7 +216,7 @@ def test_run_on_the_server_targets_writes_no_password(request, tmp_path) -> None
 def _start_run(out) -> subprocess.Popen:
     """A run on SQLite in a process of its own, writing ``out``, for a test to stop."""
     clean = {k: v for k, v in os.environ.items() if k not in VARIABLES}
-    command = [sys.executable, "-m", "bench", "run", "--min-time", "0.3", "--output", str(out)]
+    command = [sys.executable, "-m", "sqla_bench", "run", "--min-time", "0.3", "--output", str(out)]
     return subprocess.Popen(command, env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -247,7 +247,7 @@ def test_a_killed_run_is_told_from_a_running_one(tmp_path) -> None:
     process = _start_run(out)
     try:
         _wait_for_cells(out, at_least=1, seconds=60)
-        report = run("bench", "report", str(out))  # while it runs: running
+        report = run("sqla_bench", "report", str(out))  # while it runs: running
         assert report.returncode == 0, report.stderr
         assert f"{out}: running," in report.stdout
     finally:
@@ -255,10 +255,10 @@ def test_a_killed_run_is_told_from_a_running_one(tmp_path) -> None:
         process.communicate(timeout=60)
     header, _ = read_result(out)
     assert header["run"]["status"] == "running" and header["run"]["owner"].count(":") == 2
-    report = run("bench", "report", str(out))
+    report = run("sqla_bench", "report", str(out))
     assert report.returncode == 0, report.stderr
     assert f"{out}: interrupted (its process is gone)," in report.stdout
-    compared = run("bench", "compare", str(out), str(out))
+    compared = run("sqla_bench", "compare", str(out), str(out))
     assert "the new run started" in compared.stdout
     assert "is interrupted (its process is gone): its cells are what finished" in compared.stdout
 
@@ -295,7 +295,7 @@ def _wait_for_cells(path, at_least: int, seconds: float) -> None:
 @pytest.mark.harness
 def test_bad_input_is_one_line(tmp_path, arguments, needle) -> None:
     out = tmp_path / "never.json"
-    assert_one_line_error(run("bench", "run", *arguments, "--output", str(out)), needle)
+    assert_one_line_error(run("sqla_bench", "run", *arguments, "--output", str(out)), needle)
     assert not out.exists()
 
 
@@ -303,18 +303,18 @@ def test_bad_input_is_one_line(tmp_path, arguments, needle) -> None:
 def test_an_unwritable_output_is_one_line(tmp_path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    result = run("bench", "run", "--output", str(blocker / "run.json"))
+    result = run("sqla_bench", "run", "--output", str(blocker / "run.json"))
     assert_one_line_error(result, "cannot write results to", "a parent is not a directory")
-    result = run("bench", "run", "--output", "/proc/sqla-bench/run.json")
+    result = run("sqla_bench", "run", "--output", "/proc/sqla-bench/run.json")
     assert_one_line_error(result, "cannot write results to /proc/sqla-bench/run.json")
-    result = run("bench", "run", "--output", str(tmp_path))
+    result = run("sqla_bench", "run", "--output", str(tmp_path))
     assert_one_line_error(result, "it is a directory")
 
 
 @pytest.mark.harness
 def test_results_json_lists_cells_one_per_line(tmp_path) -> None:
     out = tmp_path / "lines.json"
-    result = run("bench", "run", "--scenario", "crud.get", *QUICK, "--output", str(out))
+    result = run("sqla_bench", "run", "--scenario", "crud.get", *QUICK, "--output", str(out))
     assert result.returncode == 0, result.stderr
     cell_lines = [line for line in out.read_text().splitlines() if line.startswith('    {"case"')]
     assert len(cell_lines) == len(json.loads(out.read_text())["cells"]) == 4  # 2 cases x 2 modes
@@ -325,7 +325,7 @@ def test_a_target_failing_part_way_keeps_the_other_targets_cells(request, tmp_pa
     url = database_where_tables_cannot_be_created(request)
     out = tmp_path / "partial.json"
     result = run(
-        "bench", "run", "--target", "sqlite", "--target", "postgresql",
+        "sqla_bench", "run", "--target", "sqlite", "--target", "postgresql",
         "--scenario", "crud.get", *QUICK, "--output", str(out),
         SQLA_BENCH_POSTGRESQL_URL=url,
     )  # fmt: skip
@@ -342,11 +342,12 @@ def test_a_target_failing_part_way_keeps_the_other_targets_cells(request, tmp_pa
 def test_report_reprints_a_result_file_and_refuses_a_bad_one(tmp_path) -> None:
     out = tmp_path / "again.json"
     assert (
-        run("bench", "run", "--scenario", "crud.get", *QUICK, "--output", str(out)).returncode == 0
+        run("sqla_bench", "run", "--scenario", "crud.get", *QUICK, "--output", str(out)).returncode
+        == 0
     )
-    result = run("bench", "report", str(out), "--plot")
+    result = run("sqla_bench", "report", str(out), "--plot")
     assert result.returncode == 0, result.stderr
     assert "complete, 4 cells" in result.stdout and "baseline.driver_get" in result.stdout
     assert "no plot" in result.stdout  # one latency, no load: nothing to plot
     (tmp_path / "bad.json").write_text("[]")
-    assert_one_line_error(run("bench", "report", str(tmp_path / "bad.json")), "schema_version")
+    assert_one_line_error(run("sqla_bench", "report", str(tmp_path / "bad.json")), "schema_version")

@@ -14,7 +14,7 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from bench.targets import URL_VARIABLES
+from sqla_bench.targets import URL_VARIABLES
 from tests.test_cli import run
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
@@ -58,14 +58,14 @@ def test_no_password_appears_in_anything_written(request, tmp_path) -> None:
         ("list",),
         ("run", "--help"),
     ]  # fmt: skip
-    results = [run("bench", *command, **env) for command in commands]
+    results = [run("sqla_bench", *command, **env) for command in commands]
     for command, outcome in zip(commands, results, strict=True):
         assert outcome.returncode == 0, (command, outcome.stderr[-1500:])
     # Another password (refused, or accepted where the server trusts local connections,
     # as this machine's does) and a port where nothing listens (refused in one line).
     for number, bad in enumerate([target.url.set(password=WRONG), target.url.set(port=1)]):
         outcome = run(
-            "bench", "run", "--target", "postgresql", "--scenario", "crud.get",
+            "sqla_bench", "run", "--target", "postgresql", "--scenario", "crud.get",
             "--output", str(folder / f"other-{number}.json"),
             **{variable: bad.render_as_string(hide_password=False)},
         )  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.selfcheck import Figure, _variation_figures
+from sqla_bench.selfcheck import Figure, _variation_figures
 from tests.test_cli import assert_one_line_error, run
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
@@ -41,5 +41,5 @@ def test_goals(name, value, met) -> None:
 
 
 def test_the_driver_check_without_postgresql_is_one_line() -> None:
-    result = run("bench", "selfcheck", "--only", "driver")
+    result = run("sqla_bench", "selfcheck", "--only", "driver")
     assert_one_line_error(result, "SQLA_BENCH_POSTGRESQL_URL")

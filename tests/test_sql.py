@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from scenarios.sql import (
+from sqla_bench.scenarios.sql import (
     IN,
     JOINED,
     NONE,
@@ -19,7 +19,7 @@ from scenarios.sql import (
     normalise,
     summarize,
 )
-from scenarios.strategies import STRATEGIES
+from sqla_bench.scenarios.strategies import STRATEGIES
 
 pytestmark = pytest.mark.harness
 

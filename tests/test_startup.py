@@ -27,7 +27,7 @@ PLOTTING_AND_STATISTICS = ("scipy", "matplotlib")
 
 REPORT_IMPORTS = """
 import json, sys
-from bench.cli import main
+from sqla_bench.cli import main
 try:
     main(sys.argv[1:])
 except SystemExit:

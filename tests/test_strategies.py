@@ -9,18 +9,18 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.exc import InvalidRequestError, MissingGreenlet
 
-from scenarios.dataset import DatasetSize
-from scenarios.expect import NotApplicable, Raises, Setting, Works
-from scenarios.loading import (
+from sqla_bench.scenarios.dataset import DatasetSize
+from sqla_bench.scenarios.expect import NotApplicable, Raises, Setting, Works
+from sqla_bench.scenarios.loading import (
     POSTS_WITH_AUTHOR_COMMENTS_TAGS,
     USERS_WITH_POSTS,
     USERS_WITH_POSTS_COMMENTS,
     USERS_WITH_PROFILE,
     expected_load,
 )
-from scenarios.sql import IN, JOINED, NONE, PER_KEY, SUBQUERY, Edge
-from scenarios.strategies import STRATEGIES, Strategy, query_options
-from scenarios.web.app import LOADERS
+from sqla_bench.scenarios.sql import IN, JOINED, NONE, PER_KEY, SUBQUERY, Edge
+from sqla_bench.scenarios.strategies import STRATEGIES, Strategy, query_options
+from sqla_bench.scenarios.web.app import LOADERS
 
 pytestmark = pytest.mark.harness
 

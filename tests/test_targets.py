@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from bench.targets import (
+from sqla_bench.targets import (
     ConfigError,
     Target,
     Unavailable,

@@ -19,15 +19,15 @@ from sqlalchemy import Engine, bindparam, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from bench.engines import DriverEnv
-from bench.measure import Observation
-from bench.results import read_result
-from bench.verify import matches
-from bench.web import observed_error
-from scenarios.expect import Raises
-from scenarios.registry import discover
-from scenarios.web import STRATEGIES
-from scenarios.web.app import create_app
+from sqla_bench.engines import DriverEnv
+from sqla_bench.measure import Observation
+from sqla_bench.results import read_result
+from sqla_bench.scenarios.expect import Raises
+from sqla_bench.scenarios.registry import discover
+from sqla_bench.scenarios.web import STRATEGIES
+from sqla_bench.scenarios.web.app import create_app
+from sqla_bench.verify import matches
+from sqla_bench.web import observed_error
 from tests.test_cli import run
 
 WEB = {case.id: case for case in discover("web")}
@@ -291,7 +291,7 @@ async def test_shutdown_leaves_connections_only_without_dispose(twin_envs, dispo
 def _web_run(tmp_path, target: str, scenario: str, *options: str, **env: str) -> list:
     path = tmp_path / "web.json"
     result = run(
-        "bench", "run", "--target", target, "--scenario", scenario, "--output", str(path),
+        "sqla_bench", "run", "--target", target, "--scenario", scenario, "--output", str(path),
         "--affinity", "all", *options, **env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
@@ -353,7 +353,7 @@ def test_an_app_that_cannot_start_fails_its_target_in_one_line(tmp_path) -> None
     path = tmp_path / "web.json"
     result = run(
         # Declared, but no query option: the app factory refuses it as the app starts.
-        "bench", "run", "--scenario", "web.list_users", "--param", "strategy=model_selectin",
+        "sqla_bench", "run", "--scenario", "web.list_users", "--param", "strategy=model_selectin",
         "--concurrency", "1", "--load-seconds", "0.2", "--output", str(path),
     )  # fmt: skip
     assert result.returncode == 3, result.stderr

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.engines import DriverEnv, prepare_database, setting_for
-from bench.targets import TARGETS, ConfigError, Servers, Target, Unavailable, check_reachable
-from bench.verify import applicable_cells
-from scenarios.dataset import DatasetSize
-from scenarios.expect import Raises
-from scenarios.registry import discover
+from sqla_bench.engines import DriverEnv, prepare_database, setting_for
+from sqla_bench.scenarios.dataset import DatasetSize
+from sqla_bench.scenarios.expect import Raises
+from sqla_bench.scenarios.registry import discover
+from sqla_bench.targets import TARGETS, ConfigError, Servers, Target, Unavailable, check_reachable
+from sqla_bench.verify import applicable_cells
 
 SIZE = DatasetSize()
 ROUNDS = 50

@@ -11,8 +11,8 @@ The statements per operation go into ``extra_info``.
 
 from __future__ import annotations
 
-from bench.benchmarks.conftest import WARMUP_ROUNDS
-from bench.measure import subject_for
+from sqla_bench.benchmarks.conftest import WARMUP_ROUNDS
+from sqla_bench.measure import subject_for
 
 
 def test_scenario(benchmark, cell, envs, loop, request) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench import present
-from bench.baseline import (
+from sqla_bench import present
+from sqla_bench.baseline import (
     BASELINES,
     POLICY,
     baseline_path,
@@ -18,13 +18,13 @@ from bench.baseline import (
     check_baselines,
     write_baselines,
 )
-from bench.compare import DEFAULT_CALLS_TOLERANCE
-from bench.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError
-from bench.options import add_target
-from bench.pipeline import run_on_console
-from bench.plan import RunPlan
-from bench.results import LOCAL_RESULTS, check_writable
-from bench.targets import Servers, selected_targets
+from sqla_bench.compare import DEFAULT_CALLS_TOLERANCE
+from sqla_bench.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError
+from sqla_bench.options import add_target
+from sqla_bench.pipeline import run_on_console
+from sqla_bench.plan import RunPlan
+from sqla_bench.results import LOCAL_RESULTS, check_writable
+from sqla_bench.targets import Servers, selected_targets
 
 DESCRIPTION = (
     "Run every scenario cell a few times on each target and hold its outcome, "

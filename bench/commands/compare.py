@@ -8,8 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench import present
-from bench.compare import (
+from sqla_bench import present
+from sqla_bench.compare import (
     COLUMNS,
     DEFAULT_ALPHA,
     DEFAULT_CALLS_TOLERANCE,
@@ -24,9 +24,9 @@ from bench.compare import (
     to_json,
     to_markdown,
 )
-from bench.errors import EXIT_MISMATCH
-from bench.options import number
-from bench.targets import Servers
+from sqla_bench.errors import EXIT_MISMATCH
+from sqla_bench.options import number
+from sqla_bench.targets import Servers
 
 DESCRIPTION = (
     "Compare NEW against BASE (result files, or folders of them). Outcome, "

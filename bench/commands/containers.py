@@ -6,10 +6,10 @@ import argparse
 
 from rich.console import Console
 
-from bench.containers import ContainerError, Leftover, containers, prune
-from bench.errors import ConfigError
-from bench.present import table
-from bench.targets import Servers
+from sqla_bench.containers import ContainerError, Leftover, containers, prune
+from sqla_bench.errors import ConfigError
+from sqla_bench.present import table
+from sqla_bench.targets import Servers
 
 DESCRIPTION = (
     "List every container labelled as sqla-bench's, with the process that owns it. "

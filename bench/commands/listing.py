@@ -6,11 +6,11 @@ import argparse
 
 from rich.console import Console
 
-from bench.present import table
-from bench.targets import TARGETS, Pending, Servers, Unavailable
-from scenarios.registry import discover
-from scenarios.sql import KIND_WORDS
-from scenarios.strategies import STRATEGIES, Strategy
+from sqla_bench.present import table
+from sqla_bench.scenarios.registry import discover
+from sqla_bench.scenarios.sql import KIND_WORDS
+from sqla_bench.scenarios.strategies import STRATEGIES, Strategy
+from sqla_bench.targets import TARGETS, Pending, Servers, Unavailable
 
 DESCRIPTION = "List what can be run here, and why any target is unavailable."
 

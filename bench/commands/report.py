@@ -8,10 +8,10 @@ from typing import Any
 
 from rich.console import Console
 
-from bench import present
-from bench.compare import load_run
-from bench.results import check_writable, read_verification, run_status
-from bench.targets import Servers
+from sqla_bench import present
+from sqla_bench.compare import load_run
+from sqla_bench.results import check_writable, read_verification, run_status
+from sqla_bench.targets import Servers
 
 DESCRIPTION = (
     "Read result files written by run (each is validated against the schema; a "
@@ -62,7 +62,7 @@ def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int
     if args.plot:
         present.plot(console, list(cells.values()), plots, first.stem)
     if args.out:
-        from bench.document import write_report  # draws plots: matplotlib
+        from sqla_bench.document import write_report  # draws plots: matplotlib
 
         written = write_report(args.results, args.out, args.verification)
         present.print_lines(console, (f"written: {path}" for path in written))

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench import present
-from bench.environment import chosen_cpus, pin_to
-from bench.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError
-from bench.options import (
+from sqla_bench import present
+from sqla_bench.environment import chosen_cpus, pin_to
+from sqla_bench.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError
+from sqla_bench.options import (
     MAX_SECONDS,
     MAX_WORKERS,
     add_affinity,
@@ -26,9 +26,9 @@ from bench.options import (
     policy_from,
     workers,
 )
-from bench.pipeline import run_on_console
-from bench.plan import ON_ERROR, RunPlan
-from bench.results import (
+from sqla_bench.pipeline import run_on_console
+from sqla_bench.plan import ON_ERROR, RunPlan
+from sqla_bench.results import (
     LOCAL_RESULTS,
     ResultFile,
     check_output_path,
@@ -36,8 +36,8 @@ from bench.results import (
     default_path,
     write_csv,
 )
-from bench.targets import Pending, Servers, Target, planned_targets, selected_targets
-from scenarios.registry import MODES, PARAMETERS
+from sqla_bench.scenarios.registry import MODES, PARAMETERS
+from sqla_bench.targets import Pending, Servers, Target, planned_targets, selected_targets
 
 DESCRIPTION = (
     "Measure every selected scenario cell on every selected driver and mode: "
@@ -65,6 +65,16 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         action="append",
         metavar="ID",
         help="a scenario id or a prefix such as crud or load, repeatable (default: all)",
+    )
+    run.add_argument(
+        "--scenarios",
+        action="append",
+        dest="modules",
+        metavar="MODULE",
+        help="an application's own twins: a module (found from the current directory, as "
+        "python -m finds one) declaring scenarios with sqla_bench.scenarios.registry's "
+        "decorators; its scenarios are measured and verified instead of the built-in ones; "
+        "repeatable",
     )
     run.add_argument(
         "--strategy",
@@ -198,6 +208,7 @@ def plan_from(args: argparse.Namespace, targets: Sequence[Target | Pending]) -> 
         modes=tuple(dict.fromkeys(args.mode or MODES)),
         drivers=_names(args.driver),
         scenarios=_names(args.scenario),
+        modules=_names(args.modules) or (),
         strategies=_names(args.strategy),
         datasets=datasets,
         policy=policy,

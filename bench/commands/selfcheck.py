@@ -8,12 +8,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench import present
-from bench.environment import pin_to
-from bench.errors import EXIT_MISMATCH, ConfigError
-from bench.options import MAX_SECONDS, add_affinity, number
-from bench.results import LOCAL_RESULTS, check_writable
-from bench.selfcheck import (
+from sqla_bench import present
+from sqla_bench.environment import pin_to
+from sqla_bench.errors import EXIT_MISMATCH, ConfigError
+from sqla_bench.options import MAX_SECONDS, add_affinity, number
+from sqla_bench.results import LOCAL_RESULTS, check_writable
+from sqla_bench.selfcheck import (
     CHECKS,
     Figure,
     driver_against_pgbench,
@@ -21,7 +21,7 @@ from bench.selfcheck import (
     proxy_cost,
     repeat_variation,
 )
-from bench.targets import Servers, Unavailable, check_reachable
+from sqla_bench.targets import Servers, Unavailable, check_reachable
 
 NEEDS_POSTGRESQL = ("driver", "proxy")
 

@@ -12,17 +12,17 @@ from typing import Any
 
 from rich.console import Console
 
-from bench import present
-from bench.engines import sqlalchemy_version
-from bench.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError
-from bench.measure import ONCE
-from bench.options import add_target
-from bench.pipeline import run_on_console
-from bench.plan import RunPlan
-from bench.report import observed
-from bench.results import LOCAL_RESULTS, VERIFY_SCHEMA_VERSION, CellRecord, check_writable
-from bench.targets import Servers, Target, Unavailable, selected_targets
-from scenarios.registry import IN_PROCESS
+from sqla_bench import present
+from sqla_bench.engines import sqlalchemy_version
+from sqla_bench.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError
+from sqla_bench.measure import ONCE
+from sqla_bench.options import add_target
+from sqla_bench.pipeline import run_on_console
+from sqla_bench.plan import RunPlan
+from sqla_bench.report import observed
+from sqla_bench.results import LOCAL_RESULTS, VERIFY_SCHEMA_VERSION, CellRecord, check_writable
+from sqla_bench.scenarios.registry import IN_PROCESS
+from sqla_bench.targets import Servers, Target, Unavailable, selected_targets
 
 KINDS = {"all": IN_PROCESS, "patterns": ("pattern",), "scenarios": ("scenario",)}
 

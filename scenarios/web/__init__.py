@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from scenarios.dataset import DatasetSize, title, user_email, user_name
-from scenarios.expect import Outcome, Raises, Setting, Works, missing_greenlet
-from scenarios.registry import Request, web
-from scenarios.strategies import STRATEGIES as DECLARED
-from scenarios.strategies import query_options
+from sqla_bench.scenarios.dataset import DatasetSize, title, user_email, user_name
+from sqla_bench.scenarios.expect import Outcome, Raises, Setting, Works, missing_greenlet
+from sqla_bench.scenarios.registry import Request, web
+from sqla_bench.scenarios.strategies import STRATEGIES as DECLARED
+from sqla_bench.scenarios.strategies import query_options
 
-APP = "scenarios.web.app:create_app"
+APP = f"{__name__}.app:create_app"
 MAX_LIMIT = 100  # the app lists at most this many users
 # Every strategy the app offers for GET /users (each one a query option): what each
 # costs, or how it fails, is the point of serving them all.

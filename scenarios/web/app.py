@@ -38,9 +38,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from scenarios.models import Post, Tag, User
-from scenarios.strategies import STRATEGIES, query_options
-from scenarios.web import MAX_LIMIT
+from sqla_bench.scenarios.models import Post, Tag, User
+from sqla_bench.scenarios.strategies import STRATEGIES, query_options
+from sqla_bench.scenarios.web import MAX_LIMIT
 
 LOADERS: dict[str, Callable[..., Any]] = {name: STRATEGIES[name].option for name in query_options()}
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, event
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sqla_bench.latency import Totals
 from sqla_bench.scenarios.sql import Statement
@@ -43,19 +43,39 @@ class StatementCounter:
     the rollback of a session that closes with its transaction open (a pool's reset of a
     returned connection is not one). Detail is for the call a verdict is drawn from, never
     for timed samples or loads, which would only grow the list. Listeners go on the sync
-    engine: SQLAlchemy has no events on ``AsyncEngine`` itself.
+    engine or connection: SQLAlchemy has no events on their async proxies.
     """
 
     def __init__(self) -> None:
         self.detail = False
+        self._attached: list[Any] = []
         self.reset()
 
-    def attach(self, engine: Engine | AsyncEngine) -> None:
-        sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
-        event.listen(sync_engine, "before_cursor_execute", self._on_start)
-        event.listen(sync_engine, "after_cursor_execute", self._on_complete)
-        event.listen(sync_engine, "commit", self._on_commit)
-        event.listen(sync_engine, "rollback", self._on_rollback)
+    def attach(self, target: Engine | AsyncEngine | Connection | AsyncConnection | type) -> None:
+        """Count on ``target``: an engine, a connection, or the ``Engine`` class itself
+        (every engine of the process)."""
+        if isinstance(target, (AsyncEngine, AsyncConnection)):
+            target = (
+                target.sync_engine if isinstance(target, AsyncEngine) else target.sync_connection
+            )
+        for name, listener in self._listeners():
+            event.listen(target, name, listener)
+        self._attached.append(target)
+
+    def detach(self) -> None:
+        """Stop counting wherever ``attach`` started it."""
+        for target in self._attached:
+            for name, listener in self._listeners():
+                event.remove(target, name, listener)
+        self._attached.clear()
+
+    def _listeners(self) -> list[tuple[str, Callable[..., None]]]:
+        return [
+            ("before_cursor_execute", self._on_start),
+            ("after_cursor_execute", self._on_complete),
+            ("commit", self._on_commit),
+            ("rollback", self._on_rollback),
+        ]
 
     def reset(self) -> None:
         self.started = 0

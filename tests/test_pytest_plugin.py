@@ -1,0 +1,281 @@
+"""The pytest plugin (sqla_bench.pytest_plugin), run by pytest's own ``pytester`` on a
+small shop application of its own (customers and their orders, not sqla-bench's models):
+each feature passes where it should and fails, saying why, where it should."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import entry_points
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+SHOP = '''
+"""A shop: customers and their orders."""
+
+from sqlalchemy import ForeignKey, create_engine
+from sqlalchemy.ext.asyncio import AsyncAttrs, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+CUSTOMERS, ORDERS_EACH = 3, 2
+
+
+class Base(AsyncAttrs, DeclarativeBase):
+    pass
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    orders: Mapped[list["Order"]] = relationship(back_populates="customer")
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    customer: Mapped[Customer] = relationship(back_populates="orders")
+
+
+def seeded(path):
+    engine = create_engine(f"sqlite:///{path}")
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all(
+            Customer(id=c, name=f"c{c}", orders=[Order() for _ in range(ORDERS_EACH)])
+            for c in range(1, CUSTOMERS + 1)
+        )
+        session.commit()
+    return engine
+
+
+def async_engine(path):
+    return create_async_engine(f"sqlite+aiosqlite:///{path}")
+'''
+
+CONFTEST = """
+import pytest
+import pytest_asyncio
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+import shop
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = shop.seeded(tmp_path / "shop.db")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session(engine):
+    with Session(engine) as session:
+        yield session
+
+
+@pytest_asyncio.fixture
+async def async_session(engine, tmp_path):
+    engine = shop.async_engine(tmp_path / "shop.db")
+    async with AsyncSession(engine) as session:
+        yield session
+    await engine.dispose()
+"""
+
+HEADER = """
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.orm import selectinload
+
+from shop import Customer, Order
+"""
+
+
+@pytest.fixture
+def shop(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(shop=SHOP, conftest=CONFTEST)
+    pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function")
+    return pytester
+
+
+def run(shop: pytest.Pytester, tests: str, *args: str) -> pytest.RunResult:
+    shop.makepyfile(test_shop=HEADER + tests)
+    return shop.runpytest_subprocess("-p", "no:cacheprovider", *args)
+
+
+def line_of(shop: pytest.Pytester, text: str) -> str:
+    """``test_shop.py:N``, where the test file written last holds ``text``."""
+    lines = (shop.path / "test_shop.py").read_text().splitlines()
+    return f"test_shop.py:{next(n for n, line in enumerate(lines, 1) if text in line)}"
+
+
+def test_installing_sqla_bench_registers_the_plugin_with_pytest(shop) -> None:
+    assert [e.value for e in entry_points(group="pytest11") if e.name == "sqla_bench"] == [
+        "sqla_bench.pytest_plugin"
+    ]
+    result = shop.runpytest_subprocess("--help")
+    result.stdout.fnmatch_lines(["*--sqla-nplusone*", "*--sqla-counts=PATH*"])
+
+
+QUERIES = """
+async def test_async_session(async_session, sqla_queries):
+    with sqla_queries(async_session) as queries:
+        await async_session.scalars(select(Customer))
+        await async_session.scalars(select(Order).where(Order.customer_id == 1))
+    assert (queries.started, queries.completed) == ({n}, {n})
+    assert "FROM orders" in queries.statements[1]
+
+
+def test_sync_connection(engine, sqla_queries):
+    with engine.connect() as connection, sqla_queries(connection) as queries:
+        connection.execute(text("SELECT 1"))
+    assert queries.statements == ["SELECT 1"] * {n_sync}
+
+
+def test_nothing_outside_the_block(session, sqla_queries):
+    with sqla_queries(session) as queries:
+        pass
+    session.scalars(select(Customer)).all()
+    assert len(queries) == 0
+"""
+
+
+def test_sqla_queries_counts_on_a_session_or_connection_sync_or_async(shop) -> None:
+    run(shop, QUERIES.format(n=2, n_sync=1)).assert_outcomes(passed=3)
+
+
+def test_sqla_queries_gives_counts_a_wrong_assertion_fails_on(shop) -> None:
+    run(shop, QUERIES.format(n=3, n_sync=2)).assert_outcomes(passed=1, failed=2)
+
+
+LIMITED = """
+@pytest.mark.sqla_max_statements({limit})
+def test_two_statements(session):
+    session.scalars(select(Customer)).all()
+    session.scalars(select(Order)).all()
+"""
+
+
+def test_a_test_over_its_statement_limit_fails_listing_the_sql(shop) -> None:
+    run(shop, LIMITED.format(limit=2)).assert_outcomes(passed=1)
+    result = run(shop, LIMITED.format(limit=1))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*2 SQL statements, over the 1 allowed by sqla_max_statements*", "*2. SELECT*FROM orders*"]
+    )
+
+
+LAZY = """
+def test_orders_of_every_customer(session):
+    customers = session.scalars(select(Customer){options}).all()
+    assert sum(len(customer.orders) for customer in customers) == 6
+"""
+
+
+def test_nplusone_fails_a_lazy_load_in_a_loop_naming_it_and_a_loader(shop) -> None:
+    run(shop, LAZY.format(options="")).assert_outcomes(passed=1)  # only when asked
+    eager = ".options(selectinload(Customer.orders))"
+    run(shop, LAZY.format(options=eager), "--sqla-nplusone").assert_outcomes(passed=1)
+    result = run(shop, LAZY.format(options=""), "--sqla-nplusone")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            f"*Customer.orders loaded lazily 3 times at {line_of(shop, 'customer.orders')} "
+            "(N+1; 1 allowed): "
+            "load it with the query: .options(selectinload(Customer.orders))*"
+        ]
+    )
+    for threshold, outcome in ((2, {"failed": 1}), (3, {"passed": 1})):  # it fires 3 times
+        allowed = run(
+            shop,
+            LAZY.format(options=""),
+            "--sqla-nplusone",
+            f"--sqla-nplusone-threshold={threshold}",
+        )
+        allowed.assert_outcomes(**outcome)
+
+
+IMPLICIT = """
+async def test_orders_of_the_first_customer(async_session):
+    customer = (await async_session.scalars(select(Customer))).first()
+    {access}
+"""
+
+
+def test_nplusone_names_the_implicit_io_that_raises_missing_greenlet_in_async(shop) -> None:
+    touched = "assert len(customer.orders) == 2"
+    result = run(shop, IMPLICIT.format(access=touched), "--sqla-nplusone")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            f"*Customer.orders loaded lazily at {line_of(shop, 'customer.orders')} in async code: "
+            "implicit IO, "
+            "which raises MissingGreenlet*awaitable_attrs.orders*",
+            "*(the test raised *MissingGreenlet*",
+        ]
+    )
+    # Caught by the code under test, it would still have raised: it still fails.
+    caught = "with pytest.raises(Exception):\n        customer.orders"
+    run(shop, IMPLICIT.format(access=caught), "--sqla-nplusone").assert_outcomes(failed=1)
+    awaited = "assert len(await customer.awaitable_attrs.orders) == 2"
+    run(shop, IMPLICIT.format(access=awaited), "--sqla-nplusone").assert_outcomes(passed=1)
+
+
+COUNTED = """
+def test_customers(session):
+    assert len(session.scalars(select(Customer)).all()) == 3
+    {more}
+
+
+async def test_orders(async_session):
+    assert len((await async_session.scalars(select(Order))).all()) == 6
+"""
+
+
+UPDATE = "--sqla-counts-update"
+
+
+def test_counts_are_written_the_same_twice_and_hold_growth_to_the_tolerance(shop) -> None:
+    counts = shop.path / "counts.json"
+    written = []
+    for _ in range(2):
+        update = run(
+            shop, COUNTED.format(more=""), f"--sqla-counts={counts}", "--sqla-counts-update"
+        )
+        update.assert_outcomes(passed=2)
+        written.append(json.loads(counts.read_text()))
+    assert written[0]["tests"] == written[1]["tests"], "the same tests counted differently"
+    customers = written[0]["tests"]["test_shop.py::test_customers"]
+    assert customers["statements"] == 1 and customers["calls"] > 100
+    run(shop, COUNTED.format(more=""), f"--sqla-counts={counts}").assert_outcomes(passed=2)
+
+    grown = run(shop, COUNTED.format(more="session.get(Order, 1)"), f"--sqla-counts={counts}")
+    grown.assert_outcomes(passed=1, failed=1)
+    grown.stdout.fnmatch_lines(["*counts grew beyond*statements 1 -> 2*"])
+
+    def held_to(calls: int) -> pytest.RunResult:
+        written[0]["tests"]["test_shop.py::test_customers"]["calls"] = calls
+        counts.write_text(json.dumps(written[0]))
+        return run(shop, COUNTED.format(more=""), f"--sqla-counts={counts}")
+
+    held_to(int(customers["calls"] * 0.97)).assert_outcomes(passed=2)  # 3 % more: within 5 %
+    over = held_to(int(customers["calls"] * 0.90))
+    over.assert_outcomes(passed=1, failed=1)
+    over.stdout.fnmatch_lines(["*counts grew beyond*calls*5% allowed*"])
+
+    # Counted on another SQLAlchemy, calls are not held, and the run says so.
+    written[0]["environment"]["sqlalchemy"] = "0.0"
+    other = held_to(int(customers["calls"] * 0.90))
+    other.assert_outcomes(passed=2)
+    other.stdout.fnmatch_lines(["*sqla-bench counts: function calls not held*"])
+
+
+def test_counts_options_that_cannot_work_are_usage_errors(shop) -> None:
+    absent = run(shop, COUNTED.format(more=""), "--sqla-counts=absent.json")
+    absent.stderr.fnmatch_lines(["*--sqla-counts absent.json: no such file*"])
+    assert absent.ret == pytest.ExitCode.USAGE_ERROR
+    alone = run(shop, COUNTED.format(more=""), "--sqla-counts-update")
+    alone.stderr.fnmatch_lines(["*--sqla-counts-update needs --sqla-counts PATH*"])

@@ -154,7 +154,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
     """The test's own call, observed as it asked: statements on every engine, lazy loads,
     and (for a counts file) Python function calls; its fixtures' set-up is not in it."""
     config = pyfuncitem.config
-    limit = pyfuncitem.get_closest_marker(MARKER)
+    limit = _statement_limit(pyfuncitem.get_closest_marker(MARKER))
     counts = config.stash.get(COUNTS, None)
     nplusone = config.getoption("sqla_nplusone")
     if limit is None and counts is None and not nplusone:
@@ -178,13 +178,18 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
 # --- the statement limit -------------------------------------------------------------------
 
 
-def _check_limit(marker: pytest.Mark | None, queries: Queries) -> None:
+def _statement_limit(marker: pytest.Mark | None) -> int | None:
+    """The marker's limit, checked before the test runs."""
     if marker is None:
-        return
+        return None
     limit = marker.args[0] if marker.args else marker.kwargs.get("n")
-    if not isinstance(limit, int) or limit < 0:
-        raise pytest.UsageError(f"{MARKER} takes a whole number of statements, not {limit!r}")
-    if queries.completed > limit:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        pytest.fail(f"{MARKER} takes a whole number of statements, not {limit!r}", pytrace=False)
+    return limit
+
+
+def _check_limit(limit: int | None, queries: Queries) -> None:
+    if limit is not None and queries.completed > limit:
         shown = "\n".join(
             f"  {i}. {' '.join(sql.split())}" for i, sql in enumerate(queries.statements, 1)
         )

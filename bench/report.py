@@ -309,7 +309,7 @@ def async_cost(cells: Iterable[CellRecord]) -> TableData:
     """Per case and target, the async cell's function calls over the sync cell's (the
     first measured of each, when a run has several datasets or latencies)."""
     cells = [cell for cell in cells if cell.calls and cell.baseline is None]
-    entries = []
+    entries, compared = [], set()
     for target in dict.fromkeys(cell.target for cell in cells):
         here = [cell for cell in cells if cell.target == target]
         pair = _driver_pair(here)
@@ -324,8 +324,20 @@ def async_cost(cells: Iterable[CellRecord]) -> TableData:
             async_ = first.get((case, pair[1], "async"))
             if sync and async_:
                 entries.append((case, column, _calls_ratio(sync, async_)))
+                compared |= {_conditions(sync), _conditions(async_)}
     columns = list(dict.fromkeys(column for _, column, _ in entries))
-    return matrix("async over sync, in function calls", "case", columns, entries)
+    title = "async over sync, in function calls"
+    # Calls grow with the objects an operation loads: the table says on which dataset.
+    if len(compared) == 1:
+        title += f" ({compared.pop()})"
+    elif compared:
+        title += " (each case on the first dataset and latency it was measured at)"
+    return matrix(title, "case", columns, entries)
+
+
+def _conditions(cell: CellRecord) -> str:
+    latency = "direct" if cell.latency_ms is None else f"+{cell.latency_ms:g} ms"
+    return f"{describe_dataset(cell.dataset)}; {latency}"
 
 
 def _calls_ratio(sync: CellRecord, async_: CellRecord) -> str:

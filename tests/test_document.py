@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sqla_bench.document import STEM, markdown_report, read_runs
-from sqla_bench.report import async_cost, count, size
+from sqla_bench.report import async_cost, count, describe_dataset, size
 from tests.test_cli import run
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
@@ -157,6 +157,8 @@ def test_async_over_sync_sets_each_case_against_its_twin_in_function_calls() -> 
     assert rows["load.users_with_posts raise limit=20"]["postgresql psycopg"].startswith(
         "both raise"
     )
+    # One dataset in that file, and no latency: the title says so.
+    assert table.title.endswith(f"({describe_dataset(cells[0].dataset)}; direct)")
 
 
 @pytest.mark.parametrize(

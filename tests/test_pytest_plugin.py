@@ -166,6 +166,9 @@ def test_a_test_over_its_statement_limit_fails_listing_the_sql(shop) -> None:
     result.stdout.fnmatch_lines(
         ["*2 SQL statements, over the 1 allowed by sqla_max_statements*", "*2. SELECT*FROM orders*"]
     )
+    refused = run(shop, LIMITED.format(limit="'two'"))
+    refused.assert_outcomes(failed=1)
+    refused.stdout.fnmatch_lines(["*sqla_max_statements takes a whole number*not 'two'*"])
 
 
 LAZY = """
@@ -247,7 +250,13 @@ def test_counts_are_written_the_same_twice_and_hold_growth_to_the_tolerance(shop
         )
         update.assert_outcomes(passed=2)
         written.append(json.loads(counts.read_text()))
-    assert written[0]["tests"] == written[1]["tests"], "the same tests counted differently"
+    # Statements the same; calls within 0.5 % (CI saw 1,097 then 1,098 on SQLAlchemy 2.0.58,
+    # the same here on 2.1.9): far inside the 5 % a file holds them to.
+    first, second = written[0]["tests"], written[1]["tests"]
+    assert first.keys() == second.keys()
+    for test, counted in first.items():
+        assert counted["statements"] == second[test]["statements"], test
+        assert abs(counted["calls"] - second[test]["calls"]) <= counted["calls"] * 0.005, test
     customers = written[0]["tests"]["test_shop.py::test_customers"]
     assert customers["statements"] == 1 and customers["calls"] > 100
     run(shop, COUNTED.format(more=""), f"--sqla-counts={counts}").assert_outcomes(passed=2)

@@ -85,10 +85,24 @@ def check_baselines(header: dict, cells: list[CellRecord], folder: Path) -> list
             continue
         measured = [cell for cell in cells if cell.target == target]
         base = load_run(path)
-        libraries = tuple(differences(base[0], [header], only=ENVIRONMENT_FACTS))
+        libraries = _library_differences(base[0], header)
         gate = Gate(hold_calls=not libraries)
         checks.append(Check(target, compare(base, ([header], measured), gate), libraries))
     return checks
+
+
+def _library_differences(base: list[dict], header: dict) -> tuple[str, ...]:
+    """How the run's libraries differ from the baseline's, over the drivers both runs
+    loaded: a baseline written by a run of every target lists every target's drivers, a
+    run of one target loads its own alone, and the others' absence changes no count."""
+    loaded = [header, *base]
+    shared = set.intersection(*(set(h["environment"]["drivers"]) for h in loaded))
+
+    def narrowed(h: dict) -> dict:
+        drivers = {name: v for name, v in h["environment"]["drivers"].items() if name in shared}
+        return h | {"environment": h["environment"] | {"drivers": drivers}}
+
+    return tuple(differences([narrowed(h) for h in base], [narrowed(header)], ENVIRONMENT_FACTS))
 
 
 def calls_not_held(checks: Iterable[Check]) -> list[str]:

@@ -115,6 +115,28 @@ def test_function_calls_are_held_while_the_libraries_are_the_baselines(sqlite_ba
 
 
 @pytest.mark.harness
+def test_calls_are_held_over_the_drivers_both_runs_loaded(sqlite_baseline, tmp_path) -> None:
+    """A baseline written by a run of every target lists every target's drivers; a run of
+    one target loads its own alone, and the others' absence changes none of its counts."""
+
+    def drivers(document, **versions):
+        cell = next(c for c in document["cells"] if c["case"] == "crud.get" and c["mode"] == "sync")
+        cell["calls"] = int(cell["calls"] / 1.1)
+        document["environment"]["drivers"] |= versions
+
+    every_target = edited(
+        sqlite_baseline, tmp_path / "all", lambda d: drivers(d, psycopg2="2.9.0"), whole=True
+    )
+    held = held_to(sqlite_baseline, every_target)
+    assert not held.passed and not held.notes, "the calls of a sqlite run were not held"
+    other = edited(
+        sqlite_baseline, tmp_path / "other", lambda d: drivers(d, aiosqlite="0.0.1"), whole=True
+    )
+    (note,) = held_to(sqlite_baseline, other).notes
+    assert "drivers differ" in note and "0.0.1" in note
+
+
+@pytest.mark.harness
 def test_cells_missing_on_either_side_fail(sqlite_baseline, tmp_path) -> None:
     held = held_to(
         sqlite_baseline, edited(sqlite_baseline, tmp_path / "b", lambda cells: cells.pop(0))

@@ -47,7 +47,7 @@ from sqlalchemy.exc import StatementError
 
 from sqla_bench.engines import DriverEnv
 from sqla_bench.fixtures import PerCall, arguments
-from sqla_bench.kernel import Stopwatch, timed
+from sqla_bench.kernel import Stopwatch, release_frames, timed
 from sqla_bench.probes import Executed, RoundTripCounter, StatementCounter
 from sqla_bench.scenarios.expect import Raises, Works
 from sqla_bench.scenarios.registry import Case
@@ -292,6 +292,8 @@ async def _call(subject: Subject, per_call: PerCall, role: str | None) -> Observ
             observation = await _traced(subject, argument)
         else:
             observation = await observe(subject, argument)
+    if observation.error is not None:
+        release_frames(observation.error)
     subject.counter.detail = False
     if checked:
         _inspected(observation, subject.counter, inspector, before)

@@ -20,7 +20,8 @@ import sys
 from types import ModuleType
 from typing import Any
 
-# The installed package's names, longest first, and the folder each comes from.
+# The installed package's names, longest first, and the checkout's folder each comes from
+# (pyproject.toml's package-dir; the conftest's check of the installed copy reads it too).
 FOLDERS = (("sqla_bench.scenarios", "scenarios"), ("sqla_bench", "bench"))
 
 

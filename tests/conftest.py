@@ -13,6 +13,7 @@ that opened them.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import tempfile
@@ -21,8 +22,6 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-import sqla_bench
-import sqla_bench.scenarios
 from sqla_bench.engines import DriverEnv, prepare_database, setting_for
 from sqla_bench.scenarios.dataset import DatasetSize
 from sqla_bench.scenarios.registry import IN_PROCESS, discover
@@ -38,6 +37,7 @@ from sqla_bench.targets import (
     required_targets,
 )
 from sqla_bench.verify import applicable_cells
+from tests import FOLDERS
 
 SIZE = DatasetSize()
 
@@ -94,8 +94,6 @@ class Configured:
 
 
 ROOT = Path(__file__).resolve().parent.parent
-# Each folder of the checkout, and the package it installs as (pyproject.toml).
-INSTALLED_AS = {"bench": sqla_bench, "scenarios": sqla_bench.scenarios}
 
 
 def stale_installed_files() -> list[str]:
@@ -103,8 +101,8 @@ def stale_installed_files() -> list[str]:
     the tests exercise the installed package, so a copy installed before an edit (pip
     install without -e) would test other code than the checkout's without a word."""
     stale = []
-    for folder, package in INSTALLED_AS.items():
-        installed = Path(package.__file__).resolve().parent
+    for package, folder in FOLDERS:
+        installed = Path(importlib.import_module(package).__file__).resolve().parent
         for source in sorted((ROOT / folder).rglob("*.py")):
             copy = installed / source.relative_to(ROOT / folder)
             if not copy.is_file() or copy.read_bytes() != source.read_bytes():

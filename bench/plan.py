@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import URL
 
@@ -22,6 +22,9 @@ from sqla_bench.scenarios.dataset import DatasetSize
 from sqla_bench.scenarios.registry import MODES, RECEIVES, STRATEGY, Case, discover, problems
 from sqla_bench.targets import Driver, Target
 from sqla_bench.verify import applicable_cells
+
+if TYPE_CHECKING:
+    from sqla_bench.application import Workload
 
 DEFAULT_POLICY = Policy()
 ON_ERROR = ("stop", "continue")
@@ -40,6 +43,9 @@ class RunPlan:
     scenarios: tuple[str, ...] | None = None  # ids, or prefixes such as "crud"
     # An application's modules of twins to measure instead of the built-in scenarios.
     modules: tuple[str, ...] = ()
+    # An application's models (run --models): its relationships are the cases, and it
+    # prepares each target's data in place of the built-in dataset.
+    workload: Workload | None = None
     strategies: tuple[str, ...] | None = None
     datasets: tuple[DatasetSize, ...] = (DatasetSize(),)
     policy: Policy = DEFAULT_POLICY
@@ -62,8 +68,13 @@ class RunPlan:
                 "--latency needs a network and sqlite has none: choose --target postgresql "
                 "or --target mysql"
             )
+        if self.workload is not None and self.modules:
+            raise ConfigError("--models and --scenarios are two workloads: give one")
         for module in self.modules:
             _check_module(module)
+        if self.workload is not None:
+            limits = dict(self.grid).get("limit", ())
+            self.workload.check(self.targets, self.datasets, limits)
         self._check_drivers()
         cases = self.cases()  # raises for a scenario that does not exist
         self._check_strategies(cases)
@@ -80,8 +91,11 @@ class RunPlan:
     def cases(self) -> list[Case]:
         """The selected scenarios, with their grids changed as ``grid`` says. Web
         scenarios (which serve an app) are measured only when ``scenarios`` names them."""
-        cases = discover(self.kinds, self.modules)
-        if self.scenarios is not None:
+        if self.workload is not None:
+            cases = self.workload.cases()
+        else:
+            cases = discover(self.kinds, self.modules)
+        if self.scenarios is not None and self.workload is None:
             cases += discover("web", self.modules)
             for selector in self.scenarios:
                 if not any(_selects(selector, case) for case in cases):
@@ -144,6 +158,7 @@ class RunPlan:
             "modes": list(self.modes),
             "scenarios": list(self.scenarios) if self.scenarios else None,
             "modules": list(self.modules),
+            "models": self.workload.parameters() if self.workload is not None else None,
             "strategies": list(self.strategies) if self.strategies else None,
             "datasets": [asdict(size) for size in self.datasets],
             "policy": asdict(self.policy),

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
@@ -24,7 +24,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqla_bench.children import ChildFailed
 from sqla_bench.containers import PORTS
 from sqla_bench.engines import DriverEnv, prepare_database
-from sqla_bench.errors import redact
+from sqla_bench.errors import ConfigError, redact
 from sqla_bench.latency import LatencyProxy
 from sqla_bench.load import Load, run_load
 from sqla_bench.measure import (
@@ -44,6 +44,9 @@ from sqla_bench.scenarios.expect import Raises
 from sqla_bench.scenarios.registry import Case
 from sqla_bench.targets import Driver, Target, failure, said_by
 from sqla_bench.verify import differences
+
+if TYPE_CHECKING:
+    from sqla_bench.application import Workload
 
 # Errors that mean the database went away or refused us, not that the scenario raised.
 CONNECTION_LOST = (OperationalError, InterfaceError, OSError)
@@ -87,13 +90,32 @@ class Runner:
         return failures
 
     def _run_target(self, target: Target, loop: asyncio.AbstractEventLoop) -> str | None:
+        workload, finished = self.plan.workload, None
+        try:
+            reason = self._measure_target(target, loop)
+        finally:
+            if workload is not None:
+                finished = _finish(workload, target)
+                checksums = workload.checksums(target.name)
+                if checksums is not None:
+                    self.results.header["targets"][target.name]["checksums"] = checksums
+        if reason is None and finished is not None:
+            return failure(target, finished)
+        return reason
+
+    def _prepare(self, target: Target, size: DatasetSize) -> str:
+        """Seed the target (set-up: never timed, straight to the server, once per size)."""
+        if self.plan.workload is not None:
+            return self.plan.workload.prepare(target.drivers[0], size)
+        return prepare_database(target.drivers[0], size)
+
+    def _measure_target(self, target: Target, loop: asyncio.AbstractEventLoop) -> str | None:
         drivers = [d for d in self.plan.selected_drivers() if d.spec.target == target.name]
         self.lost: list[str] = []  # cells the server failed, when the run continues past them
         try:
             with route_to(target, self.plan.latencies is not None) as route:
                 for size in self.plan.datasets:
-                    # Seeding is set-up: never timed, straight to the server, once per size.
-                    version = prepare_database(target.drivers[0], size)
+                    version = self._prepare(target, size)
                     self.results.header["targets"][target.name]["server_version"] = version
                     for latency in self.plan.latencies or (None,):
                         route.set_latency(latency)
@@ -102,7 +124,7 @@ class Runner:
                                 lost = self._run_driver(target, route, driver, size, pool, loop)
                                 if lost is not None:  # --on-error stop
                                     return failure(target, lost)
-        except (SQLAlchemyError, OSError, ChildFailed) as error:
+        except (SQLAlchemyError, OSError, ChildFailed, ConfigError) as error:
             return failure(target, error)
         if self.lost:
             return (
@@ -123,10 +145,14 @@ class Runner:
         """Measure the driver's cells; why the target stopped answering, when a cell
         found it gone and the plan says to stop there."""
         cells = self.plan.cells(driver, size)
-        described = size.describe() + route.describe() + _describe_pool(pool)
+        workload = self.plan.workload
+        data = size.describe() if workload is None else workload.describe(size)
+        described = data + route.describe() + _describe_pool(pool)
         loads = len(self.plan.concurrency or (None,))  # each load is a cell of its own
         self.progress.on_driver(f"{driver.id} ({described})", len(cells) * loads)
         env = DriverEnv(route.driver(driver), size, route.round_trip_counter(), pool)
+        if workload is not None:
+            workload.guard(env.default_engine)
         if self.plan.concurrency is not None:
             self._load_driver(target, route, env, cells, loop)
             return None
@@ -346,6 +372,14 @@ def route_to(target: Target, through_proxy: bool) -> Iterator[Route]:
     url = target.url
     with LatencyProxy(url.host or "127.0.0.1", url.port or PORTS[target.name]) as proxy:
         yield Route(proxy)
+
+
+def _finish(workload: Workload, target: Target) -> str | None:
+    """The workload's own check once a target is done, as a reason it failed, if any."""
+    try:
+        return workload.finish(target.name)
+    except (SQLAlchemyError, OSError) as error:
+        return said_by(error, target)
 
 
 def _describe_pool(pool: dict[str, Any] | None) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Select, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -55,13 +55,15 @@ class Shape:
         options = _loader_options(root, self.tree, strategy.option)
         return select(root).order_by(root.id).limit(limit).options(*options)
 
-    def offers(self, strategy: Strategy) -> bool:
-        """Whether the shape has what the strategy needs (a mapping, a collection)."""
-        if strategy.needs == "model_mapping":
-            return self.eager_root is not None
-        if strategy.needs == "write_only_collection":
-            return bool(self.write_only)
-        return True
+    def lacks(self, strategy: Strategy) -> str | None:
+        """What the strategy needs that the shape has not (a mapping, a collection)."""
+        offered = {
+            "model_mapping": self.eager_root is not None,
+            "write_only_collection": bool(self.write_only),
+        }
+        if strategy.needs is not None and not offered[strategy.needs]:
+            return f"{strategy.name} needs a {strategy.needs.replace('_', ' ')}"
+        return None
 
     @property
     def table(self) -> str:
@@ -241,16 +243,34 @@ async def load_async(session: AsyncSession, shape: Shape, name: str, limit: int)
 # --- what a load must do ------------------------------------------------------------------
 
 
+class LoadShape(Protocol):
+    """What ``expected_load`` asks of a shape: ours, or an application's relationship
+    (``scenarios.relationships``)."""
+
+    def lacks(self, strategy: Strategy) -> str | None: ...
+    def sql(self, strategy: Strategy, size: DatasetSize, limit: int) -> LoadSql: ...
+
+
+def not_applicable(shape: LoadShape, setting: Setting, strategy: str) -> NotApplicable | None:
+    """Why the strategy does not apply to this shape in this mode, if it does not."""
+    declared = STRATEGIES[strategy]
+    lacking = shape.lacks(declared)
+    if lacking is not None:
+        return NotApplicable(lacking)
+    if declared.only is not None and setting.mode != declared.only:
+        return NotApplicable(f"{declared.only} only")
+    return None
+
+
 def expected_load(
-    shape: Shape, setting: Setting, size: DatasetSize, strategy: str, limit: int
+    shape: LoadShape, setting: Setting, size: DatasetSize, strategy: str, limit: int
 ) -> Outcome:
     """Per strategy: not applicable, raises, or works with the statements and SQL its
     declaration implies for this dataset (``expectation(shape)`` binds the shape)."""
     declared = STRATEGIES[strategy]
-    if not shape.offers(declared):
-        return NotApplicable(f"{strategy} needs a {declared.needs.replace('_', ' ')}")
-    if declared.only is not None and setting.mode != declared.only:
-        return NotApplicable(f"{declared.only} only")
+    inapplicable = not_applicable(shape, setting, strategy)
+    if inapplicable is not None:
+        return inapplicable
     sql = shape.sql(declared, size, limit)
     reads_a_relationship = bool(sql.edges) and sql.edges[0].keys > 0
     if declared.refuses is not None and reads_a_relationship:

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -38,6 +39,9 @@ from sqla_bench.results import (
 )
 from sqla_bench.scenarios.registry import MODES, PARAMETERS
 from sqla_bench.targets import Pending, Servers, Target, planned_targets, selected_targets
+
+if TYPE_CHECKING:
+    from sqla_bench.application import Workload
 
 DESCRIPTION = (
     "Measure every selected scenario cell on every selected driver and mode: "
@@ -76,6 +80,7 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         "decorators; its scenarios are measured and verified instead of the built-in ones; "
         "repeatable",
     )
+    _add_models_options(run)
     run.add_argument(
         "--strategy",
         action="append",
@@ -96,6 +101,35 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
     add_policy(run)
     _add_output_options(run)
     add_affinity(run)
+
+
+def _add_models_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "--models",
+        metavar="MODULE[:ATTR]",
+        help="your application's models instead of the built-in scenarios: a module (found "
+        "from the current directory) or its declarative base or registry (MODULE:Base); "
+        "each relationship is loaded under every strategy that applies, sync and async, "
+        "verified (statements, SQL, values, MissingGreenlet) and measured. Its data is "
+        "generated into new tables on the target (polyfactory values; --users rows per "
+        "table without a parent, --posts per parent in a one-to-many, --tags links in a "
+        "many-to-many), dropped afterwards; relationships it cannot handle are listed "
+        "with the reason",
+    )
+    run.add_argument(
+        "--relationship",
+        action="append",
+        metavar="CLASS.ATTR",
+        help="with --models, only this relationship, repeatable (default: every one)",
+    )
+    run.add_argument(
+        "--use-existing-data",
+        action="store_true",
+        help="with --models, read the data already in the database at the target's URL "
+        "instead of generating it: read-only (read-only connections, no DDL, every session "
+        "rolled back), parents sampled evenly by primary key (--param limit=N of them, "
+        "default 20), and a checksum of every table read before and after, which must agree",
+    )
 
 
 def _add_load_options(run: argparse.ArgumentParser) -> None:
@@ -180,6 +214,7 @@ def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int
     path = args.output or default_path(started, list(dict.fromkeys(names)))
     if args.csv and path.suffix == ".csv":  # the CSV would replace the result file
         raise ConfigError(f"--csv writes {path} itself: give --output a .json name")
+    _print_unhandled(console, planned)
     if args.dry_run:
         check_output_path(path)
         _print_plan(console, planned)
@@ -205,6 +240,7 @@ def plan_from(args: argparse.Namespace, targets: Sequence[Target | Pending]) -> 
         raise ConfigError(str(error)) from None
     return RunPlan(
         targets=tuple(targets),
+        workload=_workload(args),
         modes=tuple(dict.fromkeys(args.mode or MODES)),
         drivers=_names(args.driver),
         scenarios=_names(args.scenario),
@@ -220,6 +256,27 @@ def plan_from(args: argparse.Namespace, targets: Sequence[Target | Pending]) -> 
         pool_timeout=args.pool_timeout,
         load_seconds=args.load_seconds,
         on_error=args.on_error,
+    )
+
+
+def _workload(args: argparse.Namespace) -> Workload | None:
+    """An application's models, when --models names them."""
+    if args.models is None:
+        if args.relationship or args.use_existing_data:
+            raise ConfigError("--relationship and --use-existing-data go with --models")
+        return None
+    from sqla_bench.application import Workload  # polyfactory, only when asked for
+
+    return Workload(args.models, _names(args.relationship), args.use_existing_data)
+
+
+def _print_unhandled(console: Console, plan: RunPlan) -> None:
+    if plan.workload is None:
+        return
+    present.print_lines(
+        console,
+        [f"left out {item.name}: {item.reason}" for item in plan.workload.unhandled],
+        style="yellow",
     )
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, Integer, String, Table, create_engine, event, func, inspect, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapper, registry
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import UniqueConstraint, sort_tables
@@ -124,7 +125,7 @@ class Generator:
 
     def __init__(self, mappers: Sequence[Mapper], tables: Iterable[Table]) -> None:
         self.mapped = {mapper.local_table: mapper for mapper in mappers}
-        self.tables = sort_tables(_with_parents(tables))
+        self.tables = sort_tables(sorted(_with_parents(tables), key=lambda t: t.name))
         self.problems: dict[Table, str] = {}
         for table in self.tables:
             problem = self._problem(table)
@@ -378,7 +379,8 @@ class Workload:
             raise ConfigError(
                 f"--models {shown(spec)}: no relationship can be measured ({reasons})"
             )
-        self.tables = sort_tables({t for r in self.relationships for t in r.tables})
+        tables = {t for r in self.relationships for t in r.tables}
+        self.tables = sort_tables(sorted(tables, key=lambda t: t.name))  # the same each run
         self.current: str | None = None
         self._engines: dict[str, Engine] = {}
         self._samples: dict[tuple[str, str, int], Sample] = {}
@@ -394,6 +396,17 @@ class Workload:
         """Make a measuring engine read-only, when the data is the application's own."""
         if self.existing:
             make_read_only(engine)
+
+    def dataset(self, size: DatasetSize) -> dict[str, int]:
+        """The data's dimensions, as result files keep them: the options that shaped
+        generated data, or none for the application's own."""
+        if self.existing:
+            return {}
+        return {
+            "rows_per_table": size.users,
+            "children_per_parent": size.posts_per_user,
+            "links_per_parent": size.tags_per_post,
+        }
 
     def describe(self, size: DatasetSize) -> str:
         """The data a target holds, in words, for progress lines."""
@@ -420,12 +433,50 @@ class Workload:
                     "postgresql or mysql, with SQLA_BENCH_POSTGRESQL_URL or SQLA_BENCH_MYSQL_URL "
                     "set to it"
                 )
+        else:
+            for size in datasets:
+                try:
+                    self.generator.plan(size)
+                except ValueError as error:
+                    raise ConfigError(str(error)) from None
+        for target in targets:  # a database given by URL: its tables, before any work
+            if isinstance(target, Target) and str(target.source).startswith("url"):
+                self._check_tables(target.drivers[0])
+
+    def _check_tables(self, driver: Driver) -> None:
+        """The tables must be there to read (existing data), or not there to be created
+        (generated data); ConfigError otherwise. A server that does not answer is the
+        runner's to report."""
+        engine = _engine(driver)
+        try:
+            present = set(inspect(engine).get_table_names())
+        except SQLAlchemyError:
             return
-        for size in datasets:
-            try:
-                self.generator.plan(size)
-            except ValueError as error:
-                raise ConfigError(str(error)) from None
+        finally:
+            engine.dispose()
+        problem = self._tables_problem(present, self._tables_written())
+        if problem is not None:
+            raise ConfigError(problem)
+
+    def _tables_written(self) -> list[Table]:
+        """The tables generated data goes into (none for existing data)."""
+        if self.existing:
+            return []
+        return [t for t in self.generator.tables if t not in self.generator.problems]
+
+    def _tables_problem(self, present: set[str], written: Sequence[Table]) -> str | None:
+        """Why the database's tables do not suit the data: a table to read is missing, or
+        one to create exists already."""
+        missing = [table.name for table in self.tables if table.name not in present]
+        if self.existing and missing:
+            return f"--use-existing-data: the database has no table {', '.join(missing)}"
+        clash = [table.name for table in written if table.name in present]
+        if clash:
+            return (
+                f"--models generates its data into new tables, and {', '.join(clash)} exist "
+                "already: use an empty database, or --use-existing-data to read them"
+            )
+        return None
 
     def sample(self, relationship: Relationship, target: str | None, limit: int) -> Sample | None:
         target = target or self.current
@@ -443,9 +494,7 @@ class Workload:
         target = driver.spec.target
         engine = self._engines.get(target)
         if engine is None:
-            engine = create_engine(
-                driver.sync_url(), poolclass=NullPool, connect_args=driver.sync_connect_args()
-            )
+            engine = _engine(driver)
             if self.existing:
                 make_read_only(engine)
             self._engines[target] = engine
@@ -458,12 +507,9 @@ class Workload:
         return server_version(engine)
 
     def _check_existing(self, engine: Engine, target: str) -> None:
-        present = set(inspect(engine).get_table_names())
-        missing = [table.name for table in self.tables if table.name not in present]
-        if missing:
-            raise ConfigError(
-                f"--use-existing-data: the database has no table {', '.join(missing)}"
-            )
+        problem = self._tables_problem(set(inspect(engine).get_table_names()), ())
+        if problem is not None:
+            raise ConfigError(problem)
         if target not in self._checksums:
             with engine.connect() as connection:
                 self._checksums[target] = checksum(connection, self.tables)
@@ -472,13 +518,9 @@ class Workload:
         plans = self.generator.plan(size)
         tables = [plan.table for plan in plans]
         if target not in self._plans:  # the first seeding: the tables must be new
-            present = set(inspect(engine).get_table_names())
-            clash = [table.name for table in tables if table.name in present]
-            if clash:
-                raise ConfigError(
-                    f"--models generates its data into new tables, and {', '.join(clash)} "
-                    "exist already: use an empty database, or --use-existing-data to read them"
-                )
+            problem = self._tables_problem(set(inspect(engine).get_table_names()), tables)
+            if problem is not None:
+                raise ConfigError(problem)
         with engine.begin() as connection:
             if target in self._plans:
                 tables[0].metadata.drop_all(connection, tables=tables)
@@ -523,6 +565,13 @@ class Workload:
             "relationships": [r.title for r in self.relationships],
             "unhandled": [{"name": u.name, "reason": u.reason} for u in self.unhandled],
         }
+
+
+def _engine(driver: Driver) -> Engine:
+    """A connection at a time to the target, on its sync driver: the workload's own."""
+    return create_engine(
+        driver.sync_url(), poolclass=NullPool, connect_args=driver.sync_connect_args()
+    )
 
 
 def _relationship_names(mapper: Mapper) -> list[str]:

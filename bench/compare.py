@@ -242,7 +242,10 @@ def cell_name(cell: CellRecord) -> str:
     """A cell in one line: case, parameters, target+driver, mode and what it ran under."""
     parts = [cell.case, params_text(cell.params)] if cell.params else [cell.case]
     parts += [f"{cell.target}+{cell.driver}", cell.mode]
-    parts += [f"users={cell.dataset['users']}", f"posts={cell.dataset['posts_per_user']}"]
+    if "users" in cell.dataset:
+        parts += [f"users={cell.dataset['users']}", f"posts={cell.dataset['posts_per_user']}"]
+    else:  # an application's models: generated data's dimensions, or none
+        parts += [f"{name}={value}" for name, value in cell.dataset.items()]
     if cell.latency_ms is not None:
         parts.append(f"rtt={cell.latency_ms:g}ms")
     if cell.concurrency is not None:

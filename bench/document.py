@@ -311,23 +311,27 @@ def fetch_table(cells: list[CellRecord], table: str, target: str) -> TableData |
         return None
     driver = min({(c.mode != "sync", c.driver) for c in mine})[1]
     payload = max(c.dataset.get("payload", 0) for c in mine)
+    # Data generated for an application's models, or its own, has no payload column.
+    payload_words = f"payload {payload} B, " if "payload" in mine[0].dataset else ""
     latency = min((c.latency_ms for c in mine), key=latency_order)
     chosen = [
         c for c in mine
         if c.driver == driver and c.dataset.get("payload", 0) == payload and c.latency_ms == latency
     ]  # fmt: skip
+    held = [name for name in DIMENSIONS if name in chosen[0].dataset] or [""]
     axis = next(
         (name for name in DIMENSIONS if len({c.dataset.get(name) for c in chosen}) > 1),
-        "posts_per_user",
+        held[0],
     )
-    xs = sorted({c.dataset[axis] for c in chosen})
+    xs = sorted({c.dataset.get(axis) for c in chosen}, key=lambda x: (x is None, x))
     result = TableData(
-        f"What each strategy costs per operation on {target}+{driver} (payload {payload} B, "
+        f"What each strategy costs per operation on {target}+{driver} ({payload_words}"
         f"{rtt(latency)}): rows fetched from the database, bytes down, memory held",
-        [("strategy", "left")] + [(f"{x} {DIMENSIONS.get(axis, axis)}", "right") for x in xs],
+        [("strategy", "left")]
+        + [(f"{x} {DIMENSIONS[axis]}" if axis else "your data", "right") for x in xs],
     )
     for strategy in compared_strategies():
-        by_x = {c.dataset[axis]: c for c in chosen if c.params[STRATEGY] == strategy}
+        by_x = {c.dataset.get(axis): c for c in chosen if c.params[STRATEGY] == strategy}
         if by_x:
             result.rows.append([strategy, *(_costs(by_x.get(x)) for x in xs)])
     return result

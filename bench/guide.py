@@ -42,7 +42,12 @@ DIMENSIONS = {
     "comments_per_post": "comments/post",
     "tags_per_post": "tags/post",
     "payload": "payload B",
+    # run --models on generated data (an application's own data has no dimension)
+    "children_per_parent": "children/parent",
+    "links_per_parent": "links/parent",
 }
+# Dimensions said but never read along: how many rows stand at the top.
+COUNTS = {"users": "users", "rows_per_table": "rows/table"}
 
 
 def compared_strategies() -> tuple[str, ...]:
@@ -117,7 +122,7 @@ class Point:
         )
 
     def dimension(self, name: str) -> int:
-        return dict(self.dataset)[name]
+        return dict(self.dataset).get(name)
 
     def relative(self, strategy: str) -> float | None:
         """The strategy's median over the fastest strategy's, per driver; the median of
@@ -232,7 +237,8 @@ def _axis(shape_points: Sequence[Point]) -> str:
     for name in DIMENSIONS:
         if len({point.dimension(name) for point in shape_points}) > 1:
             return name
-    return "posts_per_user"
+    held = [name for name in DIMENSIONS if shape_points[0].dimension(name) is not None]
+    return held[0] if held else ""
 
 
 def _series_order(item: Series) -> tuple:
@@ -302,6 +308,8 @@ def ranges(line: Series) -> str:
     unit = DIMENSIONS.get(line.axis, line.axis)
     if len(runs) == 1:
         xs = runs[0][1]
+        if not line.axis:  # data with no dimension: one point
+            return runs[0][0]
         span = f"{xs[0]}" if len(xs) == 1 else f"{xs[0]} to {xs[-1]}"
         return f"{runs[0][0]} throughout ({span} {unit})"
     parts = []
@@ -374,8 +382,8 @@ def _varying_fixed(fixed: tuple, by_fixed: dict[tuple, list[Series]]) -> str:
 def dimension_words(name: str, value: int) -> str:
     if name == "payload":
         return f"payload {value} B"
-    if name == "users":
-        return f"{value} users"
+    if name in COUNTS:
+        return f"{value} {COUNTS[name]}"
     return f"{value} {DIMENSIONS.get(name, name)}" if name in DIMENSIONS else f"{name}={value}"
 
 
@@ -384,6 +392,8 @@ UNSAID = ("tags",)
 
 
 def _fixed_words(fixed: tuple, skip: set[str] = frozenset()) -> str:
+    if not fixed:  # run --models on an application's own data
+        return "the data in the database"
     return ", ".join(
         dimension_words(name, value)
         for name, value in fixed

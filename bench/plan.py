@@ -160,7 +160,10 @@ class RunPlan:
             "modules": list(self.modules),
             "models": self.workload.parameters() if self.workload is not None else None,
             "strategies": list(self.strategies) if self.strategies else None,
-            "datasets": [asdict(size) for size in self.datasets],
+            "datasets": [
+                self.workload.dataset(size) if self.workload is not None else asdict(size)
+                for size in self.datasets
+            ],
             "policy": asdict(self.policy),
             "latencies_ms": list(self.latencies) if self.latencies else None,
             "grid": {name: list(values) for name, values in self.grid},

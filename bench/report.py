@@ -186,8 +186,14 @@ def _cells(row: _Row, variant: str, fastest: float | None) -> dict[str, str]:
 
 
 def describe_dataset(dataset: dict[str, int]) -> str:
-    """A dataset's workload dimensions in words (a version 1 result had no payload)."""
-    return DatasetSize(**dataset).describe()
+    """A dataset's workload dimensions in words (a version 1 result had no payload): the
+    built-in one's, the dimensions of data generated for an application's models, or
+    none, for data that was in the database already."""
+    if not dataset:
+        return "the data already in the database"
+    if "users" in dataset:
+        return DatasetSize(**dataset).describe()
+    return ", ".join(f"{name.replace('_', ' ')}={value}" for name, value in dataset.items())
 
 
 def cpu_bound(cell: CellRecord) -> list[str]:

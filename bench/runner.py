@@ -218,6 +218,12 @@ class Runner:
         if self.progress.stop_requested():
             raise KeyboardInterrupt
 
+    def _dataset(self, size: DatasetSize) -> dict[str, int]:
+        """The data a cell ran on, as the result file keeps it."""
+        if self.plan.workload is not None:
+            return self.plan.workload.dataset(size)
+        return asdict(size)
+
     def _record(
         self,
         target: Target,
@@ -240,7 +246,7 @@ class Runner:
             label=case.doc,
             baseline=case.baseline,
             params=dict(params),
-            dataset=asdict(env.size),
+            dataset=self._dataset(env.size),
             target=target.name,
             driver=env.driver,
             mode=env.mode,

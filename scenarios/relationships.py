@@ -297,7 +297,8 @@ def _case(relationship: Relationship, samples: Samples) -> Case:
         sample = samples.sample(relationship, setting.target, limit)
         return UNDECLARED if sample is None else sample.value
 
-    doc = f"{relationship.kind} to {relationship.child.class_.__name__}"
+    parent, child = relationship.parent.class_.__name__, relationship.child.class_.__name__
+    doc = f"{relationship.kind} from {parent} to {child}"
     params = {STRATEGY: tuple(STRATEGIES), "limit": (DEFAULT_LIMIT,)}
     return Case(
         "scenario", relationship.case_id, doc, expect, params,

@@ -80,6 +80,12 @@ def test_every_relationship_is_verified_on_generated_data_and_the_rest_listed(sh
     for name, reason in LEFT_OUT.items():
         assert reason in reasons[name]
         assert f"left out {name}: {reason}" in " ".join(result.stdout.split())
+    # The report says what the data was, in the words of the options that shaped it.
+    reported = run("sqla_bench", "report", str(shop / "r.json"), "--out", str(shop / "report"))
+    assert reported.returncode == 0, reported.stderr
+    text = (shop / "report" / "report.md").read_text()
+    assert "**one-to-many from Customer to Order** on **sqlite**" in text
+    assert "2 links/parent, 1200 rows/table" in text and "users" not in text
 
 
 def test_the_dataset_options_set_each_relationships_fan_out(shop) -> None:
@@ -200,6 +206,11 @@ def test_existing_data_is_verified_and_left_exactly_as_it_was(shop, shop_databas
     assert checksums["before"] == checksums["after"]
     assert checksums["before"]["shop_customers"].startswith("30 rows")
     assert data["run"]["parameters"]["models"]["data"] == "existing"
+    assert all(cell["dataset"] == {} for cell in cells)
+    reported = run("sqla_bench", "report", str(shop / "r.json"), "--out", str(shop / "report"))
+    assert reported.returncode == 0, reported.stderr
+    text = (shop / "report" / "report.md").read_text()
+    assert "20 parents per load; the data in the database; models.Customer.orders" in text
 
 
 def test_a_run_on_existing_data_cannot_write(servers, tmp_path) -> None:
@@ -252,3 +263,18 @@ def test_a_change_to_existing_data_during_the_run_fails_the_target(servers, shop
         connection.execute(text("UPDATE shop_customers SET name = 'renamed' WHERE id = 3"))
     engine.dispose()
     assert workload.finish("postgresql") == "the data changed during the run, in shop_customers"
+
+
+def test_tables_that_do_not_suit_the_data_are_refused_before_any_work(servers, shop) -> None:
+    url = servers.target("postgresql").url.render_as_string(hide_password=False)
+    options = ("--target", "postgresql", "--dry-run")
+    result, _ = measure(shop, *options, "--use-existing-data", SQLA_BENCH_POSTGRESQL_URL=url)
+    assert_one_line_error(result, "--use-existing-data: the database has no table shop_")
+
+
+def test_generated_data_never_goes_into_tables_that_exist(shop, shop_database) -> None:
+    before = table_hashes(shop_database)
+    options = ("--target", "postgresql")
+    result, _ = measure(shop, *options, SQLA_BENCH_POSTGRESQL_URL=shop_database)
+    assert_one_line_error(result, "generates its data into new tables, and shop_customers")
+    assert table_hashes(shop_database) == before

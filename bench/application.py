@@ -22,9 +22,6 @@ reason, and the rest still run.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import os
-import sys
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,6 +35,7 @@ from sqlalchemy.schema import UniqueConstraint, sort_tables
 
 from sqla_bench.engines import server_version
 from sqla_bench.errors import ConfigError, first_line, shown
+from sqla_bench.plan import import_application
 from sqla_bench.scenarios.dataset import MAX_ROWS, DatasetSize
 from sqla_bench.scenarios.registry import Case
 from sqla_bench.scenarios.relationships import (
@@ -71,14 +69,7 @@ def load_mappers(spec: str) -> list[Mapper]:
     without it, every one the module holds), found from the current directory as
     ``python -m`` would; one ConfigError saying what is wrong otherwise."""
     module_name, _, attribute = spec.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as error:  # an application's import may raise anything
-        raise ConfigError(
-            f"--models {shown(spec)}: cannot import it: {first_line(error, named=True)}"
-        ) from None
+    module = import_application("--models", module_name)
     if attribute:
         if not hasattr(module, attribute):
             raise ConfigError(f"--models {shown(spec)}: {module_name} has no {attribute!r}")

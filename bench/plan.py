@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import URL
@@ -235,18 +236,23 @@ def _selects(selector: str, case: Case) -> bool:
     return any(name == selector or name.startswith(f"{selector}.") for name in names)
 
 
-def _check_module(name: str) -> None:
-    """An application's module of twins (``--scenarios``) imports, from the current
-    directory as ``python -m`` would find it, and declares whole cases; else one
-    ConfigError that says what is wrong."""
+def import_application(option: str, name: str) -> ModuleType:
+    """An application's module, found from the current directory as ``python -m`` would
+    find it; one ConfigError, in the words of ``option``, when it does not import."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(name)
+        return importlib.import_module(name)
     except Exception as error:  # an application's import may raise anything
         raise ConfigError(
-            f"--scenarios {shown(name)}: cannot import it: {first_line(error, named=True)}"
+            f"{option} {shown(name)}: cannot import it: {first_line(error, named=True)}"
         ) from None
+
+
+def _check_module(name: str) -> None:
+    """An application's module of twins (``--scenarios``) imports and declares whole
+    cases; else one ConfigError that says what is wrong."""
+    module = import_application("--scenarios", name)
     try:
         cases = discover(None, (name,))
     except RuntimeError as error:

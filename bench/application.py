@@ -27,7 +27,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Integer, String, Table, create_engine, event, func, inspect, select
+from sqlalchemy import (
+    Engine,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapper, registry
 from sqlalchemy.pool import NullPool
@@ -107,7 +118,7 @@ class TablePlan:
 
     table: Table
     rows: int
-    fan_out_key: Any = None  # the ForeignKey whose parent each row belongs to
+    fan_out_key: ForeignKey | None = None  # the key whose parent each row belongs to
     fan_out: int = 1
 
 
@@ -350,21 +361,22 @@ class Workload:
         self.spec, self.existing = spec, existing
         mappers = load_mappers(spec)
         candidates = [Relationship(m, name) for m in mappers for name in _relationship_names(m)]
-        chosen = _chosen(candidates, selected)
-        self.unhandled = [
-            Unhandled(r.title, reason) for r in chosen if (reason := r.unhandled()) is not None
-        ]
-        handled = [r for r in chosen if r.unhandled() is None]
+        loadable = {r: r.unhandled() for r in _chosen(candidates, selected)}
+        handled = [r for r, reason in loadable.items() if reason is None]
         self.generator = Generator(mappers, {t for r in handled for t in r.tables})
-        if not existing:
-            self.unhandled += [
-                Unhandled(r.title, f"table {t.name}: {self.generator.problems[t]}")
-                for r in handled
-                for t in r.tables
-                if t in self.generator.problems
-            ]
-        left_out = {item.name for item in self.unhandled}
-        self.relationships = [r for r in handled if r.title not in left_out]
+        # Why each relationship is left out: its own reason, or (for generated data) the
+        # first of its tables the generator cannot fill.
+        for r in handled if not existing else ():
+            loadable[r] = next(
+                (
+                    f"table {t.name}: {self.generator.problems[t]}"
+                    for t in r.tables
+                    if t in self.generator.problems
+                ),
+                None,
+            )
+        self.unhandled = [Unhandled(r.title, why) for r, why in loadable.items() if why]
+        self.relationships = [r for r, why in loadable.items() if why is None]
         if not self.relationships:
             reasons = "; ".join(f"{item.name}: {item.reason}" for item in self.unhandled)
             raise ConfigError(

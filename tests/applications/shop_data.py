@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime
 from decimal import Decimal
 
-from shop_models import Address, Base, Customer, Label, Line, Order
+from shop_models import Address, Base, Customer, Label, Line, Order, Review
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -22,6 +22,7 @@ def seed(engine: Engine, customers: int = 30) -> None:
             customer = Customer(email=f"c{c}@shop.test", name=f"customer {c}", since=since)
             if c % 3:
                 customer.address = Address(city=f"city {c}")
+            customer.reviews = [Review(search=None) for _ in range(c % 2)]
             for o in range(c % 4):
                 order = Order(
                     total=Decimal(f"{c * 10 + o}.50"),

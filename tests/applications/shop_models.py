@@ -1,8 +1,9 @@
 """A small shop's models: an application that is not sqla-bench, for ``run --models``.
 
 Its relationships cover each kind (one-to-many, many-to-one, one-to-one, many-to-many),
-and three that sqla-bench leaves out, each for a reason it must give: a custom join
-condition, a self-referential one, and one onto a class with a composite primary key.
+and some that sqla-bench leaves out, each for a reason it must give: a custom join
+condition, a self-referential one, one onto a class with a composite primary key, and
+(for generated data only) one onto a table with a column polyfactory has no value for.
 The tests copy this file into a folder of its own and run sqla-bench from there."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import datetime
 from decimal import Decimal
 
 from sqlalchemy import Column, ForeignKey, Numeric, String, Table, and_
+from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -35,6 +37,7 @@ class Customer(Base):
     since: Mapped[datetime.date]
     orders: Mapped[list[Order]] = relationship(back_populates="customer")
     address: Mapped[Address | None] = relationship(back_populates="customer")
+    reviews: Mapped[list[Review]] = relationship()
     big_orders: Mapped[list[Order]] = relationship(
         primaryjoin=lambda: and_(Order.customer_id == Customer.id, Order.total > 100),
         viewonly=True,
@@ -95,3 +98,11 @@ class Stock(Base):
     warehouse_id: Mapped[int] = mapped_column(ForeignKey("shop_warehouses.id"), primary_key=True)
     sku: Mapped[str] = mapped_column(String(20), primary_key=True)
     quantity: Mapped[int]
+
+
+class Review(Base):
+    __tablename__ = "shop_reviews"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("shop_customers.id"))
+    # PostgreSQL's full-text type: no Python type, so polyfactory makes no value for it.
+    search: Mapped[str | None] = mapped_column(TSVECTOR)

@@ -125,8 +125,15 @@ class TablePlan:
 class Generator:
     """Fills an application's tables from its models; a table it cannot fill has a reason."""
 
-    def __init__(self, mappers: Sequence[Mapper], tables: Iterable[Table]) -> None:
+    def __init__(
+        self,
+        mappers: Sequence[Mapper],
+        tables: Iterable[Table],
+        link_parents: dict[Table, Table] | None = None,
+    ) -> None:
         self.mapped = {mapper.local_table: mapper for mapper in mappers}
+        # A link table's rows fan out under the side a many-to-many is loaded from.
+        self.link_parents = link_parents or {}
         self.tables = sort_tables(sorted(_with_parents(tables), key=lambda t: t.name))
         self.problems: dict[Table, str] = {}
         for table in self.tables:
@@ -179,7 +186,10 @@ class Generator:
         self, table: Table, plans: dict[Table, TablePlan], size: DatasetSize
     ) -> TablePlan:
         forward = [key for key in table.foreign_keys if not self._backward(key)]
-        keys = sorted(forward, key=lambda k: (k.parent.nullable, k.parent.name))
+        parent = self.link_parents.get(table)
+        keys = sorted(
+            forward, key=lambda k: (k.column.table is not parent, k.parent.nullable, k.parent.name)
+        )
         if not keys:
             return TablePlan(table, size.users)
         first = keys[0]
@@ -195,48 +205,55 @@ class Generator:
         """Insert every planned row, parents before children."""
         values: dict[Table, dict[str, list[Any]]] = {}
         for plan in plans:
-            mapper = self.mapped.get(plan.table)
-            factory = _factory(mapper) if mapper is not None else None  # from its seed
-            backward = [key for key in plan.table.foreign_keys if self._backward(key)]
-            rows = [_row(plan, i, mapper, factory, values, backward) for i in range(plan.rows)]
+            make = self._row_maker(plan, values)
+            rows = [make(index) for index in range(plan.rows)]
             values[plan.table] = {c.key: [row.get(c.key) for row in rows] for c in plan.table.c}
             for start in range(0, len(rows), INSERT_CHUNK):
                 connection.execute(plan.table.insert(), rows[start : start + INSERT_CHUNK])
 
+    def _row_maker(self, plan: TablePlan, values: dict) -> Any:
+        """A function of a row's number giving the row: polyfactory's values, then the
+        keys that place it in the dataset (what they depend on is worked out once)."""
+        table = plan.table
+        mapper = self.mapped.get(table)
+        factory = _factory(mapper) if mapper is not None else None  # from its seed
+        unique = [column for column in _unique_columns(table) if not column.foreign_keys]
+        keys = list(table.primary_key.columns)
+        numbered = keys[0] if len(keys) == 1 and _numbered(keys[0]) else None
+        links = {  # each foreign key: the values it refers to, or None (left NULL)
+            key: None if self._backward(key) else values[key.column.table][key.column.key]
+            for key in table.foreign_keys
+        }
 
-def _row(
-    plan: TablePlan,
-    index: int,
-    mapper: Mapper | None,
-    factory: Any,
-    values: dict,
-    backward: Sequence[Any],
-) -> dict[str, Any]:
-    """One row: polyfactory's values, then the keys that place it in the dataset."""
-    table = plan.table
-    row = _generated(mapper, factory) if mapper is not None else {}
-    for column in _unique_columns(table):
-        if not column.foreign_keys:
-            row[column.key] = _unique(column, index)
-    keys = list(table.primary_key.columns)
-    if len(keys) == 1 and isinstance(keys[0].type, Integer) and not keys[0].foreign_keys:
-        row[keys[0].key] = index + 1
-    for key in table.foreign_keys:
-        if key in backward:
-            row[key.parent.key] = None
-            continue
-        referred = values[key.column.table][key.column.key]
-        row[key.parent.key] = referred[_parent_index(plan, key, index, len(referred), mapper)]
-    return row
+        def row(index: int) -> dict[str, Any]:
+            made = _generated(mapper, factory) if mapper is not None else {}
+            for column in unique:
+                made[column.key] = _unique(column, index)
+            if numbered is not None:
+                made[numbered.key] = index + 1
+            for key, referred in links.items():
+                if referred is None:
+                    made[key.parent.key] = None
+                else:
+                    where = _parent_index(plan, key, index, len(referred), mapper is None)
+                    made[key.parent.key] = referred[where]
+            return made
+
+        return row
 
 
-def _parent_index(plan: TablePlan, key: Any, index: int, parents: int, mapper: Any) -> int:
+def _numbered(column: Any) -> bool:
+    """A single integer key of a table's own: numbered 1..N, as the database would."""
+    return isinstance(column.type, Integer) and not column.foreign_keys
+
+
+def _parent_index(plan: TablePlan, key: Any, index: int, parents: int, link: bool) -> int:
     """Which row of the referred table a row's foreign key points at: its fan-out
     parent's; a link table's second key the next ``fan_out`` rows from there, distinct
     per parent; any other key in turn."""
     if key is plan.fan_out_key:
         return index // plan.fan_out
-    if mapper is None:
+    if link:
         return (index // plan.fan_out + index % plan.fan_out) % parents
     return index % parents
 
@@ -363,7 +380,10 @@ class Workload:
         candidates = [Relationship(m, name) for m in mappers for name in _relationship_names(m)]
         loadable = {r: r.unhandled() for r in _chosen(candidates, selected)}
         handled = [r for r, reason in loadable.items() if reason is None]
-        self.generator = Generator(mappers, {t for r in handled for t in r.tables})
+        links = {
+            r.prop.secondary: r.parent.local_table for r in handled if r.prop.secondary is not None
+        }
+        self.generator = Generator(mappers, {t for r in handled for t in r.tables}, links)
         # Why each relationship is left out: its own reason, or (for generated data) the
         # first of its tables the generator cannot fill.
         for r in handled if not existing else ():

@@ -92,12 +92,16 @@ def test_every_relationship_is_verified_on_generated_data_and_the_rest_listed(sh
 
 
 def test_the_dataset_options_set_each_relationships_fan_out(shop) -> None:
-    relationships = ("--relationship", "Customer.orders", "--relationship", "Order.customer")
-    options = ("--users", "3", "--posts", "5", "--param", "limit=7")
+    names = ("Customer.orders", "Order.customer", "Order.labels")
+    relationships = [part for name in names for part in ("--relationship", name)]
+    options = ("--users", "3", "--posts", "5", "--tags", "3", "--param", "limit=7")
     result, data = measure(shop, *relationships, *options)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     by = {(c["case"], c["params"]["strategy"], c["mode"]): c for c in data["cells"]}
-    assert {case for case, *_ in by} == {"models.Customer.orders", "models.Order.customer"}
+    assert {case for case, *_ in by} == {f"models.{name}" for name in names}
+    # Every order has its 3 labels: the link table fans out under the side loaded from.
+    labels = by["models.Order.labels", "joined", "sync"]
+    assert labels["rows"] == 7 and labels["rows_fetched"] == 7 * 3
     joined = by["models.Customer.orders", "joined", "sync"]
     assert joined["rows"] == 3 and joined["rows_fetched"] == 3 * 5  # all 3 customers' orders
     # 7 of the 15 orders, spread evenly, belong to the 3 customers: a lazy load per

@@ -248,6 +248,8 @@ def cell_name(cell: CellRecord) -> str:
         parts += [f"{name}={value}" for name, value in cell.dataset.items()]
     if cell.latency_ms is not None:
         parts.append(f"rtt={cell.latency_ms:g}ms")
+    if cell.pgbouncer is not None:
+        parts.append(f"pgbouncer={cell.pgbouncer}")
     if cell.concurrency is not None:
         parts.append(f"workers={cell.concurrency}")
     for name, value in (cell.pool or {}).items():

@@ -7,6 +7,7 @@ SQLAlchemy factory builds the engine and the session.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -24,6 +25,7 @@ from sqlalchemy.pool import NullPool
 from sqla_bench.probes import RoundTripCounter, StatementCounter
 from sqla_bench.scenarios.dataset import DatasetSize, rebuild
 from sqla_bench.scenarios.expect import Setting
+from sqla_bench.scenarios.pooler import pooled_connect_args
 from sqla_bench.targets import Driver
 
 
@@ -32,9 +34,9 @@ def sqlalchemy_version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def setting_for(driver: Driver) -> Setting:
+def setting_for(driver: Driver, pgbouncer: str | None = None) -> Setting:
     spec = driver.spec
-    return Setting(spec.target, spec.name, spec.mode, sqlalchemy_version())
+    return Setting(spec.target, spec.name, spec.mode, sqlalchemy_version(), pgbouncer)
 
 
 class DriverEnv:
@@ -46,18 +48,27 @@ class DriverEnv:
         size: DatasetSize,
         round_trips: RoundTripCounter | None = None,
         pool: dict[str, Any] | None = None,
+        pgbouncer: str | None = None,
+        server: Driver | None = None,
+        fresh_servers: Callable[[], None] | None = None,
     ) -> None:
         self.driver = driver.spec.name
         self.mode = driver.spec.mode
         # Whether its calls return awaitables; the measuring kernel awaits them.
         self.awaits = self.mode == "async"
         self.size = size
-        self.setting = setting_for(driver)
+        self.setting = setting_for(driver, pgbouncer)
         self.counter = StatementCounter()
         self.round_trips = round_trips  # when the driver's URL leads through the proxy
         self._driver = driver
+        self._server = server or driver  # the same driver straight to the server
+        self._fresh_servers = fresh_servers  # PgBouncer's RECONNECT, on a route through it
         self.pool = pool or {}  # pool_size, max_overflow, pool_timeout for the default engine
-        self.default_engine = self.new_engine(**self.pool)
+        # Through PgBouncer's transaction pooling, the engine the scenarios use turns the
+        # driver's prepared statements off, as SQLAlchemy documents for it; the patterns
+        # that show why build engines of their own (new_engine) without that.
+        self._pooled_args = pooled_connect_args(self.driver, pgbouncer)
+        self.default_engine = self.new_engine(connect_args=self.connect_args, **self.pool)
         self._observer: Engine | None = None
 
     @property
@@ -71,6 +82,11 @@ class DriverEnv:
 
     @property
     def connect_args(self) -> dict[str, Any]:
+        """The default engine's: the driver's, and what the route needs of it."""
+        return {**self._driver.connect_args(), **self._pooled_args}
+
+    def driver_connect_args(self) -> dict[str, Any]:
+        """The driver's own ``connect_args`` (its connect timeout), without the route's."""
         return self._driver.connect_args()
 
     def new_engine(self, **options: Any) -> Engine | AsyncEngine:
@@ -95,6 +111,17 @@ class DriverEnv:
     def sync_driver_url(self) -> URL:
         """This target's URL with the sync driver of the same family (psycopg2 for asyncpg)."""
         return self._driver.sync_url()
+
+    def fresh_server_connections(self) -> None:
+        """Through PgBouncer: the next transactions start on new server connections,
+        clear of what earlier cells left there. Without PgBouncer: nothing to do."""
+        if self._fresh_servers is not None:
+            self._fresh_servers()
+
+    def server_url(self) -> URL:
+        """The server's own URL on the family's sync driver, around any latency proxy or
+        PgBouncer: for what an administrator does to the server itself."""
+        return self._server.sync_url()
 
     def observer(self) -> AbstractContextManager[Connection]:
         """A connection of the harness's own to the same database, on the sync driver and

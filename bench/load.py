@@ -150,6 +150,7 @@ def run_load(
     loop: asyncio.AbstractEventLoop,
     proxy_cpu: Callable[[], float] | None,
     direct_url: URL,
+    clients_left: Callable[[], int] | None = None,
 ) -> Load:
     """``concurrency`` workers on ``env`` for ``seconds`` (the first share is warm-up)."""
     load = Load(concurrency)
@@ -163,7 +164,7 @@ def run_load(
     loop.run_until_complete(env.dispose())
     lock = threading.Lock()
     operation = _operation(env, call)
-    with watch(load, env.setting.target, proxy_cpu, direct_url):
+    with watch(load, env.setting.target, proxy_cpu, direct_url, clients_left=clients_left):
         window = Window.starting_now(seconds, WARMUP_SHARE)  # after the watcher has settled
         workers = [
             repeat_in_window(operation, window, _tally(load, n, window, lock))
@@ -188,16 +189,18 @@ def watch(
     proxy_cpu: Callable[[], float] | None,
     direct_url: URL,
     app_cpu: Callable[[], float] | None = None,
+    clients_left: Callable[[], int] | None = None,
 ) -> Iterator[None]:
     """Poll server connections and read CPU times around the load (of the app's process
-    too, when the load is served by one)."""
+    too, when the load is served by one). Through PgBouncer, what is left after the
+    load is counted at PgBouncer (``clients_left``): it keeps server connections open."""
     poller = _ConnectionPoller(direct_url, CONNECTIONS_SQL.get(target))
     before = _cpu(target, proxy_cpu, app_cpu)
     poller.start()
     try:
         yield
     finally:
-        load.connections_left = poller.left()
+        load.connections_left = clients_left() if clients_left else poller.left()
         load.peak_connections = poller.stop()
         after = _cpu(target, proxy_cpu, app_cpu)
         load.cpu_seconds = {

@@ -90,6 +90,41 @@ def grid_values(text: str) -> tuple[str, tuple[Any, ...]]:
         raise argparse.ArgumentTypeError(f"{name}: {error}") from None
 
 
+PGBOUNCER_ROUTES = ("direct", "session", "transaction")
+
+
+def pgbouncer_routes(text: str) -> tuple[str, ...]:
+    """``transaction,session``: PgBouncer's pool modes to measure through, in order."""
+    routes = tuple(dict.fromkeys(part.strip() for part in text.split(",")))
+    unknown = [route for route in routes if route not in PGBOUNCER_ROUTES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected {', '.join(PGBOUNCER_ROUTES)} separated by commas, got {text!r}"
+        )
+    return routes
+
+
+def add_pgbouncer(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pgbouncer",
+        type=pgbouncer_routes,
+        metavar="MODE[,MODE...]",
+        help="measure through PgBouncer (Debian's pgbouncer, started on 127.0.0.1 in front "
+        "of each PostgreSQL target and stopped afterwards) in each pool mode given: "
+        "transaction, session, or direct for the same cells without it. Through transaction "
+        "pooling the scenarios' engines turn the driver's prepared statements off, as "
+        "SQLAlchemy documents; the pgbouncer.* patterns show what happens when they do not",
+    )
+    parser.add_argument(
+        "--pgbouncer-pool-size",
+        type=number(int, 1, MAX_WORKERS),
+        default=20,
+        metavar="N",
+        help="PgBouncer's default_pool_size: server connections per database and user "
+        "(default: 20)",
+    )
+
+
 def add_target(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument(
         "--target",

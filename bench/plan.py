@@ -19,6 +19,8 @@ from sqlalchemy.engine import URL
 from sqla_bench.engines import setting_for
 from sqla_bench.errors import ConfigError, first_line, shown
 from sqla_bench.measure import Cell, Policy
+from sqla_bench.pgbouncer import DEFAULT_POOL_SIZE, DIRECT
+from sqla_bench.pgbouncer import binary as pgbouncer_binary
 from sqla_bench.scenarios.dataset import DatasetSize
 from sqla_bench.scenarios.registry import MODES, RECEIVES, STRATEGY, Case, discover, problems
 from sqla_bench.targets import Driver, Target
@@ -57,6 +59,10 @@ class RunPlan:
     max_overflow: int | None = None
     pool_timeout: float | None = None
     load_seconds: float = 2.0
+    # PgBouncer's pool modes to measure through ("direct": without it), and its server
+    # connections per database and user; None: no PgBouncer.
+    pgbouncer: tuple[str, ...] | None = None
+    pgbouncer_pool: int = DEFAULT_POOL_SIZE
     # A cell that fails because the server stopped answering: "stop" measuring that
     # target there, or "continue" with the next cell (which finds the server back or not).
     on_error: str = "stop"
@@ -69,6 +75,7 @@ class RunPlan:
                 "--latency needs a network and sqlite has none: choose --target postgresql "
                 "or --target mysql"
             )
+        self._check_pgbouncer()
         if self.workload is not None and self.modules:
             raise ConfigError("--models and --scenarios are two workloads: give one")
         for module in self.modules:
@@ -105,6 +112,24 @@ class RunPlan:
             cases = [case for case in cases if any(_selects(s, case) for s in self.scenarios)]
         return [_with_grid(case, dict(self.grid)) for case in cases]
 
+    def pgbouncer_modes(self) -> list[str | None]:
+        """PgBouncer's pool mode for each route the run takes; None is direct."""
+        if self.pgbouncer is None:
+            return [None]
+        return [None if mode == DIRECT else mode for mode in self.pgbouncer]
+
+    def _check_pgbouncer(self) -> None:
+        if self.pgbouncer is None:
+            return
+        others = sorted({t.name for t in self.targets if t.name != "postgresql"})
+        if others:
+            raise ConfigError(
+                f"--pgbouncer pools PostgreSQL connections; {', '.join(others)} cannot go "
+                "through it: choose --target postgresql"
+            )
+        if any(mode != DIRECT for mode in self.pgbouncer):
+            pgbouncer_binary()  # ConfigError, naming the package, when it is missing
+
     def selected_drivers(self) -> list[Driver]:
         return [
             driver
@@ -122,12 +147,12 @@ class RunPlan:
             return [common or None]
         return [{"pool_size": size, **common} for size in self.pool_sizes]
 
-    def cells(self, driver: Driver, size: DatasetSize) -> list[Cell]:
+    def cells(self, driver: Driver, size: DatasetSize, pgbouncer: str | None = None) -> list[Cell]:
         cases = self.cases()
         # Loads either open sessions or send requests; one call at a time needs no server.
         loaded = ("session", "http") if self.concurrency is not None else RECEIVES_ALONE
         cases = [case for case in cases if case.receives in loaded]
-        cells = applicable_cells(cases, setting_for(driver), size)
+        cells = applicable_cells(cases, setting_for(driver, pgbouncer), size)
         if self.strategies is None:
             return cells
         # --strategy narrows the cells that have a strategy; it leaves the others alone.
@@ -140,9 +165,10 @@ class RunPlan:
     def total_cells(self) -> int:
         """Every cell the run will record: each load level and latency is a cell."""
         per_latency = sum(
-            len(self.cells(driver, size))
+            len(self.cells(driver, size, pgbouncer))
             for driver in self.selected_drivers()
             for size in self.datasets
+            for pgbouncer in self.pgbouncer_modes()
         )
         levels = len(self.concurrency or (None,))
         return per_latency * len(self.latencies or (None,)) * len(self.pools()) * levels
@@ -172,6 +198,8 @@ class RunPlan:
             "pools": self.pools(),
             "load_seconds": self.load_seconds,
             "on_error": self.on_error,
+            "pgbouncer": list(self.pgbouncer) if self.pgbouncer else None,
+            "pgbouncer_pool_size": self.pgbouncer_pool if self.pgbouncer else None,
         }
 
     def _check_grid(self, cases: list[Case]) -> None:

@@ -153,6 +153,8 @@ def variant_of(cell: CellRecord, table: list[CellRecord]) -> str:
         str(cell.params[name]) if name == STRATEGY else f"{name}={cell.params[name]}"
         for name in varying
     ]
+    if len({c.pgbouncer for c in table}) > 1:
+        parts.append(f"via PgBouncer {cell.pgbouncer}" if cell.pgbouncer else "direct")
     return " ".join(parts) or cell.case
 
 
@@ -243,8 +245,10 @@ def short(cell: CellRecord) -> str:
 
 
 def identity(cell: CellRecord) -> str:
-    """A cell's case and parameters in one line: ``load.users_with_posts joined``."""
-    return f"{cell.case} {params_text(cell.params, bare=(STRATEGY,))}".strip()
+    """A cell's case and parameters in one line: ``load.users_with_posts joined``, and
+    the PgBouncer pool mode it went through, if any (``... via PgBouncer transaction``)."""
+    name = f"{cell.case} {params_text(cell.params, bare=(STRATEGY,))}".strip()
+    return name if cell.pgbouncer is None else f"{name} via PgBouncer {cell.pgbouncer}"
 
 
 def outcome_matrix(
@@ -402,13 +406,16 @@ def load_tables(cells: Iterable[CellRecord]) -> list[TableData]:
     """One table per scenario table, rtt and dataset for cells measured under load."""
     grouped: dict[tuple, list[CellRecord]] = {}
     for cell in cells:
-        grouped.setdefault((cell.table, cell.latency_ms, _dataset_key(cell)), []).append(cell)
+        key = (cell.table, cell.latency_ms, _dataset_key(cell), cell.pgbouncer)
+        grouped.setdefault(key, []).append(cell)
     return [_load_table(group) for group in grouped.values()]
 
 
 def _load_table(cells: list[CellRecord]) -> TableData:
     first = cells[0]
     rtt = "" if first.latency_ms is None else f", +{first.latency_ms:g} ms per round trip"
+    if first.pgbouncer is not None:
+        rtt = f", through PgBouncer ({first.pgbouncer} pooling){rtt}"
     columns = [
         (name, "left" if name in ("variant", "mode", "driver") else "right")
         for name in LOAD_COLUMNS

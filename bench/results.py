@@ -64,6 +64,7 @@ class CellRecord:
     warmup: int
     samples_ns: list[int] = field(default_factory=list)
     latency_ms: float | None = None  # round-trip time the proxy added; None without proxy
+    pgbouncer: str | None = None  # PgBouncer's pool mode on the way, if any (run --pgbouncer)
     round_trips: int | None = None  # per operation, counted by the proxy
     round_trips_seen: list[int] = field(default_factory=list)
     concurrency: int | None = None  # workers sharing the engine; None: one call at a time
@@ -82,7 +83,8 @@ class CellRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CellRecord:
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        # A field the schema leaves optional (pgbouncer) may be absent: its default then.
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
     @property
     def key(self) -> tuple:
@@ -92,7 +94,7 @@ class CellRecord:
         pool = tuple(sorted((self.pool or {}).items()))
         return (
             *(self.case, params, dataset, self.target, self.driver, self.mode),
-            *(self.latency_ms, self.concurrency, pool),
+            *(self.latency_ms, self.concurrency, pool, self.pgbouncer),
         )
 
 
@@ -118,6 +120,10 @@ class ResultFile:
     def add(self, cell: CellRecord) -> None:
         self.cells.append(cell)
         self._encoded.append(json.dumps(cell.to_json(), separators=(",", ":")))
+        self._write()
+
+    def flush(self) -> None:
+        """Write the file again, after a change to its header."""
         self._write()
 
     def finish(self, status: str, reason: str | None = None) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,8 @@ from sqla_bench.measure import (
     never,
     subject_for,
 )
+from sqla_bench.pgbouncer import PgBouncer
+from sqla_bench.pgbouncer import version as pgbouncer_version
 from sqla_bench.plan import RunPlan
 from sqla_bench.probes import RoundTripCounter
 from sqla_bench.results import CellRecord, ResultFile
@@ -110,20 +112,15 @@ class Runner:
         return prepare_database(target.drivers[0], size)
 
     def _measure_target(self, target: Target, loop: asyncio.AbstractEventLoop) -> str | None:
-        drivers = [d for d in self.plan.selected_drivers() if d.spec.target == target.name]
         self.lost: list[str] = []  # cells the server failed, when the run continues past them
         try:
-            with route_to(target, self.plan.latencies is not None) as route:
-                for size in self.plan.datasets:
-                    version = self._prepare(target, size)
-                    self.results.header["targets"][target.name]["server_version"] = version
-                    for latency in self.plan.latencies or (None,):
-                        route.set_latency(latency)
-                        for pool in self.plan.pools():
-                            for driver in drivers:
-                                lost = self._run_driver(target, route, driver, size, pool, loop)
-                                if lost is not None:  # --on-error stop
-                                    return failure(target, lost)
+            for pgbouncer in self.plan.pgbouncer_modes():
+                proxied = self.plan.latencies is not None
+                with route_to(target, proxied, pgbouncer, self.plan.pgbouncer_pool) as route:
+                    self._note_route(target, route)
+                    lost = self._measure_route(target, route, loop)
+                if lost is not None:  # --on-error stop
+                    return failure(target, lost)
         except (SQLAlchemyError, OSError, ChildFailed, ConfigError) as error:
             return failure(target, error)
         if self.lost:
@@ -132,6 +129,32 @@ class Runner:
                 f"the server did not answer, the first with: {self.lost[0]}"
             )
         return None
+
+    def _measure_route(
+        self, target: Target, route: Route, loop: asyncio.AbstractEventLoop
+    ) -> str | None:
+        """Every dataset, latency, pool and driver on one route; why the target stopped
+        answering, when a cell found it gone and the plan says to stop there."""
+        drivers = [d for d in self.plan.selected_drivers() if d.spec.target == target.name]
+        for size in self.plan.datasets:
+            version = self._prepare(target, size)
+            self.results.header["targets"][target.name]["server_version"] = version
+            for latency in self.plan.latencies or (None,):
+                route.set_latency(latency)
+                for pool in self.plan.pools():
+                    for driver in drivers:
+                        lost = self._run_driver(target, route, driver, size, pool, loop)
+                        if lost is not None:
+                            return lost
+        return None
+
+    def _note_route(self, target: Target, route: Route) -> None:
+        """What the result file keeps of PgBouncer: its version and each mode's settings."""
+        if route.bouncer is not None:
+            entry = self.results.header["targets"][target.name]
+            kept = entry.setdefault("pgbouncer", {"version": pgbouncer_version(), "modes": {}})
+            kept["modes"][route.bouncer.mode] = route.bouncer.settings()
+            self.results.flush()
 
     def _run_driver(
         self,
@@ -144,13 +167,18 @@ class Runner:
     ) -> str | None:
         """Measure the driver's cells; why the target stopped answering, when a cell
         found it gone and the plan says to stop there."""
-        cells = self.plan.cells(driver, size)
+        cells = self.plan.cells(driver, size, route.pgbouncer)
         workload = self.plan.workload
         data = size.describe() if workload is None else workload.describe(size)
         described = data + route.describe() + _describe_pool(pool)
         loads = len(self.plan.concurrency or (None,))  # each load is a cell of its own
         self.progress.on_driver(f"{driver.id} ({described})", len(cells) * loads)
-        env = DriverEnv(route.driver(driver), size, route.round_trip_counter(), pool)
+        counter = route.round_trip_counter()
+        routed = route.driver(driver)
+        fresh = None if route.bouncer is None else route.bouncer.fresh_servers
+        env = DriverEnv(
+            routed, size, counter, pool, route.pgbouncer, server=driver, fresh_servers=fresh
+        )
         if workload is not None:
             workload.guard(env.default_engine)
         if self.plan.concurrency is not None:
@@ -265,6 +293,7 @@ class Runner:
             warmup=policy.warmup,
             samples_ns=measurement.samples_ns,
             latency_ms=route.latency_ms,
+            pgbouncer=route.pgbouncer,
             # A cell that raised has no samples: its round trips and bytes are the failing
             # call's, up to the raise.
             round_trips=failed.round_trips if raised else _usual(measurement.round_trips),
@@ -301,8 +330,12 @@ def in_process_loads(case: Case, params: dict[str, Any], where: LoadPlace) -> Lo
     alone = loop.run_until_complete(measure(subject_for(case, params, env), ONE_WARM_CALL))
 
     def load(workers: int) -> Load:
+        where.route.before_load()
         proxy_cpu = where.route.proxy_cpu()
-        return run_load(env, case, params, workers, where.seconds, loop, proxy_cpu, where.direct)
+        return run_load(
+            env, case, params, workers, where.seconds, loop, proxy_cpu, where.direct,
+            where.route.clients_left(),
+        )  # fmt: skip
 
     yield alone, load
 
@@ -326,10 +359,11 @@ def served_loads(case: Case, params: dict[str, Any], where: LoadPlace) -> Loads:
         alone = loop.run_until_complete(measure_once(server, request, route.round_trip_counter()))
 
     def load(workers: int) -> Load:
+        route.before_load()
         with serve() as server:
             return run_web_load(
                 server, request, workers, where.seconds, loop,
-                env.setting.target, route.proxy_cpu(), where.direct,
+                env.setting.target, route.proxy_cpu(), where.direct, route.clients_left(),
             )  # fmt: skip
 
     yield alone, load
@@ -340,11 +374,19 @@ def _usual(counts: Counter[int]) -> int | None:
 
 
 class Route:
-    """How drivers reach a target: directly, or through a latency proxy."""
+    """How drivers reach a target: directly, through PgBouncer, through a latency proxy,
+    or through both (the proxy in front of PgBouncer: the delay is the application's
+    network, PgBouncer sits beside the server)."""
 
-    def __init__(self, proxy: LatencyProxy | None = None) -> None:
+    def __init__(self, proxy: LatencyProxy | None = None, bouncer: PgBouncer | None = None) -> None:
         self.proxy = proxy
+        self.bouncer = bouncer
         self.latency_ms: float | None = None
+
+    @property
+    def pgbouncer(self) -> str | None:
+        """PgBouncer's pool mode on this route; None when there is no PgBouncer."""
+        return None if self.bouncer is None else self.bouncer.mode
 
     def set_latency(self, round_trip_ms: float | None) -> None:
         self.latency_ms = round_trip_ms
@@ -352,9 +394,10 @@ class Route:
             self.proxy.set_delay(round_trip_ms / 2000)  # one way, in seconds
 
     def driver(self, driver: Driver) -> Driver:
-        if self.proxy is None:
+        entry = self.proxy or self.bouncer
+        if entry is None:
             return driver
-        return replace(driver, url=driver.url.set(host="127.0.0.1", port=self.proxy.port))
+        return replace(driver, url=driver.url.set(host="127.0.0.1", port=entry.port))
 
     def round_trip_counter(self) -> RoundTripCounter | None:
         return None if self.proxy is None else RoundTripCounter(self.proxy.totals)
@@ -365,19 +408,46 @@ class Route:
         proxy = self.proxy
         return lambda: proxy.report()["cpu_seconds"]
 
+    def before_load(self) -> None:
+        """Through PgBouncer, a load starts with its server pool empty, as a load
+        straight to the server starts with an empty engine pool."""
+        if self.bouncer is not None:
+            self.bouncer.close_servers()
+
+    def clients_left(self) -> Callable[[], int] | None:
+        """Through PgBouncer, how a load's leftover connections are counted (at
+        PgBouncer, which keeps its server connections); None: at the server."""
+        return None if self.bouncer is None else self.bouncer.clients_left
+
     def describe(self) -> str:
-        return "" if self.latency_ms is None else f", +{self.latency_ms:g} ms per round trip"
+        words = ""
+        if self.bouncer is not None:
+            words += (
+                f", through PgBouncer ({self.bouncer.mode} pooling, "
+                f"{self.bouncer.pool_size} server connections)"
+            )
+        if self.latency_ms is not None:
+            words += f", +{self.latency_ms:g} ms per round trip"
+        return words
 
 
 @contextmanager
-def route_to(target: Target, through_proxy: bool) -> Iterator[Route]:
-    """A route to ``target``; through a proxy process (stopped afterwards) if asked."""
-    if not through_proxy:
-        yield Route()
-        return
-    url = target.url
-    with LatencyProxy(url.host or "127.0.0.1", url.port or PORTS[target.name]) as proxy:
-        yield Route(proxy)
+def route_to(
+    target: Target, through_proxy: bool, pgbouncer: str | None = None, pgbouncer_pool: int = 0
+) -> Iterator[Route]:
+    """A route to ``target``: through PgBouncer in ``pgbouncer`` mode and a proxy process,
+    when asked; each started here and stopped on leaving, whatever ends the block."""
+    with ExitStack() as stack:
+        bouncer, proxy = None, None
+        if pgbouncer is not None:
+            bouncer = stack.enter_context(PgBouncer(target.url, pgbouncer, pgbouncer_pool))
+        if through_proxy:  # never for SQLite (the plan refuses it): a server has a port
+            url = target.url
+            host, port = url.host or "127.0.0.1", url.port or PORTS[target.name]
+            if bouncer is not None:
+                host, port = "127.0.0.1", bouncer.port
+            proxy = stack.enter_context(LatencyProxy(host, port))
+        yield Route(proxy, bouncer)
 
 
 def _finish(workload: Workload, target: Target) -> str | None:

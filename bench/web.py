@@ -240,6 +240,7 @@ def run_web_load(
     target: str,
     proxy_cpu: Callable[[], float] | None,
     direct_url: URL,
+    clients_left: Callable[[], int] | None = None,
 ) -> Load:
     """``concurrency`` clients sending ``request`` for ``seconds`` (the first share warm-up);
     then the app is shut down, and what it left on the server is counted."""
@@ -253,7 +254,7 @@ def run_web_load(
             cpu_seconds = server.stats()["cpu_seconds"]
         return cpu_seconds
 
-    with watch(load, target, proxy_cpu, direct_url, app_cpu=app_cpu):
+    with watch(load, target, proxy_cpu, direct_url, app_cpu=app_cpu, clients_left=clients_left):
         window = Window.starting_now(seconds, WARMUP_SHARE)
         loop.run_until_complete(_clients(server.port, request, concurrency, window, load, tally))
         stats = {**server.stats(), "cpu_seconds": app_cpu()}

@@ -25,6 +25,8 @@ class Setting:
     driver: str  # pysqlite, aiosqlite, psycopg2, asyncpg, psycopg, pymysql, aiomysql
     mode: str  # sync or async
     sqlalchemy: tuple[int, int]  # major, minor
+    # PgBouncer's pool mode between the client and the server (run --pgbouncer), if any.
+    pgbouncer: str | None = None
 
 
 class _Undeclared:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InternalError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from sqla_bench.scenarios.dataset import DatasetSize
@@ -40,20 +40,31 @@ _KILLED_ERROR: dict[str, type[DBAPIError]] = {
 }
 
 
+# Through PgBouncer in session pooling, the client's connection to PgBouncer outlives
+# the server connection it was tied to; psycopg 3 then reads PgBouncer's error and the
+# BEGIN's answer as two results (observed with PgBouncer 1.18, psycopg 3.2).
+_KILLED_BEHIND_SESSION_POOLING: dict[str, type[DBAPIError]] = {"psycopg": InternalError}
+
+
 def killed_outcome(setting: Setting, size: DatasetSize, pre_ping: bool) -> Outcome:
     """Works (the backend-id query and the SELECT) with pre-ping; else the SELECT
-    starts on the dead connection and fails as the driver reports it."""
+    starts on the dead connection and fails as the driver reports it. Through
+    PgBouncer's transaction pooling it works either way: PgBouncer drops the dead
+    server connection and lends the next transaction another."""
     if setting.target == "sqlite":
         return NotApplicable("no server to kill a connection")
-    if pre_ping:
+    if pre_ping or setting.pgbouncer == "transaction":
         return Works(2)
-    return Raises(_KILLED_ERROR[setting.driver], 1, attempted=2)
+    error = _KILLED_ERROR[setting.driver]
+    if setting.pgbouncer == "session":
+        error = _KILLED_BEHIND_SESSION_POOLING.get(setting.driver, error)
+    return Raises(error, 1, attempted=2)
 
 
 def kill_backend(env: PatternEnv, backend_id: int) -> None:
     """Have the server end connection ``backend_id`` (from a connection of our own) and
     wait until it has gone, so the pool's copy is dead, not dying."""
-    url = env.sync_driver_url()
+    url = env.server_url()  # not through PgBouncer, which may lend it the doomed backend
     name = url.get_backend_name()
     engine = create_engine(url, poolclass=NullPool)
     try:

@@ -99,6 +99,15 @@ PARAMETERS = {
     "limit": Parameter("parents per load", whole=(0, MAXIMUM["users"])),
     STRATEGY: Parameter("the loading strategy", names=tuple(STRATEGIES)),
     "pre_ping": Parameter("the engine's pool_pre_ping", flag=True),
+    "prepared": Parameter(
+        "the driver's prepared statements: as it comes, off (SQLAlchemy's advice for "
+        "PgBouncer), uniquely named (asyncpg), or under a NullPool",
+        names=("default", "off", "unique_names", "null_pool"),
+    ),
+    "scope": Parameter(
+        "how long a SET holds: the session, or the transaction (SET LOCAL)",
+        names=("session", "local"),
+    ),
 }
 
 
@@ -118,6 +127,10 @@ class PatternEnv(Protocol):
     def session(self, **options: Any) -> Any: ...
     def new_engine(self, **options: Any) -> Any: ...
     def sync_driver_url(self) -> Any: ...
+    def driver_connect_args(self) -> dict[str, Any]: ...
+    def server_url(self) -> Any: ...
+    def fresh_server_connections(self) -> None: ...
+    def observer(self) -> Any: ...
 
 
 @dataclass

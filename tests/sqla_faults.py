@@ -15,6 +15,12 @@ The faults are the project's own, written against SQLAlchemy 2.0 and 2.1 interna
 - ``rows_reversed``: every result fetched whole comes back in reverse order;
 - ``awaitable_attrs_reversed``: ``await obj.awaitable_attrs.rel`` returns the
   collection reversed.
+
+Two more are planted in the PgBouncer patterns' own settings (``scenarios/pooler.py``),
+to show that their verdicts hold the outcome and the value, not a count:
+
+- ``prepared_statements_kept``: "off" leaves the drivers' prepared statements on;
+- ``set_local_as_set``: the session_state pattern's ``SET LOCAL`` is sent as ``SET``.
 """
 
 from __future__ import annotations
@@ -90,6 +96,19 @@ def awaitable_attrs_reversed() -> None:
     AsyncAttrs._AsyncAttrGetitem.__getattr__ = __getattr__
 
 
+def prepared_statements_kept() -> None:
+    from sqla_bench.scenarios import pooler
+
+    pooler.PREPARED_STATEMENTS_OFF.clear()
+
+
+def set_local_as_set() -> None:
+    from sqla_bench.scenarios import pooler
+
+    setting = pooler._set_marker
+    pooler._set_marker = lambda scope: setting("session")
+
+
 def _subclasses(cls: type) -> list[type]:
     found = []
     for sub in cls.__subclasses__():
@@ -99,7 +118,10 @@ def _subclasses(cls: type) -> list[type]:
 
 FAULTS: dict[str, Callable[[], None]] = {
     fault.__name__: fault
-    for fault in (selectin_as_subquery, commit_rolls_back, rows_reversed, awaitable_attrs_reversed)
+    for fault in (
+        *(selectin_as_subquery, commit_rolls_back, rows_reversed, awaitable_attrs_reversed),
+        *(prepared_statements_kept, set_local_as_set),
+    )
 }
 
 

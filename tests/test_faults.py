@@ -218,11 +218,13 @@ def test_a_leaking_load_is_caught(request, name) -> None:
 # --- signals -----------------------------------------------------------------------------------
 
 
-def _start_run(tmp_path: Path, target: str, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
+def _start_run(
+    tmp_path: Path, target: str, env: dict[str, str], *options: str
+) -> tuple[subprocess.Popen, Path]:
     path = tmp_path / "signalled.json"
     command = [
         sys.executable, "-m", "sqla_bench", "run", "--target", target, "--latency", "1",
-        "--scenario", "crud", "--scenario", "load", "--output", str(path),
+        "--scenario", "crud", "--scenario", "load", "--output", str(path), *options,
     ]  # fmt: skip
     clean = {k: v for k, v in os.environ.items() if k not in VARIABLES} | env
     process = subprocess.Popen(

@@ -18,6 +18,7 @@ from sqla_bench.options import (
     MAX_WORKERS,
     add_affinity,
     add_datasets,
+    add_pgbouncer,
     add_policy,
     add_target,
     datasets_from,
@@ -133,6 +134,7 @@ def _add_models_options(run: argparse.ArgumentParser) -> None:
 
 
 def _add_load_options(run: argparse.ArgumentParser) -> None:
+    add_pgbouncer(run)
     run.add_argument(
         "--latency",
         type=latencies,
@@ -256,6 +258,8 @@ def plan_from(args: argparse.Namespace, targets: Sequence[Target | Pending]) -> 
         pool_timeout=args.pool_timeout,
         load_seconds=args.load_seconds,
         on_error=args.on_error,
+        pgbouncer=args.pgbouncer,
+        pgbouncer_pool=args.pgbouncer_pool_size,
     )
 
 

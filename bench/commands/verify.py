@@ -16,7 +16,7 @@ from sqla_bench import present
 from sqla_bench.engines import sqlalchemy_version
 from sqla_bench.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError
 from sqla_bench.measure import ONCE
-from sqla_bench.options import add_target
+from sqla_bench.options import add_pgbouncer, add_target
 from sqla_bench.pipeline import run_on_console
 from sqla_bench.plan import RunPlan
 from sqla_bench.report import observed
@@ -36,6 +36,7 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target(parser, "every configured one")
+    add_pgbouncer(parser)
     parser.add_argument(
         "--only", choices=sorted(KINDS), default="all", help="patterns, scenarios, or all (default)"
     )
@@ -54,7 +55,13 @@ def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int
     path = LOCAL_RESULTS / f"verify-{started:%Y%m%d-%H%M%S}.json"
     check_writable(path)
     targets, unavailable = selected_targets(args.target, servers)
-    plan = RunPlan(targets=tuple(targets), kinds=KINDS[args.only], policy=ONCE)
+    plan = RunPlan(
+        targets=tuple(targets),
+        kinds=KINDS[args.only],
+        policy=ONCE,
+        pgbouncer=args.pgbouncer,
+        pgbouncer_pool=args.pgbouncer_pool_size,
+    )
     results, failures = run_on_console(plan, path, args.argv, console, started)
     # Whatever finished is shown and saved, also when a target failed part-way.
     version = ".".join(map(str, sqlalchemy_version()))
@@ -99,6 +106,7 @@ def _check_record(cell: CellRecord) -> dict[str, Any]:
         "case": cell.case,
         "params": cell.params,
         "driver": f"{cell.target}-{cell.driver}-{cell.mode}",
+        "pgbouncer": cell.pgbouncer,
         "expected": cell.expected,
         "observed": observed(cell),
         "passed": cell.matches_expected,

@@ -252,6 +252,8 @@ def cell_name(cell: CellRecord) -> str:
         parts.append(f"pgbouncer={cell.pgbouncer}")
     if cell.concurrency is not None:
         parts.append(f"workers={cell.concurrency}")
+    if cell.processes is not None:
+        parts.append(f"processes={cell.processes}")
     for name, value in (cell.pool or {}).items():
         parts.append(f"{name}={value}")
     return " ".join(parts)

@@ -76,6 +76,12 @@ class DriverEnv:
         return self._driver.id
 
     @property
+    def routed(self) -> Driver:
+        """The driver as this environment reaches its server (through a proxy or
+        PgBouncer, when the run routes it so)."""
+        return self._driver
+
+    @property
     def url(self) -> URL:
         """The URL this driver's engines use (through the latency proxy, when routed so)."""
         return self._driver.url

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqla_bench.measure import Policy
+from sqla_bench.pgbouncer import DEFAULT_POOL_SIZE as PGBOUNCER_POOL_SIZE
 from sqla_bench.scenarios.dataset import MAXIMUM, DatasetSize
 from sqla_bench.scenarios.registry import PARAMETERS
 from sqla_bench.targets import TARGETS
@@ -20,6 +21,7 @@ from sqla_bench.targets import TARGETS
 # workers at most) or does not end in a working day. Datasets are bounded by
 # scenarios.dataset.MAXIMUM.
 MAX_WORKERS = 1_000  # --concurrency, --pool-size, --max-overflow
+MAX_PROCESSES = 64  # --processes: each an interpreter with its own engine
 MAX_SECONDS = 3_600.0  # every duration
 MAX_LATENCY_MS = 10_000.0
 MAX_ROUNDS = 1_000_000
@@ -118,10 +120,10 @@ def add_pgbouncer(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pgbouncer-pool-size",
         type=number(int, 1, MAX_WORKERS),
-        default=20,
+        default=PGBOUNCER_POOL_SIZE,
         metavar="N",
         help="PgBouncer's default_pool_size: server connections per database and user "
-        "(default: 20)",
+        f"(default: {PGBOUNCER_POOL_SIZE})",
     )
 
 

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 from sqlalchemy.engine import URL
 
 from sqla_bench.children import ChildFailed
@@ -133,6 +132,8 @@ class PgBouncer:
         """A command on PgBouncer's admin console, its rows as dicts. The console speaks
         the simple query protocol only, without transactions: psycopg2 in autocommit
         (SQLAlchemy's first connect would begin one)."""
+        import psycopg2  # the console's client: only once PgBouncer runs
+
         url = self.upstream
         console = psycopg2.connect(
             host="127.0.0.1", port=self.port, dbname="pgbouncer",

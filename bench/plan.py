@@ -28,6 +28,7 @@ from sqla_bench.verify import applicable_cells
 
 if TYPE_CHECKING:
     from sqla_bench.application import Workload
+    from sqla_bench.locust_load import LocustWorkers
 
 DEFAULT_POLICY = Policy()
 ON_ERROR = ("stop", "continue")
@@ -55,10 +56,19 @@ class RunPlan:
     latencies: tuple[float, ...] | None = None  # round-trip milliseconds added by the proxy
     grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # parameter values replacing a grid's
     concurrency: tuple[int, ...] | None = None  # workers per load; None measures one call
+    # Worker processes a load runs in, each with its own engine and pool and its share
+    # of the concurrency (run --processes); None: the measuring process's workers.
+    processes: tuple[int, ...] | None = None
     pool_sizes: tuple[int, ...] | None = None
     max_overflow: int | None = None
     pool_timeout: float | None = None
     load_seconds: float = 2.0
+    # What sends a web scenario's HTTP load: the built-in aiohttp client in this process,
+    # or Locust's master and ``load_workers`` workers in processes of their own.
+    load_generator: str = "aiohttp"
+    load_workers: int = 2
+    remote_workers: int = 0  # Locust workers that attach from other machines
+    locust_master: str = "127.0.0.1:0"  # where Locust's master listens for its workers
     # PgBouncer's pool modes to measure through ("direct": without it), and its server
     # connections per database and user; None: no PgBouncer.
     pgbouncer: tuple[str, ...] | None = None
@@ -76,6 +86,7 @@ class RunPlan:
                 "or --target mysql"
             )
         self._check_pgbouncer()
+        self._check_processes()
         if self.workload is not None and self.modules:
             raise ConfigError("--models and --scenarios are two workloads: give one")
         for module in self.modules:
@@ -93,6 +104,20 @@ class RunPlan:
             )
         if self.concurrency is not None and any(c.receives == "http" for c in cases):
             _check_web_extra()
+            if self.load_generator == "locust":
+                _check_locust(self.locust_master)
+            if self.processes is not None:
+                raise ConfigError(
+                    "--processes splits in-process loads; a web scenario's app serves in "
+                    "one process: leave web.* out, or --processes out"
+                )
+        if self.load_generator not in LOAD_GENERATORS:
+            raise ConfigError(f"--load-generator: one of {', '.join(LOAD_GENERATORS)}")
+        if self.load_generator != "aiohttp" and not any(c.receives == "http" for c in cases):
+            raise ConfigError(
+                "--load-generator locust sends the web scenarios' HTTP load: add "
+                "--scenario web and --concurrency N[,N...]"
+            )
         if not any(self.cells(d, size) for d in self.selected_drivers() for size in self.datasets):
             raise ConfigError("nothing to measure: no scenario cell matches that selection")
 
@@ -118,6 +143,19 @@ class RunPlan:
             return [None]
         return [None if mode == DIRECT else mode for mode in self.pgbouncer]
 
+    def _check_processes(self) -> None:
+        if self.processes is None:
+            return
+        if self.concurrency is None:
+            raise ConfigError("--processes splits a load's workers: add --concurrency N[,N...]")
+        if self.workload is not None:
+            raise ConfigError("--processes runs built-in or --scenarios twins, not --models")
+        if max(self.processes) > min(self.concurrency):
+            raise ConfigError(
+                f"--processes {max(self.processes)}: each process needs a worker, and the "
+                f"lowest --concurrency is {min(self.concurrency)}"
+            )
+
     def _check_pgbouncer(self) -> None:
         if self.pgbouncer is None:
             return
@@ -129,6 +167,14 @@ class RunPlan:
             )
         if any(mode != DIRECT for mode in self.pgbouncer):
             pgbouncer_binary()  # ConfigError, naming the package, when it is missing
+
+    def locust(self) -> LocustWorkers | None:
+        """Locust's workers, when it sends the HTTP load."""
+        if self.load_generator != "locust":
+            return None
+        from sqla_bench.locust_load import LocustWorkers
+
+        return LocustWorkers(self.load_workers, self.remote_workers, self.locust_master)
 
     def selected_drivers(self) -> list[Driver]:
         return [
@@ -170,7 +216,7 @@ class RunPlan:
             for size in self.datasets
             for pgbouncer in self.pgbouncer_modes()
         )
-        levels = len(self.concurrency or (None,))
+        levels = len(self.concurrency or (None,)) * len(self.processes or (None,))
         return per_latency * len(self.latencies or (None,)) * len(self.pools()) * levels
 
     def target_urls(self) -> list[URL]:
@@ -195,8 +241,12 @@ class RunPlan:
             "latencies_ms": list(self.latencies) if self.latencies else None,
             "grid": {name: list(values) for name, values in self.grid},
             "concurrency": list(self.concurrency) if self.concurrency else None,
+            "processes": list(self.processes) if self.processes else None,
             "pools": self.pools(),
             "load_seconds": self.load_seconds,
+            "load_generator": self.load_generator,
+            "load_workers": self.load_workers if self.load_generator == "locust" else None,
+            "remote_workers": self.remote_workers if self.load_generator == "locust" else None,
             "on_error": self.on_error,
             "pgbouncer": list(self.pgbouncer) if self.pgbouncer else None,
             "pgbouncer_pool_size": self.pgbouncer_pool if self.pgbouncer else None,
@@ -242,6 +292,18 @@ class RunPlan:
 
 
 WEB_MODULES = ("fastapi", "uvicorn", "aiohttp")
+LOAD_GENERATORS = ("aiohttp", "locust")
+
+
+def _check_locust(master: str) -> None:
+    host, _, port = master.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"--locust-master: expected HOST:PORT (port 0 for any), got {master!r}")
+    if importlib.util.find_spec("locust") is None:
+        raise ConfigError(
+            "--load-generator locust needs Locust: pip install 'sqla-bench[locust]' "
+            "(or '.[locust]' from a checkout)"
+        )
 
 
 def _check_web_extra() -> None:

@@ -42,6 +42,7 @@ from sqla_bench.guide import (
     rtt,
     series,
 )
+from sqla_bench.load import pool_capacity
 from sqla_bench.report import cpu_bound, describe_dataset, variant_of
 from sqla_bench.results import CellRecord
 from sqla_bench.scenarios.registry import MODES, STRATEGY
@@ -250,18 +251,19 @@ LOAD_COLUMNS = 4  # drivers side by side; more wrap to another pair of rows
 
 def _load_plot(table: str, cells: list[CellRecord], path: Path, caption: str) -> Path:
     """Per driver, mode and latency: throughput above, p99 below; one colour per pool."""
-    panels = _by(cells, lambda c: (c.target, c.driver, c.mode, c.latency_ms))
-    keys = sorted(panels, key=lambda k: (k[0], k[1], MODES.index(k[2]), k[3] or 0))
+    panels = _by(cells, lambda c: (c.target, c.driver, c.mode, c.latency_ms, c.pgbouncer))
+    keys = sorted(panels, key=lambda k: (k[0], k[1], MODES.index(k[2]), k[3] or 0, k[4] or ""))
     columns = min(LOAD_COLUMNS, len(keys))
     figure, grid = _grid(2 * math.ceil(len(keys) / columns), columns)
-    pools = sorted({_pool_label(cell) for cell in cells}, key=_pool_size)
+    pools = sorted({_pool_label(cell) for cell in cells}, key=_pool_order)
     workers = sorted({cell.concurrency for cell in cells})
     for index, key in enumerate(keys):
         row, column = 2 * (index // columns), index % columns
         top, bottom = grid[row][column], grid[row + 1][column]
         for pool, line in _by(panels[key], _pool_label).items():
             _load_lines(top, bottom, line, colour_of(pool, pools))
-        top.set_title(f"{key[0]}+{key[1]} {key[2]}{_rtt_suffix(key[3])}", fontsize="small")
+        title = f"{key[0]}+{key[1]} {key[2]}{_rtt_suffix(key[3])}"
+        top.set_title(title + (f"\nvia PgBouncer {key[4]}" if key[4] else ""), fontsize="small")
         for axes in (top, bottom):
             axes.set_xscale("log")
             axes.set_xticks(workers, [str(n) for n in workers])
@@ -270,6 +272,7 @@ def _load_plot(table: str, cells: list[CellRecord], path: Path, caption: str) ->
         top.set_ylim(bottom=0)
         bottom.set_yscale("log")
         bottom.yaxis.set_major_formatter(PLAIN)
+        bottom.yaxis.set_minor_formatter(PLAIN)  # a short range shows only minor ticks
         bottom.set_xlabel("concurrent workers")
         top.set_ylabel("throughput (ops/s)")
         bottom.set_ylabel("p99 (ms, log)")
@@ -280,14 +283,20 @@ def _load_plot(table: str, cells: list[CellRecord], path: Path, caption: str) ->
         Line2D([], [], color="gray", linestyle="--", label="Little's law: min(workers, pool)\n"
                "/ time of one operation alone"),
         Line2D([], [], color="red", marker="o", markerfacecolor="none", linestyle="none",
-               markersize=9, label="client, app or proxy\nat >= 90 % of a CPU"),
+               markersize=9, label="limited by CPU: one process\n(client, worker, app, proxy)\n"
+               "at >= 90 % of a CPU, or the\nmachine's CPUs at >= 90 %"),
     ]  # fmt: skip
     figure.legend(handles=handles, loc="outside right center", fontsize="small")
     return _save(figure, path, caption)
 
 
-def _pool_size(label: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in label.split("+"))
+def _pool_order(label: str) -> tuple[int, ...]:
+    """``5+10`` before ``20+0``, and ``5+10 x 2 procs`` after ``5+10``."""
+    pool, _, processes = label.partition(" x ")
+    return (
+        *(int(part) for part in pool.split("+")),
+        int(processes.split()[0] or 0) if processes else 0,
+    )
 
 
 def _hide_unused_pairs(grid, used: int, columns: int) -> None:
@@ -304,7 +313,12 @@ def _load_lines(top, bottom, cells: list[CellRecord], colour: tuple) -> None:
     top.plot(xs, throughput, marker="o", markersize=4, color=colour)
     predicted = littles_law(cells)
     if predicted:
-        top.plot(xs, predicted, linestyle="--", color=colour, linewidth=1)
+        # A cell limited by a CPU measured that CPU: the law says nothing of it.
+        held = [
+            math.nan if cpu_bound(c) else value for c, value in zip(cells, predicted, strict=True)
+        ]
+        if sum(not math.isnan(value) for value in held) >= 2:  # a lone point draws no line
+            top.plot(xs, held, linestyle="--", color=colour, linewidth=1)
     tails = [percentile(c.samples_ns, 99) / MS if c.samples_ns else math.nan for c in cells]
     bottom.plot(xs, tails, marker="o", markersize=4, color=colour)
     for x, y, tail, cell in zip(xs, throughput, tails, cells, strict=True):
@@ -321,14 +335,16 @@ def littles_law(cells: Sequence[CellRecord]) -> list[float] | None:
     if not alone.samples_ns:
         return None
     seconds = summarize(alone.samples_ns).median_ns / 1e9
-    pool = alone.pool or {}
-    capacity = pool.get("pool_size", 5) + pool.get("max_overflow", 10)
+    capacity = sum(pool_capacity(alone.pool)) * (alone.processes or 1)  # a pool per process
     return [min(cell.concurrency, capacity) / seconds for cell in cells]
 
 
 def _pool_label(cell: CellRecord) -> str:
-    pool = cell.pool or {}
-    return f"{pool.get('pool_size', 5)}+{pool.get('max_overflow', 10)}"
+    """A line of a load plot: the engine's pool, and the processes that each had one."""
+    size, overflow = pool_capacity(cell.pool)
+    label = f"{size}+{overflow}"
+    count = cell.processes
+    return label if count is None else f"{label} x {count} proc{'s' if count != 1 else ''}"
 
 
 def _rtt_suffix(latency: float | None) -> str:

@@ -14,14 +14,13 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from sqla_bench.load import WARMUP_SHARE
+from sqla_bench.load import WARMUP_SHARE, pool_capacity
+from sqla_bench.load import cpu_bound as limited_by_cpu
 from sqla_bench.results import CellRecord, params_text
 from sqla_bench.scenarios.dataset import DatasetSize
 from sqla_bench.scenarios.expect import raises_text, works_text
 from sqla_bench.scenarios.registry import MODES, STRATEGY
 from sqla_bench.stats import Summary, percentile, summarize
-
-CPU_BOUND = 0.9  # of a CPU: a process this busy is what a load measured
 
 NOTE = (
     "median and p95 per operation over the samples after warm-up; ops/s is one client's "
@@ -199,20 +198,16 @@ def describe_dataset(dataset: dict[str, int]) -> str:
 
 
 def cpu_bound(cell: CellRecord) -> list[str]:
-    """The processes that used at least ``CPU_BOUND`` of a CPU over a load: the client,
-    the web app or the latency proxy, each bound to one CPU by the GIL. A plateau there
-    measures that process, not the pool. (The server runs on every CPU and its share is
-    in the table.) Empty when none, or not a load."""
+    """What limited a load cell by CPU ("client CPU", "machine CPUs"), as its result
+    file records it (``bench.load.cpu_bound``); for a file written before it did, the
+    same rule over the load's length. Empty when nothing did, or not a load."""
     load = cell.load
-    if not load or not load.get("window_seconds"):
+    if not load:
         return []
-    seconds = load["window_seconds"] / (1 - WARMUP_SHARE)  # the load ran this long
-    used = load.get("cpu_seconds") or {}
-    return [
-        owner
-        for owner in ("client", "app", "proxy")
-        if used.get(owner) is not None and used[owner] / seconds >= CPU_BOUND
-    ]
+    if "cpu_bound" in load:
+        return load["cpu_bound"]
+    seconds = load.get("window_seconds", 0) / (1 - WARMUP_SHARE)  # the load ran this long
+    return limited_by_cpu(load.get("cpu_seconds") or {}, seconds)
 
 
 def outcome(cell: CellRecord) -> str:
@@ -383,7 +378,8 @@ def duration(ns: float) -> str:
 
 LOAD_COLUMNS = (
     "variant", "pool", "workers", "served", "mode", "driver", "ops/s", "p50", "p95", "p99",
-    "wait p50", "wait p95", "peak conns", "errors", "cpu client/app/proxy/server",
+    "wait p50", "wait p95", "peak conns", "budget", "errors", "cpu client/app/proxy/server",
+    "client cpu/op", "limited by",
 )  # fmt: skip
 
 
@@ -394,9 +390,19 @@ LOAD_NOTE = (
     "wait is the part spent waiting for the connection; served is how many workers completed "
     "an operation in the window (the pools are not fair: a worker that returns a connection "
     "takes it back before a waiting one wakes); peak conns is the most server "
-    "connections the engine held at once; cpu is seconds of CPU in the load (client, "
-    "web app, latency proxy, database server): a plateau with the client near one "
-    "CPU-second per second is the CPU, not the pool. Web scenarios (web.*) time each HTTP "
+    "connections the engine held at once (through PgBouncer, those PgBouncer opened), and "
+    "budget the most it could open (pool_size + max_overflow per process, or PgBouncer's "
+    "pool) of the server's max_connections; workers reads '64 in 4 procs' for a load "
+    "split over worker processes (--processes), each with its own engine; cpu is "
+    "seconds of CPU in the load (client, web app, latency proxy, database server); limited "
+    "by names the client, a worker process, the app or the proxy when it used at least "
+    "90 % of a CPU over the load (each runs Python on one CPU at a time), client's CPUs "
+    "when the CPUs the client runs on were 85 % busy, other CPUs when one of the others "
+    "was (the proxy's, the app's, the server's), machine CPUs when all were: such a cell "
+    "measured that CPU, not the pool, and "
+    "the plots leave it out of Little's law; client cpu/op is the client's CPU per "
+    "operation under the load, and how many times what one worker alone spends on it "
+    "(the harness's own cost and the workers' contention). Web scenarios (web.*) time each HTTP "
     "request from sending it to its answer; their errors are by HTTP status, with the "
     "median time to a failed answer and the app's exceptions in brackets"
 )
@@ -431,12 +437,11 @@ def _load_row(cell: CellRecord, variant: str) -> list[str]:
     times = "-", "-", "-"
     if cell.samples_ns:
         times = tuple(duration(percentile(cell.samples_ns, p)) for p in (50, 95, 99))
-    pool = cell.pool or {}
     served = sum(1 for count in load["per_worker"] if count)
     return [
         variant,
-        f"{pool.get('pool_size', 5)}+{pool.get('max_overflow', 10)}",
-        str(cell.concurrency),
+        "+".join(map(str, pool_capacity(cell.pool))),
+        _workers(cell),
         str(served),
         cell.mode,
         f"{cell.target}+{cell.driver}",
@@ -444,9 +449,39 @@ def _load_row(cell: CellRecord, variant: str) -> list[str]:
         *times,
         *(duration(percentile(waits, p)) if waits else "-" for p in (50, 95)),
         "-" if load["peak_connections"] is None else str(load["peak_connections"]),
+        _budget(load),
         _errors(load),
         "/".join("-" if cpu.get(k) is None else f"{cpu[k]:.2f}" for k in CPU_OWNERS),
+        _cpu_per_operation(load),
+        ", ".join(cpu_bound(cell)) or "-",
     ]
+
+
+def _cpu_per_operation(load: dict[str, Any]) -> str:
+    """The client's CPU per operation under the load, and over what one worker alone
+    spends on it: ``2.3 ms (1.4x alone)``."""
+    figures = load.get("cpu_per_operation")
+    if not figures:
+        return "-"
+    under = duration(round(figures["under_load"] * 1e9))
+    ratio = figures["ratio"]
+    return under if ratio is None else f"{under} ({ratio:.2f}x alone)"
+
+
+def _workers(cell: CellRecord) -> str:
+    """``64``, or ``64 in 4 procs`` for a load split over worker processes."""
+    count = cell.processes
+    if count is None:
+        return str(cell.concurrency)
+    return f"{cell.concurrency} in {count} proc{'s' if count != 1 else ''}"
+
+
+def _budget(load: dict[str, Any]) -> str:
+    """The connections the load could open, against what the server allows."""
+    budget, allowed = load.get("connection_budget"), load.get("server_max_connections")
+    if budget is None:
+        return "-"
+    return str(budget) if allowed is None else f"{budget} of {allowed}"
 
 
 def _errors(load: dict[str, Any]) -> str:

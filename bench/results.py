@@ -68,6 +68,7 @@ class CellRecord:
     round_trips: int | None = None  # per operation, counted by the proxy
     round_trips_seen: list[int] = field(default_factory=list)
     concurrency: int | None = None  # workers sharing the engine; None: one call at a time
+    processes: int | None = None  # worker processes the load ran in (run --processes)
     pool: dict[str, Any] | None = None  # pool_size, max_overflow, pool_timeout when set
     load: dict[str, Any] | None = None  # throughput, pool waits, errors, peak connections, CPU
     # Per operation, from calls outside the timed samples (schema version 2):
@@ -94,7 +95,7 @@ class CellRecord:
         pool = tuple(sorted((self.pool or {}).items()))
         return (
             *(self.case, params, dataset, self.target, self.driver, self.mode),
-            *(self.latency_ms, self.concurrency, pool, self.pgbouncer),
+            *(self.latency_ms, self.concurrency, pool, self.pgbouncer, self.processes),
         )
 
 

@@ -26,7 +26,7 @@ from sqla_bench.containers import PORTS
 from sqla_bench.engines import DriverEnv, prepare_database
 from sqla_bench.errors import ConfigError, redact
 from sqla_bench.latency import LatencyProxy
-from sqla_bench.load import Load, run_load
+from sqla_bench.load import Load, pool_capacity, run_load
 from sqla_bench.measure import (
     Cell,
     Measurement,
@@ -40,6 +40,7 @@ from sqla_bench.pgbouncer import PgBouncer
 from sqla_bench.pgbouncer import version as pgbouncer_version
 from sqla_bench.plan import RunPlan
 from sqla_bench.probes import RoundTripCounter
+from sqla_bench.processes import worker_specs
 from sqla_bench.results import CellRecord, ResultFile
 from sqla_bench.scenarios.dataset import DatasetSize
 from sqla_bench.scenarios.expect import Raises
@@ -49,6 +50,7 @@ from sqla_bench.verify import differences
 
 if TYPE_CHECKING:
     from sqla_bench.application import Workload
+    from sqla_bench.locust_load import LocustWorkers
 
 # Errors that mean the database went away or refused us, not that the scenario raised.
 CONNECTION_LOST = (OperationalError, InterfaceError, OSError)
@@ -171,7 +173,8 @@ class Runner:
         workload = self.plan.workload
         data = size.describe() if workload is None else workload.describe(size)
         described = data + route.describe() + _describe_pool(pool)
-        loads = len(self.plan.concurrency or (None,))  # each load is a cell of its own
+        # Each load is a cell of its own: a level of concurrency, in a number of processes.
+        loads = len(self.plan.concurrency or (None,)) * len(self.plan.processes or (None,))
         self.progress.on_driver(f"{driver.id} ({described})", len(cells) * loads)
         counter = route.round_trip_counter()
         routed = route.driver(driver)
@@ -217,10 +220,15 @@ class Runner:
         try:
             for case, params in cells:
                 loads = served_loads if case.receives == "http" else in_process_loads
-                where = LoadPlace(env, route, loop, direct, self.plan.load_seconds)
+                plan = self.plan
+                where = LoadPlace(
+                    env, route, loop, direct, plan.load_seconds, plan.modules, plan.locust()
+                )
                 with loads(case, params, where) as (alone, load):
                     for workers in self.plan.concurrency:
-                        self._record_load(target, route, env, (case, params), alone, load(workers))
+                        for processes in self.plan.processes or (None,):
+                            done = load(workers, processes)
+                            self._record_load(target, route, env, (case, params), alone, done)
         finally:
             loop.run_until_complete(env.dispose())
 
@@ -241,6 +249,8 @@ class Runner:
             record.message = f"leak: {load.leak}"
         record.samples_ns = load.samples_ns  # the load's, not the call's alone
         record.concurrency, record.pool, record.load = load.concurrency, env.pool, load.to_json()
+        record.processes = load.processes
+        record.load["connection_budget"] = _budget(env.pool, load.processes, route.bouncer)
         self.results.add(record)
         self.progress.on_cell(record)
         if self.progress.stop_requested():
@@ -321,6 +331,8 @@ class LoadPlace:
     loop: asyncio.AbstractEventLoop
     direct: URL
     seconds: float
+    modules: tuple[str, ...] = ()  # an application's twins, for worker processes to import
+    locust: LocustWorkers | None = None  # Locust's workers for HTTP loads; None: aiohttp
 
 
 @contextmanager
@@ -329,13 +341,18 @@ def in_process_loads(case: Case, params: dict[str, Any], where: LoadPlace) -> Lo
     env, loop = where.env, where.loop
     alone = loop.run_until_complete(measure(subject_for(case, params, env), ONE_WARM_CALL))
 
-    def load(workers: int) -> Load:
+    def load(workers: int, processes: int | None) -> Load:
         where.route.before_load()
         proxy_cpu = where.route.proxy_cpu()
-        return run_load(
+        specs = ()
+        if processes is not None:
+            specs = worker_specs(env, case.id, params, workers, processes, where.modules)
+        done = run_load(
             env, case, params, workers, where.seconds, loop, proxy_cpu, where.direct,
-            where.route.clients_left(),
+            where.route.clients_left(), specs,
         )  # fmt: skip
+        done.processes = processes
+        return done
 
     yield alone, load
 
@@ -358,13 +375,17 @@ def served_loads(case: Case, params: dict[str, Any], where: LoadPlace) -> Loads:
     with serve() as server:
         alone = loop.run_until_complete(measure_once(server, request, route.round_trip_counter()))
 
-    def load(workers: int) -> Load:
-        route.before_load()
+    def load(workers: int, processes: int | None) -> Load:
+        route.before_load()  # a served load runs in the app's one process
+        watched = (env.setting.target, route.proxy_cpu(), where.direct, route.clients_left())
         with serve() as server:
-            return run_web_load(
-                server, request, workers, where.seconds, loop,
-                env.setting.target, route.proxy_cpu(), where.direct, route.clients_left(),
-            )  # fmt: skip
+            if where.locust:  # Locust's master and workers, in processes of their own
+                from sqla_bench.locust_load import run_locust_load
+
+                return run_locust_load(
+                    server, request, workers, where.seconds, where.locust, *watched
+                )
+            return run_web_load(server, request, workers, where.seconds, loop, *watched)
 
     yield alone, load
 
@@ -456,6 +477,13 @@ def _finish(workload: Workload, target: Target) -> str | None:
         return workload.finish(target.name)
     except (SQLAlchemyError, OSError) as error:
         return said_by(error, target)
+
+
+def _budget(pool: dict[str, Any] | None, processes: int | None, bouncer: PgBouncer | None) -> int:
+    """The most server connections a load may open: each process's pool and overflow,
+    or PgBouncer's pool when it stands between (what the server sees)."""
+    engines = sum(pool_capacity(pool)) * (processes or 1)
+    return engines if bouncer is None else min(engines, bouncer.pool_size)
 
 
 def _describe_pool(pool: dict[str, Any] | None) -> str:

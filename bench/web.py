@@ -264,12 +264,12 @@ def run_web_load(
         "server_errors": dict(stats["errors"]),
         "failed_ns": tally.failed_ns,
         "requests_sent": tally.sent,
-        "statements_per_request": _per_request(stats),
+        "statements_per_request": per_request(stats),
     }
     return load
 
 
-def _per_request(stats: dict[str, Any]) -> float | None:
+def per_request(stats: dict[str, Any]) -> float | None:
     if not stats["requests"]:
         return None
     return round(stats["completed"] / stats["requests"], 3)

@@ -14,6 +14,7 @@ from sqla_bench import present
 from sqla_bench.environment import chosen_cpus, pin_to
 from sqla_bench.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError
 from sqla_bench.options import (
+    MAX_PROCESSES,
     MAX_SECONDS,
     MAX_WORKERS,
     add_affinity,
@@ -25,11 +26,12 @@ from sqla_bench.options import (
     grid_values,
     latencies,
     number,
+    numbers,
     policy_from,
     workers,
 )
 from sqla_bench.pipeline import run_on_console
-from sqla_bench.plan import ON_ERROR, RunPlan
+from sqla_bench.plan import LOAD_GENERATORS, ON_ERROR, RunPlan
 from sqla_bench.results import (
     LOCAL_RESULTS,
     ResultFile,
@@ -153,6 +155,15 @@ def _add_load_options(run: argparse.ArgumentParser) -> None:
         f"server connections and CPU time of client, proxy and server (at most {MAX_WORKERS:,})",
     )
     run.add_argument(
+        "--processes",
+        type=numbers(int, 1, MAX_PROCESSES, "whole numbers"),
+        metavar="N[,N...]",
+        help="run each load in N worker processes, each with its own engine and pool and "
+        "its share of the --concurrency workers, as a deployment of N uvicorn or gunicorn "
+        "workers runs; each N is a cell. Server connections and throughput are the "
+        f"processes' together (at most {MAX_PROCESSES})",
+    )
+    run.add_argument(
         "--pool-size",
         type=workers,
         metavar="N[,N...]",
@@ -167,6 +178,39 @@ def _add_load_options(run: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="engine pool_timeout: a checkout that waits longer fails with TimeoutError, "
         "counted per cell",
+    )
+    run.add_argument(
+        "--load-generator",
+        choices=LOAD_GENERATORS,
+        default="aiohttp",
+        help="what sends the web scenarios' HTTP load: the built-in aiohttp client in this "
+        "process, or Locust (pip install 'sqla-bench[locust]'): a master and "
+        "--load-workers workers in processes of their own, on 127.0.0.1; workers on other "
+        "machines attach as the README says (default: aiohttp)",
+    )
+    run.add_argument(
+        "--load-workers",
+        type=number(int, 1, MAX_PROCESSES),
+        default=2,
+        metavar="N",
+        help=f"local Locust workers with --load-generator locust (default: 2, at most "
+        f"{MAX_PROCESSES})",
+    )
+    run.add_argument(
+        "--load-remote-workers",
+        type=number(int, 0, MAX_PROCESSES),
+        default=0,
+        metavar="M",
+        help="Locust workers on other machines to wait for, beside the local ones: each runs "
+        "'locust -f LOCUSTFILE --worker --master-host HOST --master-port PORT' with "
+        "sqla-bench's locustfile, as the README says (default: 0)",
+    )
+    run.add_argument(
+        "--locust-master",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="where Locust's master listens for its workers (default: 127.0.0.1 on a free "
+        "port, which only local workers find)",
     )
     run.add_argument(
         "--load-seconds",
@@ -253,6 +297,11 @@ def plan_from(args: argparse.Namespace, targets: Sequence[Target | Pending]) -> 
         latencies=args.latency,
         grid=tuple(dict(args.param or ()).items()),
         concurrency=args.concurrency,
+        processes=args.processes,
+        load_generator=args.load_generator,
+        load_workers=args.load_workers,
+        remote_workers=args.load_remote_workers,
+        locust_master=args.locust_master,
         pool_sizes=args.pool_size,
         max_overflow=args.max_overflow,
         pool_timeout=args.pool_timeout,

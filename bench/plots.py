@@ -272,7 +272,7 @@ def _load_plot(table: str, cells: list[CellRecord], path: Path, caption: str) ->
         top.set_ylim(bottom=0)
         bottom.set_yscale("log")
         bottom.yaxis.set_major_formatter(PLAIN)
-        bottom.yaxis.set_minor_formatter(PLAIN)  # a short range shows only minor ticks
+        _label_a_short_log_range(bottom.yaxis)
         bottom.set_xlabel("concurrent workers")
         top.set_ylabel("throughput (ops/s)")
         bottom.set_ylabel("p99 (ms, log)")
@@ -283,11 +283,19 @@ def _load_plot(table: str, cells: list[CellRecord], path: Path, caption: str) ->
         Line2D([], [], color="gray", linestyle="--", label="Little's law: min(workers, pool)\n"
                "/ time of one operation alone"),
         Line2D([], [], color="red", marker="o", markerfacecolor="none", linestyle="none",
-               markersize=9, label="limited by CPU: one process\n(client, worker, app, proxy)\n"
-               "at >= 90 % of a CPU, or the\nmachine's CPUs at >= 90 %"),
+               markersize=9, label="limited by CPU: a process\n(client, worker, app, proxy)\n"
+               "at >= 90 % of a CPU, or a\nCPU at >= 85 % busy"),
     ]  # fmt: skip
     figure.legend(handles=handles, loc="outside right center", fontsize="small")
     return _save(figure, path, caption)
+
+
+def _label_a_short_log_range(axis) -> None:
+    """Within one decade a log axis has no major tick to label: label the minor ones
+    then (20, 30, 40 ms), and only then, or a wide range is crowded with them."""
+    low, high = axis.axes.get_ylim()
+    if low > 0 and high / low < 10:
+        axis.set_minor_formatter(PLAIN)
 
 
 def _pool_order(label: str) -> tuple[int, ...]:

@@ -47,7 +47,10 @@ class TableData:
     def to_rich(self) -> Table:
         table = Table(title=self.title, title_justify="left")
         for name, justify in self.columns:
-            table.add_column(name, justify=justify, no_wrap=justify == "right")
+            # A column of words may wrap, but never to nothing when the table is wide.
+            table.add_column(
+                name, justify=justify, no_wrap=justify == "right", min_width=min(len(name), 8)
+            )
         for row in self.rows:
             table.add_row(*row)
         return table
@@ -378,8 +381,7 @@ def duration(ns: float) -> str:
 
 LOAD_COLUMNS = (
     "variant", "pool", "workers", "served", "mode", "driver", "ops/s", "p50", "p95", "p99",
-    "wait p50", "wait p95", "peak conns", "budget", "errors", "cpu client/app/proxy/server",
-    "client cpu/op", "limited by",
+    "wait p50/p95", "conns (budget)", "errors", "cpu c/a/p/s", "cpu/op", "limited by",
 )  # fmt: skip
 
 
@@ -389,20 +391,19 @@ LOAD_NOTE = (
     "p99 time each operation from asking the pool for a connection to the end of the call; "
     "wait is the part spent waiting for the connection; served is how many workers completed "
     "an operation in the window (the pools are not fair: a worker that returns a connection "
-    "takes it back before a waiting one wakes); peak conns is the most server "
-    "connections the engine held at once (through PgBouncer, those PgBouncer opened), and "
-    "budget the most it could open (pool_size + max_overflow per process, or PgBouncer's "
-    "pool) of the server's max_connections; workers reads '64 in 4 procs' for a load "
-    "split over worker processes (--processes), each with its own engine; cpu is "
-    "seconds of CPU in the load (client, web app, latency proxy, database server); limited "
-    "by names the client, a worker process, the app or the proxy when it used at least "
-    "90 % of a CPU over the load (each runs Python on one CPU at a time), client's CPUs "
-    "when the CPUs the client runs on were 85 % busy, other CPUs when one of the others "
-    "was (the proxy's, the app's, the server's), machine CPUs when all were: such a cell "
-    "measured that CPU, not the pool, and "
-    "the plots leave it out of Little's law; client cpu/op is the client's CPU per "
-    "operation under the load, and how many times what one worker alone spends on it "
-    "(the harness's own cost and the workers' contention). Web scenarios (web.*) time each HTTP "
+    "takes it back before a waiting one wakes); workers reads '64 in 4 procs' for a load "
+    "split over worker processes (--processes), each with its own engine; conns is the most "
+    "server connections held at once (through PgBouncer, those PgBouncer opened), and in "
+    "brackets the most the load could open (pool_size + max_overflow per process, or "
+    "PgBouncer's pool) of the server's max_connections; cpu c/a/p/s is seconds of CPU in "
+    "the load of the client, web app, latency proxy and database server; cpu/op is the "
+    "client's CPU per operation, and how many times what one worker alone spends on it "
+    "(the harness's own cost and the workers' contention); limited by names the client, a "
+    "worker process, the app or the proxy when it used at least 90 % of a CPU over the "
+    "load (each runs Python on one CPU at a time), client's CPUs when the CPUs the client "
+    "runs on were 85 % busy, other CPUs when one of the others was (the proxy's, the app's, "
+    "the server's), machine CPUs when all were: such a cell measured that CPU, not the "
+    "pool, and the plots leave it out of Little's law. Web scenarios (web.*) time each HTTP "
     "request from sending it to its answer; their errors are by HTTP status, with the "
     "median time to a failed answer and the app's exceptions in brackets"
 )
@@ -447,9 +448,8 @@ def _load_row(cell: CellRecord, variant: str) -> list[str]:
         f"{cell.target}+{cell.driver}",
         f"{load['throughput']:,.0f}",
         *times,
-        *(duration(percentile(waits, p)) if waits else "-" for p in (50, 95)),
-        "-" if load["peak_connections"] is None else str(load["peak_connections"]),
-        _budget(load),
+        " / ".join(duration(percentile(waits, p)) for p in (50, 95)) if waits else "-",
+        _connections(load),
         _errors(load),
         "/".join("-" if cpu.get(k) is None else f"{cpu[k]:.2f}" for k in CPU_OWNERS),
         _cpu_per_operation(load),
@@ -459,13 +459,13 @@ def _load_row(cell: CellRecord, variant: str) -> list[str]:
 
 def _cpu_per_operation(load: dict[str, Any]) -> str:
     """The client's CPU per operation under the load, and over what one worker alone
-    spends on it: ``2.3 ms (1.4x alone)``."""
+    spends on it: ``2.3 ms 1.40x``."""
     figures = load.get("cpu_per_operation")
     if not figures:
         return "-"
     under = duration(round(figures["under_load"] * 1e9))
     ratio = figures["ratio"]
-    return under if ratio is None else f"{under} ({ratio:.2f}x alone)"
+    return under if ratio is None else f"{under} {ratio:.2f}x"
 
 
 def _workers(cell: CellRecord) -> str:
@@ -476,12 +476,14 @@ def _workers(cell: CellRecord) -> str:
     return f"{cell.concurrency} in {count} proc{'s' if count != 1 else ''}"
 
 
-def _budget(load: dict[str, Any]) -> str:
-    """The connections the load could open, against what the server allows."""
+def _connections(load: dict[str, Any]) -> str:
+    """The most server connections held, and what the load could open of what the
+    server allows: ``19 (20 of 100)``."""
+    peak = "-" if load["peak_connections"] is None else str(load["peak_connections"])
     budget, allowed = load.get("connection_budget"), load.get("server_max_connections")
     if budget is None:
-        return "-"
-    return str(budget) if allowed is None else f"{budget} of {allowed}"
+        return peak
+    return f"{peak} ({budget})" if allowed is None else f"{peak} ({budget} of {allowed})"
 
 
 def _errors(load: dict[str, Any]) -> str:

@@ -52,6 +52,20 @@ def binary() -> str:
     return found
 
 
+def run_as() -> pwd.struct_passwd | None:
+    """The user PgBouncer runs as when the suite runs as root (it refuses root); None
+    otherwise. ConfigError when root has no such user to hand it to."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(RUN_AS)
+    except KeyError:
+        raise ConfigError(
+            f"--pgbouncer: PgBouncer refuses to run as root, and this machine has no "
+            f"{RUN_AS!r} user to run it as: run sqla-bench as another user"
+        ) from None
+
+
 def version() -> str:
     """PgBouncer's version, e.g. ``1.18.0``."""
     first = subprocess.run(
@@ -154,7 +168,7 @@ class PgBouncer:
         self._folder = Path(tempfile.mkdtemp(prefix="sqla-bench-pgbouncer-"))
         self.port = _free_port()
         config = self._write_config(self._folder)
-        command = [binary(), *(["-u", RUN_AS] if os.geteuid() == 0 else []), str(config)]
+        command = [binary(), *(["-u", RUN_AS] if run_as() else []), str(config)]
         log = os.open(self._folder / "pgbouncer.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._log = os.fdopen(log, "wb")
         # A session of its own: a terminal's Ctrl-C reaches the run, which stops it here.
@@ -229,8 +243,8 @@ def _private(path: Path, text: str) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as stream:
         stream.write(text)
-    if os.geteuid() == 0:
-        entry = pwd.getpwnam(RUN_AS)
+    entry = run_as()
+    if entry is not None:
         os.chown(path.parent, entry.pw_uid, entry.pw_gid)
         os.chown(path, entry.pw_uid, entry.pw_gid)
 

@@ -21,6 +21,7 @@ from sqla_bench.errors import ConfigError, first_line, shown
 from sqla_bench.measure import Cell, Policy
 from sqla_bench.pgbouncer import DEFAULT_POOL_SIZE, DIRECT
 from sqla_bench.pgbouncer import binary as pgbouncer_binary
+from sqla_bench.pgbouncer import run_as as pgbouncer_user
 from sqla_bench.scenarios.dataset import DatasetSize
 from sqla_bench.scenarios.registry import MODES, RECEIVES, STRATEGY, Case, discover, problems
 from sqla_bench.targets import Driver, Target
@@ -167,6 +168,7 @@ class RunPlan:
             )
         if any(mode != DIRECT for mode in self.pgbouncer):
             pgbouncer_binary()  # ConfigError, naming the package, when it is missing
+            pgbouncer_user()  # and when root has nobody to run it as
 
     def locust(self) -> LocustWorkers | None:
         """Locust's workers, when it sends the HTTP load."""

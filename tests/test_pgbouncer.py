@@ -210,3 +210,23 @@ def test_pgbouncer_counts_the_clients_an_engine_left_and_cleans_up(servers):
         engine.dispose()
         assert bouncer.clients_left() == 0
     assert not _pgbouncers_left()
+
+
+@pytest.mark.harness
+def test_root_without_a_user_for_pgbouncer_is_told_before_any_work(servers, monkeypatch):
+    import os
+    import pwd
+
+    from sqla_bench.errors import ConfigError
+    from sqla_bench.plan import RunPlan
+
+    if os.geteuid() != 0:
+        pytest.skip("only root hands PgBouncer to another user")
+
+    def no_such_user(name):
+        raise KeyError(name)
+
+    monkeypatch.setattr(pwd, "getpwnam", no_such_user)
+    target = servers.target("postgresql")
+    with pytest.raises(ConfigError, match="refuses to run as root"):
+        RunPlan(targets=(target,), pgbouncer=("transaction",))

@@ -4,10 +4,11 @@ In transaction pooling PgBouncer lends a client a server connection for one tran
 at a time; the next transaction may run on another, and another client's on this one.
 What a driver keeps on its server connection beyond a transaction then goes wrong:
 
-- prepared statements. asyncpg prepares every statement under a name counted per client
-  connection, so two clients that land on one server connection both create
-  ``__asyncpg_stmt_1__``; a statement prepared on one server connection is missing on
-  the next. psycopg 3 prepares a query once it ran ``prepare_threshold`` (5) times.
+- prepared statements. asyncpg prepares every statement, named from one counter per
+  process, so a statement prepared on one server connection is missing on the next
+  (two processes' clients would also collide on a name). psycopg 3 prepares a query
+  once it ran ``prepare_threshold`` (5) times, as ``_pg3_0`` on every client
+  connection, so two clients on one server connection collide.
   SQLAlchemy documents turning them off for PgBouncer (asyncpg's
   ``statement_cache_size=0``, psycopg's ``prepare_threshold=None``); its issue 6467
   adds uniquely named statements (``prepared_statement_name_func``);

@@ -32,8 +32,9 @@ DEFAULT_CALLS_TOLERANCE = 0.02
 DEFAULT_ALPHA = 0.05
 MIN_SAMPLES = 5  # fewer, and no test can tell anything: the cell is "not timed"
 EXACT = ("outcome", "error", "statements", "round_trips", "rows", "rows_fetched")
-# Measured from schema version 2 on: a run that did not measure it is not compared on it.
-NEWER = ("rows_fetched",)
+# Measured from schema version 2 on (rows fetched), or with --latency only (round trips):
+# a run that did not measure it is not compared on it.
+NEWER = ("rows_fetched", "round_trips")
 # Run facts that make timings from two runs hard to compare when they differ.
 ENVIRONMENT_FACTS = ("python", "implementation", "sqlalchemy", "greenlet", "drivers")
 MACHINE_FACTS = ("cpus", "affinity", "platform", "architecture")
@@ -145,8 +146,24 @@ def compare(
         only_in_new=[cell for key, cell in new_cells.items() if key not in base_cells],
         warnings=differences(base[0], new[0])
         + unfinished(base[0], "base")
-        + unfinished(new[0], "new"),
+        + unfinished(new[0], "new")
+        + proxied_at_zero(base[1], "base")
+        + proxied_at_zero(new[1], "new"),
     )
+
+
+def proxied_at_zero(cells: Sequence[CellRecord], side: str) -> list[str]:
+    """Cells at 0 ms timed through the latency proxy (result files before schema 4),
+    which are never compared with cells timed straight to the server: one line."""
+    proxied = sum(cell.latency_ms == 0 and bool(cell.timed_through_proxy) for cell in cells)
+    if not proxied:
+        return []
+    return [
+        f"{proxied} cells of the {side} run at 0 ms were timed through the latency proxy "
+        "(files before schema 4, which added its own hops, about 50 us a round trip here): "
+        "they are compared only with cells timed the same way, not with 0 ms cells of "
+        "today's runs, which are timed straight to the server"
+    ]
 
 
 def unfinished(headers: Sequence[dict], side: str) -> list[str]:

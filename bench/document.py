@@ -313,10 +313,11 @@ def fetch_table(cells: list[CellRecord], table: str, target: str) -> TableData |
     payload = max(c.dataset.get("payload", 0) for c in mine)
     # Data generated for an application's models, or its own, has no payload column.
     payload_words = f"payload {payload} B, " if "payload" in mine[0].dataset else ""
-    latency = min((c.latency_ms for c in mine), key=latency_order)
+    latency = min((c.timed_latency for c in mine), key=latency_order)
     chosen = [
         c for c in mine
-        if c.driver == driver and c.dataset.get("payload", 0) == payload and c.latency_ms == latency
+        if c.driver == driver and c.dataset.get("payload", 0) == payload
+        and c.timed_latency == latency
     ]  # fmt: skip
     held = [name for name in DIMENSIONS if name in chosen[0].dataset] or [""]
     axis = next(

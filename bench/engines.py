@@ -51,6 +51,7 @@ class DriverEnv:
         pgbouncer: str | None = None,
         server: Driver | None = None,
         fresh_servers: Callable[[], None] | None = None,
+        counting: DriverEnv | None = None,
     ) -> None:
         self.driver = driver.spec.name
         self.mode = driver.spec.mode
@@ -60,6 +61,10 @@ class DriverEnv:
         self.setting = setting_for(driver, pgbouncer)
         self.counter = StatementCounter()
         self.round_trips = round_trips  # when the driver's URL leads through the proxy
+        # Where a cell's round trips and bytes are counted, in a call of their own: this
+        # environment when its URL leads through the proxy; else the same driver through
+        # the proxy, when the run has one (at 0 ms, timed direct, counted through it).
+        self.counting = self if round_trips is not None else counting
         self._driver = driver
         self._server = server or driver  # the same driver straight to the server
         self._fresh_servers = fresh_servers  # PgBouncer's RECONNECT, on a route through it
@@ -150,6 +155,8 @@ class DriverEnv:
             self.default_engine.dispose()
         if self._observer is not None:
             self._observer.dispose()
+        if self.counting is not None and self.counting is not self:
+            await self.counting.dispose()
 
 
 def prepare_database(driver: Driver, size: DatasetSize) -> str:

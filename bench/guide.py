@@ -147,7 +147,7 @@ def points(cells: Iterable[CellRecord]) -> list[Point]:
         if not cell.samples_ns:
             continue
         dataset = tuple(sorted(cell.dataset.items()))
-        key = (cell.table, cell.target, dataset, cell.latency_ms, cell.params.get("limit"))
+        key = (cell.table, cell.target, dataset, cell.timed_latency, cell.params.get("limit"))
         by_driver = grouped.setdefault(key, {})
         by_driver.setdefault(f"{cell.driver} {cell.mode}", {})[strategy] = cell
         labels[cell.table] = cell.label
@@ -246,7 +246,8 @@ def _series_order(item: Series) -> tuple:
 
 
 def latency_order(latency: float | None) -> float:
-    """Sort key of an added latency: direct (no proxy) before any, then by milliseconds."""
+    """Sort key of an added latency: direct (timed straight to the server, 0 ms
+    included) before any, then by milliseconds."""
     return -1.0 if latency is None else latency
 
 

@@ -7,6 +7,13 @@ other ``delay`` seconds after it arrived, measured from its own arrival, so chun
 flight do not add up (as Toxiproxy's latency toxic does); a round trip gains 2 x delay.
 Release times are kept to well under a millisecond by sleeping until just before the
 due time and spinning the rest, which ``asyncio.sleep`` (about 0.6 ms late) cannot do.
+A send on loopback takes time of its own, which a wire would not add: a chunk's send
+begins the shortest of the recent sends' durations (MAX_AHEAD at most) before its due
+time. Only the shortest, the sender's own floor: the rest of a slower send is waking a
+receiver whose CPU was idle, which a wire costs as well, and starting earlier by that
+made a round trip through the proxy beat a direct one plus the delay. At 1 ms one way
+the proxy then added 13 to 21 us per round trip beyond the delay to an echo server's,
+instead of about 46 (``selfcheck --only proxy``).
 ``time.sleep`` wakes late too (70-100 us here, more after long sleeps), so the proxy
 measures by how much when it starts and ends every wait with a sleep of that length:
 a spin of 150 us instead cost more than a CPU core at 1,300 operations per second with
@@ -59,6 +66,9 @@ LATE_WINDOW = 31  # final sleeps whose median lateness sets how early the next o
 # stops lateness caused by contention from feeding more spinning.
 SWITCH_INTERVAL = 50e-6
 MAX_EARLY = 300e-6
+# A send that took long (the receiver's CPU was slow to wake, say) must not make every
+# later chunk leave much before its due time.
+MAX_AHEAD = 100e-6
 
 
 @dataclass(frozen=True)
@@ -118,9 +128,72 @@ class LatencyProxy(Child):
 
     def report(self) -> dict[str, Any]:
         """Per-connection counts, the proxy process's CPU seconds, and for the last
-        10,000 delayed chunks how late their send began (median and worst) and how long
-        it took (median), in microseconds."""
+        10,000 delayed chunks how late their send began (median and worst), how long it
+        took (median) and how long before the due time it was to begin (median), in
+        microseconds."""
         return self._ask("report")
+
+
+class EchoServer(Child):
+    """A server that sends back whatever it receives, in a process of its own, on
+    127.0.0.1: the yardstick of the proxy's own cost (a round trip with no work in it)
+    and of its tests."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        super().__init__(context, _echo_serve, daemon=True)
+        reply = self._first_reply(START_TIMEOUT_SECONDS, "the echo server")
+        if isinstance(reply, str):
+            self.close()
+            raise OSError(reply)
+        self.port: int = reply
+
+
+ECHO_MESSAGE = b"x" * 100
+
+
+def connect(port: int) -> socket.socket:
+    """A client connection to 127.0.0.1:``port`` that sends small writes at once."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def round_trips_ns(sock: socket.socket, times: int, message: bytes = ECHO_MESSAGE) -> list[int]:
+    """``times`` round trips of ``message`` to an echo server, each timed."""
+    taken = []
+    for _ in range(times):
+        started = time.perf_counter_ns()
+        sock.sendall(message)
+        received = 0
+        while received < len(message):
+            received += len(sock.recv(CHUNK))
+        taken.append(time.perf_counter_ns() - started)
+    return taken
+
+
+def _echo_serve(control: Connection, client_cpus: set[int] | None) -> None:
+    leave_the_clients_cpus(client_cpus)
+    listener = _listening(control, "the echo server")
+    if listener is None:
+        return
+    threading.Thread(target=_echo_accept, args=(listener,), daemon=True).start()
+    with contextlib.suppress(EOFError, OSError):
+        control.recv()  # ("stop",), or the pipe closing
+
+
+def _echo_accept(listener: socket.socket) -> None:
+    while True:
+        client, _ = listener.accept()
+        threading.Thread(target=_echo, args=(client,), daemon=True).start()
+
+
+def _echo(client: socket.socket) -> None:
+    # Without NODELAY, Nagle holds each small echo until the last is acknowledged.
+    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with client, contextlib.suppress(OSError):
+        while data := client.recv(CHUNK):
+            client.sendall(data)
 
 
 # --- the proxy process -------------------------------------------------------------------
@@ -141,9 +214,13 @@ class _Proxy:
         self.refusing = False  # cut: new connections are closed as they arrive
         self.lock = threading.Lock()
         self.links: list[_Link] = []
-        # For the report, per delayed chunk (the last LATE_KEPT): how late its send began
-        # and how long the send took.
-        self.releases: collections.deque[tuple[float, float]] = collections.deque(maxlen=LATE_KEPT)
+        # For the report, per delayed chunk (the last LATE_KEPT): how late its send began,
+        # how long it took, and how long before the due time it was to begin.
+        self.releases: collections.deque[tuple[float, float, float]] = collections.deque(
+            maxlen=LATE_KEPT
+        )
+        # Recent sends' durations: a send begins the shortest before its chunk is due.
+        self.sends = collections.deque([0.0], maxlen=LATE_WINDOW)
 
     @property
     def early(self) -> float:
@@ -151,6 +228,11 @@ class _Proxy:
         (the median of recent ones) plus a little spin."""
         recent = sorted(self.final_sleep_late)  # copied in C, safe from other writers
         return min(recent[len(recent) // 2] + SPIN_SECONDS, MAX_EARLY)
+
+    @property
+    def ahead(self) -> float:
+        """How long before its due time a chunk's send begins: the shortest recent send."""
+        return min(min(self.sends), MAX_AHEAD)
 
     def due(self, arrived: float) -> float:
         jitter = random.uniform(0, self.jitter) if self.jitter else 0.0
@@ -239,12 +321,15 @@ class _Direction:
         while True:
             due, data = self.chunks.get()
             proxy = self.link.proxy
-            late = _wait_until(due, proxy.early)
+            ahead = proxy.ahead
+            late = _wait_until(due - ahead, proxy.early)
             if late is not None:
                 proxy.final_sleep_late.append(late)
             released = time.perf_counter()
             sent = self._send(data)
-            proxy.releases.append((released - due, time.perf_counter() - released))
+            took = time.perf_counter() - released
+            proxy.sends.append(took)
+            proxy.releases.append((released - (due - ahead), took, ahead))
             with self.link.proxy.lock:
                 self.pending -= 1
             if not sent or not data:
@@ -331,14 +416,23 @@ def _serve(
     leave_the_clients_cpus(client_cpus)
     sys.setswitchinterval(SWITCH_INTERVAL)
     proxy = _Proxy(counters)
+    listener = _listening(control, "the latency proxy")
+    if listener is None:
+        return
+    threading.Thread(target=_accept, args=(proxy, listener, host, port), daemon=True).start()
+    _obey(proxy, control)
+
+
+def _listening(control: Connection, what: str) -> socket.socket | None:
+    """A listener on a free loopback port, its port sent to the measuring process; or
+    None, and why sent instead."""
     try:
         listener = socket.create_server(("127.0.0.1", 0))
     except OSError as error:
-        control.send(f"the latency proxy cannot listen: {error}")
-        return
+        control.send(f"{what} cannot listen: {error}")
+        return None
     control.send(listener.getsockname()[1])
-    threading.Thread(target=_accept, args=(proxy, listener, host, port), daemon=True).start()
-    _obey(proxy, control)
+    return listener
 
 
 def _accept(proxy: _Proxy, listener: socket.socket, host: str, port: int) -> None:
@@ -404,13 +498,15 @@ def _report(proxy: _Proxy) -> dict[str, Any]:
             for link in proxy.links
         ]  # fmt: skip
     releases = list(proxy.releases)  # one C-level copy: writers append as we read
-    late = sorted(late for late, _ in releases)
-    sending = sorted(took for _, took in releases)
+    late = sorted(late for late, _, _ in releases)
+    sending = sorted(took for _, took, _ in releases)
+    ahead = sorted(ahead for _, _, ahead in releases)
     release = {
         "chunks": len(late),
         "median_late_us": _median(late) * 1e6 if late else None,
         "max_late_us": late[-1] * 1e6 if late else None,
         # On loopback the send also wakes the receiver: slow when its CPU was idle.
         "median_send_us": _median(sending) * 1e6 if sending else None,
+        "median_ahead_us": _median(ahead) * 1e6 if ahead else None,
     }
     return {"cpu_seconds": time.process_time(), "connections": links, "release": release}

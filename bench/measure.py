@@ -27,6 +27,12 @@ Three calls of a cell are never samples, and carry what samples cannot:
 
 A policy with fewer warm-up calls leaves out the later of these, so ``verify`` (one
 call) neither counts nor traces, and the gate's baselines (two) count but do not trace.
+
+Round trips and bytes on the wire are read around each call that goes through the
+latency proxy. With latency to add, the samples do. At 0 ms the proxy would add only its
+own hops (about 50 us a round trip here), so the samples go straight to the server and
+the same calls are then repeated through the proxy, untimed, on an engine of their own
+(``Subject.counting``): as many warm-up calls, and up to ``COUNTED_CALLS`` counted.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -94,6 +100,17 @@ class Policy:
 
 
 ONCE = Policy(warmup=0, min_rounds=1, min_time=0.0, max_rounds=1)
+# Calls counted through the proxy when the samples went past it: enough for the usual
+# count to be the steady one (psycopg 3 prepares a statement on its sixth execution).
+COUNTED_CALLS = 10
+
+
+def counting_policy(policy: Policy) -> Policy:
+    """The calls that count round trips apart: the same warm-up, then up to
+    ``COUNTED_CALLS`` with no minimum time, within the same time bound."""
+    rounds = min(policy.min_rounds, COUNTED_CALLS)
+    return replace(policy, min_rounds=rounds, min_time=0.0, max_rounds=rounds)
+
 
 # What the first warm-up calls of a cell are for, in order (see the module's docstring).
 ROLES = ("checked", "counted", "traced")
@@ -163,6 +180,14 @@ class Measurement:
     failure: Observation | None = None  # the call that raised; sampling stopped there
     calls: int | None = None  # from the counted warm-up call
     peak_memory: int | None = None  # from the traced warm-up call
+    # The same calls through the latency proxy, when the samples went past it: where the
+    # round trips and bytes were counted.
+    wire: Measurement | None = None
+
+    @property
+    def on_the_wire(self) -> Measurement:
+        """The measurement whose calls counted round trips and bytes."""
+        return self.wire or self
 
     def add(self, observation: Observation, warm_up: bool) -> None:
         if self.first is None:
@@ -243,21 +268,31 @@ class Subject:
     awaits: bool
     arguments: Callable[[], AbstractAsyncContextManager[PerCall]]
     counter: StatementCounter
-    round_trips: RoundTripCounter | None = None
+    round_trips: RoundTripCounter | None = None  # read around each call when set
     inspector: Inspector | None = None  # for the checked call; None: nothing to read
+    # The same call through the latency proxy, untimed, when this one goes past it.
+    counting: Subject | None = None
 
 
 def subject_for(case: Case, params: dict[str, Any], env: DriverEnv) -> Subject:
-    function = case.function(env.mode)
     expected = case.expected(env.setting, env.size, **params)
     committed = expected.committed if isinstance(expected, Works) else None
+    apart = env.counting if env.counting is not env else None
+    return replace(
+        _calling(case, params, env),
+        inspector=Inspector(env.observer, committed.read if committed else None),
+        counting=None if apart is None else _calling(case, params, apart),
+    )
+
+
+def _calling(case: Case, params: dict[str, Any], env: DriverEnv) -> Subject:
+    """The case's call on ``env``, reading the proxy's counters when it goes through."""
     return Subject(
-        call=partial(function, **params),
+        call=partial(case.function(env.mode), **params),
         awaits=env.awaits,
         arguments=lambda: arguments(case.receives, env),
         counter=env.counter,
         round_trips=env.round_trips,
-        inspector=Inspector(env.observer, committed.read if committed else None),
     )
 
 
@@ -374,10 +409,22 @@ async def measure(
     subject: Subject, policy: Policy, stop_requested: Callable[[], bool] = never
 ) -> Measurement:
     """Sample ``subject`` under ``policy``; a measured call that raises ends the cell.
+    When the subject counts round trips apart, its calls are then repeated through the
+    proxy (``counting_policy``), untimed.
 
     ``stop_requested`` is polled between calls: when it says so, the cell is abandoned
     with KeyboardInterrupt at that safe point (see ``bench.stopping.StopOnInterrupt``).
     """
+    measurement = await _sample(subject, policy, stop_requested)
+    if subject.counting is not None:
+        counting = counting_policy(policy)
+        measurement.wire = await _sample(subject.counting, counting, stop_requested)
+    return measurement
+
+
+async def _sample(
+    subject: Subject, policy: Policy, stop_requested: Callable[[], bool]
+) -> Measurement:
     measurement = Measurement()
     async with subject.arguments() as per_call:
         calls, warmup = 0, policy.warmup

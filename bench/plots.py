@@ -251,7 +251,7 @@ LOAD_COLUMNS = 4  # drivers side by side; more wrap to another pair of rows
 
 def _load_plot(table: str, cells: list[CellRecord], path: Path, caption: str) -> Path:
     """Per driver, mode and latency: throughput above, p99 below; one colour per pool."""
-    panels = _by(cells, lambda c: (c.target, c.driver, c.mode, c.latency_ms, c.pgbouncer))
+    panels = _by(cells, lambda c: (c.target, c.driver, c.mode, c.timed_latency, c.pgbouncer))
     keys = sorted(panels, key=lambda k: (k[0], k[1], MODES.index(k[2]), k[3] or 0, k[4] or ""))
     columns = min(LOAD_COLUMNS, len(keys))
     figure, grid = _grid(2 * math.ceil(len(keys) / columns), columns)

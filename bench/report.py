@@ -31,8 +31,9 @@ NOTE = (
     "memory the client held during one operation (Python allocations, tracemalloc, in a "
     "warm-up call of its own); calls is the Python function calls in one operation "
     "(cProfile, in another warm-up call: the same from run to run, where times are not); "
-    "with --latency, rtt is the round-trip time the proxy added, "
-    "trips the round trips per operation and down/up the bytes each way on the wire"
+    "with --latency, rtt is the round-trip time the proxy added (at 0 ms the samples went "
+    "straight to the server), trips the round trips per operation and down/up the bytes "
+    "each way on the wire, counted through the proxy"
 )
 
 
@@ -344,7 +345,7 @@ def async_cost(cells: Iterable[CellRecord]) -> TableData:
 
 
 def _conditions(cell: CellRecord) -> str:
-    latency = "direct" if cell.latency_ms is None else f"+{cell.latency_ms:g} ms"
+    latency = "direct" if cell.timed_latency is None else f"+{cell.timed_latency:g} ms"
     return f"{describe_dataset(cell.dataset)}; {latency}"
 
 
@@ -413,14 +414,15 @@ def load_tables(cells: Iterable[CellRecord]) -> list[TableData]:
     """One table per scenario table, rtt and dataset for cells measured under load."""
     grouped: dict[tuple, list[CellRecord]] = {}
     for cell in cells:
-        key = (cell.table, cell.latency_ms, _dataset_key(cell), cell.pgbouncer)
+        key = (cell.table, cell.timed_latency, _dataset_key(cell), cell.pgbouncer)
         grouped.setdefault(key, []).append(cell)
     return [_load_table(group) for group in grouped.values()]
 
 
 def _load_table(cells: list[CellRecord]) -> TableData:
     first = cells[0]
-    rtt = "" if first.latency_ms is None else f", +{first.latency_ms:g} ms per round trip"
+    latency = first.timed_latency
+    rtt = "" if latency is None else f", +{latency:g} ms per round trip"
     if first.pgbouncer is not None:
         rtt = f", through PgBouncer ({first.pgbouncer} pooling){rtt}"
     columns = [

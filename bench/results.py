@@ -29,10 +29,10 @@ from sqla_bench.errors import ConfigError
 from sqla_bench.owner import owner_alive
 from sqla_bench.stats import summarize
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # ``sqla-bench verify --json``: the outcome matrix, one record per case, cell and driver.
 VERIFY_SCHEMA_VERSION = 1
-READABLE_VERSIONS = (1, 2, 3)  # older files are upgraded as they are read (``upgrade``)
+READABLE_VERSIONS = (1, 2, 3, 4)  # older files are upgraded as they are read (``upgrade``)
 SCHEMA_PATH = Path(__file__).with_name("result.schema.json")
 LOCAL_RESULTS = Path("results") / "local"
 STATUSES = ("running", "complete", "incomplete", "interrupted", "failed")
@@ -64,6 +64,9 @@ class CellRecord:
     warmup: int
     samples_ns: list[int] = field(default_factory=list)
     latency_ms: float | None = None  # round-trip time the proxy added; None without proxy
+    # Whether the samples went through the proxy: only with latency to add (schema 4).
+    # At 0 ms they went straight to the server, and round trips were counted apart.
+    timed_through_proxy: bool | None = None
     pgbouncer: str | None = None  # PgBouncer's pool mode on the way, if any (run --pgbouncer)
     round_trips: int | None = None  # per operation, counted by the proxy
     round_trips_seen: list[int] = field(default_factory=list)
@@ -88,14 +91,23 @@ class CellRecord:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
     @property
+    def timed_latency(self) -> float | None:
+        """The round-trip time the samples crossed in the proxy; None when they went
+        straight to the server (no --latency, or 0 ms from schema 4 on)."""
+        return self.latency_ms if self.timed_through_proxy else None
+
+    @property
     def key(self) -> tuple:
         """What identifies the cell across runs (for comparing two result files)."""
         params = tuple(sorted(self.params.items()))
         dataset = tuple(sorted(self.dataset.items()))
         pool = tuple(sorted((self.pool or {}).items()))
+        # Samples timed straight to the server are comparable whether or not round trips
+        # were counted apart (--latency 0 or none); those timed through the proxy at
+        # 0 ms (schema 3 and older) are not.
         return (
             *(self.case, params, dataset, self.target, self.driver, self.mode),
-            *(self.latency_ms, self.concurrency, pool, self.pgbouncer, self.processes),
+            *(self.timed_latency, self.concurrency, pool, self.pgbouncer, self.processes),
         )
 
 
@@ -248,7 +260,18 @@ def upgrade(document: dict[str, Any], version: int) -> dict[str, Any]:
         document = upgrade_v1(document)
     if version <= 2:
         document = upgrade_v2(document)
+    if version <= 3:
+        document = upgrade_v3(document)
     return document
+
+
+def upgrade_v3(document: dict[str, Any]) -> dict[str, Any]:
+    """A version 3 document as version 4: every cell with a latency, 0 ms included, was
+    timed through the proxy."""
+    for cell in document.get("cells", []):
+        if isinstance(cell, dict):
+            cell.setdefault("timed_through_proxy", cell.get("latency_ms") is not None)
+    return {**document, "schema_version": 4}
 
 
 def upgrade_v2(document: dict[str, Any]) -> dict[str, Any]:

@@ -176,14 +176,11 @@ class Runner:
         # Each load is a cell of its own: a level of concurrency, in a number of processes.
         loads = len(self.plan.concurrency or (None,)) * len(self.plan.processes or (None,))
         self.progress.on_driver(f"{driver.id} ({described})", len(cells) * loads)
-        counter = route.round_trip_counter()
-        routed = route.driver(driver)
-        fresh = None if route.bouncer is None else route.bouncer.fresh_servers
-        env = DriverEnv(
-            routed, size, counter, pool, route.pgbouncer, server=driver, fresh_servers=fresh
-        )
+        env = driver_env(route, driver, size, pool)
         if workload is not None:
             workload.guard(env.default_engine)
+            if env.counting not in (None, env):
+                workload.guard(env.counting.default_engine)
         if self.plan.concurrency is not None:
             self._load_driver(target, route, env, cells, loop)
             return None
@@ -277,6 +274,8 @@ class Runner:
         failed = measurement.failure
         raised = isinstance(observed, Raises)
         checked = measurement.first  # the call a verdict on value, SQL and commits is drawn from
+        wire = measurement.on_the_wire
+        wire_failed = wire.failure
         found = [redact(text, target.url) for text in differences(expected, observed, checked)]
         return CellRecord(
             case=case.id,
@@ -303,14 +302,16 @@ class Runner:
             warmup=policy.warmup,
             samples_ns=measurement.samples_ns,
             latency_ms=route.latency_ms,
+            timed_through_proxy=None if route.proxy is None else route.delays,
             pgbouncer=route.pgbouncer,
-            # A cell that raised has no samples: its round trips and bytes are the failing
-            # call's, up to the raise.
-            round_trips=failed.round_trips if raised else _usual(measurement.round_trips),
-            round_trips_seen=sorted(measurement.round_trips),
+            # Counted where the calls went through the proxy (the samples, or at 0 ms the
+            # same calls repeated through it). A cell that raised has no samples: its
+            # round trips and bytes are the failing call's, up to the raise.
+            round_trips=wire_failed.round_trips if wire_failed else _usual(wire.round_trips),
+            round_trips_seen=sorted(wire.round_trips),
             rows_fetched=None if checked is None else checked.rows_fetched,
-            bytes_up=failed.bytes_up if raised else _usual(measurement.bytes_up),
-            bytes_down=failed.bytes_down if raised else _usual(measurement.bytes_down),
+            bytes_up=wire_failed.bytes_up if wire_failed else _usual(wire.bytes_up),
+            bytes_down=wire_failed.bytes_down if wire_failed else _usual(wire.bytes_down),
             peak_memory=measurement.peak_memory,
             calls=measurement.calls,
         )
@@ -367,13 +368,16 @@ def served_loads(case: Case, params: dict[str, Any], where: LoadPlace) -> Loads:
 
     env, route, loop = where.env, where.route, where.loop
     request = case.function(env.mode)(**params)
-    options = {**env.pool, "connect_args": env.connect_args}
 
-    def serve() -> AppServer:
-        return AppServer(case, request, env.mode, env.url, options)
+    def serve(on: DriverEnv = env) -> AppServer:
+        options = {**on.pool, "connect_args": on.connect_args}
+        return AppServer(case, request, on.mode, on.url, options)
 
-    with serve() as server:
-        alone = loop.run_until_complete(measure_once(server, request, route.round_trip_counter()))
+    # Alone, the app is served through the proxy, when the run has one, for the round trips.
+    counting = env.counting
+    with serve(counting or env) as server:
+        counter = None if counting is None else counting.round_trips
+        alone = loop.run_until_complete(measure_once(server, request, counter))
 
     def load(workers: int, processes: int | None) -> Load:
         route.before_load()  # a served load runs in the app's one process
@@ -392,6 +396,26 @@ def served_loads(case: Case, params: dict[str, Any], where: LoadPlace) -> Loads:
 
 def _usual(counts: Counter[int]) -> int | None:
     return counts.most_common(1)[0][0] if counts else None
+
+
+def driver_env(
+    route: Route, driver: Driver, size: DatasetSize, pool: dict[str, Any] | None
+) -> DriverEnv:
+    """The driver as the route's timed calls reach the server, and, when they do not go
+    through the proxy but the run has one, the same driver through it for counting."""
+    fresh = None if route.bouncer is None else route.bouncer.fresh_servers
+
+    def on(routed: Driver, counted: bool, counting: DriverEnv | None = None) -> DriverEnv:
+        counter = route.round_trip_counter() if counted else None
+        return DriverEnv(
+            routed, size, counter, pool, route.pgbouncer, server=driver, fresh_servers=fresh,
+            counting=counting,
+        )  # fmt: skip
+
+    if route.delays:
+        return on(route.through_proxy(driver), counted=True)
+    counting = None if route.proxy is None else on(route.through_proxy(driver), counted=True)
+    return on(route.past_proxy(driver), counted=False, counting=counting)
 
 
 class Route:
@@ -414,17 +438,27 @@ class Route:
         if self.proxy is not None and round_trip_ms is not None:
             self.proxy.set_delay(round_trip_ms / 2000)  # one way, in seconds
 
-    def driver(self, driver: Driver) -> Driver:
-        entry = self.proxy or self.bouncer
-        if entry is None:
-            return driver
-        return replace(driver, url=driver.url.set(host="127.0.0.1", port=entry.port))
+    @property
+    def delays(self) -> bool:
+        """Whether timed calls and loads go through the proxy: only to add latency. At
+        0 ms it would add nothing but its own hops, so they go past it."""
+        return self.proxy is not None and bool(self.latency_ms)
+
+    def through_proxy(self, driver: Driver) -> Driver:
+        """The driver through the proxy (then PgBouncer, if any): where round trips are
+        counted."""
+        return _entering(driver, self.proxy or self.bouncer)
+
+    def past_proxy(self, driver: Driver) -> Driver:
+        """The driver straight to PgBouncer or the server."""
+        return _entering(driver, self.bouncer)
 
     def round_trip_counter(self) -> RoundTripCounter | None:
         return None if self.proxy is None else RoundTripCounter(self.proxy.totals)
 
     def proxy_cpu(self) -> Callable[[], float] | None:
-        if self.proxy is None:
+        """The proxy's CPU seconds, when loads go through it."""
+        if not self.delays:
             return None
         proxy = self.proxy
         return lambda: proxy.report()["cpu_seconds"]
@@ -447,9 +481,17 @@ class Route:
                 f", through PgBouncer ({self.bouncer.mode} pooling, "
                 f"{self.bouncer.pool_size} server connections)"
             )
-        if self.latency_ms is not None:
+        if self.delays:
             words += f", +{self.latency_ms:g} ms per round trip"
+        elif self.latency_ms is not None:
+            words += ", 0 ms: timed direct, round trips counted through the proxy"
         return words
+
+
+def _entering(driver: Driver, entry: LatencyProxy | PgBouncer | None) -> Driver:
+    if entry is None:
+        return driver
+    return replace(driver, url=driver.url.set(host="127.0.0.1", port=entry.port))
 
 
 @contextmanager

@@ -5,7 +5,9 @@
    ``loop.run_until_complete`` per call would cost, measured in the same run;
 2. driver: raw psycopg2 primary-key selects per second, measured by the harness, over
    what ``pgbench -S -c 1`` reaches on the same server in the same run;
-3. cv: the coefficient of variation of each cell's median over repeated runs of the
+3. proxy: the time the latency proxy adds per round trip beyond its delay, at 1 ms one
+   way, and the cost of ``--latency 0`` (timed straight to the server) over none;
+4. cv: the coefficient of variation of each cell's median over repeated runs of the
    default matrix, each in a process of its own, for cells slower than 1 ms.
 
 Every figure comes from result files written under the output folder, which are kept.
@@ -20,6 +22,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from typing import Any
 
 from sqla_bench.errors import ConfigError
 from sqla_bench.kernel import call_ns
+from sqla_bench.latency import EchoServer, LatencyProxy, connect, round_trips_ns
 from sqla_bench.measure import Policy
 from sqla_bench.pipeline import run_to_file
 from sqla_bench.plan import RunPlan
@@ -41,7 +45,8 @@ GOALS = {  # figure: (relation, limit, the limit as people read it)
     "overhead sync": ("below", 1_000.0, "1 µs"),  # ns per sample
     "overhead async": ("below", 5_000.0, "5 µs"),
     "driver ratio": ("at least", 0.95, "0.95"),
-    "proxy cost": ("at most", 0.20, "20 %"),
+    "proxy added per round trip": ("below", 25_000.0, "25 µs"),  # ns
+    "0 ms over no --latency": ("at most", 1.10, "1.10"),
     "cv": ("below", 0.05, "5 %"),
 }
 
@@ -149,10 +154,16 @@ def driver_against_pgbench(
     ]
 
 
-def _raw_select_rate(
-    postgresql: Target, seconds: float, path: Path, latencies: tuple[float, ...] | None = None
-) -> tuple[float, int]:
+def _raw_select_rate(postgresql: Target, seconds: float, path: Path) -> tuple[float, int]:
     """Raw psycopg2 primary-key selects per second of timed calls, and how many calls."""
+    (raw,) = _raw_selects(postgresql, seconds, path)
+    return len(raw.samples_ns) / (sum(raw.samples_ns) / 1e9), len(raw.samples_ns)
+
+
+def _raw_selects(
+    postgresql: Target, seconds: float, path: Path, latencies: tuple[float, ...] | None = None
+) -> list[CellRecord]:
+    """The raw psycopg2 primary-key select cell, sampled for ``seconds`` at each latency."""
     plan = RunPlan(
         targets=(postgresql,),
         modes=("sync",),
@@ -164,8 +175,7 @@ def _raw_select_rate(
         ),
     )
     cells = _measure(plan, path, ["selfcheck", path.stem])
-    raw = next(cell for cell in cells if cell.baseline == "driver")
-    return len(raw.samples_ns) / (sum(raw.samples_ns) / 1e9), len(raw.samples_ns)
+    return [cell for cell in cells if cell.baseline == "driver"]
 
 
 def _pgbench_select_tps(pgbench: str, target: Target, seconds: float) -> float:
@@ -201,19 +211,152 @@ def _pgbench(pgbench: str, arguments: list[str], env: dict, target: Target) -> s
 
 # --- 3. the latency proxy's own cost -----------------------------------------------------
 
+PROXY_ONE_WAY_MS = 1.0
+PROXY_ROUNDS = 3  # the machine drifts between cells: each round times all three in turn
+ECHO_BLOCK = 25  # delayed round trips in a row, between blocks of four times as many direct
+
 
 def proxy_cost(postgresql: Target, seconds: float, folder: Path, say: Say) -> list[Figure]:
-    """Raw psycopg2 selects per second, direct and through the proxy at zero delay."""
-    say(f"proxy: raw psycopg2 selects, direct and through the proxy at 0 ms, {seconds:g} s each")
-    rates = {
-        name: _raw_select_rate(postgresql, seconds, folder / f"proxy-{name}.json", latencies)[0]
-        for name, latencies in (("direct", None), ("proxied", (0.0,)))
-    }
-    cost = 1 - rates["proxied"] / rates["direct"]
+    """What the proxy adds per round trip beyond a 1 ms one-way delay: on a round trip
+    with no work in it (to an echo server), and on a raw psycopg2 select as a cell sees
+    it; and whether ``--latency 0`` (timed straight to the server) costs anything."""
+    round_trip_ms = 2 * PROXY_ONE_WAY_MS
+    say(
+        f"proxy: 100-byte round trips to an echo server, direct and at +{round_trip_ms:g} ms "
+        f"through the proxy, in turn, {seconds / 2:g} s"
+    )
+    direct_ns, delayed_ns = _echo_round_trips(PROXY_ONE_WAY_MS / 1000, seconds / 2)
+    each = seconds / 3
+    say(
+        f"proxy: raw psycopg2 selects without --latency, at 0 ms and at +{round_trip_ms:g} ms, "
+        f"{each:.3g} s each, {PROXY_ROUNDS} rounds"
+    )
+    rounds = []
+    for index in range(1, PROXY_ROUNDS + 1):
+        (plain,) = _raw_selects(postgresql, each, folder / f"proxy-{index}-none.json")
+        path = folder / f"proxy-{index}.json"
+        zero, delayed = sorted(
+            _raw_selects(postgresql, each, path, (0.0, round_trip_ms)),
+            key=lambda cell: cell.latency_ms,
+        )
+        rounds.append(_proxy_round(plain, zero, delayed, round_trip_ms))
+    added = delayed_ns - direct_ns - round_trip_ms * 1e6
+    echo = Figure(
+        "proxy added per round trip",
+        added,
+        f"{added / 1e3:,.1f} µs",
+        f"{PROXY_ONE_WAY_MS:g} ms one way, less {round_trip_ms:g} ms and a direct round trip: "
+        f"echo server, {delayed_ns / 1e3:,.1f} µs via the proxy, {direct_ns / 1e3:,.1f} direct",
+    )
+    return [echo, *_proxy_figures(rounds, round_trip_ms), _work_after_a_wait(round_trip_ms)]
+
+
+IDLE_WORK_STEPS = 3_000  # a loop of about 100 us of Python here
+IDLE_WORK_TIMES = 500
+
+
+def _work_after_a_wait(round_trip_ms: float) -> Figure:
+    """The same Python work timed back to back and right after sleeping as long as a
+    delayed round trip: what a wait costs the client's own work, with no proxy at all."""
+    busy = statistics.median(_steps_ns(0.0) for _ in range(IDLE_WORK_TIMES))
+    rested = statistics.median(_steps_ns(round_trip_ms / 1000) for _ in range(IDLE_WORK_TIMES))
+    ratio = rested / busy
+    return Figure(
+        "python work after a wait",
+        ratio,
+        f"{ratio:.2f}x",
+        f"a {IDLE_WORK_STEPS:,}-step loop, {busy / 1e3:,.0f} µs back to back, {rested / 1e3:,.0f} "
+        f"µs right after a {round_trip_ms:g} ms sleep (no proxy: a wire's wait costs it too)",
+    )
+
+
+def _steps_ns(sleep_seconds: float) -> int:
+    if sleep_seconds:
+        time.sleep(sleep_seconds)
+    started = time.perf_counter_ns()
+    total = 0
+    for step in range(IDLE_WORK_STEPS):
+        total += step
+    return time.perf_counter_ns() - started
+
+
+def _echo_round_trips(one_way_seconds: float, seconds: float) -> tuple[float, float]:
+    """Median round trips (ns) to an echo server in a process of its own, straight and
+    through the proxy at ``one_way_seconds``: in turn, in blocks, for ``seconds``."""
+    direct, delayed = [], []
+    with EchoServer() as echo, LatencyProxy("127.0.0.1", echo.port) as proxy:
+        proxy.set_delay(one_way_seconds)
+        with connect(echo.port) as straight, connect(proxy.port) as through:
+            for sock in (straight, through):
+                round_trips_ns(sock, ECHO_BLOCK)  # warm: the first crossings are slower
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                direct += round_trips_ns(straight, 4 * ECHO_BLOCK)
+                delayed += round_trips_ns(through, ECHO_BLOCK)
+    return statistics.median(direct), statistics.median(delayed)
+
+
+@dataclass(frozen=True)
+class ProxyRound:
+    """One round's medians (ns), and the round trips the proxy counted per select."""
+
+    plain_ns: float
+    zero_ns: float
+    delayed_ns: float
+    round_trips: int
+
+    def added_ns(self, round_trip_ms: float) -> float:
+        """The proxy's time per round trip beyond the delay: the delayed select over
+        the one timed straight to the server at 0 ms, less the delay it crossed."""
+        beyond = self.delayed_ns - self.zero_ns - self.round_trips * round_trip_ms * 1e6
+        return beyond / self.round_trips
+
+
+def _proxy_round(
+    plain: CellRecord, zero: CellRecord, delayed: CellRecord, round_trip_ms: float
+) -> ProxyRound:
+    if not zero.round_trips or zero.timed_through_proxy or not delayed.timed_through_proxy:
+        raise ConfigError("the proxy check's cells were not routed as it expects")
+    return ProxyRound(
+        summarize(plain.samples_ns).median_ns,
+        summarize(zero.samples_ns).median_ns,
+        summarize(delayed.samples_ns).median_ns,
+        zero.round_trips,
+    )
+
+
+def _proxy_figures(rounds: list[ProxyRound], round_trip_ms: float) -> list[Figure]:
+    added = sorted(r.added_ns(round_trip_ms) for r in rounds)
+    median_added = statistics.median(added)
+    ratios = sorted(r.zero_ns / r.plain_ns for r in rounds)
+    median_ratio = statistics.median(ratios)
+    delayed = statistics.median(r.delayed_ns for r in rounds)
+    trips = rounds[0].round_trips
+    share = median_added * trips / delayed
+    one_way = f"{round_trip_ms / 2:g} ms one way"
+    span = f"{len(rounds)} rounds: {added[0] / 1e3:,.1f} to {added[-1] / 1e3:,.1f} µs"
     return [
-        Figure("raw select direct", rates["direct"], f"{rates['direct']:,.0f} /s", ""),
-        Figure("raw select via proxy", rates["proxied"], f"{rates['proxied']:,.0f} /s", "0 ms"),
-        Figure("proxy cost", cost, f"{cost:.1%}", "throughput lost to the proxy at 0 ms"),
+        Figure(
+            "raw select: added per round trip",
+            median_added,
+            f"{median_added / 1e3:,.1f} µs",
+            f"the same for a raw select as a cell sees it, {span} (its Python after the "
+            "wait runs slower: see below)",
+        ),
+        Figure(
+            "raw select: share of its time",
+            share,
+            f"{share:.1%}",
+            f"of a raw select's {delayed / 1e6:.2f} ms at {one_way} ({trips} round "
+            f"trip{'s' * (trips != 1)})",
+        ),
+        Figure(
+            "0 ms over no --latency",
+            median_ratio,
+            f"{median_ratio:.3f}",
+            f"raw select medians, {len(rounds)} rounds: {ratios[0]:.3f} to {ratios[-1]:.3f} "
+            "(0 ms is timed straight to the server)",
+        ),
     ]
 
 

@@ -232,3 +232,32 @@ def test_function_calls_grown_beyond_the_tolerance_fail_and_fewer_are_reported(
     beyond = tmp_path / "beyond.json"
     assert gate(base, beyond).returncode == 1
     assert gate(base, beyond, "--calls-tolerance", "0.1").returncode == 0
+
+
+def test_zero_ms_cells_are_compared_with_cells_run_without_latency(measured, tmp_path) -> None:
+    """At 0 ms a cell is timed straight to the server, its round trips counted apart:
+    the same timing as a run without --latency, so the two are compared; a cell at 0 ms
+    from a file before schema 4 was timed through the proxy, and is not."""
+    base = write(tmp_path, "base", measured)
+
+    def at_zero(cell, index, proxied=False) -> None:
+        cell.update(latency_ms=0.0, timed_through_proxy=proxied, round_trips=2)
+        cell.update(bytes_up=100, bytes_down=200)
+
+    zero = write(tmp_path, "zero", measured, at_zero)
+    result = gate(base, zero)
+    assert result.returncode == 0, result.stdout + result.stderr
+    cells = len(measured["cells"])
+    assert "only in base 0, only in new 0" in result.stdout
+    assert "unchanged" in result.stdout and "timed through the latency proxy" not in result.stdout
+
+    old = json.loads(json.dumps(measured))
+    old["schema_version"] = 3
+    for cell in old["cells"]:
+        del cell["timed_through_proxy"]  # schema 3 had none: upgraded, it reads True
+        cell.update(latency_ms=0.0, round_trips=2)
+    result = gate(base, write(tmp_path, "old", old))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"only in base {cells}, only in new {cells}" in result.stdout
+    (warning,) = [line for line in result.stdout.splitlines() if "latency proxy" in line]
+    assert f"{cells} cells of the new run at 0 ms were timed through" in warning

@@ -28,6 +28,7 @@ def _cell(strategy: str, posts: int, latency: float | None, median_ms: float, **
         driver=driver, mode=mode, outcome="ok", error=None, wrapped_in=None, message=None,
         expected="works", matches_expected=True, statements=2, statements_started=2,
         statements_seen=[2], rows=20, warmup=3, samples_ns=samples, latency_ms=latency,
+        timed_through_proxy=None if latency is None else latency > 0,
     )  # fmt: skip
 
 
@@ -53,7 +54,7 @@ CROSSING = {
 
 def test_a_crossover_is_found_between_the_points_that_show_it() -> None:
     lines = series(points(_sweep(CROSSING)))
-    direct = next(line for line in lines if line.latency == 0.0)
+    direct = next(line for line in lines if line.latency is None)  # 0 ms: timed direct
     assert [p.leader for p in direct.points] == ["joined", "selectin", "selectin"]
     assert ranges(direct) == "joined up to 2, selectin from 20 posts/user"
     slow = next(line for line in lines if line.latency == 5.0)
@@ -62,7 +63,7 @@ def test_a_crossover_is_found_between_the_points_that_show_it() -> None:
 
 def test_the_summary_states_the_conditions() -> None:
     sentence = "\n".join(summary(series(points(_sweep(CROSSING)))))
-    assert "+0 ms: joined up to 2, selectin from 20 posts/user" in sentence
+    assert "direct: joined up to 2, selectin from 20 posts/user" in sentence
     assert "+5 ms: joined throughout (2 to 100 posts/user)" in sentence
     for condition in ("2 drivers and modes", "20 parents per load", "100 users", "payload 0 B"):
         assert condition in sentence

@@ -6,20 +6,22 @@ crosses; the excess is bounded); performance figures themselves come from selfch
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import statistics
-import threading
 import time
 
 import pytest
 
 from sqla_bench.engines import prepare_database
-from sqla_bench.latency import LatencyProxy
-from sqla_bench.measure import Policy
+from sqla_bench.latency import ECHO_MESSAGE, EchoServer, LatencyProxy, connect, round_trips_ns
+from sqla_bench.measure import COUNTED_CALLS, Policy, measure, subject_for
 from sqla_bench.pipeline import run_to_file
 from sqla_bench.plan import RunPlan
 from sqla_bench.plots import write_plots
+from sqla_bench.runner import driver_env, route_to
 from sqla_bench.scenarios.dataset import DatasetSize
+from sqla_bench.scenarios.registry import discover
 from sqla_bench.stats import summarize
 from tests.conftest import SIZE
 from tests.test_cli import assert_one_line_error, run
@@ -28,63 +30,18 @@ from tests.test_run import _target
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
 pytestmark = pytest.mark.harness
 
-MESSAGE = b"x" * 100
-
-
-class EchoServer:
-    """Sends back whatever it receives, on 127.0.0.1, until closed."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._echo, args=(client,), daemon=True).start()
-
-    @staticmethod
-    def _echo(client: socket.socket) -> None:
-        # Without NODELAY, Nagle holds each small echo until the last is acknowledged,
-        # and a delayed ACK made ten chunks in flight take 93 ms instead of 51.
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with client:
-            while data := client.recv(65536):
-                client.sendall(data)
-
-    def close(self) -> None:
-        self.listener.close()
+MESSAGE = ECHO_MESSAGE
 
 
 @pytest.fixture(scope="module")
 def echo():
-    server = EchoServer()
-    yield server
-    server.close()
-
-
-def _connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
+    with EchoServer() as server:
+        yield server
 
 
 def _round_trip_ms(sock: socket.socket, times: int) -> float:
     """The median round trip."""
-    return statistics.median(_one_round_trip(sock) for _ in range(times)) * 1000
-
-
-def _one_round_trip(sock: socket.socket) -> float:
-    started = time.perf_counter()
-    sock.sendall(MESSAGE)
-    received = b""
-    while len(received) < len(MESSAGE):
-        received += sock.recv(65536)
-    return time.perf_counter() - started
+    return statistics.median(round_trips_ns(sock, times)) / 1e6
 
 
 def _settled_release(proxy: LatencyProxy, chunks: int) -> dict:
@@ -101,7 +58,7 @@ def _settled_release(proxy: LatencyProxy, chunks: int) -> dict:
 
 @pytest.mark.slow
 def test_round_trips_and_bytes_are_counted(echo) -> None:
-    with LatencyProxy("127.0.0.1", echo.port) as proxy, _connect(proxy.port) as sock:
+    with LatencyProxy("127.0.0.1", echo.port) as proxy, connect(proxy.port) as sock:
         before = proxy.totals()
         _round_trip_ms(sock, 25)
         counted = proxy.totals() - before
@@ -130,15 +87,21 @@ ATTEMPTS = 3  # a spell of the machine passes; a proxy that adds time fails ever
 def test_a_round_trip_gains_twice_the_delay_and_little_more(echo, one_way_ms) -> None:
     times = 60 if one_way_ms < 10 else 30
     allowed_ms = EXCESS_MS + EXCESS_SHARE * 2 * one_way_ms
+    with connect(echo.port) as direct:
+        fastest_direct_ms = min(round_trips_ns(direct, 100)) / 1e6
     seen = []
     for _ in range(ATTEMPTS):
-        with LatencyProxy("127.0.0.1", echo.port) as proxy, _connect(proxy.port) as sock:
+        with LatencyProxy("127.0.0.1", echo.port) as proxy, connect(proxy.port) as sock:
             proxy.set_delay(one_way_ms / 1000)
             through_ms = _round_trip_ms(sock, times)
             release = _settled_release(proxy, chunks=2 * 30)
-        where = f"round trip {through_ms:.3f} ms, proxy {release}"
-        assert through_ms >= 2 * one_way_ms, where  # never released early
-        # The proxy's own part: each chunk's send begins within 50 us of its due time.
+        where = f"round trip {through_ms:.3f} ms, direct >= {fastest_direct_ms:.3f}, {release}"
+        # Never faster than a wire: the proxy begins a send ahead of its due time by what
+        # a send costs the sender, never by what waking the receiver costs (which a wire
+        # costs too); by the median send it beat this by 18 us at 1 ms one way.
+        assert through_ms >= 2 * one_way_ms + fastest_direct_ms, where
+        assert release["median_ahead_us"] <= release["median_send_us"], where
+        # The proxy's own part: each chunk's send begins within 50 us of its planned time.
         assert release["chunks"] >= 2 * 30 and release["median_late_us"] <= 50, where
         seen.append(where)
         if through_ms - 2 * one_way_ms <= allowed_ms:
@@ -150,7 +113,7 @@ def test_a_delay_set_on_an_open_connection_holds_from_its_next_chunk(echo) -> No
     """A pooled connection waits in the proxy's read when a run sets the next latency:
     its next chunk must be delayed too, not sent on at once because the wait began at
     zero delay (seen in CI as one undelayed chunk of sixty)."""
-    with LatencyProxy("127.0.0.1", echo.port) as proxy, _connect(proxy.port) as sock:
+    with LatencyProxy("127.0.0.1", echo.port) as proxy, connect(proxy.port) as sock:
         _round_trip_ms(sock, 1)  # both directions' readers now wait at zero delay
         time.sleep(0.05)
         proxy.set_delay(0.05)
@@ -160,7 +123,7 @@ def test_a_delay_set_on_an_open_connection_holds_from_its_next_chunk(echo) -> No
 @pytest.mark.slow
 def test_chunks_in_flight_do_not_add_up(echo) -> None:
     """Ten messages sent at once arrive one delay later, not ten delays later."""
-    with LatencyProxy("127.0.0.1", echo.port) as proxy, _connect(proxy.port) as sock:
+    with LatencyProxy("127.0.0.1", echo.port) as proxy, connect(proxy.port) as sock:
         proxy.set_delay(0.02)
         started = time.perf_counter()
         for _ in range(10):
@@ -171,6 +134,43 @@ def test_chunks_in_flight_do_not_add_up(echo) -> None:
             received += sock.recv(65536)
         elapsed = time.perf_counter() - started
     assert 0.04 <= elapsed < 0.08  # one round trip of 40 ms plus the 10 ms of sending
+
+
+SAMPLES = 200
+
+
+@pytest.mark.parametrize("round_trip_ms", [0.0, 0.2])
+def test_at_0_ms_the_samples_go_past_the_proxy_and_round_trips_are_counted_apart(
+    request, round_trip_ms
+) -> None:
+    """At 0 ms the proxy adds only its own hops, so the samples go straight to the
+    server, and the same calls, untimed and fewer, count round trips through it; with a
+    delay to add, the samples go through it. What crossed the proxy tells which."""
+    target = _target(request, "postgresql")
+    driver = next(d for d in target.drivers if d.spec.name == "psycopg2")
+    case = next(case for case in discover("scenario") if case.id == "crud.get")
+    policy = Policy(warmup=2, min_rounds=SAMPLES, min_time=0.0, max_rounds=SAMPLES)
+    loop = asyncio.new_event_loop()
+    try:
+        with route_to(target, through_proxy=True) as route:
+            route.set_latency(round_trip_ms)
+            env = driver_env(route, driver, SIZE, None)
+            before = route.proxy.totals()
+            subject = subject_for(case, next(case.cells()), env)
+            measurement = loop.run_until_complete(measure(subject, policy))
+            crossed = (route.proxy.totals() - before).round_trips
+            loop.run_until_complete(env.dispose())
+    finally:
+        loop.close()
+    assert len(measurement.samples_ns) == SAMPLES
+    wire = measurement.on_the_wire
+    assert set(wire.round_trips) == {2}, wire.round_trips  # psycopg2's BEGIN, the SELECT
+    if round_trip_ms:
+        assert wire is measurement and crossed >= 2 * SAMPLES, crossed
+    else:
+        # The counting calls: as many warm-up calls, and COUNTED_CALLS counted.
+        assert sum(wire.round_trips.values()) == COUNTED_CALLS
+        assert crossed < SAMPLES, crossed  # a connection, 12 calls and their rollbacks
 
 
 @pytest.mark.slow

@@ -142,8 +142,10 @@ def _add_load_options(run: argparse.ArgumentParser) -> None:
         type=latencies,
         metavar="MS[,MS...]",
         help="round-trip milliseconds to add with a TCP proxy (in a process of its own) in "
-        "front of each server, e.g. 0,1,5,20; also counts round trips per operation "
-        "(servers only: SQLite has no network)",
+        "front of each server, e.g. 0,1,5,20; also counts round trips and bytes per "
+        "operation. At 0 the samples go straight to the server, as without --latency, and "
+        "round trips are counted through the proxy in calls of their own (servers only: "
+        "SQLite has no network)",
     )
     run.add_argument(
         "--concurrency",

@@ -30,8 +30,10 @@ DESCRIPTION = (
     "the harness adds per sample, sync and async, with asyncio.run and "
     "run_until_complete per call measured alongside; (driver) raw psycopg2 "
     "primary-key selects per second over pgbench -S -c 1 on the same server "
-    "(needs SQLA_BENCH_POSTGRESQL_URL and pgbench); (proxy) the throughput the "
-    "latency proxy costs at zero delay (needs the same URL); (cv) the variation of each "
+    "(needs SQLA_BENCH_POSTGRESQL_URL and pgbench); (proxy) the time the latency proxy "
+    "adds per round trip beyond a 1 ms one-way delay, and a raw select at --latency 0 "
+    "(timed straight to the server) over one without --latency (needs the same URL); "
+    "(cv) the variation of each "
     "cell's median over repeated runs of the default matrix, for cells slower than "
     "1 ms. Takes a few minutes. Exit status 1 when a goal is missed."
 )
@@ -57,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=number(float, 1, MAX_SECONDS),
         default=10.0,
         metavar="S",
-        help="duration of pgbench and of the raw driver cell (default: 10)",
+        help="duration of pgbench and of the raw driver cell, and of the proxy check's "
+        "three cells together in each of its rounds (default: 10)",
     )
     parser.add_argument(
         "--output",

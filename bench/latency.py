@@ -220,7 +220,7 @@ class _Proxy:
             maxlen=LATE_KEPT
         )
         # Recent sends' durations: a send begins the shortest before its chunk is due.
-        self.sends = collections.deque([0.0], maxlen=LATE_WINDOW)
+        self.sends: collections.deque[float] = collections.deque(maxlen=LATE_WINDOW)
 
     @property
     def early(self) -> float:
@@ -231,8 +231,9 @@ class _Proxy:
 
     @property
     def ahead(self) -> float:
-        """How long before its due time a chunk's send begins: the shortest recent send."""
-        return min(min(self.sends), MAX_AHEAD)
+        """How long before its due time a chunk's send begins: the shortest recent send
+        (none before the first)."""
+        return min(min(self.sends, default=0.0), MAX_AHEAD)  # read in C: safe from writers
 
     def due(self, arrived: float) -> float:
         jitter = random.uniform(0, self.jitter) if self.jitter else 0.0

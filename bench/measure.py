@@ -32,7 +32,8 @@ Round trips and bytes on the wire are read around each call that goes through th
 latency proxy. With latency to add, the samples do. At 0 ms the proxy would add only its
 own hops (about 50 us a round trip here), so the samples go straight to the server and
 the same calls are then repeated through the proxy, untimed, on an engine of their own
-(``Subject.counting``): as many warm-up calls, and up to ``COUNTED_CALLS`` counted.
+(``Subject.counting``): as many warm-up calls (none of them profiled or traced), and up
+to ``COUNTED_CALLS`` counted.
 """
 
 from __future__ import annotations
@@ -101,15 +102,19 @@ class Policy:
 
 ONCE = Policy(warmup=0, min_rounds=1, min_time=0.0, max_rounds=1)
 # Calls counted through the proxy when the samples went past it: enough for the usual
-# count to be the steady one (psycopg 3 prepares a statement on its sixth execution).
+# count to be the steady one (psycopg 3 prepares a statement on its sixth execution),
+# for at most COUNTING_SECONDS once warm (at least one): a count needs no more, and a
+# slow cell's counting, as long as its sampling, doubled a --max-time 3 run's length.
 COUNTED_CALLS = 10
+COUNTING_SECONDS = 1.0
 
 
 def counting_policy(policy: Policy) -> Policy:
     """The calls that count round trips apart: the same warm-up, then up to
-    ``COUNTED_CALLS`` with no minimum time, within the same time bound."""
+    ``COUNTED_CALLS`` with no minimum time, for at most ``COUNTING_SECONDS``."""
     rounds = min(policy.min_rounds, COUNTED_CALLS)
-    return replace(policy, min_rounds=rounds, min_time=0.0, max_rounds=rounds)
+    seconds = min(policy.max_time, COUNTING_SECONDS)
+    return replace(policy, min_rounds=rounds, min_time=0.0, max_rounds=rounds, max_time=seconds)
 
 
 # What the first warm-up calls of a cell are for, in order (see the module's docstring).
@@ -418,13 +423,15 @@ async def measure(
     measurement = await _sample(subject, policy, stop_requested)
     if subject.counting is not None:
         counting = counting_policy(policy)
-        measurement.wire = await _sample(subject.counting, counting, stop_requested)
+        measurement.wire = await _sample(subject.counting, counting, stop_requested, roles=False)
     return measurement
 
 
 async def _sample(
-    subject: Subject, policy: Policy, stop_requested: Callable[[], bool]
+    subject: Subject, policy: Policy, stop_requested: Callable[[], bool], roles: bool = True
 ) -> Measurement:
+    """Warm-up calls (with their roles, unless ``roles`` is False: calls that only count
+    round trips need no profile or trace), then samples."""
     measurement = Measurement()
     async with subject.arguments() as per_call:
         calls, warmup = 0, policy.warmup
@@ -432,7 +439,8 @@ async def _sample(
         while True:
             if stop_requested():
                 raise KeyboardInterrupt
-            observation = await _call(subject, per_call, role_of(calls, warmup))
+            role = role_of(calls, warmup) if roles else None
+            observation = await _call(subject, per_call, role)
             warm_up = calls < warmup
             measurement.add(observation, warm_up)
             calls += 1

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import pytest
 
-from sqla_bench.measure import ONCE, Policy, Subject, measure
+from sqla_bench.measure import COUNTED_CALLS, ONCE, Policy, Subject, counting_policy, measure
 from sqla_bench.probes import StatementCounter
 from sqla_bench.scenarios.expect import Raises, Works
 
@@ -125,3 +126,26 @@ def test_once_is_a_single_sampled_call(loop) -> None:
 def test_a_policy_that_cannot_be_followed_is_refused(options) -> None:
     with pytest.raises(ValueError):
         Policy(**options)
+
+
+def test_calls_counted_apart_follow_the_samples_untimed_unprofiled_and_bounded(loop) -> None:
+    """At 0 ms the same calls are repeated on the counting subject (through the proxy):
+    as many warm-up calls, at most COUNTED_CALLS counted, none profiled or traced."""
+    timed, counted = Calls(), Calls()
+    subject = replace(_subject(timed.sync, False, []), counting=_subject(counted.sync, False, []))
+    policy = Policy(warmup=3, min_rounds=50, min_time=0.0)
+    measurement = _measure(subject, policy, loop)
+    assert timed.count == 53 and len(measurement.samples_ns) == 50
+    assert measurement.calls is not None and measurement.peak_memory is not None
+    wire = measurement.on_the_wire
+    assert wire is measurement.wire and counted.count == 3 + COUNTED_CALLS
+    assert len(wire.samples_ns) == COUNTED_CALLS
+    assert wire.calls is None and wire.peak_memory is None  # no cProfile, no tracemalloc
+    assert _measure(_subject(timed.sync, False, []), policy, loop).on_the_wire.wire is None
+
+
+def test_counting_apart_is_bounded_in_calls_and_time() -> None:
+    counting = counting_policy(Policy(warmup=3, min_rounds=100, min_time=5.0, max_time=10.0))
+    assert (counting.warmup, counting.min_rounds, counting.max_rounds) == (3, COUNTED_CALLS, 10)
+    assert counting.min_time == 0.0 and counting.max_time == 1.0
+    assert counting_policy(ONCE).max_rounds == 1

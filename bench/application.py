@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapper, registry
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import UniqueConstraint, sort_tables
 
-from sqla_bench.engines import server_version
+from sqla_bench import owned
+from sqla_bench.engines import claim, server_version
 from sqla_bench.errors import ConfigError, first_line, shown
 from sqla_bench.plan import import_application
 from sqla_bench.scenarios.dataset import MAX_ROWS, DatasetSize
@@ -467,9 +468,11 @@ class Workload:
                 self._check_tables(target.drivers[0])
 
     def _check_tables(self, driver: Driver) -> None:
-        """The tables must be there to read (existing data), or not there to be created
-        (generated data); ConfigError otherwise. A server that does not answer is the
-        runner's to report."""
+        """The tables must be there to read (existing data); ConfigError otherwise. A
+        server that does not answer is the runner's to report. (The tables generated
+        data goes into are checked as every table sqla-bench creates: ``RunPlan``.)"""
+        if not self.existing:
+            return
         engine = _engine(driver)
         try:
             present = set(inspect(engine).get_table_names())
@@ -477,28 +480,21 @@ class Workload:
             return
         finally:
             engine.dispose()
-        problem = self._tables_problem(present, self._tables_written())
+        problem = self._tables_problem(present)
         if problem is not None:
             raise ConfigError(problem)
 
-    def _tables_written(self) -> list[Table]:
+    def tables_created(self) -> list[str]:
         """The tables generated data goes into (none for existing data)."""
         if self.existing:
             return []
-        return [t for t in self.generator.tables if t not in self.generator.problems]
+        return [t.name for t in self.generator.tables if t not in self.generator.problems]
 
-    def _tables_problem(self, present: set[str], written: Sequence[Table]) -> str | None:
-        """Why the database's tables do not suit the data: a table to read is missing, or
-        one to create exists already."""
+    def _tables_problem(self, present: set[str]) -> str | None:
+        """Why the database's tables do not suit the existing data: one is missing."""
         missing = [table.name for table in self.tables if table.name not in present]
-        if self.existing and missing:
+        if missing:
             return f"--use-existing-data: the database has no table {', '.join(missing)}"
-        clash = [table.name for table in written if table.name in present]
-        if clash:
-            return (
-                f"--models generates its data into new tables, and {', '.join(clash)} exist "
-                "already: use an empty database, or --use-existing-data to read them"
-            )
         return None
 
     def sample(self, relationship: Relationship, target: str | None, limit: int) -> Sample | None:
@@ -512,7 +508,9 @@ class Workload:
                 self._samples[key] = relationship.sample(connection, limit)
         return self._samples[key]
 
-    def prepare(self, driver: Driver, size: DatasetSize) -> str:
+    def prepare(
+        self, driver: Driver, size: DatasetSize, say: Callable[[str], None] = lambda _: None
+    ) -> str:
         """Seed (or, with existing data, check and checksum) the target; its version."""
         target = driver.spec.target
         engine = self._engines.get(target)
@@ -526,24 +524,25 @@ class Workload:
         if self.existing:
             self._check_existing(engine, target)
         else:
-            self._generate(engine, target, size)
+            self._generate(engine, driver, size, say)
         return server_version(engine)
 
     def _check_existing(self, engine: Engine, target: str) -> None:
-        problem = self._tables_problem(set(inspect(engine).get_table_names()), ())
+        problem = self._tables_problem(set(inspect(engine).get_table_names()))
         if problem is not None:
             raise ConfigError(problem)
         if target not in self._checksums:
             with engine.connect() as connection:
                 self._checksums[target] = checksum(connection, self.tables)
 
-    def _generate(self, engine: Engine, target: str, size: DatasetSize) -> None:
+    def _generate(
+        self, engine: Engine, driver: Driver, size: DatasetSize, say: Callable[[str], None]
+    ) -> None:
         plans = self.generator.plan(size)
         tables = [plan.table for plan in plans]
-        if target not in self._plans:  # the first seeding: the tables must be new
-            problem = self._tables_problem(set(inspect(engine).get_table_names()), tables)
-            if problem is not None:
-                raise ConfigError(problem)
+        target = driver.spec.target
+        if target not in self._plans:  # the first seeding: the tables become sqla-bench's
+            claim(engine, driver, [table.name for table in tables], say)
         with engine.begin() as connection:
             if target in self._plans:
                 tables[0].metadata.drop_all(connection, tables=tables)
@@ -568,8 +567,7 @@ class Workload:
                 return None
             plans = self._plans.pop(target, [])
             if plans:
-                with engine.begin() as connection:
-                    plans[0].table.metadata.drop_all(connection, tables=[p.table for p in plans])
+                owned.release_on(engine, [plan.table.name for plan in plans])
             return None
         finally:
             engine.dispose()

@@ -44,6 +44,7 @@ COMMANDS = {
     "compare": "the regression gate: compare two runs cell by cell",
     "baseline": "hold every scenario's counts to the committed baselines (--update rewrites them)",
     "containers": "list the containers sqla-bench started that still exist; --prune removes them",
+    "tables": "list the tables sqla-bench created still in your databases; --prune removes them",
 }
 MODULES = {name: name for name in COMMANDS} | {"list": "listing"}
 

@@ -7,13 +7,14 @@ SQLAlchemy factory builds the engine and the session.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 import sqlalchemy
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -22,11 +23,13 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
+from sqla_bench import owned
+from sqla_bench.errors import ConfigError
 from sqla_bench.probes import RoundTripCounter, StatementCounter
-from sqla_bench.scenarios.dataset import DatasetSize, rebuild
+from sqla_bench.scenarios.dataset import TABLES, DatasetSize, rebuild
 from sqla_bench.scenarios.expect import Setting
 from sqla_bench.scenarios.pooler import pooled_connect_args
-from sqla_bench.targets import Driver
+from sqla_bench.targets import Driver, safe_url
 
 
 def sqlalchemy_version() -> tuple[int, int]:
@@ -159,16 +162,63 @@ class DriverEnv:
             await self.counting.dispose()
 
 
-def prepare_database(driver: Driver, size: DatasetSize) -> str:
-    """Create the schema and seed it through ``driver``'s sync twin (one code path);
-    return the server's version, e.g. ``postgresql 15.19``."""
-    engine = create_engine(driver.sync_url(), connect_args=driver.sync_connect_args())
+def prepare_database(
+    driver: Driver, size: DatasetSize, say: Callable[[str], None] = lambda _: None
+) -> str:
+    """Record the dataset's tables as sqla-bench's (``owned.claim``: refused, with
+    ``ConfigError``, when one exists that it did not create), then create them and seed
+    them through ``driver``'s sync twin (one code path); return the server's version,
+    e.g. ``postgresql 15.19``. ``release_database`` removes them."""
+    engine = sync_engine(driver)
     try:
+        claim(engine, driver, TABLES, say)
         with engine.begin() as connection:
             rebuild(connection, size)
         return server_version(engine)
     finally:
         engine.dispose()
+
+
+def release_database(driver: Driver, names: Sequence[str] = TABLES) -> None:
+    """Drop the tables a run created on ``driver``'s database, and their records."""
+    engine = sync_engine(driver)
+    try:
+        owned.release_on(engine, names)
+    finally:
+        engine.dispose()
+
+
+def claim(engine: Engine, driver: Driver, names: Sequence[str], say: Callable[[str], None]) -> None:
+    """``owned.claim_on``, its refusal as one line naming the database."""
+    try:
+        owned.claim_on(engine, names, say)
+    except owned.NotOurs as refused:
+        raise ConfigError(owned.refusal(_where(driver), refused.found)) from None
+
+
+def check_owned(driver: Driver, names: Sequence[str]) -> None:
+    """Before any work: ConfigError, naming it, when a table among ``names`` exists in
+    ``driver``'s database and sqla-bench did not create it. Reads only; a server that
+    does not answer is the runner's to report."""
+    engine = sync_engine(driver, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            found = owned.problems(connection, names)
+    except SQLAlchemyError:
+        return
+    finally:
+        engine.dispose()
+    if found:
+        raise ConfigError(owned.refusal(_where(driver), found))
+
+
+def _where(driver: Driver) -> str:
+    return f"{driver.spec.target} at {safe_url(driver.url)}"
+
+
+def sync_engine(driver: Driver, **options: Any) -> Engine:
+    """An engine of the target's sync driver for set-up: seeding, records, checks."""
+    return create_engine(driver.sync_url(), connect_args=driver.sync_connect_args(), **options)
 
 
 def server_version(engine: Engine) -> str:

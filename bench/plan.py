@@ -14,15 +14,17 @@ from dataclasses import asdict, dataclass, replace
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Table, inspect
 from sqlalchemy.engine import URL
+from sqlalchemy.orm import Mapper
 
-from sqla_bench.engines import setting_for
+from sqla_bench.engines import check_owned, setting_for
 from sqla_bench.errors import ConfigError, first_line, shown
 from sqla_bench.measure import Cell, Policy
 from sqla_bench.pgbouncer import DEFAULT_POOL_SIZE, DIRECT
 from sqla_bench.pgbouncer import binary as pgbouncer_binary
 from sqla_bench.pgbouncer import run_as as pgbouncer_user
-from sqla_bench.scenarios.dataset import DatasetSize
+from sqla_bench.scenarios.dataset import TABLES, DatasetSize
 from sqla_bench.scenarios.registry import MODES, RECEIVES, STRATEGY, Case, discover, problems
 from sqla_bench.targets import Driver, Target
 from sqla_bench.verify import applicable_cells
@@ -95,6 +97,7 @@ class RunPlan:
         if self.workload is not None:
             limits = dict(self.grid).get("limit", ())
             self.workload.check(self.targets, self.datasets, limits)
+        self._check_owned()
         self._check_drivers()
         cases = self.cases()  # raises for a scenario that does not exist
         self._check_strategies(cases)
@@ -137,6 +140,21 @@ class RunPlan:
                     raise ConfigError(f"unknown scenario {selector!r}; choose from {known}")
             cases = [case for case in cases if any(_selects(s, case) for s in self.scenarios)]
         return [_with_grid(case, dict(self.grid)) for case in cases]
+
+    def tables_created(self) -> tuple[str, ...]:
+        """Every table the run creates on a target (and drops when done with it)."""
+        if self.workload is not None:
+            return tuple(self.workload.tables_created())
+        return TABLES
+
+    def _check_owned(self) -> None:
+        """No table the run would create or drop exists unless sqla-bench created it.
+        Only a database given by URL can hold one: a container and the SQLite file in a
+        temporary folder are the run's own."""
+        names = self.tables_created()
+        for target in self.targets:
+            if names and isinstance(target, Target) and str(target.source).startswith("url"):
+                check_owned(target.drivers[0], names)
 
     def pgbouncer_modes(self) -> list[str | None]:
         """PgBouncer's pool mode for each route the run takes; None is direct."""
@@ -359,3 +377,24 @@ def _check_module(name: str) -> None:
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
         raise ConfigError(f"--scenarios {shown(name)}: {found[0]}{more}")
+    foreign = sorted(_mapped_tables(module) - set(TABLES))
+    if foreign:
+        raise ConfigError(
+            f"--scenarios {shown(name)}: its twins map tables sqla-bench does not create "
+            f"({', '.join(foreign)}), and it never writes or reads an application's tables "
+            "with its own dataset: declare the twins on sqla_bench.scenarios.models, or "
+            "measure your models' relationships with --models (generated data) or "
+            "--models --use-existing-data (read-only)"
+        )
+
+
+def _mapped_tables(module: ModuleType) -> set[str]:
+    """The tables of the mapped classes and ``Table`` objects a module's names hold."""
+    tables = set()
+    for value in vars(module).values():
+        if isinstance(value, Table):
+            tables.add(value.name)
+        mapper = inspect(value, raiseerr=False) if isinstance(value, type) else None
+        if isinstance(mapper, Mapper):
+            tables |= {table.name for table in mapper.tables}
+    return tables

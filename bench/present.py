@@ -82,7 +82,10 @@ def run_progress(
         if not console.is_terminal:
             console.print(f"measuring {description}: {cells} cells", highlight=False)
 
-    return RunProgress(on_driver, lambda cell: progress.advance(task), stop_requested)
+    def on_note(line: str) -> None:
+        console.print(line, highlight=False)
+
+    return RunProgress(on_driver, lambda cell: progress.advance(task), stop_requested, on_note)
 
 
 # --- run and report ------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from sqla_bench.children import ChildFailed
 from sqla_bench.containers import PORTS
-from sqla_bench.engines import DriverEnv, prepare_database
+from sqla_bench.engines import DriverEnv, prepare_database, release_database
 from sqla_bench.errors import ConfigError, redact
 from sqla_bench.latency import LatencyProxy
 from sqla_bench.load import Load, pool_capacity, run_load
@@ -36,6 +36,7 @@ from sqla_bench.measure import (
     never,
     subject_for,
 )
+from sqla_bench.owned import PRUNE_HINT
 from sqla_bench.pgbouncer import PgBouncer
 from sqla_bench.pgbouncer import version as pgbouncer_version
 from sqla_bench.plan import RunPlan
@@ -72,6 +73,8 @@ class Progress:
     on_driver: Callable[[str, int], None] = lambda description, cells: None
     on_cell: Callable[[CellRecord], None] = lambda record: None
     stop_requested: Callable[[], bool] = never  # polled between calls
+    # What was done to a database besides measuring (leftovers of an ended run removed).
+    on_note: Callable[[str], None] = lambda line: None
 
 
 class Runner:
@@ -103,15 +106,26 @@ class Runner:
                 checksums = workload.checksums(target.name)
                 if checksums is not None:
                     self.results.header["targets"][target.name]["checksums"] = checksums
+            else:
+                finished = self._release(target)
         if reason is None and finished is not None:
             return failure(target, finished)
         return reason
 
+    def _release(self, target: Target) -> str | None:
+        """Drop the dataset's tables once the target is done, however it ended; why
+        not, when the server no longer answers (``sqla-bench tables --prune`` then)."""
+        try:
+            release_database(target.drivers[0])
+        except SQLAlchemyError as error:
+            return f"its tables could not be removed ({said_by(error, target)}): {PRUNE_HINT}"
+        return None
+
     def _prepare(self, target: Target, size: DatasetSize) -> str:
         """Seed the target (set-up: never timed, straight to the server, once per size)."""
         if self.plan.workload is not None:
-            return self.plan.workload.prepare(target.drivers[0], size)
-        return prepare_database(target.drivers[0], size)
+            return self.plan.workload.prepare(target.drivers[0], size, self.progress.on_note)
+        return prepare_database(target.drivers[0], size, self.progress.on_note)
 
     def _measure_target(self, target: Target, loop: asyncio.AbstractEventLoop) -> str | None:
         self.lost: list[str] = []  # cells the server failed, when the run continues past them

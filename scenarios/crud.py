@@ -19,7 +19,16 @@ from sqlalchemy.orm import Session
 
 from sqla_bench.scenarios.dataset import DatasetSize, user_name
 from sqla_bench.scenarios.expect import Committed, Outcome, Setting, Works
-from sqla_bench.scenarios.models import Post, User
+from sqla_bench.scenarios.models import (
+    COMMENTS,
+    POST_TAGS,
+    POSTS,
+    PROFILES,
+    TAGS,
+    USERS,
+    Post,
+    User,
+)
 from sqla_bench.scenarios.registry import scenario
 from sqla_bench.scenarios.sql import Writes
 
@@ -48,14 +57,14 @@ def _new_users(connection: Connection) -> int:
 
 
 # A read sends one SELECT of users; a write declares the statements it sends.
-READS_USERS = Writes((("SELECT", "users"),))
+READS_USERS = Writes((("SELECT", USERS),))
 
 
 @scenario(
     "crud.create",
     statements=1,
     returns={"name": NEW_USER["name"], "has_id": True},
-    sql=Writes((("INSERT", "users"),)),
+    sql=Writes((("INSERT", USERS),)),
     committed=_rolled_back(f"users named {NEW_USER['name']}", _new_users, seeded=0),
 )
 def create_user(session: Session) -> dict:
@@ -127,7 +136,7 @@ def _name_kept(setting: Setting, size: DatasetSize, user_id: int) -> Committed:
     statements=3,
     params={"user_id": (1,)},
     returns=lambda s, size, user_id: f"{user_name(user_id)}-renamed",
-    sql=Writes((("SELECT", "users"), ("UPDATE", "users"), ("SELECT", "users"))),
+    sql=Writes((("SELECT", USERS), ("UPDATE", USERS), ("SELECT", USERS))),
     committed=_name_kept,
 )
 def rename_user(session: Session, user_id: int) -> str:
@@ -156,10 +165,10 @@ def _delete_sql(setting: Setting, size: DatasetSize, user_id: int) -> Writes:
     tags) and one DELETE each of post_tags, comments, profile, posts and the user (each
     an executemany)."""
     if not _exists(user_id, size):
-        return Writes((("SELECT", "users"),))
-    per_post = (("SELECT", "comments"), ("SELECT", "tags")) * size.posts_per_user
-    loads = (("SELECT", "users"), ("SELECT", "profiles"), ("SELECT", "posts"), *per_post)
-    tables = ("post_tags", "comments", "profiles", "posts", "users")
+        return READS_USERS
+    per_post = (("SELECT", COMMENTS), ("SELECT", TAGS)) * size.posts_per_user
+    loads = (("SELECT", USERS), ("SELECT", PROFILES), ("SELECT", POSTS), *per_post)
+    tables = (POST_TAGS, COMMENTS, PROFILES, POSTS, USERS)
     return Writes((*loads, *(("DELETE", table) for table in tables)))
 
 

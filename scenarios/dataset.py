@@ -20,7 +20,20 @@ from functools import cache
 
 from sqlalchemy import Connection, func, insert, select
 
-from sqla_bench.scenarios.models import Base, Comment, Post, Profile, Tag, User, post_tags
+from sqla_bench.scenarios.models import (
+    COMMENTS,
+    POSTS,
+    PROFILES,
+    TAGS,
+    USERS,
+    Base,
+    Comment,
+    Post,
+    Profile,
+    Tag,
+    User,
+    post_tags,
+)
 
 FIRST_NAMES = ("grace", "alan", "ada", "linus", "barbara", "edsger", "donald", "frances")
 DEFAULT_TAGS = 8
@@ -173,23 +186,26 @@ def payload_text(size: int) -> str:
 
 # The label of a row (the one column plain data shows of it), by table, from its id.
 LABELS: dict[str, Callable[[DatasetSize, int], str]] = {
-    "users": lambda size, key: user_name(key),
-    "profiles": lambda size, key: bio(key),
-    "posts": lambda size, key: title(key),
-    "comments": DatasetSize.comment_body,
-    "tags": lambda size, key: tag_name(key),
+    USERS: lambda size, key: user_name(key),
+    PROFILES: lambda size, key: bio(key),
+    POSTS: lambda size, key: title(key),
+    COMMENTS: DatasetSize.comment_body,
+    TAGS: lambda size, key: tag_name(key),
 }
 # What a relationship leads to, by (table, relationship): a list of ids, or one id.
 RELATED: dict[tuple[str, str], Callable[[DatasetSize, int], range | list[int] | int]] = {
-    ("users", "posts"): DatasetSize.posts_of,
-    ("users", "profile"): DatasetSize.profile_of,
-    ("posts", "author"): DatasetSize.author_of,
-    ("posts", "comments"): DatasetSize.comments_of,
-    ("posts", "tags"): DatasetSize.tags_of,
+    (USERS, "posts"): DatasetSize.posts_of,
+    (USERS, "profile"): DatasetSize.profile_of,
+    (POSTS, "author"): DatasetSize.author_of,
+    (POSTS, "comments"): DatasetSize.comments_of,
+    (POSTS, "tags"): DatasetSize.tags_of,
 }
 
 
 # --- seeding ---------------------------------------------------------------------------
+
+# Every table the seed creates (and drops to seed again), parents first.
+TABLES = tuple(table.name for table in Base.metadata.sorted_tables)
 
 
 def _user_rows(size: DatasetSize) -> list[dict]:
@@ -244,6 +260,9 @@ def _post_tag_rows(size: DatasetSize) -> list[dict]:
 
 def rebuild(connection: Connection, size: DatasetSize) -> None:
     """Drop and create the schema, then seed it. Ids are assigned by the database.
+
+    The harness records ``TABLES`` as its own before calling this (``sqla_bench.owned``):
+    what it drops here, it created.
 
     Rows go in parent before child, in id order, into freshly created tables, so the
     database numbers them 1..N; child rows refer to those numbers. ``_check_ids`` proves

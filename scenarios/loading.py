@@ -28,7 +28,16 @@ from sqla_bench.scenarios.expect import (
     Works,
     missing_greenlet,
 )
-from sqla_bench.scenarios.models import Base, EagerPost, EagerUser, Post, User, label
+from sqla_bench.scenarios.models import (
+    POSTS,
+    USERS,
+    Base,
+    EagerPost,
+    EagerUser,
+    Post,
+    User,
+    label,
+)
 from sqla_bench.scenarios.registry import scenario
 from sqla_bench.scenarios.sql import Edge, LoadSql
 from sqla_bench.scenarios.strategies import STRATEGIES, Strategy
@@ -36,8 +45,8 @@ from sqla_bench.scenarios.strategies import STRATEGIES, Strategy
 Tree = Mapping[str, "Tree"]
 # Rows each table holds, from the dataset's definition: how many parents a LIMIT finds.
 ROWS: dict[str, Callable[[DatasetSize], int]] = {
-    "users": lambda size: size.users,
-    "posts": lambda size: size.posts,
+    USERS: lambda size: size.users,
+    POSTS: lambda size: size.posts,
 }
 
 

@@ -6,11 +6,21 @@ Model-level strategies that would change how every query loads (``lazy="selectin
 live on a second, read-only mapping of the same tables (``EagerUser``, ``EagerPost``),
 and the relationships that never load on their own (``raise``, ``dynamic``,
 ``write_only``) sit beside the default ones on ``User``.
+
+Every table, index and constraint is named with ``PREFIX``: an application's database
+is the first place a user points sqla-bench at, and the names an application gives its
+tables (``users``, ``posts``) are the ones these models would otherwise take. A prefix
+rather than a schema of its own, because it is the same on every dialect (a MySQL
+"schema" is a database, which a user with rights on one database cannot create), needs
+no right beyond creating tables, holds in every process and every engine (no
+``schema_translate_map`` or ``search_path`` to forget on one of them, or to lose through
+PgBouncer), and reaches the raw SQL the driver baseline sends. Which of these tables a
+run created is recorded in ``OWNER_TABLE`` (``sqla_bench.owned``).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Column, ForeignKey, Integer, String, Table, Text
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, Text
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -21,9 +31,23 @@ from sqlalchemy.orm import (
     relationship,
 )
 
+PREFIX = "sqla_bench_"
+USERS, PROFILES, POSTS, COMMENTS, TAGS, POST_TAGS = (
+    PREFIX + name for name in ("users", "profiles", "posts", "comments", "tags", "post_tags")
+)
+OWNER_TABLE = PREFIX + "owner"  # which run created which of them (sqla_bench.owned)
+# Indexes and constraints take their table's name (PostgreSQL's share one namespace per
+# schema with the application's), so every name sqla-bench gives starts with PREFIX.
+NAMING = {
+    "ix": "%(table_name)s_%(column_0_N_name)s_idx",
+    "uq": "%(table_name)s_%(column_0_N_name)s_key",
+    "fk": "%(table_name)s_%(column_0_N_name)s_fkey",
+    "pk": "%(table_name)s_pkey",
+}
+
 
 class Base(AsyncAttrs, DeclarativeBase):
-    pass
+    metadata = MetaData(naming_convention=NAMING)
 
 
 def payload_column() -> Mapped[str]:
@@ -33,15 +57,15 @@ def payload_column() -> Mapped[str]:
 
 
 post_tags = Table(
-    "post_tags",
+    POST_TAGS,
     Base.metadata,
-    Column("post_id", ForeignKey("posts.id"), primary_key=True),
-    Column("tag_id", ForeignKey("tags.id"), primary_key=True),
+    Column("post_id", ForeignKey(f"{POSTS}.id"), primary_key=True),
+    Column("tag_id", ForeignKey(f"{TAGS}.id"), primary_key=True),
 )
 
 
 class User(Base):
-    __tablename__ = "users"
+    __tablename__ = USERS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(60), index=True)
@@ -67,10 +91,10 @@ class User(Base):
 
 
 class Profile(Base):
-    __tablename__ = "profiles"
+    __tablename__ = PROFILES
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey(f"{USERS}.id"), unique=True)
     bio: Mapped[str] = mapped_column(String(200))
     payload: Mapped[str] = payload_column()
 
@@ -78,10 +102,10 @@ class Profile(Base):
 
 
 class Post(Base):
-    __tablename__ = "posts"
+    __tablename__ = POSTS
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey(f"{USERS}.id"), index=True)
     title: Mapped[str] = mapped_column(String(120))
     # Deferred so that the "unloaded deferred column" pattern has a real column to read.
     body: Mapped[str] = mapped_column(Text, deferred=True)
@@ -95,10 +119,10 @@ class Post(Base):
 
 
 class Comment(Base):
-    __tablename__ = "comments"
+    __tablename__ = COMMENTS
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id"), index=True)
+    post_id: Mapped[int] = mapped_column(ForeignKey(f"{POSTS}.id"), index=True)
     body: Mapped[str] = mapped_column(String(200))
     payload: Mapped[str] = payload_column()
 
@@ -106,7 +130,7 @@ class Comment(Base):
 
 
 class Tag(Base):
-    __tablename__ = "tags"
+    __tablename__ = TAGS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(40), unique=True)

@@ -32,7 +32,7 @@ from sqla_bench.scenarios.expect import (
     Works,
     sync_or_greenlet,
 )
-from sqla_bench.scenarios.models import EagerUser, Post, User
+from sqla_bench.scenarios.models import POSTS, USERS, EagerUser, Post, User
 from sqla_bench.scenarios.registry import PatternEnv, pattern
 from sqla_bench.scenarios.sql import LoadSql
 from sqla_bench.scenarios.strategies import SELECTIN_CHUNK, STRATEGIES
@@ -358,8 +358,8 @@ async def detached_instance_async(env: PatternEnv) -> int:
 
 
 def _model_posts_sql(setting: Setting, size: DatasetSize) -> Outcome:
-    edge = STRATEGIES["model_selectin"].edge("posts", "posts", 1)
-    return Works(2, sql=LoadSql("users", (edge,)))
+    edge = STRATEGIES["model_selectin"].edge("posts", POSTS, 1)
+    return Works(2, sql=LoadSql(USERS, (edge,)))
 
 
 @pattern("model_selectin_get", expect=_model_posts_sql, returns=posts_of_user)
@@ -461,8 +461,8 @@ async def model_selectin_overridden_async(env: PatternEnv) -> int:
 def _every_user_selectin(size: DatasetSize, chunk: int) -> Works:
     """Every user with selectinload(User.posts): the root SELECT, then one IN (...) of at
     most ``chunk`` user ids per statement."""
-    edge = replace(STRATEGIES["selectin"].edge("posts", "posts", size.users), chunk=chunk)
-    return Works(1 + edge.statements(), sql=LoadSql("users", (edge,)))
+    edge = replace(STRATEGIES["selectin"].edge("posts", POSTS, size.users), chunk=chunk)
+    return Works(1 + edge.statements(), sql=LoadSql(USERS, (edge,)))
 
 
 @pattern(
@@ -524,6 +524,9 @@ async def joinedload_without_unique_async(env: PatternEnv) -> int:
         return len((await session.scalars(select(User).options(joinedload(User.posts)))).all())
 
 
+COUNT_USERS = text(f"SELECT count(*) FROM {USERS}")
+
+
 def _autoflush_before_text(setting: Setting, size: DatasetSize) -> Outcome:
     # 2.1 autoflushes before a text() statement; 2.0 did not, so the INSERT waits.
     return Works(2 if setting.sqlalchemy >= (2, 1) else 1)
@@ -539,14 +542,14 @@ def autoflush_before_text(env: PatternEnv) -> int:
     """Add an object, then run a text() SELECT: is the pending INSERT flushed first?"""
     with env.session() as session:
         session.add(_new_user())
-        return session.execute(text("SELECT count(*) FROM users")).scalar_one()
+        return session.execute(COUNT_USERS).scalar_one()
 
 
 @autoflush_before_text.twin
 async def autoflush_before_text_async(env: PatternEnv) -> int:
     async with env.session() as session:
         session.add(_new_user())
-        return (await session.execute(text("SELECT count(*) FROM users"))).scalar_one()
+        return (await session.execute(COUNT_USERS)).scalar_one()
 
 
 # --- engine and session configuration ----------------------------------------------------

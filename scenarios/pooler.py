@@ -33,6 +33,7 @@ from sqlalchemy.pool import NullPool
 
 from sqla_bench.scenarios.dataset import DatasetSize
 from sqla_bench.scenarios.expect import NotApplicable, Outcome, Raises, Setting, Works
+from sqla_bench.scenarios.models import USERS
 from sqla_bench.scenarios.registry import PARAMETERS, PatternEnv, pattern
 
 # The driver settings that turn prepared statements off, as SQLAlchemy's dialect docs
@@ -43,7 +44,7 @@ PREPARED_STATEMENTS_OFF: dict[str, dict[str, Any]] = {
 }
 # A query each client runs often enough that psycopg prepares it (its threshold is 5).
 REPEATS = 6
-COUNT_USERS = text("SELECT count(*) FROM users")
+COUNT_USERS = text(f"SELECT count(*) FROM {USERS}")
 MARKER = "sqla_bench.marker"  # a custom setting: no server default, no side effect
 MARKED = "set by the first client"
 

@@ -22,13 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from sqla_bench.scenarios.expect import Committed, unchanged
-from sqla_bench.scenarios.models import User
+from sqla_bench.scenarios.models import USERS, User
 from sqla_bench.scenarios.registry import scenario
 from sqla_bench.scenarios.sql import Writes
 
 USER_IDS = {"user_id": (2,)}
 # Each twin: the get, the UPDATE of visits, and the SELECT that reads it back.
-SENDS = Writes((("SELECT", "users"), ("UPDATE", "users"), ("SELECT", "users")))
+SENDS = Writes((("SELECT", USERS), ("UPDATE", USERS), ("SELECT", USERS)))
 
 
 class Abort(Exception):

@@ -21,9 +21,18 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import Engine
 
-from sqla_bench.engines import DriverEnv, prepare_database, setting_for
+from sqla_bench import owned
+from sqla_bench.engines import (
+    DriverEnv,
+    prepare_database,
+    release_database,
+    setting_for,
+    sync_engine,
+)
 from sqla_bench.scenarios.dataset import DatasetSize
+from sqla_bench.scenarios.models import USERS
 from sqla_bench.scenarios.registry import IN_PROCESS, discover
 from sqla_bench.targets import (
     TARGETS,
@@ -232,42 +241,70 @@ def servers(request: pytest.FixtureRequest):
     configured.servers.close()
 
 
-@pytest.fixture(scope="session")
-def prepared() -> set[str]:
-    """Names of targets whose database has been rebuilt and seeded in this session."""
-    return set()
+class Seeds:
+    """Each server's database seeded with ``SIZE`` for the tests that take an env, and
+    seeded again whenever a run that a test made in between (in this process or in a
+    subprocess) removed the dataset when it was done, or seeded one of its own: the
+    dataset's record (``sqla_bench.owned``) then no longer names this session's seed.
+    The session's tables are removed at its end; its environments are opened once."""
 
+    def __init__(self, servers: Configured) -> None:
+        self.servers = servers
+        self._seeds: dict[str, str | None] = {}  # target -> the record of our seed
+        self._engines: dict[str, Engine] = {}  # target -> a set-up engine, for the record
+        self._drivers: dict[str, Driver] = {}  # target -> the driver that seeded it
+        self._envs: dict[str, DriverEnv] = {}
 
-def _prepare_once(prepared: set[str], driver: Driver) -> None:
-    if driver.spec.target not in prepared:
-        prepare_database(driver, SIZE)
-        prepared.add(driver.spec.target)
+    def env(self, driver: Driver) -> DriverEnv:
+        driver = self.seeded(driver)
+        if driver.id not in self._envs:
+            self._envs[driver.id] = DriverEnv(driver, SIZE)
+        return self._envs[driver.id]
 
+    def seeded(self, driver: Driver) -> Driver:
+        """``driver`` with its server's URL, the server seeded with ``SIZE``."""
+        driver = self.servers.live(driver)
+        target = driver.spec.target
+        if target not in self._engines:
+            self._engines[target], self._drivers[target] = sync_engine(driver), driver
+        seed = self._record(target)
+        if seed is None or seed != self._seeds.get(target):
+            prepare_database(driver, SIZE)
+            self._seeds[target] = self._record(target)
+        return driver
 
-def _open_env(driver: Driver, servers: Configured, prepared: set[str]) -> DriverEnv:
-    driver = servers.live(driver)
-    _prepare_once(prepared, driver)
-    return DriverEnv(driver, SIZE)
+    def _record(self, target: str) -> str | None:
+        with self._engines[target].connect() as connection:
+            records = owned.leftovers(connection)
+        return next((f"{r.owner} {r.created}" for r in records if r.name == USERS), None)
+
+    async def close(self) -> None:
+        for env in self._envs.values():
+            await env.dispose()
+        for target, engine in self._engines.items():
+            if self._record(target) == self._seeds.get(target):  # still ours to remove
+                release_database(self._drivers[target])
+            engine.dispose()
 
 
 @pytest_asyncio.fixture(scope="session")
-async def sync_env(request: pytest.FixtureRequest, servers: Configured, prepared: set[str]):
-    env = _open_env(request.param, servers, prepared)
-    yield env
-    await env.dispose()
+async def seeds(servers: Configured):
+    seeds = Seeds(servers)
+    yield seeds
+    await seeds.close()
 
 
-@pytest_asyncio.fixture(scope="session")
-async def async_env(request: pytest.FixtureRequest, servers: Configured, prepared: set[str]):
-    env = _open_env(request.param, servers, prepared)
-    yield env
-    await env.dispose()
+@pytest.fixture
+def sync_env(request: pytest.FixtureRequest, seeds: Seeds) -> DriverEnv:
+    return seeds.env(request.param)
 
 
-@pytest_asyncio.fixture(scope="session")
-async def twin_envs(request: pytest.FixtureRequest, servers: Configured, prepared: set[str]):
+@pytest.fixture
+def async_env(request: pytest.FixtureRequest, seeds: Seeds) -> DriverEnv:
+    return seeds.env(request.param)
+
+
+@pytest.fixture
+def twin_envs(request: pytest.FixtureRequest, seeds: Seeds) -> tuple[DriverEnv, DriverEnv]:
     sync_driver, async_driver = request.param
-    envs = tuple(_open_env(driver, servers, prepared) for driver in (sync_driver, async_driver))
-    yield envs
-    for env in envs:
-        await env.dispose()
+    return seeds.env(sync_driver), seeds.env(async_driver)

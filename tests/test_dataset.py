@@ -20,7 +20,7 @@ from sqla_bench.scenarios.dataset import (
     user_email,
     user_name,
 )
-from sqla_bench.scenarios.models import User
+from sqla_bench.scenarios.models import COMMENTS, POST_TAGS, POSTS, PROFILES, TAGS, USERS, User
 
 SMALL = DatasetSize(users=7, posts_per_user=3, comments_per_post=2, tags=4, tags_per_post=2)
 
@@ -43,10 +43,10 @@ async def test_async_seed_equals_sync_seed(tmp_path) -> None:
     await engine.dispose()
     sync_fingerprint = _sync_fingerprint(tmp_path / "sync.db")
     assert async_fingerprint == sync_fingerprint
-    assert sync_fingerprint["users"] == (7, 28)
-    assert sync_fingerprint["posts"] == (21, sum(range(1, 22)))
-    assert sync_fingerprint["comments"][0] == 42
-    assert sync_fingerprint["post_tags"][0] == 42
+    assert sync_fingerprint[USERS] == (7, 28)
+    assert sync_fingerprint[POSTS] == (21, sum(range(1, 22)))
+    assert sync_fingerprint[COMMENTS][0] == 42
+    assert sync_fingerprint[POST_TAGS][0] == 42
 
 
 def test_rebuild_twice_gives_the_same_seed(tmp_path) -> None:
@@ -78,7 +78,7 @@ def test_every_row_carries_the_payload_asked_for(tmp_path) -> None:
         rebuild(connection, size)
         widths = {
             table: connection.exec_driver_sql(f"SELECT DISTINCT length(payload) FROM {table}").all()
-            for table in ("users", "profiles", "posts", "comments", "tags")
+            for table in (USERS, PROFILES, POSTS, COMMENTS, TAGS)
         }
     engine.dispose()
     assert all(width == [(700,)] for width in widths.values()), widths
@@ -90,15 +90,15 @@ def test_the_definition_says_what_the_seed_holds(tmp_path) -> None:
         rebuild(connection, SMALL)
         for post_id in range(1, SMALL.posts + 1):
             comments = connection.exec_driver_sql(
-                f"SELECT id, body FROM comments WHERE post_id = {post_id} ORDER BY id"
+                f"SELECT id, body FROM {COMMENTS} WHERE post_id = {post_id} ORDER BY id"
             ).all()
             assert [c.id for c in comments] == list(SMALL.comments_of(post_id))
             assert [c.body for c in comments] == [SMALL.comment_body(c.id) for c in comments]
             tags = connection.exec_driver_sql(
-                f"SELECT tag_id FROM post_tags WHERE post_id = {post_id} ORDER BY tag_id"
+                f"SELECT tag_id FROM {POST_TAGS} WHERE post_id = {post_id} ORDER BY tag_id"
             ).scalars()
             assert list(tags) == SMALL.tags_of(post_id)
-            author = connection.exec_driver_sql(f"SELECT user_id FROM posts WHERE id = {post_id}")
+            author = connection.exec_driver_sql(f"SELECT user_id FROM {POSTS} WHERE id = {post_id}")
             assert author.scalar() == SMALL.author_of(post_id)
     engine.dispose()
 
@@ -143,9 +143,9 @@ def test_the_seed_writes_what_the_definition_says(tmp_path) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 's.db'}")
     with engine.begin() as connection:
         rebuild(connection, SMALL)
-        users = connection.exec_driver_sql("SELECT id, name, email, visits FROM users").all()
-        profiles = connection.exec_driver_sql("SELECT id, user_id, bio FROM profiles").all()
-        posts = connection.exec_driver_sql("SELECT id, title, body FROM posts").all()
+        users = connection.exec_driver_sql(f"SELECT id, name, email, visits FROM {USERS}").all()
+        profiles = connection.exec_driver_sql(f"SELECT id, user_id, bio FROM {PROFILES}").all()
+        posts = connection.exec_driver_sql(f"SELECT id, title, body FROM {POSTS}").all()
     engine.dispose()
     assert users == [(i, user_name(i), user_email(i), 0) for i in range(1, SMALL.users + 1)]
     assert profiles == [(i, i, bio(i)) for i in range(1, SMALL.users + 1)]

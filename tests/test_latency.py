@@ -148,6 +148,7 @@ def test_at_0_ms_the_samples_go_past_the_proxy_and_round_trips_are_counted_apart
     delay to add, the samples go through it. What crossed the proxy tells which."""
     target = _target(request, "postgresql")
     driver = next(d for d in target.drivers if d.spec.name == "psycopg2")
+    request.getfixturevalue("seeds").seeded(driver)  # crud.get reads the seeded users
     case = next(case for case in discover("scenario") if case.id == "crud.get")
     policy = Policy(warmup=2, min_rounds=SAMPLES, min_time=0.0, max_rounds=SAMPLES)
     loop = asyncio.new_event_loop()

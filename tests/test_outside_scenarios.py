@@ -98,3 +98,18 @@ def test_an_application_scenario_without_its_twin_is_one_line_before_any_work(tm
 )
 def test_a_module_that_cannot_give_scenarios_is_one_line(tmp_path, module, needle) -> None:
     assert_one_line_error(sqla_bench(tmp_path, "run", "--scenarios", module), module, needle)
+
+
+def test_twins_on_an_applications_own_tables_are_refused_before_any_work(tmp_path) -> None:
+    # Run with sqla-bench's dataset, they would read and write the application's `users`
+    # wherever the URL points: sqla-bench's own tables are never under those names.
+    own_model = TWINS.replace(
+        "from sqla_bench.scenarios.models import User\n",
+        "from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column\n\n\n"
+        "class Base(DeclarativeBase):\n    pass\n\n\n"
+        "class User(Base):\n    __tablename__ = 'users'\n"
+        "    id: Mapped[int] = mapped_column(primary_key=True)\n",
+    )
+    result = measure(application(tmp_path, f"OFF_BY = 0\n{own_model}"))
+    assert_one_line_error(result, "map tables sqla-bench does not create (users)", "--models")
+    assert not (tmp_path / "r.json").exists()

@@ -18,6 +18,7 @@ from sqla_bench.scenarios.loading import (
     USERS_WITH_PROFILE,
     expected_load,
 )
+from sqla_bench.scenarios.models import POST_TAGS, POSTS, TAGS
 from sqla_bench.scenarios.sql import IN, JOINED, NONE, PER_KEY, SUBQUERY, Edge
 from sqla_bench.scenarios.strategies import STRATEGIES, Strategy, query_options
 from sqla_bench.scenarios.web.app import LOADERS
@@ -37,7 +38,7 @@ SIZE = DatasetSize(users=30, posts_per_user=3, comments_per_post=2, tags=8, tags
 def test_one_to_many_under_each_strategy(strategy, statements, kind) -> None:
     outcome = expected_load(USERS_WITH_POSTS, SYNC, SIZE, strategy, 20)
     assert outcome.statements == statements
-    assert outcome.sql.edges == (Edge("posts", "posts", kind, 20, 500 if kind == IN else 0),)
+    assert outcome.sql.edges == (Edge("posts", POSTS, kind, 20, 500 if kind == IN else 0),)
 
 
 def test_nested_loads_one_group_per_level() -> None:
@@ -53,7 +54,7 @@ def test_a_many_to_one_loads_each_distinct_key_once() -> None:
     outcome = expected_load(POSTS_WITH_AUTHOR_COMMENTS_TAGS, SYNC, SIZE, "immediate", 20)
     author, comments, tags = outcome.sql.edges
     assert (author.keys, comments.keys, tags.keys) == (7, 20, 20)  # posts 1-20: users 1-7
-    assert tags.table == "tags" and outcome.sql.link_tables == ("post_tags",)
+    assert tags.table == TAGS and outcome.sql.link_tables == (POST_TAGS,)
     assert outcome.statements == 1 + 7 + 20 + 20
 
 

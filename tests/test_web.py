@@ -23,6 +23,7 @@ from sqla_bench.engines import DriverEnv
 from sqla_bench.measure import Observation
 from sqla_bench.results import read_result
 from sqla_bench.scenarios.expect import Raises
+from sqla_bench.scenarios.models import POST_TAGS, POSTS, TAGS, USERS
 from sqla_bench.scenarios.registry import discover
 from sqla_bench.scenarios.web import STRATEGIES
 from sqla_bench.scenarios.web.app import create_app
@@ -194,12 +195,13 @@ def _remove_test_rows(env: DriverEnv) -> None:
     try:
         with engine.begin() as connection:
             for sql in (
-                "DELETE FROM post_tags WHERE post_id IN "
-                "(SELECT id FROM posts WHERE title LIKE :mark)",
-                "DELETE FROM post_tags WHERE tag_id IN (SELECT id FROM tags WHERE name LIKE :mark)",
-                "DELETE FROM posts WHERE title LIKE :mark",
-                "DELETE FROM tags WHERE name LIKE :mark",
-                "DELETE FROM users WHERE name LIKE :mark",
+                f"DELETE FROM {POST_TAGS} WHERE post_id IN "
+                f"(SELECT id FROM {POSTS} WHERE title LIKE :mark)",
+                f"DELETE FROM {POST_TAGS} WHERE tag_id IN "
+                f"(SELECT id FROM {TAGS} WHERE name LIKE :mark)",
+                f"DELETE FROM {POSTS} WHERE title LIKE :mark",
+                f"DELETE FROM {TAGS} WHERE name LIKE :mark",
+                f"DELETE FROM {USERS} WHERE name LIKE :mark",
             ):
                 connection.execute(text(sql), like)
     finally:
@@ -234,12 +236,14 @@ async def test_writes_commit_and_a_failing_write_rolls_back_whole(cleaned) -> No
             missing = await http.post("/users/999999/posts", json={"title": title})
             assert missing.status_code == 404
         assert (
-            _count(env, "SELECT COUNT(*) FROM users WHERE name = :n", n=f"{MARK}-{env.mode}") == 1
+            _count(env, f"SELECT COUNT(*) FROM {USERS} WHERE name = :n", n=f"{MARK}-{env.mode}")
+            == 1
         )
-        assert _count(env, "SELECT COUNT(*) FROM posts WHERE title = :t", t=f"{title}-kept") == 1
-        assert _count(env, "SELECT COUNT(*) FROM posts WHERE title = :t", t=title) == 0
+        assert _count(env, f"SELECT COUNT(*) FROM {POSTS} WHERE title = :t", t=f"{title}-kept") == 1
+        assert _count(env, f"SELECT COUNT(*) FROM {POSTS} WHERE title = :t", t=title) == 0
         assert (
-            _count(env, "SELECT COUNT(*) FROM tags WHERE name = :n", n=f"{MARK}-b-{env.mode}") == 0
+            _count(env, f"SELECT COUNT(*) FROM {TAGS} WHERE name = :n", n=f"{MARK}-b-{env.mode}")
+            == 0
         )
 
 

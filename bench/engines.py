@@ -213,7 +213,7 @@ def check_owned(driver: Driver, names: Sequence[str]) -> None:
 
 
 def _where(driver: Driver) -> str:
-    return f"{driver.spec.target} at {safe_url(driver.url)}"
+    return f"{driver.spec.target} at {safe_url(driver.url.set(drivername=driver.spec.target))}"
 
 
 def sync_engine(driver: Driver, **options: Any) -> Engine:

@@ -7,10 +7,12 @@ created it (``host:pid:start time``, as containers carry it). So:
 
 - before any DDL, ``problems`` names every table a run would create or drop that exists
   and is not recorded: the run refuses it, one line, exit status 2, nothing changed;
-- ``claim`` records the tables and removes what runs that ended without cleaning up
-  (SIGKILL, a lost machine) left behind;
-- ``release`` drops a run's tables and their records when it is done with a target
-  (also after Ctrl-C, SIGTERM or a failure), and the record table once it is empty;
+- ``claim`` records the tables and removes what runs on this host that ended without
+  cleaning up (SIGKILL) left behind; a run on another host cannot be told ended or not,
+  so what it left stays until ``tables --prune --all``;
+- ``release`` drops the tables this process recorded, and their records, when it is
+  done with a target (also after Ctrl-C, SIGTERM or a failure), and the record table
+  once it is empty;
 - ``leftovers`` and ``prune`` are ``sqla-bench tables`` and ``tables --prune``.
 
 Nothing else is ever dropped, altered or written: a table is dropped only while its
@@ -110,11 +112,16 @@ def claim(
 
 
 def release(connection: Connection, names: Sequence[str]) -> None:
-    """Drop ``names`` (those recorded) and their records; the record table once empty."""
+    """Drop those of ``names`` this process recorded, and their records; the record
+    table once empty. (A run that took them over since keeps them.)"""
     present = set(inspect(connection).get_table_names())
     if OWNER_TABLE not in present or not _record_table_is_ours(connection):
         return
-    _drop(connection, [n for n in names if n in _recorded(connection)])
+    mine = owner_label()
+    _drop(
+        connection,
+        [n for n, owner in _recorded(connection).items() if n in names and owner == mine],
+    )
     _drop_records_if_empty(connection)
 
 
@@ -176,13 +183,13 @@ def _ended(connection: Connection) -> dict[str, list[str]]:
 
 
 def _drop(connection: Connection, names: Sequence[str]) -> None:
-    """Drop recorded tables, children before parents, then their records."""
+    """Drop recorded tables, children before parents, then their records. Each by name,
+    so only these: no table they refer to, and nothing cascades."""
     if not names:
         return
-    present = set(inspect(connection).get_table_names())
-    reflected = MetaData()
-    reflected.reflect(connection, only=[n for n in names if n in present])
-    reflected.drop_all(connection)
+    in_order = inspect(connection).get_sorted_table_and_fkc_names()  # parents first
+    for name in reversed([name for name, _ in in_order if name in names]):
+        Table(name, MetaData()).drop(connection)
     connection.execute(delete(RECORDS).where(RECORDS.c.name.in_(list(names))))
 
 

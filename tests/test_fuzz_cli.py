@@ -63,6 +63,9 @@ FILES: dict[str, bytes | None] = {
     "new/out.json": None,
 }
 PATHS = (*FIXED_PATHS, str(FOLDER), *(str(FOLDER / name) for name in FILES))
+# What a command line's argument can hold: no NUL (exec refuses it) and no lone surrogate
+# (one that the file system encoding cannot write).
+ARGUMENT = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
 VALUES = (*NUMBERS, *TEXT, *PATHS)
 
 
@@ -92,7 +95,7 @@ def _option(action: argparse.Action) -> st.SearchStrategy[list[str]]:
     if action.nargs == 0:
         return flag.map(lambda name: [name])
     choices = tuple(map(str, action.choices or ()))
-    value = st.one_of(st.sampled_from(VALUES), st.text(max_size=8), *(
+    value = st.one_of(st.sampled_from(VALUES), st.text(ARGUMENT, max_size=8), *(
         [st.sampled_from(choices)] if choices else []
     ))  # fmt: skip
     return st.tuples(flag, value).map(list)

@@ -126,7 +126,7 @@ def commands(target: str, folder: Path) -> dict[str, tuple[str, ...]]:
     shutil.copy(APPLICATION / "shop_models.py", folder / "shop_models.py")
     application(folder, f"OFF_BY = 0\n{TWINS}")
     chosen = ("--target", target)
-    sync_driver = "psycopg2" if target == "postgresql" else "pymysql"
+    sync_driver = {"postgresql": "psycopg2", "mysql": "pymysql", "sqlite": "pysqlite"}[target]
     models_options = ("--driver", sync_driver, "--relationship", "Customer.orders", *QUICK)
     found = {
         "run": ("run", *chosen, "--scenario", "crud.get", *QUICK),
@@ -211,24 +211,25 @@ def test_what_a_killed_run_left_the_next_run_removes(planted, tmp_path) -> None:
 
 def test_the_sqlite_target_never_opens_a_database_of_the_folder(tmp_path) -> None:
     """The SQLite file is in a temporary folder of the run's own: an application's file
-    of the same name, where the run starts, stays as it was."""
+    of the same name, in the folder every command starts in, stays as it was."""
     theirs = tmp_path / SQLITE_FILE
     engine = create_engine(f"sqlite:///{theirs}")
-    plant(engine, (*OLD_NAMES, *TABLES))
+    plant(engine, (*OLD_NAMES, *TABLES, *SHOP_TABLES))
     engine.dispose()
     digest = hashlib.sha256(theirs.read_bytes()).hexdigest()
     env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
-    args = ("run", "--scenario", "crud.get", *QUICK)
-    result = subprocess.run(
-        [sys.executable, "-m", "sqla_bench", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    assert hashlib.sha256(theirs.read_bytes()).hexdigest() == digest
+    env |= {"PYTHONPATH": str(tmp_path), "SQLA_BENCH_CONTAINERS": "off"}
+    for name, args in commands("sqlite", tmp_path).items():
+        result = subprocess.run(
+            [sys.executable, "-m", "sqla_bench", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, f"{name}: {result.stdout[-2000:]}{result.stderr}"
+        assert hashlib.sha256(theirs.read_bytes()).hexdigest() == digest, name
     with sqlite3.connect(theirs) as connection:
         assert connection.execute("SELECT note FROM users").fetchall() == [("the application's",)]
 

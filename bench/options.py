@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from sqla_bench.errors import ConfigError
 from sqla_bench.measure import Policy
 from sqla_bench.pgbouncer import DEFAULT_POOL_SIZE as PGBOUNCER_POOL_SIZE
 from sqla_bench.scenarios.dataset import MAXIMUM, DatasetSize
@@ -125,6 +126,23 @@ def add_pgbouncer(parser: argparse.ArgumentParser) -> None:
         help="PgBouncer's default_pool_size: server connections per database and user "
         f"(default: {PGBOUNCER_POOL_SIZE})",
     )
+
+
+def add_prune(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--prune`` and ``--all``: remove what runs that ended left (or all of it)."""
+    parser.add_argument(
+        "--prune", action="store_true", help=f"remove the {what} whose owner has ended"
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help=f"with --prune: remove every sqla-bench {what[:-1]}, even one a live run uses",
+    )
+
+
+def check_prune(args: argparse.Namespace) -> None:
+    if args.all and not args.prune:
+        raise ConfigError("--all only goes with --prune")
 
 
 def add_target(parser: argparse.ArgumentParser, default: str) -> None:

@@ -15,6 +15,11 @@ def owner_label(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{process.pid}:{process.create_time():.0f}"
 
 
+def owner_state(alive: bool | None) -> str:
+    """``owner_alive``'s answer in words, for the listings of what runs left."""
+    return {True: "running", False: "ended: --prune removes it", None: "on another host"}[alive]
+
+
 def owner_alive(label: str) -> bool | None:
     """Whether the process that ``label`` names still runs; None if it is on another host."""
     host, _, rest = label.partition(":")

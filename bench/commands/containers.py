@@ -8,6 +8,8 @@ from rich.console import Console
 
 from sqla_bench.containers import ContainerError, Leftover, containers, prune
 from sqla_bench.errors import ConfigError
+from sqla_bench.options import add_prune, check_prune
+from sqla_bench.owner import owner_state
 from sqla_bench.present import table
 from sqla_bench.targets import Servers
 
@@ -20,19 +22,11 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--prune", action="store_true", help="remove the containers whose owner has ended"
-    )
-    parser.add_argument(
-        "--all",
-        action="store_true",
-        help="with --prune: remove every sqla-bench container, even one a live run is using",
-    )
+    add_prune(parser, "containers")
 
 
 def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int:
-    if args.all and not args.prune:
-        raise ConfigError("--all only goes with --prune")
+    check_prune(args)
     try:
         if args.prune:
             removed = prune(everything=args.all, say=lambda line: console.print(line))
@@ -49,5 +43,4 @@ def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int
 
 
 def _owner(leftover: Leftover) -> str:
-    state = {True: "running", False: "ended: --prune removes it", None: "on another host"}
-    return f"{leftover.owner or '?'} ({state[leftover.owner_alive]})"
+    return f"{leftover.owner or '?'} ({owner_state(leftover.owner_alive)})"

@@ -11,7 +11,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqla_bench import owned
 from sqla_bench.engines import sync_engine
 from sqla_bench.errors import ConfigError
-from sqla_bench.options import add_target
+from sqla_bench.options import add_prune, add_target, check_prune
+from sqla_bench.owner import owner_state
 from sqla_bench.present import table
 from sqla_bench.targets import URL_VARIABLES, Servers, Target, check_reachable, said_by
 
@@ -29,19 +30,11 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target(parser, "every target given by URL")
-    parser.add_argument(
-        "--prune", action="store_true", help="remove the tables whose creator has ended"
-    )
-    parser.add_argument(
-        "--all",
-        action="store_true",
-        help="with --prune: remove every table sqla-bench recorded, even one a live run uses",
-    )
+    add_prune(parser, "tables")
 
 
 def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int:
-    if args.all and not args.prune:
-        raise ConfigError("--all only goes with --prune")
+    check_prune(args)
     rows = []
     for target in _url_targets(args.target, servers):
         check_reachable(target)
@@ -81,5 +74,4 @@ def _url_targets(names: list[str] | None, servers: Servers) -> list[Target]:
 
 
 def _row(record: owned.Record) -> tuple[str, str, str]:
-    state = {True: "running", False: "ended: --prune removes it", None: "on another host"}
-    return record.name, record.created[:19], f"{record.owner} ({state[record.owner_alive]})"
+    return record.name, record.created[:19], f"{record.owner} ({owner_state(record.owner_alive)})"

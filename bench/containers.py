@@ -139,6 +139,10 @@ class ServerContainer:
             self._container = container
             self.stop()
             raise ContainerError(reason) from None
+        except BaseException:  # Ctrl-C or SIGTERM while it starts: it goes with us
+            self._container = container
+            self.stop()
+            raise
         self._container = container
         self.ready_seconds = time.perf_counter() - started
         return URL.create(

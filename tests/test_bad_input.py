@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from sqla_bench.cli import main
 from sqla_bench.results import read_result
+from sqla_bench.scenarios.dataset import TABLES
 from tests.test_cli import NO_DOCKER, VARIABLES, assert_one_line_error, run
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
@@ -175,6 +176,7 @@ def test_a_dry_run_measures_and_writes_nothing_but_plans_what_a_run_measures(tmp
     assert len(per_driver) == 2
     for driver, cells in per_driver.items():
         assert f"{driver}: {cells} cells per setting" in result.stdout
+    assert f"dropped when done: {', '.join(TABLES)}" in result.stdout.replace("\n", " ")
 
 
 def test_a_url_whose_host_does_not_answer_times_out_in_one_line() -> None:

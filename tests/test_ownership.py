@@ -27,6 +27,7 @@ import pytest
 from sqlalchemy import Column, Engine, ForeignKey, Integer, MetaData, String, Table, create_engine
 from sqlalchemy import inspect as inspect_database
 
+from sqla_bench.errors import ConfigError
 from sqla_bench.owned import leftovers
 from sqla_bench.pgbouncer import binary as pgbouncer_binary
 from sqla_bench.scenarios.dataset import TABLES
@@ -273,6 +274,6 @@ def wait_for_records(engine: Engine, run: subprocess.Popen, seconds: float = 60)
 def _has_pgbouncer() -> bool:
     try:
         pgbouncer_binary()
-    except Exception:
+    except ConfigError:
         return False
     return True

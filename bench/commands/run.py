@@ -349,6 +349,12 @@ def _print_plan(console: Console, plan: RunPlan) -> None:
         f"{len(plan.datasets)} datasets, latencies {plan.latencies or 'none (direct)'}, "
         f"pools {plan.pools()}, concurrency {plan.concurrency or 'one call at a time'}"
     )
+    created = plan.tables_created()
+    lines.append(
+        f"tables created on each target and dropped when done: {', '.join(created)}"
+        if created
+        else "no table created: the data is read where it is"
+    )
     present.print_lines(console, lines)
 
 

@@ -6,9 +6,9 @@ started the first time a test needs it (when a Docker engine answers), shared by
 test of the session and removed at its end, also after a failure or Ctrl-C. A server
 target with neither is skipped with both ways to get one, unless ``SQLA_BENCH_REQUIRE``
 names it; bad configuration stops the session with one line. Each target's database is
-rebuilt and seeded once per session; all async tests and fixtures share the session's
-event loop (see pyproject.toml), because pooled async connections belong to the loop
-that opened them.
+seeded when a test first needs it, and again after a run a test made removed the seed
+(``Seeds``); all async tests and fixtures share the session's event loop (see
+pyproject.toml), because pooled async connections belong to the loop that opened them.
 """
 
 from __future__ import annotations

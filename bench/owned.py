@@ -72,7 +72,7 @@ def problems(connection: Connection, names: Iterable[str]) -> list[str]:
     present = set(inspect(connection).get_table_names())
     if OWNER_TABLE in present and not _record_table_is_ours(connection):
         return [f"table {OWNER_TABLE} exists and sqla-bench did not create it"]
-    recorded = _recorded(connection) if OWNER_TABLE in present else {}
+    recorded = _recorded(connection) if _has_records(connection) else {}
     return [
         f"table {name} exists and sqla-bench did not create it"
         for name in names
@@ -91,10 +91,10 @@ def refusal(where: str, found: Sequence[str]) -> str:
 
 def claim(
     connection: Connection, names: Sequence[str], say: Callable[[str], None] = lambda _: None
-) -> str:
-    """Record ``names`` as this process's, before they are created; return the owner
-    written. Raises ``NotOurs`` when one exists unrecorded. Tables that runs which
-    have ended left behind are removed first, and said."""
+) -> None:
+    """Record ``names`` as this process's, before they are created. Raises ``NotOurs``
+    when one exists unrecorded. Tables that runs which have ended left behind are
+    removed first, and said."""
     found = problems(connection, names)
     if found:
         raise NotOurs(found)
@@ -108,14 +108,12 @@ def claim(
     connection.execute(
         insert(RECORDS), [{"name": n, "owner": owner, "created": created} for n in names]
     )
-    return owner
 
 
 def release(connection: Connection, names: Sequence[str]) -> None:
     """Drop those of ``names`` this process recorded, and their records; the record
     table once empty. (A run that took them over since keeps them.)"""
-    present = set(inspect(connection).get_table_names())
-    if OWNER_TABLE not in present or not _record_table_is_ours(connection):
+    if not _has_records(connection):
         return
     mine = owner_label()
     _drop(
@@ -127,8 +125,7 @@ def release(connection: Connection, names: Sequence[str]) -> None:
 
 def leftovers(connection: Connection) -> list[Record]:
     """Every table recorded as sqla-bench's in this database."""
-    present = set(inspect(connection).get_table_names())
-    if OWNER_TABLE not in present or not _record_table_is_ours(connection):
+    if not _has_records(connection):
         return []
     rows = connection.execute(select(RECORDS).order_by(RECORDS.c.name)).all()
     return [Record(row.name, row.owner, row.created) for row in rows]
@@ -150,10 +147,10 @@ class NotOurs(Exception):
         self.found = list(found)
 
 
-def claim_on(engine: Engine, names: Sequence[str], say: Callable[[str], None]) -> str:
+def claim_on(engine: Engine, names: Sequence[str], say: Callable[[str], None]) -> None:
     """``claim`` in a transaction of its own (PostgreSQL and SQLite undo it on failure)."""
     with engine.begin() as connection:
-        return claim(connection, names, say)
+        claim(connection, names, say)
 
 
 def release_on(engine: Engine, names: Sequence[str]) -> None:
@@ -162,6 +159,12 @@ def release_on(engine: Engine, names: Sequence[str]) -> None:
 
 
 # --- the record table ------------------------------------------------------------------
+
+
+def _has_records(connection: Connection) -> bool:
+    """Whether this database holds a record table, and one of sqla-bench's making."""
+    present = OWNER_TABLE in inspect(connection).get_table_names()
+    return present and _record_table_is_ours(connection)
 
 
 def _record_table_is_ours(connection: Connection) -> bool:

@@ -186,8 +186,7 @@ def test_a_table_named_as_sqla_benchs_own_is_refused_before_any_work(planted, tm
 def test_sigterm_mid_run_removes_the_runs_tables_and_nothing_else(planted, tmp_path) -> None:
     target, url, engine, metadata = planted
     before = snapshot(engine, metadata)
-    run = start_long_run(target, url, tmp_path)
-    wait_for_records(engine, run)
+    run = start_recorded_run(target, url, engine, tmp_path)
     run.send_signal(signal.SIGTERM)
     assert run.wait(timeout=120) == 143, run.stderr.read() if run.stderr else ""
     assert snapshot(engine, metadata) == before
@@ -199,8 +198,7 @@ def test_sigterm_mid_run_removes_the_runs_tables_and_nothing_else(planted, tmp_p
 def test_what_a_killed_run_left_the_next_run_removes(planted, tmp_path) -> None:
     target, url, engine, metadata = planted
     before = snapshot(engine, metadata)
-    killed = start_long_run(target, url, tmp_path)
-    wait_for_records(engine, killed)
+    killed = start_recorded_run(target, url, engine, tmp_path)
     killed.kill()
     killed.wait(timeout=60)
     # Left behind, with their records: nobody removed them.
@@ -240,13 +238,14 @@ def test_the_sqlite_target_never_opens_a_database_of_the_folder(tmp_path) -> Non
         assert connection.execute("SELECT note FROM users").fetchall() == [("the application's",)]
 
 
-def start_long_run(target: str, url: str, folder: Path) -> subprocess.Popen:
-    """A run that seeds, then measures for a minute unless stopped."""
+def start_recorded_run(target: str, url: str, engine: Engine, folder: Path) -> subprocess.Popen:
+    """A run that seeds, then measures for a minute unless stopped, once it has recorded
+    and created its tables."""
     env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
     env |= {URL_VARIABLES[target]: url, "SQLA_BENCH_CONTAINERS": "off"}
     args = ("run", "--target", target, "--scenario", "crud", "--min-time", "60", "--max-time", "60")
     args += ("--users", "50")
-    return subprocess.Popen(
+    run = subprocess.Popen(
         [sys.executable, "-m", "sqla_bench", *args],
         cwd=folder,
         env=env,
@@ -254,6 +253,8 @@ def start_long_run(target: str, url: str, folder: Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
+    wait_for_records(engine, run)
+    return run
 
 
 def wait_for_records(engine: Engine, run: subprocess.Popen, seconds: float = 60) -> None:

@@ -107,10 +107,19 @@ def planted(request, servers) -> Iterator[tuple[str, str, Engine, MetaData]]:
         engine.dispose()
 
 
+def user_env(target: str, url: str, **extra: str) -> dict[str, str]:
+    """The environment a user runs sqla-bench in: only ``target``'s URL set (none for
+    SQLite), no container."""
+    env = {k: v for k, v in os.environ.items() if k not in VARIABLES} | extra
+    env["SQLA_BENCH_CONTAINERS"] = "off"
+    if target in URL_VARIABLES:
+        env[URL_VARIABLES[target]] = url
+    return env
+
+
 def sqla_bench(target: str, url: str, *args: str, cwd: Path, **extra: str):
     """The command as a user runs it, with only ``target``'s URL set."""
-    env = {k: v for k, v in os.environ.items() if k not in VARIABLES} | extra
-    env |= {URL_VARIABLES[target]: url, "SQLA_BENCH_CONTAINERS": "off"}
+    env = user_env(target, url, **extra)
     return subprocess.run(
         [sys.executable, "-m", "sqla_bench", *args],
         cwd=cwd,
@@ -221,17 +230,8 @@ def test_the_sqlite_target_never_opens_a_database_of_the_folder(tmp_path) -> Non
     plant(engine, (*OLD_NAMES, *TABLES, *SHOP_TABLES))
     engine.dispose()
     digest = hashlib.sha256(theirs.read_bytes()).hexdigest()
-    env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
-    env |= {"PYTHONPATH": str(tmp_path), "SQLA_BENCH_CONTAINERS": "off"}
     for name, args in commands("sqlite", tmp_path).items():
-        result = subprocess.run(
-            [sys.executable, "-m", "sqla_bench", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        result = sqla_bench("sqlite", "", *args, cwd=tmp_path, PYTHONPATH=str(tmp_path))
         assert result.returncode == 0, f"{name}: {result.stdout[-2000:]}{result.stderr}"
         assert hashlib.sha256(theirs.read_bytes()).hexdigest() == digest, name
     with sqlite3.connect(theirs) as connection:
@@ -241,14 +241,12 @@ def test_the_sqlite_target_never_opens_a_database_of_the_folder(tmp_path) -> Non
 def start_recorded_run(target: str, url: str, engine: Engine, folder: Path) -> subprocess.Popen:
     """A run that seeds, then measures for a minute unless stopped, once it has recorded
     and created its tables."""
-    env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
-    env |= {URL_VARIABLES[target]: url, "SQLA_BENCH_CONTAINERS": "off"}
     args = ("run", "--target", target, "--scenario", "crud", "--min-time", "60", "--max-time", "60")
     args += ("--users", "50")
     run = subprocess.Popen(
         [sys.executable, "-m", "sqla_bench", *args],
         cwd=folder,
-        env=env,
+        env=user_env(target, url),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

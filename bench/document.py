@@ -20,11 +20,8 @@ import markdown
 
 from sqla_bench.compare import load_run
 from sqla_bench.guide import (
-    ALPHA,
-    CLEAR_RATIO,
     DIMENSIONS,
     MIN_EFFECT,
-    MIN_SAMPLES,
     Point,
     Series,
     compared_strategies,
@@ -32,6 +29,7 @@ from sqla_bench.guide import (
     latency_crossovers,
     latency_order,
     points,
+    repeatability,
     rtt,
     series,
     summary,
@@ -52,6 +50,7 @@ from sqla_bench.report import (
 )
 from sqla_bench.results import CellRecord, params_text, read_verification, run_status
 from sqla_bench.scenarios.registry import STRATEGY
+from sqla_bench.stats import MIN_BLOCKS
 
 STEM = "report"
 
@@ -170,6 +169,7 @@ def provenance(headers: list[dict]) -> list[str]:
         drivers = ", ".join(f"{name} {version}" for name, version in environment["drivers"].items())
         servers = "; ".join(
             f"{name}: {target['source']}, {target['server_version'] or 'version unknown'}"
+            f"{machine_words(target.get('machine'))}"
             for name, target in header["targets"].items()
         )
         lines += [
@@ -181,6 +181,15 @@ def provenance(headers: list[dict]) -> list[str]:
             f"pinned to CPUs {machine['affinity']}; servers: {servers}",
         ]
     return lines
+
+
+def machine_words(state: dict | None) -> str:
+    """How busy the machine was while a target was measured (schema 5 on)."""
+    if not state:
+        return ""
+    start, end = state["load_average"]
+    busy = f", **busier than its {state['cpus']} CPUs**" if state["busy"] else ""
+    return f" (load average {start:g} to {end:g}, {state['steal']:.1%} of CPU time stolen{busy})"
 
 
 def verification_matrix(document: dict) -> TableData:
@@ -234,13 +243,15 @@ def decision_guide(cells: list[CellRecord], lines: list[Series], plots: list[str
     and what each strategy fetches."""
     if not lines:
         return ["No cell here compares loading strategies."]
-    parts = [GUIDE_METHOD, ""]
+    parts = [GUIDE_METHOD, "", repeatability_words(lines), ""]
     by_shape: dict[tuple, list[Series]] = {}
     for line in lines:
         by_shape.setdefault((line.table, line.target), []).append(line)
     for (table, target), shape_lines in by_shape.items():
         parts += [f"### {shape_lines[0].label.rstrip('.')} ({table}), {target}", ""]
         parts += [winner_grid(shape_lines).to_markdown(), ""]
+        if any(point.busy for line in shape_lines for point in line.points):
+            parts += [BUSY_NOTE, ""]
         found = [c for line in shape_lines for c in crossovers(line)]
         found += latency_crossovers(shape_lines)
         parts += ["Crossovers found:", ""] if found else ["No crossover: one leader throughout."]
@@ -256,16 +267,45 @@ GUIDE_METHOD = (
     "Compared: the loader options an application picks per query (lazy in sync code only; "
     "joined, selectin, subquery, immediate). Model-level selectin, awaitable_attrs, run_sync "
     "and write_only send the SQL of selectin or of a lazy load; they are in the tables. At "
-    "each point (a dataset and an added latency) and on each driver and mode, the strategy "
-    "with the lowest median wins; it wins clearly when the next one is at least "
-    f"{MIN_EFFECT:.0%} slower and a one-sided Mann-Whitney U test on the raw samples gives "
-    f"p < {ALPHA} (with fewer than {MIN_SAMPLES} samples, a slow cell stopped by --max-time, "
-    f"only a factor of {CLEAR_RATIO} or more counts). A grid cell names the strategy that "
-    "won on most drivers (with how many when not all), and the factor by which the next "
-    "was slower (median over the drivers); '≈ A, B' means most drivers could not tell them "
-    "apart: within noise, no winner is named. A crossover is read between two neighbouring "
-    "points that both have a clear winner."
+    "each point (a dataset and an added latency) and on each driver and mode, the "
+    "strategies were measured side by side: in turn, in blocks whose order rotates, so "
+    "that the machine's drift reaches each alike. The unit is the ratio of two strategies' "
+    "medians within a block (each over at least three calls, so one slow call does not "
+    "decide it); over the blocks, its Hodges-Lehmann estimate and 95 % interval. The "
+    "fastest wins clearly when the next one's interval lies wholly above "
+    f"{1 + MIN_EFFECT:g} ({MIN_EFFECT:.0%} slower), over at least {MIN_BLOCKS} blocks. A grid "
+    "cell names the strategy that won on most drivers (with how many when not all), the "
+    "factor by which the next was slower (median over the drivers) and, in brackets, the "
+    "span of those drivers' intervals; '≈ A, B' means most drivers could not tell them "
+    "apart: within noise, no winner is named. Measured in several passes (run --passes), "
+    "a verdict is a winner only when every pass named it; '(unstable)' marks a point whose "
+    "passes differed, '(few blocks)' one cut short by --max-time before "
+    f"{MIN_BLOCKS} blocks, and '(one after another)' cells of a result file written "
+    "before side-by-side measurement. A crossover is read between two neighbouring points "
+    "that both have a clear winner."
 )
+
+
+BUSY_NOTE = (
+    "_†: measured while the machine's load average was above its CPUs (another process "
+    "competed for them); side by side, drift reaches every strategy alike, but the "
+    "intervals are wider._"
+)
+
+
+def repeatability_words(lines: list[Series]) -> str:
+    """How far the verdicts repeated between passes, or that they were measured once."""
+    agreed, judged = repeatability(point for line in lines for point in line.points)
+    if not judged:
+        return (
+            "_Repeatability: each point was measured in one pass (run --passes 2 or more "
+            "measures how far the verdicts repeat)._"
+        )
+    return (
+        f"_Repeatability: {agreed} of {judged} verdicts (a point on one driver and mode) "
+        f"were the same in every pass ({agreed / judged:.0%}); the others are unstable and "
+        "name no winner._"
+    )
 
 
 def winner_grid(lines: list[Series]) -> TableData:
@@ -293,10 +333,12 @@ def _varies_among(lines: list[Series], name: str) -> bool:
 
 
 def _grid_cell(point: Point) -> str:
-    factor = point.factor()
-    if not point.decided or factor is None:
+    factor, interval = point.factor(), point.interval()
+    if factor is None:
         return point.say()
-    return f"{point.say()} x{factor:.2f}"
+    bracket = f" [{interval[0]:.2f} to {interval[1]:.2f}]" if interval else ""
+    busy = " †" if point.busy else ""
+    return f"{point.say()} x{factor:.2f}{bracket}{busy}"
 
 
 def fetch_table(cells: list[CellRecord], table: str, target: str) -> TableData | None:

@@ -6,6 +6,14 @@ a minimum time are reached. Each call gets a fresh argument (a new session, say)
 before the clock starts and cleaned up after it stops; the timed region is the call and
 nothing else, timed by the measuring kernel (``bench.kernel``).
 
+Cells that a verdict compares (``compared_together``: the loading strategies of one
+shape at one parameter cell, on one driver and mode) are measured side by side: each is
+warmed up, then they take turns in blocks whose order rotates, so that a machine that
+drifts (machines of this kind drift by tens of per cent within minutes) reaches each
+alike, and the unit of comparison is their ratio within a block (``stats.ratio``). A
+cell alone is the same path with nothing beside it. Each comparison keeps its design
+(``Design``) and the machine's state over it (``bench.machine``).
+
 Sync and async differ in one flag the kernel reads: an async call is awaited.
 Everything runs inside one coroutine on one event loop that the caller creates before
 timing and keeps for the whole run (async pooled connections belong to the loop that
@@ -43,9 +51,10 @@ import cProfile
 import gc
 import pstats
 import tracemalloc
+import uuid
 from collections import Counter
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -55,9 +64,12 @@ from sqlalchemy.exc import StatementError
 from sqla_bench.engines import DriverEnv
 from sqla_bench.fixtures import PerCall, arguments
 from sqla_bench.kernel import Stopwatch, release_frames, timed
+from sqla_bench.machine import Snapshot, state_between
 from sqla_bench.probes import Executed, RoundTripCounter, StatementCounter
 from sqla_bench.scenarios.expect import Raises, Works
-from sqla_bench.scenarios.registry import Case
+from sqla_bench.scenarios.registry import STRATEGY, Case
+from sqla_bench.scenarios.strategies import compared_strategies
+from sqla_bench.stats import MIN_BLOCKS, block_medians, geometric_mean, ratio
 
 Cell = tuple[Case, dict[str, Any]]
 
@@ -71,13 +83,30 @@ class Policy:
     ``max_time`` bounds a slow cell (a thousand lazy loads at 20 ms each): warm-up ends
     once it has taken that long (after the calls with a role), and sampling ends
     once it has, with at least one sample. Such a cell has few samples; the report and
-    the gate say so rather than draw a verdict from them."""
+    the gate say so rather than draw a verdict from them.
+
+    Cells compared with each other (``measure_side_by_side``: the strategies of one
+    shape on one driver) are sampled in turn, in blocks: each takes samples for
+    ``block_time`` seconds and at least ``block_samples`` (so that a block's median
+    shrugs off one slow call: 12 to 18 % of the calls loading 2,000 posts took three to
+    five times the median here, and with a call per block they dragged the ratio
+    towards 1 by 0.05 and more), in an order that rotates from block to
+    block, so drift on the machine reaches every cell alike. They go on until at least
+    ``min_blocks`` blocks, and the rounds and time above per cell, have been sampled and
+    each cell's ratio to the fastest is settled (``precise``: known within
+    ``precision``, 0.05 being ±5 % at ``stats.CONFIDENCE``, or clearly slower); or until
+    the group has had ``max_time`` per cell, or ``max_blocks`` blocks."""
 
     warmup: int = 3
     min_rounds: int = 10
     min_time: float = 0.2
     max_rounds: int = 10_000
     max_time: float = 10.0
+    block_time: float = 0.02
+    block_samples: int = 3
+    min_blocks: int = MIN_BLOCKS
+    max_blocks: int = 1_000
+    precision: float = 0.05
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.min_rounds < 1 or self.min_time < 0:
@@ -86,11 +115,29 @@ class Policy:
             raise ValueError("max rounds must be at least min rounds")
         if self.max_time < self.min_time:
             raise ValueError("--max-time must be at least --min-time")
+        if self.block_time < 0 or self.min_blocks < 1 or self.precision <= 0:
+            raise ValueError("block time must be >= 0, blocks >= 1 and precision > 0")
+        if self.max_blocks < self.min_blocks:
+            raise ValueError("--max-blocks must be at least --min-blocks")
 
     def enough(self, samples: int, seconds: float) -> bool:
+        """A cell sampled alone: whether it has been sampled enough."""
         if samples >= self.max_rounds or (samples and seconds >= self.max_time):
             return True
         return samples >= self.min_rounds and seconds >= self.min_time
+
+    def enough_blocks(
+        self, blocks: int, seconds: float, samples: tuple[int, int], cells: int, precise: bool
+    ) -> bool:
+        """Cells sampled side by side, after ``blocks`` blocks and ``seconds`` of
+        sampling, with ``samples`` the fewest and the most any of the ``cells`` took."""
+        fewest, most = samples
+        if blocks >= self.max_blocks or most >= self.max_rounds:
+            return True
+        if blocks and seconds >= self.max_time * cells:
+            return True
+        enough_time = fewest >= self.min_rounds and seconds >= self.min_time * cells
+        return blocks >= self.min_blocks and enough_time and precise
 
     def warm_calls(self, calls: int, seconds: float, planned: int) -> int:
         """How many warm-up calls, after ``calls`` that took ``seconds``: ``planned``,
@@ -188,6 +235,11 @@ class Measurement:
     # The same calls through the latency proxy, when the samples went past it: where the
     # round trips and bytes were counted.
     wire: Measurement | None = None
+    # Samples taken in each block, by block number (a cell that raised stops early), and
+    # the cell's place in each block's order; the design of the group it was compared in.
+    blocks: list[int] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)
+    design: Design | None = None
 
     @property
     def on_the_wire(self) -> Measurement:
@@ -410,51 +462,225 @@ def never() -> bool:
     return False
 
 
+@dataclass(frozen=True, eq=False)
+class Design:
+    """How the cells of one comparison were sampled, as each of their records keeps it:
+    in rotating blocks of ``block_time`` seconds each, and how busy the machine was."""
+
+    group: str  # the same for every cell of the comparison, unique across runs
+    cells: int
+    blocks: int
+    block_time: float
+    machine: dict[str, Any]  # machine.state_between, over the sampling
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "cells": self.cells,
+            "blocks": self.blocks,
+            "block_time": self.block_time,
+            "order": "rotating",
+            "machine": self.machine,
+        }
+
+
 async def measure(
     subject: Subject, policy: Policy, stop_requested: Callable[[], bool] = never
 ) -> Measurement:
-    """Sample ``subject`` under ``policy``; a measured call that raises ends the cell.
-    When the subject counts round trips apart, its calls are then repeated through the
+    """One cell alone: ``measure_side_by_side`` with nothing beside it."""
+    return (await measure_side_by_side([subject], policy, stop_requested))[0]
+
+
+async def measure_side_by_side(
+    subjects: list[Subject],
+    policy: Policy,
+    stop_requested: Callable[[], bool] = never,
+    decides: list[bool] | None = None,
+) -> list[Measurement]:
+    """Sample ``subjects`` under ``policy``: each warmed up in turn, then sampled in
+    rotating blocks (``Policy``); a measured call that raises ends that cell's sampling.
+    Only the subjects that ``decides`` marks (all, by default) are sampled until their
+    ratios are precise: the others are measured beside them, as long as they are.
+    When a subject counts round trips apart, its calls are then repeated through the
     proxy (``counting_policy``), untimed.
 
-    ``stop_requested`` is polled between calls: when it says so, the cell is abandoned
-    with KeyboardInterrupt at that safe point (see ``bench.stopping.StopOnInterrupt``).
+    ``stop_requested`` is polled between calls: when it says so during the first block
+    or a warm-up, the cells are abandoned with KeyboardInterrupt at that safe point (see
+    ``bench.stopping.StopOnInterrupt``); after a block, sampling ends there and what the
+    blocks measured is returned (with no round trips counted apart), for the caller to
+    keep before it stops.
     """
-    measurement = await _sample(subject, policy, stop_requested)
-    if subject.counting is not None:
-        counting = counting_policy(policy)
-        measurement.wire = await _sample(subject.counting, counting, stop_requested, roles=False)
-    return measurement
+    before = Snapshot.now()
+    measurements = await _sample(subjects, policy, stop_requested, decides=decides)
+    design = Design(
+        group=uuid.uuid4().hex[:12],
+        cells=len(subjects),
+        blocks=max(len(m.blocks) for m in measurements),
+        block_time=policy.block_time,
+        machine=state_between(before, Snapshot.now()),
+    )
+    for subject, measurement in zip(subjects, measurements, strict=True):
+        measurement.design = design
+        if subject.counting is not None and not stop_requested():
+            counting = counting_policy(policy)
+            wire = await _sample([subject.counting], counting, stop_requested, roles=False)
+            measurement.wire = wire[0]
+    return measurements
+
+
+@dataclass
+class _Sampled:
+    """One cell while it is sampled: where its calls come from, how many it has made,
+    and its planned warm-up (cut short once warming has taken ``max_time``)."""
+
+    subject: Subject
+    per_call: PerCall
+    measurement: Measurement
+    roles: bool
+    warmup: int
+    decides: bool = True  # its ratio to the fastest must be precise before sampling ends
+    calls: int = 0
+
+    def role(self) -> str | None:
+        """The role of its next call (``ROLES``), if it has one."""
+        return role_of(self.calls, self.warmup) if self.roles else None
+
+    def observed(self, observation: Observation, warm_up: bool) -> Observation:
+        self.calls += 1
+        self.measurement.add(observation, warm_up)
+        return observation
 
 
 async def _sample(
-    subject: Subject, policy: Policy, stop_requested: Callable[[], bool], roles: bool = True
-) -> Measurement:
+    subjects: list[Subject],
+    policy: Policy,
+    stop_requested: Callable[[], bool],
+    roles: bool = True,
+    decides: list[bool] | None = None,
+) -> list[Measurement]:
     """Warm-up calls (with their roles, unless ``roles`` is False: calls that only count
-    round trips need no profile or trace), then samples."""
-    measurement = Measurement()
-    async with subject.arguments() as per_call:
-        calls, warmup = 0, policy.warmup
-        sampling, warming = Stopwatch(), Stopwatch()
-        while True:
-            if stop_requested():
-                raise KeyboardInterrupt
-            role = role_of(calls, warmup) if roles else None
-            observation = await _call(subject, per_call, role)
-            warm_up = calls < warmup
-            measurement.add(observation, warm_up)
-            calls += 1
-            if warm_up:
-                # A warm-up call that raises is warm-up too: the measured call decides, so
-                # a failing cell's counts are a warm call's, not the first connection's.
-                sampling.restart()
-                warmup = policy.warm_calls(calls, warming.seconds(), warmup)
-                continue
-            if observation.error is not None:
-                break
-            if policy.enough(len(measurement.samples_ns), sampling.seconds()):
-                break
-    return measurement
+    round trips need no profile or trace), one cell after another; then the samples,
+    side by side."""
+    deciding = [True] * len(subjects) if decides is None else decides
+    async with AsyncExitStack() as stack:
+        cells = [
+            _Sampled(
+                subject,
+                await stack.enter_async_context(subject.arguments()),
+                Measurement(),
+                roles,
+                policy.warmup,
+                decides=decided,
+            )
+            for subject, decided in zip(subjects, deciding, strict=True)
+        ]
+        for cell in cells:
+            # A warm-up call that raises is warm-up too: the measured call decides, so a
+            # failing cell's counts are a warm call's, not the first connection's.
+            warming = Stopwatch()
+            while cell.calls < cell.warmup:
+                _poll(stop_requested)
+                # Awaited here, not in a helper coroutine: the counted call's function
+                # calls include one per coroutine frame above it each time its task
+                # resumes, so a frame more here is a call more per resumption on every
+                # async cell (+9 of 211 for the aiosqlite driver baseline with two);
+                # measure_side_by_side -> _sample -> _call is as deep as the baselines'.
+                observation = await _call(cell.subject, cell.per_call, cell.role())
+                cell.observed(observation, warm_up=True)
+                cell.warmup = policy.warm_calls(cell.calls, warming.seconds(), cell.warmup)
+        await _blocks(cells, policy, stop_requested)
+    return [cell.measurement for cell in cells]
+
+
+async def _blocks(
+    cells: list[_Sampled], policy: Policy, stop_requested: Callable[[], bool]
+) -> None:
+    """Blocks until the policy has enough: in each, every cell still working takes its
+    samples in turn, starting one place further along than in the block before."""
+    sampling, block = Stopwatch(), 0
+    while True:
+        active = [cell for cell in cells if cell.measurement.failure is None]
+        if not active or (block and stop_requested()):
+            return  # asked to stop: what the blocks so far measured is kept
+        turn, block_time = block % len(active), policy.block_time if len(active) > 1 else 0.0
+        for slot, cell in enumerate(active[turn:] + active[:turn]):
+            await _fill_block(cell, policy, block_time, stop_requested)
+            cell.measurement.slots.append(slot)
+        block += 1
+        if _enough(cells, block, sampling.seconds(), policy):
+            return
+
+
+async def _fill_block(
+    cell: _Sampled, policy: Policy, block_time: float, stop_requested: Callable[[], bool]
+) -> None:
+    """The cell's samples in one block: for ``block_time`` (at least one: a cell sampled
+    alone is checked for enough after each), up to its ``max_rounds``; a call that
+    raises ends it."""
+    measurement, in_block, taken = cell.measurement, Stopwatch(), 0
+    min_taken = policy.block_samples if block_time else 1
+    while True:
+        _poll(stop_requested)
+        observation = await _call(cell.subject, cell.per_call, cell.role())
+        if cell.observed(observation, warm_up=False).error is not None:
+            break
+        taken += 1
+        if len(measurement.samples_ns) >= policy.max_rounds:
+            break
+        if in_block.seconds() >= block_time and taken >= min_taken:
+            break
+    measurement.blocks.append(taken)
+
+
+def _enough(cells: list[_Sampled], blocks: int, seconds: float, policy: Policy) -> bool:
+    working = [cell.measurement for cell in cells if cell.measurement.failure is None]
+    deciding = [c.measurement for c in cells if c.decides and c.measurement.failure is None]
+    if not working:
+        return True
+    if len(working) == 1:
+        return policy.enough(len(working[0].samples_ns), seconds)
+    counts = [len(m.samples_ns) for m in working]
+    samples, width = (min(counts), max(counts)), len(working)
+    if policy.enough_blocks(blocks, seconds, samples, width, precise=False):
+        return True  # out of budget, whatever the precision
+    # The intervals are computed only once everything else is enough: they cost the most.
+    if not policy.enough_blocks(blocks, seconds, samples, width, precise=True):
+        return False
+    return len(deciding) < 2 or precise(deciding, policy)
+
+
+def precise(measurements: list[Measurement], policy: Policy) -> bool:
+    """Whether every cell's time relative to the fastest is settled: known within the
+    policy's precision, or clearly slower (its whole interval above 1 + twice the
+    precision: how much slower, no verdict turns on, and the report shows the interval)."""
+    medians = [block_medians(m.samples_ns, m.blocks) for m in measurements]
+    fastest = min(medians, key=lambda values: geometric_mean(values) or float("inf"))
+    for other in medians:
+        if other is fastest:
+            continue
+        found = ratio(other, fastest)
+        if found is None:
+            return False
+        if found.half_width > policy.precision and found.low <= 1 + 2 * policy.precision:
+            return False
+    return True
+
+
+def _poll(stop_requested: Callable[[], bool]) -> None:
+    if stop_requested():
+        raise KeyboardInterrupt
+
+
+def compared_together(cells: list[Cell]) -> list[list[Cell]]:
+    """The cells as they are measured: those of one table whose parameters differ only
+    in the loading strategy side by side (a verdict compares them), the others alone;
+    in the order of their first cell."""
+    groups: dict[tuple, list[Cell]] = {}
+    for case, params in cells:
+        others = tuple(sorted((k, repr(v)) for k, v in params.items() if k != STRATEGY))
+        key = (case.table, others) if STRATEGY in params else (case.id, id(params))
+        groups.setdefault(key, []).append((case, params))
+    return list(groups.values())
 
 
 # Given each measured cell as it finishes; returns whether to go on with the next one.
@@ -469,9 +695,10 @@ def measure_driver(
     on_measured: OnMeasured,
     stop_requested: Callable[[], bool] = never,
 ) -> None:
-    """Measure the cells on ``env`` in turn, handing each result to ``on_measured`` as it
-    finishes, until it says not to go on; then dispose of the engine. Runs on ``loop``,
-    which the caller keeps."""
+    """Measure the cells on ``env``, those compared with each other side by side
+    (``compared_together``), handing each result to ``on_measured`` as it finishes,
+    until it says not to go on; then dispose of the engine. Runs on ``loop``, which the
+    caller keeps."""
     loop.run_until_complete(_measure_driver(env, cells, policy, on_measured, stop_requested))
 
 
@@ -482,10 +709,17 @@ async def _measure_driver(
     on_measured: OnMeasured,
     stop_requested: Callable[[], bool],
 ) -> None:
+    decided_by = set(compared_strategies())
     try:
-        for case, params in cells:
-            subject = subject_for(case, params, env)
-            if not on_measured(case, params, await measure(subject, policy, stop_requested)):
-                break
+        for group in compared_together(cells):
+            subjects = [subject_for(case, params, env) for case, params in group]
+            decides = [params.get(STRATEGY) in decided_by for _, params in group]
+            measured = await measure_side_by_side(
+                subjects, policy, stop_requested, decides if any(decides) else None
+            )
+            for (case, params), measurement in zip(group, measured, strict=True):
+                if not on_measured(case, params, measurement):
+                    return
+            _poll(stop_requested)  # a comparison cut short by Ctrl-C is kept, then stop
     finally:
         await env.dispose()

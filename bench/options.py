@@ -185,7 +185,48 @@ POLICY_OPTIONS = (
         MAX_SECONDS,
         "SECONDS",
         "and stop a slow cell's warm-up, and its sampling, after this long (keeping at "
-        "least one sample)",
+        "least one sample); cells compared side by side, after this long per cell",
+    ),
+    (
+        "--block-time",
+        "block_time",
+        float,
+        0,
+        MAX_SECONDS,
+        "SECONDS",
+        "cells a verdict compares (the strategies of one shape on one driver) are sampled "
+        "side by side, in turn, in blocks whose order rotates: each cell samples for this "
+        "long in a block (at least one call)",
+    ),
+    (
+        "--block-samples",
+        "block_samples",
+        int,
+        1,
+        MAX_ROUNDS,
+        "N",
+        "and at least this many calls, so that a block's median shrugs off one slow call "
+        "(a garbage collection)",
+    ),
+    (
+        "--min-blocks",
+        "min_blocks",
+        int,
+        1,
+        MAX_ROUNDS,
+        "N",
+        "and for at least this many blocks (fewer: the report names no winner)",
+    ),
+    ("--max-blocks", "max_blocks", int, 1, MAX_ROUNDS, "N", "and at most this many"),
+    (
+        "--precision",
+        "precision",
+        float,
+        0.001,
+        1.0,
+        "SHARE",
+        "and until each cell's time relative to the fastest is known within this share "
+        "(0.03: ±3 %%, at 95 %% confidence), or the comparison has had --max-time per cell",
     ),
     (
         "--warmup",

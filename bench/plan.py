@@ -56,6 +56,9 @@ class RunPlan:
     strategies: tuple[str, ...] | None = None
     datasets: tuple[DatasetSize, ...] = (DatasetSize(),)
     policy: Policy = DEFAULT_POLICY
+    # How many times the workload is measured, at each dataset: a verdict that differs
+    # between passes is "unstable", not a winner.
+    passes: int = 1
     latencies: tuple[float, ...] | None = None  # round-trip milliseconds added by the proxy
     grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # parameter values replacing a grid's
     concurrency: tuple[int, ...] | None = None  # workers per load; None measures one call
@@ -237,7 +240,8 @@ class RunPlan:
             for pgbouncer in self.pgbouncer_modes()
         )
         levels = len(self.concurrency or (None,)) * len(self.processes or (None,))
-        return per_latency * len(self.latencies or (None,)) * len(self.pools()) * levels
+        per_pass = per_latency * len(self.latencies or (None,)) * len(self.pools()) * levels
+        return per_pass * self.passes
 
     def target_urls(self) -> list[URL]:
         return [target.url for target in self.targets]
@@ -258,6 +262,7 @@ class RunPlan:
                 for size in self.datasets
             ],
             "policy": asdict(self.policy),
+            "passes": self.passes,
             "latencies_ms": list(self.latencies) if self.latencies else None,
             "grid": {name: list(values) for name, values in self.grid},
             "concurrency": list(self.concurrency) if self.concurrency else None,

@@ -153,7 +153,8 @@ def crossover_plot(lines: Sequence[Series], path: Path, caption: str = "") -> Pa
     drivers = sorted({d for line in lines for p in line.points for d in p.verdicts})
     figure.suptitle(
         f"{first.table} on {first.target}: time per operation relative to the fastest strategy\n"
-        f"(median over {len(drivers)} drivers and modes; lower is better; hollow: no clear "
+        f"(median over {len(drivers)} drivers and modes, within blocks measured side by "
+        "side; bars: the drivers' 95 % intervals; lower is better;\nhollow: no clear "
         f"winner between the two; above {MAX_RELATIVE:g}x drawn at {MAX_RELATIVE:g}x)",
         fontsize="medium",
     )
@@ -163,9 +164,14 @@ def crossover_plot(lines: Sequence[Series], path: Path, caption: str = "") -> Pa
     return _save(figure, path, caption)
 
 
+DODGE = 1.06  # on the log axis of the workload dimension
+
+
 def _crossover_panel(axes, line: Series, strategies: Sequence[str], ticks: list[int]) -> None:
     xs = line.xs()
-    for name in strategies:
+    for index, name in enumerate(strategies):
+        # Each strategy's bars a little to one side of the point, so that they stay apart.
+        beside = DODGE ** (index - (len(strategies) - 1) / 2)
         ys = [point.relative(name) for point in line.points]
         kept = [(x, y, p) for x, y, p in zip(xs, ys, line.points, strict=True) if y is not None]
         if not kept:
@@ -175,6 +181,10 @@ def _crossover_panel(axes, line: Series, strategies: Sequence[str], ticks: list[
                   color=colour, linewidth=1.6)  # fmt: skip
         for x, y, point in kept:
             hollow = _tied(point, name)
+            interval = point.relative_interval(name)
+            if interval is not None and interval[1] > interval[0]:
+                low, high = (min(end, MAX_RELATIVE) for end in interval)
+                axes.vlines(x * beside, low, high, color=colour, linewidth=2.5, alpha=0.45)
             axes.plot(x, min(y, MAX_RELATIVE), marker="o", markersize=5, color=colour,
                       markerfacecolor="white" if hollow else colour)  # fmt: skip
     axes.axhline(1.0, color="black", linewidth=0.6, alpha=0.5)

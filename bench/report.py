@@ -158,6 +158,8 @@ def variant_of(cell: CellRecord, table: list[CellRecord]) -> str:
     ]
     if len({c.pgbouncer for c in table}) > 1:
         parts.append(f"via PgBouncer {cell.pgbouncer}" if cell.pgbouncer else "direct")
+    if len({c.run_pass for c in table}) > 1:  # run --passes
+        parts.append(f"pass {cell.run_pass}")
     return " ".join(parts) or cell.case
 
 

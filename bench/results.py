@@ -29,10 +29,10 @@ from sqla_bench.errors import ConfigError
 from sqla_bench.owner import owner_alive
 from sqla_bench.stats import summarize
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # ``sqla-bench verify --json``: the outcome matrix, one record per case, cell and driver.
 VERIFY_SCHEMA_VERSION = 1
-READABLE_VERSIONS = (1, 2, 3, 4)  # older files are upgraded as they are read (``upgrade``)
+READABLE_VERSIONS = (1, 2, 3, 4, 5)  # older files are upgraded as they are read (``upgrade``)
 SCHEMA_PATH = Path(__file__).with_name("result.schema.json")
 LOCAL_RESULTS = Path("results") / "local"
 STATUSES = ("running", "complete", "incomplete", "interrupted", "failed")
@@ -81,6 +81,11 @@ class CellRecord:
     peak_memory: int | None = None  # bytes the client held at most (tracemalloc)
     calls: int | None = None  # Python function calls (cProfile; schema version 3)
     differences: list[str] = field(default_factory=list)  # from the catalogue, in words
+    # Measured side by side with the other cells of its comparison (schema version 5):
+    blocks: list[int] | None = None  # samples per block, by block number; None: alone
+    slots: list[int] | None = None  # its place in each block's (rotating) order
+    comparison: dict[str, Any] | None = None  # measure.Design: group, blocks, machine
+    run_pass: int = 1  # run --passes: which pass over the workload measured it
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,7 +103,8 @@ class CellRecord:
 
     @property
     def key(self) -> tuple:
-        """What identifies the cell across runs (for comparing two result files)."""
+        """What identifies the cell across runs (for comparing two result files); the
+        passes of one run (run --passes) are cells of their own."""
         params = tuple(sorted(self.params.items()))
         dataset = tuple(sorted(self.dataset.items()))
         pool = tuple(sorted((self.pool or {}).items()))
@@ -108,6 +114,7 @@ class CellRecord:
         return (
             *(self.case, params, dataset, self.target, self.driver, self.mode),
             *(self.timed_latency, self.concurrency, pool, self.pgbouncer, self.processes),
+            self.run_pass,
         )
 
 
@@ -262,7 +269,18 @@ def upgrade(document: dict[str, Any], version: int) -> dict[str, Any]:
         document = upgrade_v2(document)
     if version <= 3:
         document = upgrade_v3(document)
+    if version <= 4:
+        document = upgrade_v4(document)
     return document
+
+
+def upgrade_v4(document: dict[str, Any]) -> dict[str, Any]:
+    """A version 4 document as version 5: every cell was measured alone, one after
+    another (no blocks, no comparison design), in one pass."""
+    for cell in document.get("cells", []):
+        if isinstance(cell, dict):
+            cell.update(blocks=None, slots=None, comparison=None, run_pass=1)
+    return {**document, "schema_version": 5}
 
 
 def upgrade_v3(document: dict[str, Any]) -> dict[str, Any]:
@@ -306,7 +324,7 @@ CSV_COLUMNS = (
     *("comments_per_post", "tags_per_post", "payload"),
     *("outcome", "error", "expected", "matches_expected", "statements", "rows"),
     *("rows_fetched", "latency_ms", "round_trips", "bytes_up", "bytes_down", "peak_memory"),
-    *("calls", "samples"),
+    *("calls", "run_pass", "samples"),
     *("median_us", "p95_us", "mean_us", "stdev_us", "min_us", "ops_per_second"),
 )
 

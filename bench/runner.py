@@ -27,6 +27,7 @@ from sqla_bench.engines import DriverEnv, prepare_database, release_database
 from sqla_bench.errors import ConfigError, redact
 from sqla_bench.latency import LatencyProxy
 from sqla_bench.load import Load, pool_capacity, run_load
+from sqla_bench.machine import Snapshot, state_between
 from sqla_bench.measure import (
     Cell,
     Measurement,
@@ -84,6 +85,7 @@ class Runner:
         self.plan = plan
         self.results = results
         self.progress = progress
+        self.run_pass = 1  # the pass over the workload being measured (run --passes)
 
     def run(self) -> list[str]:
         failures = []
@@ -98,9 +100,12 @@ class Runner:
 
     def _run_target(self, target: Target, loop: asyncio.AbstractEventLoop) -> str | None:
         workload, finished = self.plan.workload, None
+        before = Snapshot.now()
         try:
             reason = self._measure_target(target, loop)
         finally:
+            machine = state_between(before, Snapshot.now())
+            self.results.header["targets"][target.name]["machine"] = machine
             if workload is not None:
                 finished = _finish(workload, target)
                 checksums = workload.checksums(target.name)
@@ -155,13 +160,29 @@ class Runner:
         for size in self.plan.datasets:
             version = self._prepare(target, size)
             self.results.header["targets"][target.name]["server_version"] = version
-            for latency in self.plan.latencies or (None,):
-                route.set_latency(latency)
-                for pool in self.plan.pools():
-                    for driver in drivers:
-                        lost = self._run_driver(target, route, driver, size, pool, loop)
-                        if lost is not None:
-                            return lost
+            for run_pass in range(1, self.plan.passes + 1):
+                self.run_pass = run_pass
+                lost = self._measure_pass(target, route, drivers, size, loop)
+                if lost is not None:
+                    return lost
+        return None
+
+    def _measure_pass(
+        self,
+        target: Target,
+        route: Route,
+        drivers: list[Driver],
+        size: DatasetSize,
+        loop: asyncio.AbstractEventLoop,
+    ) -> str | None:
+        """One pass over the workload at one dataset: every latency, pool and driver."""
+        for latency in self.plan.latencies or (None,):
+            route.set_latency(latency)
+            for pool in self.plan.pools():
+                for driver in drivers:
+                    lost = self._run_driver(target, route, driver, size, pool, loop)
+                    if lost is not None:
+                        return lost
         return None
 
     def _note_route(self, target: Target, route: Route) -> None:
@@ -187,6 +208,8 @@ class Runner:
         workload = self.plan.workload
         data = size.describe() if workload is None else workload.describe(size)
         described = data + route.describe() + _describe_pool(pool)
+        if self.plan.passes > 1:
+            described += f", pass {self.run_pass} of {self.plan.passes}"
         # Each load is a cell of its own: a level of concurrency, in a number of processes.
         loads = len(self.plan.concurrency or (None,)) * len(self.plan.processes or (None,))
         self.progress.on_driver(f"{driver.id} ({described})", len(cells) * loads)
@@ -328,6 +351,8 @@ class Runner:
             bytes_down=wire_failed.bytes_down if wire_failed else _usual(wire.bytes_down),
             peak_memory=measurement.peak_memory,
             calls=measurement.calls,
+            **_design(measurement),
+            run_pass=self.run_pass,
         )
 
 
@@ -406,6 +431,19 @@ def served_loads(case: Case, params: dict[str, Any], where: LoadPlace) -> Loads:
             return run_web_load(server, request, workers, where.seconds, loop, *watched)
 
     yield alone, load
+
+
+def _design(measurement: Measurement) -> dict[str, Any]:
+    """How a cell compared with others was sampled: its blocks, its places in them, and
+    the comparison's design; nothing for a cell measured alone."""
+    design = measurement.design
+    if design is None or design.cells < 2:
+        return {}
+    return {
+        "blocks": measurement.blocks,
+        "slots": measurement.slots,
+        "comparison": design.to_json(),
+    }
 
 
 def _usual(counts: Counter[int]) -> int | None:

@@ -156,3 +156,9 @@ def query_options() -> tuple[str, ...]:
     """Strategies that are a loader option on the query: what an application can choose
     per request (the web app offers these)."""
     return tuple(name for name, strategy in STRATEGIES.items() if strategy.option is not None)
+
+
+def compared_strategies() -> tuple[str, ...]:
+    """The strategies a verdict compares: the query options that load (the model-level,
+    awaitable_attrs, run_sync and write_only variants send the SQL of one of them)."""
+    return tuple(name for name in query_options() if STRATEGIES[name].refuses is None)

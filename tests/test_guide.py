@@ -16,8 +16,11 @@ DRIVERS = (("psycopg2", "sync"), ("asyncpg", "async"))
 
 
 def _cell(strategy: str, posts: int, latency: float | None, median_ms: float, **fields):
+    """A cell measured side by side with the other strategies of its point and driver:
+    ``blocks`` blocks of three samples, each within 1 % of ``median_ms``."""
     rng = random.Random(f"{strategy} {posts} {latency} {fields.get('driver')}")
-    samples = [int(median_ms * 1e6 * rng.uniform(0.99, 1.01)) for _ in range(fields.pop("n", 30))]
+    blocks = fields.pop("blocks", 10)
+    samples = [int(median_ms * 1e6 * rng.uniform(0.99, 1.01)) for _ in range(3 * blocks)]
     dataset = {"users": 100, "posts_per_user": posts, "comments_per_post": 2, "tags": 8}
     dataset |= {"tags_per_post": 2, "payload": fields.pop("payload", 0)}
     driver, mode = fields.pop("driver", DRIVERS[0])
@@ -29,6 +32,11 @@ def _cell(strategy: str, posts: int, latency: float | None, median_ms: float, **
         expected="works", matches_expected=True, statements=2, statements_started=2,
         statements_seen=[2], rows=20, warmup=3, samples_ns=samples, latency_ms=latency,
         timed_through_proxy=None if latency is None else latency > 0,
+        blocks=[3] * blocks, slots=[0] * blocks,
+        comparison={"group": f"{posts} {latency} {driver}", "cells": 3, "blocks": blocks,
+                    "block_time": 0.02, "order": "rotating",
+                    "machine": {"load_average": [0.5, 0.5], "steal": 0.0, "cpus": 2,
+                                "busy": fields.pop("busy", False)}},
     )  # fmt: skip
 
 
@@ -91,10 +99,17 @@ def test_a_difference_beyond_noise_names_the_winner_and_its_margin() -> None:
     assert point.factor() == pytest.approx(1.2, rel=0.02)
 
 
-def test_few_samples_need_a_wide_margin() -> None:
-    narrow = points(_sweep({(20, 0.0): {"joined": 2.0, "selectin": 2.6}}, n=2))
-    wide = points(_sweep({(20, 0.0): {"joined": 2.0, "selectin": 4.0}}, n=2))
-    assert not narrow[0].decided and wide[0].decided
+def test_few_blocks_name_no_winner_however_wide_the_margin() -> None:
+    (few,) = points(_sweep({(20, 0.0): {"joined": 2.0, "selectin": 4.0}}, blocks=6))
+    (enough,) = points(_sweep({(20, 0.0): {"joined": 2.0, "selectin": 4.0}}, blocks=8))
+    assert not few.decided and enough.decided
+    assert {v.why for v in few.verdicts.values()} == {"few blocks"}
+
+
+def test_the_margin_comes_with_its_interval() -> None:
+    (point,) = points(_sweep({(20, 0.0): {"joined": 2.0, "selectin": 2.4}}))
+    low, high = point.interval()
+    assert 1.17 < low < 1.2 < high < 1.23
 
 
 def test_drivers_that_disagree_are_counted() -> None:

@@ -46,10 +46,14 @@ from sqla_bench.targets import Pending, Servers, Target, planned_targets, select
 if TYPE_CHECKING:
     from sqla_bench.application import Workload
 
+MAX_PASSES = 10
+
 DESCRIPTION = (
     "Measure every selected scenario cell on every selected driver and mode: "
     "statements and rows per operation, and the time of each call (after warm-up, "
-    "until both --min-rounds and --min-time are reached). Set-up, seeding and the "
+    "until both --min-rounds and --min-time are reached); the cells a verdict compares "
+    "(the loading strategies of one shape, on one driver) side by side, in rotating "
+    "blocks, until their ratios are known to --precision. Set-up, seeding and the "
     "fresh session each call gets are never timed. Raw samples and metadata go to a "
     "JSON result file, written after every cell, so an interrupted run keeps what "
     "finished. With no options: every scenario on embedded SQLite, in both modes. "
@@ -102,6 +106,15 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
     )
     _add_load_options(run)
     add_policy(run)
+    run.add_argument(
+        "--passes",
+        type=number(int, 1, MAX_PASSES),
+        default=1,
+        metavar="N",
+        help="measure the workload N times at each dataset, one pass after another: the "
+        "report gives how far the verdicts agree between passes, and a verdict that "
+        f"differs between them is 'unstable', never a winner (default: 1, at most {MAX_PASSES})",
+    )
     _add_output_options(run)
     add_affinity(run)
 
@@ -296,6 +309,7 @@ def plan_from(args: argparse.Namespace, targets: Sequence[Target | Pending]) -> 
         strategies=_names(args.strategy),
         datasets=datasets,
         policy=policy,
+        passes=args.passes,
         latencies=args.latency,
         grid=tuple(dict(args.param or ()).items()),
         concurrency=args.concurrency,
@@ -347,7 +361,8 @@ def _print_plan(console: Console, plan: RunPlan) -> None:
         lines.append(f"  {driver.id}: {cells} cells per setting")
     lines.append(
         f"{len(plan.datasets)} datasets, latencies {plan.latencies or 'none (direct)'}, "
-        f"pools {plan.pools()}, concurrency {plan.concurrency or 'one call at a time'}"
+        f"pools {plan.pools()}, concurrency {plan.concurrency or 'one call at a time'}, "
+        f"{plan.passes} pass{'es' if plan.passes > 1 else ''} over the workload"
     )
     created = plan.tables_created()
     lines.append(

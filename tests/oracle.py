@@ -25,11 +25,11 @@ import random
 import statistics
 import string
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import ForeignKey, String, Text, create_engine, select
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import ForeignKey, String, Text, create_engine, inspect, select
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -86,23 +86,35 @@ class Found:
 
 
 def seed(url: str, users: int, posts: int, payload: int) -> None:
+    """Create the oracle's tables and rows; refuse tables of that name already there (a
+    killed run's, or somebody's): the oracle drops only what it created."""
     text = "".join(random.Random(payload).choices(string.ascii_letters, k=payload))
     engine = create_engine(url)
-    Base.metadata.drop_all(engine)
-    Base.metadata.create_all(engine)
+    present = set(inspect(engine).get_table_names()) & set(Base.metadata.tables)
+    try:
+        if present:
+            raise RuntimeError(f"tables {sorted(present)} exist already; not touched")
+        Base.metadata.create_all(engine)
+        _fill(engine, users, posts, text)
+    except BaseException:
+        if not present:  # ours, half filled
+            Base.metadata.drop_all(engine)
+        raise
+    finally:
+        engine.dispose()
+
+
+def _fill(engine, users: int, posts: int, text: str) -> None:
     with Session(engine) as session:
-        for user_id in range(1, users + 1):
-            session.add(User(id=user_id, name=f"u{user_id}", email="e", payload=text))
+        session.add_all(
+            User(id=i, name=f"u{i}", email="e", payload=text) for i in range(1, users + 1)
+        )
         session.flush()
-        post_id = 0
-        for user_id in range(1, users + 1):
-            for _ in range(posts):
-                post_id += 1
-                session.add(
-                    Post(id=post_id, user_id=user_id, title=f"t{post_id}", body="b", payload=text)
-                )
+        session.add_all(
+            Post(id=n, user_id=1 + (n - 1) // posts, title=f"t{n}", body="b", payload=text)
+            for n in range(1, users * posts + 1)
+        )
         session.commit()
-    engine.dispose()
 
 
 def drop(url: str) -> None:
@@ -123,58 +135,52 @@ def measure(
     url: str, strategies: list[str], limit: int, blocks: int, calls: int
 ) -> dict[str, list[list[int]]]:
     """Nanoseconds per call, by strategy, then block; sync or async from the URL."""
-    if any(name in url.split("://")[0] for name in ("asyncpg", "aiomysql", "aiosqlite")):
-        return asyncio.run(_measure_async(url, strategies, limit, blocks, calls))
-    engine = create_engine(url)
+    return asyncio.run(_measure(url, strategies, limit, blocks, calls))
 
-    def call(strategy: str) -> int:
-        with Session(engine) as session:
+
+async def _measure(
+    url: str, strategies: list[str], limit: int, blocks: int, calls: int
+) -> dict[str, list[list[int]]]:
+    scheme = url.split("://")[0]
+    if any(name in scheme for name in ("asyncpg", "aiomysql", "aiosqlite")):
+        engine = create_async_engine(url)
+
+        async def call(strategy: str) -> int:
+            async with AsyncSession(engine) as session:
+                started = time.perf_counter_ns()
+                _read((await session.scalars(_query(strategy, limit))).unique().all())
+                return time.perf_counter_ns() - started
+
+        try:
+            return await _rotate(strategies, blocks, calls, call)
+        finally:
+            await engine.dispose()
+    sync_engine = create_engine(url)
+
+    async def sync_call(strategy: str) -> int:  # awaited, so one rotation serves both
+        with Session(sync_engine) as session:
             started = time.perf_counter_ns()
             _read(session.scalars(_query(strategy, limit)).unique().all())
             return time.perf_counter_ns() - started
 
     try:
-        return _rotate(strategies, blocks, calls, call)
+        return await _rotate(strategies, blocks, calls, sync_call)
     finally:
-        engine.dispose()
+        sync_engine.dispose()
 
 
-async def _measure_async(
-    url: str, strategies: list[str], limit: int, blocks: int, calls: int
+async def _rotate(
+    strategies: list[str], blocks: int, calls: int, call: Callable[[str], Awaitable[int]]
 ) -> dict[str, list[list[int]]]:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
-    engine = create_async_engine(url)
-    times: dict[str, list[list[int]]] = {name: [] for name in strategies}
-    try:
-        for warm in strategies * 3:
-            async with AsyncSession(engine) as session:
-                _read((await session.scalars(_query(warm, limit))).unique().all())
-        for block in range(blocks):
-            turn = block % len(strategies)
-            for strategy in strategies[turn:] + strategies[:turn]:
-                taken = []
-                for _ in range(calls):
-                    async with AsyncSession(engine) as session:
-                        started = time.perf_counter_ns()
-                        _read((await session.scalars(_query(strategy, limit))).unique().all())
-                        taken.append(time.perf_counter_ns() - started)
-                times[strategy].append(taken)
-    finally:
-        await engine.dispose()
-    return times
-
-
-def _rotate(
-    strategies: list[str], blocks: int, calls: int, call: Callable[[str], int]
-) -> dict[str, list[list[int]]]:
+    """Three warm calls each, then ``blocks`` blocks of ``calls`` calls per strategy,
+    the order rotating by one place each block."""
     for warm in strategies * 3:
-        call(warm)
+        await call(warm)
     times: dict[str, list[list[int]]] = {name: [] for name in strategies}
     for block in range(blocks):
         turn = block % len(strategies)
         for strategy in strategies[turn:] + strategies[:turn]:
-            times[strategy].append([call(strategy) for _ in range(calls)])
+            times[strategy].append([await call(strategy) for _ in range(calls)])
     return times
 
 
@@ -214,7 +220,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5)
     args = parser.parse_args()
     sync_url = args.url.replace("+asyncpg", "+psycopg2")
-    seed(sync_url, args.users, args.posts, args.payload)
+    try:
+        seed(sync_url, args.users, args.posts, args.payload)
+    except RuntimeError as error:
+        raise SystemExit(f"oracle: {error}") from None
     try:
         times = measure(args.url, args.strategy, args.limit, args.blocks, args.calls)
     finally:

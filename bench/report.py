@@ -24,7 +24,10 @@ from sqla_bench.stats import Summary, percentile, summarize
 
 NOTE = (
     "median and p95 per operation over the samples after warm-up; ops/s is one client's "
-    "rate at the median (1 / median); x fastest compares medians within the table; stmts "
+    "rate at the median (1 / median); x fastest compares medians within the table, "
+    "drivers and modes measured one after another (on a shared machine absolute medians "
+    "drift by a fifth between passes: the guide's side-by-side ratios are the comparison "
+    "that holds); stmts "
     "is statements per operation as SQLAlchemy counts them (a driver baseline bypasses "
     "SQLAlchemy, so it shows -); rows is what the operation returned, fetched the rows the "
     "database sent for it (a JOIN repeats a parent row once per child); mem is the most "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sqla_bench.guide import points
 from sqla_bench.results import CellRecord, read_result
-from sqla_bench.stats import block_medians, ratio
+from sqla_bench.stats import Ratio, block_medians, ratio
 
 
 def verdicts(cells: list[CellRecord]) -> dict[tuple, str]:
@@ -48,10 +48,19 @@ def agreement(runs: list[list[CellRecord]]) -> tuple[int, int, int, list[str]]:
     return len(agreed), len(common), winners, differing
 
 
-def pair(runs: list[list[CellRecord]], slower: str, faster: str) -> None:
-    """Each run's ratio of ``slower`` over ``faster``, per point and driver."""
-    found: dict[tuple, list[str]] = {}
-    for cells in runs:
+def read_runs(folders: list[Path]) -> list[list[CellRecord]]:
+    """Every cell of each folder's result files, one list per folder."""
+    return [[cell for path in sorted(f.glob("*.json")) for cell in read_result(path)[1]]
+            for f in folders]  # fmt: skip
+
+
+def pair_ratios(
+    runs: list[list[CellRecord]], slower: str, faster: str
+) -> dict[tuple, list[Ratio | None]]:
+    """Each run's ratio of ``slower`` over ``faster`` (every pass's blocks), by (posts,
+    payload, timed latency, driver and mode); None where a run has too few blocks."""
+    found: dict[tuple, list[Ratio | None]] = {}
+    for index, cells in enumerate(runs):
         blocks: dict[tuple, dict[str, list]] = {}
         for cell in cells:
             strategy = cell.params.get("strategy")
@@ -69,11 +78,17 @@ def pair(runs: list[list[CellRecord]], slower: str, faster: str) -> None:
                 length = min(len(one), len(other))
                 a += one[:length]
                 b += other[:length]
-            r = ratio(a, b)
-            text = "-" if r is None else f"x{r.estimate:.3f} [{r.low:.3f}, {r.high:.3f}]"
-            found.setdefault(key, []).append(text)
-    for (posts, payload, latency, driver), texts in sorted(found.items(), key=str):
+            found.setdefault(key, [None] * len(runs))[index] = ratio(a, b)
+    return found
+
+
+def pair(runs: list[list[CellRecord]], slower: str, faster: str) -> None:
+    """Print each run's ratio of ``slower`` over ``faster``, per point and driver."""
+    found = pair_ratios(runs, slower, faster)
+    for (posts, payload, latency, driver), ratios in sorted(found.items(), key=str):
         where = "direct" if latency is None else f"+{latency:g} ms"
+        texts = ["-" if r is None else f"x{r.estimate:.3f} [{r.low:.3f}, {r.high:.3f}]"
+                 for r in ratios]  # fmt: skip
         print(f"{posts} posts/user, {payload} B, {where}, {driver}: " + " | ".join(texts))
 
 
@@ -82,9 +97,7 @@ def main() -> None:
     wanted = None
     if arguments[:1] == ["--pair"]:
         wanted, arguments = arguments[1].split("/"), arguments[2:]
-    folders = [Path(name) for name in arguments]
-    runs = [[cell for path in sorted(f.glob("*.json")) for cell in read_result(path)[1]]
-            for f in folders]  # fmt: skip
+    runs = read_runs([Path(name) for name in arguments])
     if wanted is not None:
         pair(runs, *wanted)
         return

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
+from typing import TextIO
 
 from rich.console import Console
 
@@ -21,22 +23,25 @@ from sqla_bench.compare import (
     load_run,
     rows,
     summary_line,
+    to_github,
     to_json,
     to_markdown,
 )
-from sqla_bench.errors import EXIT_MISMATCH
+from sqla_bench.errors import EXIT_MISMATCH, ConfigError
 from sqla_bench.options import number
 from sqla_bench.targets import Servers
 
 DESCRIPTION = (
-    "Compare NEW against BASE (result files, or folders of them). Outcome, "
-    "statements, round trips and rows per operation must match exactly: any change "
-    "fails. Python function calls per operation fail when they grew by more than "
-    "--calls-tolerance. A timing fails only when a one-sided Mann-Whitney U test on the raw "
-    "samples says slower (p < --alpha) and the median is at least --min-effect "
-    "slower; faster and unchanged cells are reported too. Cells that only one run "
-    "has are listed; runs from different machines, libraries or servers get a "
-    "warning. Exit status 0: no regression, 1: regression, 2: bad input."
+    "Compare NEW against BASE (result files, or folders of them). What is counted "
+    "decides: outcome, statements, round trips and rows per operation must match "
+    "exactly, and Python function calls per operation may grow by no more than "
+    "--calls-tolerance; any other change fails. Timings advise and never fail: two runs "
+    "of the same code on a shared machine differ by more than a 10 % regression. A cell "
+    "is reported slower when a one-sided Mann-Whitney U test on the raw samples says so "
+    "(p < --alpha) and the median is at least --min-effect slower, faster the other way "
+    "round. Cells that only one run has are listed; runs from different machines, "
+    "libraries or servers get a warning. Exit status 0: no counted change, 1: a counted "
+    "change, 2: bad input."
 )
 
 
@@ -48,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=number(float, 0.001, 100.0),
         default=DEFAULT_MIN_EFFECT,
         metavar="FRACTION",
-        help="how much slower a median must be to count, as a fraction (default: 0.10)",
+        help="how much slower a median must be to be reported slower, as a fraction "
+        "(default: 0.10)",
     )
     parser.add_argument(
         "--alpha",
@@ -67,22 +73,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--format",
-        choices=("text", "markdown", "json"),
+        choices=("text", "markdown", "json", "github"),
         default="text",
-        help="text (a table), markdown (for a pull-request comment) or json",
+        help="text (a table), markdown (for a pull-request comment), json (numbers in "
+        "fields of their own, as compare.schema.json beside the package's modules says) "
+        "or github (GitHub Actions annotations: an error per counted change, a warning per "
+        "timing called slower; with GITHUB_STEP_SUMMARY set, the markdown table is added "
+        "to the job's summary)",
     )
 
 
 def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int:
     gate = Gate(min_effect=args.min_effect, alpha=args.alpha, calls_tolerance=args.calls_tolerance)
+    summary = _job_summary() if args.format == "github" else None
     comparison = compare(load_run(args.base), load_run(args.new), gate)
     if args.format == "json":
         print(json.dumps(to_json(comparison, gate), indent=2))
     elif args.format == "markdown":
         print(to_markdown(comparison, gate), end="")
+    elif args.format == "github":
+        print(to_github(comparison, gate), end="")
+        if summary is not None:
+            with summary:
+                summary.write(to_markdown(comparison, gate) + "\n")
     else:
         _print(console, comparison, gate)
     return EXIT_MISMATCH if comparison.regressed else 0
+
+
+def _job_summary() -> TextIO | None:
+    """The GitHub Actions job summary, opened to append before any work (None when the
+    runner gives none), or one line saying why it cannot be written."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return None
+    try:
+        return open(path, "a", encoding="utf-8")  # closed once the summary is written
+    except OSError as error:
+        raise ConfigError(f"cannot write GITHUB_STEP_SUMMARY {path}: {error.strerror}") from None
 
 
 def _print(console: Console, comparison: Comparison, gate: Gate) -> None:

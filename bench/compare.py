@@ -299,10 +299,14 @@ JSON_VERSION = 2
 JSON_SCHEMA_PATH = Path(__file__).with_name("compare.schema.json")
 
 
+def ordered(comparison: Comparison) -> list[CellChange]:
+    """The cells in both runs, counted changes first, then timing advice."""
+    return sorted(comparison.cells, key=lambda c: VERDICT_ORDER.index(c.verdict))
+
+
 def rows(comparison: Comparison) -> list[dict[str, str]]:
-    """One row per cell in both runs, counted changes first, then timing advice."""
-    ordered = sorted(comparison.cells, key=lambda c: VERDICT_ORDER.index(c.verdict))
-    return [_row(cell) for cell in ordered]
+    """One row per cell in both runs, in ``ordered``'s order."""
+    return [_row(cell) for cell in ordered(comparison)]
 
 
 def _row(cell: CellChange) -> dict[str, str]:
@@ -435,10 +439,7 @@ def to_json(comparison: Comparison, gate: Gate) -> dict[str, Any]:
         "geometric_mean_ratio": comparison.geometric_mean_ratio(),
         "calls_ratio": comparison.calls_ratio(),
         "warnings": comparison.warnings,
-        "cells": [
-            _cell_data(cell)
-            for cell in sorted(comparison.cells, key=lambda c: VERDICT_ORDER.index(c.verdict))
-        ],
+        "cells": [_cell_data(cell, gate) for cell in ordered(comparison)],
         "only_in_base": [_identity(cell) for cell in comparison.only_in_base],
         "only_in_new": [_identity(cell) for cell in comparison.only_in_new],
     }
@@ -457,7 +458,9 @@ def _identity(cell: CellRecord) -> dict[str, Any]:
     }
 
 
-def _cell_data(cell: CellChange) -> dict[str, Any]:
+def _cell_data(cell: CellChange, gate: Gate) -> dict[str, Any]:
+    base_calls, new_calls = cell.base.calls, cell.new.calls
+    calls_moved = bool(calls_change(base_calls, new_calls, gate.calls_tolerance)[0])
     return {
         **_identity(cell.new),
         "verdict": cell.verdict,
@@ -466,11 +469,7 @@ def _cell_data(cell: CellChange) -> dict[str, Any]:
             {"metric": name, "base": getattr(cell.base, name), "new": getattr(cell.new, name)}
             for name in exact_changes(cell.base, cell.new)
         ]
-        + [
-            {"metric": "calls", "base": cell.base.calls, "new": cell.new.calls}
-            for line in cell.changed + cell.noted
-            if line.startswith("calls ")  # beyond the tolerance, either way
-        ],
+        + ([{"metric": "calls", "base": base_calls, "new": new_calls}] if calls_moved else []),
         "what_changed": list(cell.changed + cell.noted),
         "base": _measured(cell.base),
         "new": _measured(cell.new),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sqla_bench.compare import Gate, compare, load_run
+from sqla_bench.compare import Gate, compare, load_run, to_json
 from tests.test_cli import assert_one_line_error, run
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
@@ -272,8 +272,15 @@ def test_function_calls_grown_beyond_the_tolerance_fail_and_fewer_are_reported(
     assert verdicts("unheld", 1.05, Gate(hold_calls=False))["crud.get sync"][0] == "unchanged"
     verdict, changed, noted = verdicts("fewer", 0.8)["crud.get sync"]
     assert (verdict, changed) == ("unchanged", ()) and f"-> {round(counted * 0.8):,}" in noted[0]
-    # The option reaches the gate.
+    # In the JSON document, calls beyond the tolerance (either way) are a change of their own.
     beyond = tmp_path / "beyond.json"
+    changes = {
+        f"{row['case']} {row['mode']}": row["changes"]
+        for row in to_json(compare(load_run(base), load_run(beyond), Gate()), Gate())["cells"]
+    }
+    grown = {"metric": "calls", "base": counted, "new": round(counted * 1.05)}
+    assert changes["crud.get sync"] == [grown] and changes["crud.get async"] == []
+    # The option reaches the gate.
     assert gate(base, beyond).returncode == 1
     assert gate(base, beyond, "--calls-tolerance", "0.1").returncode == 0
 

@@ -76,7 +76,8 @@ def test_the_decision_guide_agrees_with_the_tables(report) -> None:
     guide = text.split("## Decision guide")[1].split("## Outcomes")[0]
     (row,) = [line for line in guide.splitlines() if line.startswith("| 2 |")]
     _, verdict = [cell.strip() for cell in row.strip("|").split("|")]
-    winner, factor = verdict.split(" x")
+    # A comparison measured on a busy machine carries the report's mark (a dagger).
+    winner, factor = verdict.removesuffix("†").strip().split(" x")
     assert winner == FASTEST  # on both drivers, so no count is given
     factor, low, _, high = factor.strip("]").replace("[", "").split()
     assert float(factor) == pytest.approx(1.5, rel=0.03)  # NEXT over FASTEST, within blocks

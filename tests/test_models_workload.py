@@ -24,7 +24,19 @@ from tests.test_cli import assert_one_line_error, run
 pytestmark = pytest.mark.harness
 
 APPLICATION = Path(__file__).parent / "applications"
-QUICK = ("--min-time", "0", "--min-rounds", "2", "--warmup", "1")
+# Counts and verdicts only: one block of side-by-side sampling is enough.
+QUICK = (
+    "--min-time",
+    "0",
+    "--min-rounds",
+    "2",
+    "--warmup",
+    "1",
+    "--min-blocks",
+    "1",
+    "--block-time",
+    "0",
+)
 HANDLED = {
     "models.Address.customer": "many-to-one",
     "models.Customer.orders": "one-to-many",

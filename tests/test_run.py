@@ -62,7 +62,9 @@ def reseeded_target(request, tmp_path):
 @pytest.mark.parametrize("reseeded_target", TARGETS, indirect=True)
 def test_statements_in_results_equal_the_catalogue(tmp_path, reseeded_target) -> None:
     size = DatasetSize(users=30, posts_per_user=3)  # not the default: counts must follow it
-    plan = RunPlan(targets=(reseeded_target,), datasets=(size,), policy=Policy(1, 2, 0.0))
+    # Counts only: one block of side-by-side sampling, two samples a cell.
+    policy = Policy(1, 2, 0.0, block_time=0.0, min_blocks=1)
+    plan = RunPlan(targets=(reseeded_target,), datasets=(size,), policy=policy)
     assert run_to_file(plan, tmp_path / "r.json", ["t"])[1] == []
     _, cells = read_result(tmp_path / "r.json")
     expected_cells = sum(len(plan.cells(d, size)) for d in plan.selected_drivers())

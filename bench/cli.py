@@ -42,6 +42,7 @@ COMMANDS = {
     "selfcheck": "benchmark the harness itself: overhead, raw driver vs pgbench, run-to-run CV",
     "report": "print the tables of result files; --out writes a Markdown and HTML report",
     "compare": "the regression gate: compare two runs cell by cell",
+    "calibrate": "measure a workload N times: each cell's spread, for compare --history",
     "baseline": "hold every scenario's counts to the committed baselines (--update rewrites them)",
     "containers": "list the containers sqla-bench started that still exist; --prune removes them",
     "tables": "list the tables sqla-bench created still in your databases; --prune removes them",
@@ -103,10 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(_command_in(argv)).parse_args(argv)
     args.argv = ["sqla-bench", *argv]
-    # The MissingGreenlet patterns abandon a cursor coroutine on purpose (see pyproject).
-    warnings.filterwarnings(
-        "ignore", "coroutine 'Connection.cursor' was never awaited", RuntimeWarning
-    )
+    quiet_abandoned_cursors()
     # SIGTERM unwinds like Ctrl-C, so containers and proxies are stopped on the way out.
     signal.signal(signal.SIGTERM, raise_stop)
     urls: list[URL] = []
@@ -123,6 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Abandoned cursor coroutines (the MissingGreenlet cells) are finalised now, while
         # the warning filter above still works, not noisily at interpreter shutdown.
         gc.collect()
+
+
+def quiet_abandoned_cursors() -> None:
+    """The MissingGreenlet patterns abandon a cursor coroutine on purpose (see
+    pyproject): Python's warning about it says nothing a user can act on."""
+    warnings.filterwarnings(
+        "ignore", "coroutine 'Connection.cursor' was never awaited", RuntimeWarning
+    )
 
 
 def _dispatch(args: argparse.Namespace, urls: list[URL]) -> int:

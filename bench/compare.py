@@ -3,10 +3,13 @@
 What is counted decides: outcome, statements, round trips, rows returned and rows
 fetched per operation must match exactly (any change is a regression, whichever way it
 goes, because a scenario that issues one statement more is a different scenario), and
-Python function calls per operation may grow by no more than the tolerance (a psycopg
-wait loop may poll once more, an event loop may run once more for rows that came in one
-more read); as many fewer is reported. These counts are the same from run to run
-whatever the machine is doing, so a change in them is a change in the code.
+Python function calls and instructions (``run --instructions``) per operation may grow
+by no more than their tolerances (a psycopg wait loop may poll once more, an event loop
+may run once more for rows that came in one more read; instructions move with where
+Python's allocator puts things); as many fewer is reported. These counts are the same,
+or nearly, from run to run whatever the machine is doing, so a change in them is a
+change in the code. Instructions see what function calls do not: a slower loop inside
+one function.
 
 Timings only advise. Two runs of the same code on a shared machine differ by a fifth
 and more (issue 29: every A/A pair of the default run had cells "slower"), so a timing
@@ -25,16 +28,25 @@ from pathlib import Path
 from typing import Any
 
 from sqla_bench.errors import ConfigError
+from sqla_bench.history import History
 from sqla_bench.results import CellRecord, params_text, read_result, run_status
 from sqla_bench.stats import summarize
+from sqla_bench.timing_gate import TimingVerdict
 
 DEFAULT_MIN_EFFECT = 0.10
 # Repeated runs here differed by at most 0.4 % (25 calls in 6,600: asyncpg's rows came in
 # one more read); the upgrade from SQLAlchemy 2.0.58 to 2.1.9 moved most cells by 2 to 26 %.
 DEFAULT_CALLS_TOLERANCE = 0.02
+# Over 20 runs of one installation here a cell's count moved by at most 0.66 %; two
+# installations of the same code (one path more on sys.path) moved cells a change did not
+# reach by up to 2.6 %: where Python's allocator puts things is the difference.
+DEFAULT_INSTRUCTIONS_TOLERANCE = 0.05
 DEFAULT_ALPHA = 0.05
 MIN_SAMPLES = 5  # fewer, and no test can tell anything: the cell is "not timed"
 EXACT = ("outcome", "error", "statements", "round_trips", "rows", "rows_fetched")
+# Counts held within a tolerance (``Gate.tolerance``); a run that did not count one (no
+# --instructions) is not compared on it.
+TOLERATED = ("calls", "instructions")
 # Measured from schema version 2 on (rows fetched), or with --latency only (round trips):
 # a run that did not measure it is not compared on it.
 NEWER = ("rows_fetched", "round_trips")
@@ -50,17 +62,32 @@ class Gate:
     min_effect: float = DEFAULT_MIN_EFFECT  # 0.10: the median 10 % slower (or faster)
     alpha: float = DEFAULT_ALPHA
     calls_tolerance: float = DEFAULT_CALLS_TOLERANCE  # 0.02: 2 % more calls regress
-    hold_calls: bool = True  # False: calls that differ are reported, never a regression
+    instructions_tolerance: float = DEFAULT_INSTRUCTIONS_TOLERANCE
+    # False: calls and instructions that differ are reported, never a regression (the
+    # libraries differ, say)
+    hold_calls: bool = True
+    # Per-cell tolerances from an A/A history (compare --history); None: the figures above.
+    history: History | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not (self.min_effect > 0 and math.isfinite(self.min_effect)):
             raise ConfigError(f"--min-effect must be above 0, not {self.min_effect}")
         if not 0 < self.alpha < 1:
             raise ConfigError(f"--alpha must be between 0 and 1, not {self.alpha}")
-        if not 0 <= self.calls_tolerance <= 10:
-            raise ConfigError(
-                f"--calls-tolerance must be from 0 to 10 (1,000 %), not {self.calls_tolerance}"
-            )
+        for option, tolerance in (
+            ("--calls-tolerance", self.calls_tolerance),
+            ("--instructions-tolerance", self.instructions_tolerance),
+        ):
+            if not 0 <= tolerance <= 10:
+                raise ConfigError(f"{option} must be from 0 to 10 (1,000 %), not {tolerance}")
+
+    def tolerance(self, metric: str, cell: CellRecord | None = None) -> tuple[float, str]:
+        """How far ``metric`` (one of ``TOLERATED``) may move in ``cell`` before it
+        counts, and where that figure comes from (empty: the option's)."""
+        default = self.calls_tolerance if metric == "calls" else self.instructions_tolerance
+        if self.history is None or cell is None:
+            return default, ""
+        return self.history.tolerance(cell, metric, default)
 
 
 @dataclass(frozen=True)
@@ -98,12 +125,11 @@ class Comparison:
         """New over base, over every cell timed in both runs."""
         return geometric_mean([cell.ratio for cell in self.cells if cell.ratio])
 
-    def calls_ratio(self) -> float | None:
-        """New over base function calls, as a geometric mean over every cell both runs
-        counted."""
-        return geometric_mean(
-            [c.new.calls / c.base.calls for c in self.cells if c.new.calls and c.base.calls]
-        )
+    def count_ratio(self, metric: str = "calls") -> float | None:
+        """New over base function calls (or another of ``TOLERATED``), as a geometric
+        mean over every cell both runs counted."""
+        pairs = [(getattr(c.base, metric), getattr(c.new, metric)) for c in self.cells]
+        return geometric_mean([new / base for base, new in pairs if base and new])
 
     def counts(self) -> dict[str, int]:
         verdicts = ("changed", "slower", "faster", "unchanged", "not timed")
@@ -116,9 +142,8 @@ def geometric_mean(ratios: Sequence[float]) -> float | None:
     return math.exp(sum(math.log(ratio) for ratio in ratios) / len(ratios))
 
 
-def load_run(path: Path) -> tuple[list[dict[str, Any]], list[CellRecord]]:
-    """The headers and cells of a result file, or of every result file in a folder (a
-    cell measured in several keeps the one from the run that started last)."""
+def load_runs(path: Path) -> list[tuple[dict[str, Any], list[CellRecord]]]:
+    """Each run in a result file, or in every result file of a folder, oldest first."""
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*.json"))
@@ -128,7 +153,19 @@ def load_run(path: Path) -> tuple[list[dict[str, Any]], list[CellRecord]]:
         files = [path]
     else:
         raise ConfigError(f"{path} does not exist")
-    runs = sorted((read_result(file) for file in files), key=lambda run: run[0]["run"]["started"])
+    return sorted((read_result(file) for file in files), key=lambda run: run[0]["run"]["started"])
+
+
+def load_run(path: Path) -> tuple[list[dict[str, Any]], list[CellRecord]]:
+    """The headers and cells of a result file, or of every result file in a folder (a
+    cell measured in several keeps the one from the run that started last)."""
+    return merged(load_runs(path))
+
+
+def merged(
+    runs: Sequence[tuple[dict[str, Any], list[CellRecord]]],
+) -> tuple[list[dict[str, Any]], list[CellRecord]]:
+    """Every run's header, and each cell from the newest run that measured it."""
     cells = {cell.key: cell for _, run_cells in runs for cell in run_cells}
     return [header for header, _ in runs], list(cells.values())
 
@@ -153,8 +190,22 @@ def compare(
         + unfinished(base[0], "base")
         + unfinished(new[0], "new")
         + proxied_at_zero(base[1], "base")
-        + proxied_at_zero(new[1], "new"),
+        + proxied_at_zero(new[1], "new")
+        + counted_in_one(base[1], new[1]),
     )
+
+
+def counted_in_one(base: Sequence[CellRecord], new: Sequence[CellRecord]) -> list[str]:
+    """One line when only one run counted instructions: they are not compared."""
+    counted = [
+        side for side, cells in (("base", base), ("new", new)) if any(c.instructions for c in cells)
+    ]
+    if len(counted) != 1:
+        return []
+    return [
+        f"only the {counted[0]} run counted instructions (run --instructions): they are not "
+        "compared; count them in both runs to hold them"
+    ]
 
 
 def proxied_at_zero(cells: Sequence[CellRecord], side: str) -> list[str]:
@@ -196,10 +247,13 @@ def compare_cell(base: CellRecord, new: CellRecord, gate: Gate) -> CellChange:
     changed = tuple(
         f"{name} {getattr(base, name)} -> {getattr(new, name)}" for name in exact_changes(base, new)
     )
-    calls, grew = calls_change(base.calls, new.calls, gate.calls_tolerance)
-    if grew and gate.hold_calls:
-        changed += (calls,)
-    noted = (calls,) if calls and calls not in changed else ()
+    noted: tuple[str, ...] = ()
+    for metric in TOLERATED:
+        said, grew = tolerated_change(metric, base, new, *gate.tolerance(metric, new))
+        if grew and gate.hold_calls:
+            changed += (said,)
+        elif said:
+            noted += (said,)
     ratio = p_slower = p_faster = None
     timed = len(base.samples_ns) >= MIN_SAMPLES and len(new.samples_ns) >= MIN_SAMPLES
     if timed:
@@ -221,13 +275,18 @@ def compare_cell(base: CellRecord, new: CellRecord, gate: Gate) -> CellChange:
     return CellChange(base, new, changed, noted, ratio, p_slower, p_faster, verdict)
 
 
-def calls_change(base: int | None, new: int | None, tolerance: float) -> tuple[str, bool]:
-    """The function calls' change in words when it is beyond ``tolerance`` either way
-    (empty when within it, or when either run did not count), and whether they grew."""
-    if base is None or new is None or abs(new - base) <= tolerance * base:
+def tolerated_change(
+    metric: str, base: CellRecord, new: CellRecord, tolerance: float, source: str = ""
+) -> tuple[str, bool]:
+    """``metric``'s change (one of ``TOLERATED``) in words when it is beyond ``tolerance``
+    either way (empty when within it, or when either run did not count it), and whether
+    it grew; ``source`` says where the tolerance came from, when not the option."""
+    was, now = getattr(base, metric), getattr(new, metric)
+    if was is None or now is None or abs(now - was) <= tolerance * was:
         return "", False
-    share = f"{(new - base) / base:+.2%}" if base else "from none"
-    return f"calls {base:,} -> {new:,} ({share}, tolerance {tolerance * 100:g}%)", new > base
+    share = f"{(now - was) / was:+.2%}" if was else "from none"
+    rule = f"tolerance {tolerance * 100:.3g}%" + (f", {source}" if source else "")
+    return f"{metric} {was:,} -> {now:,} ({share}, {rule})", now > was
 
 
 def differences(
@@ -294,8 +353,9 @@ def cell_name(cell: CellRecord) -> str:
 VERDICT_ORDER = ("changed", "slower", "faster", "not timed", "unchanged")
 COLUMNS = ("verdict", "cell", "base median", "new median", "new/base", "p", "what changed")
 # The version of compare --format json's document (compare.schema.json): 2 gave numbers
-# their own fields and units, where 1 gave the table's display strings.
-JSON_VERSION = 2
+# their own fields and units, where 1 gave the table's display strings; 3 adds
+# instructions.
+JSON_VERSION = 3
 JSON_SCHEMA_PATH = Path(__file__).with_name("compare.schema.json")
 
 
@@ -331,13 +391,15 @@ def _median(cell: CellRecord) -> str:
 
 def summary_line(comparison: Comparison, gate: Gate) -> str:
     counts = ", ".join(f"{n} {verdict}" for verdict, n in comparison.counts().items() if n)
-    mean, calls = comparison.geometric_mean_ratio(), comparison.calls_ratio()
+    mean, calls = comparison.geometric_mean_ratio(), comparison.count_ratio()
+    instructions = comparison.count_ratio("instructions")
     shown = f"{mean:.3f}" if mean is not None else "-"
     calls_shown = f"{calls:.3f}" if calls is not None else "-"
+    counted = f", {instructions:.3f} in instructions" if instructions is not None else ""
     verdict = "REGRESSION" if comparison.regressed else "no regression"
     return (
         f"{verdict}: {len(comparison.cells)} cells in both runs ({counts or 'none'}); "
-        f"geometric mean new/base {shown} in time, {calls_shown} in function calls; "
+        f"geometric mean new/base {shown} in time, {calls_shown} in function calls{counted}; "
         f"only in base {len(comparison.only_in_base)}, "
         f"only in new {len(comparison.only_in_new)} ({_calls_rule(gate)}; "
         f"{TIMING_ADVICE} Mann-Whitney p < {gate.alpha:g} and medians at least "
@@ -355,13 +417,19 @@ TIMING_ADVICE = (
 def _calls_rule(gate: Gate) -> str:
     counted = "changed means outcome, statements, round trips or rows"
     if not gate.hold_calls:
-        return f"{counted}; function calls reported, not held"
-    return f"{counted}, or function calls more than {gate.calls_tolerance * 100:g}% up"
+        return f"{counted}; function calls and instructions reported, not held"
+    return (
+        f"{counted}, or function calls more than {gate.calls_tolerance * 100:g}% up, or "
+        f"instructions (where both runs counted them) more than "
+        f"{gate.instructions_tolerance * 100:g}% up"
+    )
 
 
-def to_markdown(comparison: Comparison, gate: Gate) -> str:
+def to_markdown(comparison: Comparison, gate: Gate, timing: TimingVerdict | None = None) -> str:
     """For a pull-request comment: the summary, warnings, the table, missing cells."""
     lines = [f"**sqla-bench compare: {summary_line(comparison, gate)}**", ""]
+    if timing is not None:
+        lines += [f"**{timing.summary()}**", ""]
     lines += [f"> warning: {warning}" for warning in comparison.warnings]
     if comparison.warnings:
         lines.append("")
@@ -379,7 +447,7 @@ def to_markdown(comparison: Comparison, gate: Gate) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_github(comparison: Comparison, gate: Gate) -> str:
+def to_github(comparison: Comparison, gate: Gate, timing: TimingVerdict | None = None) -> str:
     """GitHub Actions workflow commands: an error annotation per counted change, a
     warning per timing the test calls slower (advice) and per warning about the runs, a
     notice per cell one run lacks, and the summary line last."""
@@ -399,6 +467,18 @@ def to_github(comparison: Comparison, gate: Gate) -> str:
         for cell in comparison.cells
         if cell.verdict == "slower"
     ]
+    if timing is not None:
+        lines += [
+            _annotation(
+                "error",
+                "slower (timing gate)",
+                f"{cell.name}: new/base {cell.ratio:.3f} over {len(cell.new_medians)} runs a "
+                f"side, Holm-adjusted p {cell.p_adjusted:.2g}",
+            )
+            for cell in timing.slower
+        ]
+        level = "warning" if not timing.judged else "error" if timing.slower else "notice"
+        lines.append(_annotation(level, "timing gate", timing.summary()))
     lines += [_annotation("warning", "sqla-bench compare", w) for w in comparison.warnings]
     lines += [
         _annotation("notice", f"only in {side}", cell_name(cell))
@@ -422,7 +502,9 @@ def _annotation(level: str, title: str, message: str) -> str:
     return f"::{level} title={prop('sqla-bench: ' + title)}::{data(message)}"
 
 
-def to_json(comparison: Comparison, gate: Gate) -> dict[str, Any]:
+def to_json(
+    comparison: Comparison, gate: Gate, timing: TimingVerdict | None = None
+) -> dict[str, Any]:
     """The comparison as data (``compare.schema.json``): numbers in fields of their own,
     times in nanoseconds, counts per operation."""
     return {
@@ -432,16 +514,45 @@ def to_json(comparison: Comparison, gate: Gate) -> dict[str, Any]:
             "min_effect": gate.min_effect,
             "alpha": gate.alpha,
             "calls_tolerance": gate.calls_tolerance,
+            "instructions_tolerance": gate.instructions_tolerance,
             "hold_calls": gate.hold_calls,
-            "holds_timing": False,
+            "holds_timing": timing is not None,
         },
+        "timing": None if timing is None else _timing_data(timing),
         "counts": comparison.counts(),
         "geometric_mean_ratio": comparison.geometric_mean_ratio(),
-        "calls_ratio": comparison.calls_ratio(),
+        "calls_ratio": comparison.count_ratio(),
+        "instructions_ratio": comparison.count_ratio("instructions"),
         "warnings": comparison.warnings,
         "cells": [_cell_data(cell, gate) for cell in ordered(comparison)],
         "only_in_base": [_identity(cell) for cell in comparison.only_in_base],
         "only_in_new": [_identity(cell) for cell in comparison.only_in_new],
+    }
+
+
+def _timing_data(timing: TimingVerdict) -> dict[str, Any]:
+    return {
+        "judged": timing.judged,
+        "no_verdict_because": timing.busy,
+        "base_runs": timing.base_runs,
+        "new_runs": timing.new_runs,
+        "alpha": timing.alpha,
+        "noise": timing.noise,
+        "detectable_at_80_percent_power": timing.detectable(),
+        "runs_needed_for_10_percent": timing.runs_needed(),
+        "slower": [cell.name for cell in timing.slower],
+        "cells": [
+            {
+                "name": cell.name,
+                "ratio": cell.ratio,
+                "p": cell.p,
+                "p_adjusted": cell.p_adjusted,
+                "verdict": cell.verdict,
+                "base_medians_ns": list(cell.base_medians),
+                "new_medians_ns": list(cell.new_medians),
+            }
+            for cell in timing.cells
+        ],
     }
 
 
@@ -459,8 +570,11 @@ def _identity(cell: CellRecord) -> dict[str, Any]:
 
 
 def _cell_data(cell: CellChange, gate: Gate) -> dict[str, Any]:
-    base_calls, new_calls = cell.base.calls, cell.new.calls
-    calls_moved = bool(calls_change(base_calls, new_calls, gate.calls_tolerance)[0])
+    moved = [
+        {"metric": metric, "base": getattr(cell.base, metric), "new": getattr(cell.new, metric)}
+        for metric in TOLERATED
+        if tolerated_change(metric, cell.base, cell.new, *gate.tolerance(metric, cell.new))[0]
+    ]
     return {
         **_identity(cell.new),
         "verdict": cell.verdict,
@@ -469,7 +583,7 @@ def _cell_data(cell: CellChange, gate: Gate) -> dict[str, Any]:
             {"metric": name, "base": getattr(cell.base, name), "new": getattr(cell.new, name)}
             for name in exact_changes(cell.base, cell.new)
         ]
-        + ([{"metric": "calls", "base": base_calls, "new": new_calls}] if calls_moved else []),
+        + moved,
         "what_changed": list(cell.changed + cell.noted),
         "base": _measured(cell.base),
         "new": _measured(cell.new),
@@ -483,5 +597,5 @@ def _measured(cell: CellRecord) -> dict[str, Any]:
     return {
         "median_ns": summarize(cell.samples_ns).median_ns if cell.samples_ns else None,
         "samples": len(cell.samples_ns),
-        **{name: getattr(cell, name) for name in (*EXACT, "calls")},
+        **{name: getattr(cell, name) for name in (*EXACT, *TOLERATED)},
     }

@@ -7,10 +7,12 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import psutil
 import sqlalchemy
 
 from sqla_bench.errors import ConfigError
@@ -73,7 +75,7 @@ def current_affinity() -> list[int] | None:
 
 
 def pin_to(cpus: str) -> None:
-    """Restrict this process to ``cpus``: ``auto`` (the last CPU it may use), ``all``
+    """Restrict this process to ``cpus``: ``auto`` (the least busy CPU it may use), ``all``
     (leave scheduling to the OS) or a list such as ``1`` or ``0,1``.
 
     Pinning is what makes repeated runs agree on a small machine: with the event loop
@@ -91,10 +93,26 @@ def chosen_cpus(cpus: str) -> set[int] | None:
     if cpus == "all" or not hasattr(os, "sched_setaffinity"):
         return None
     allowed = os.sched_getaffinity(0)
-    chosen = {max(allowed)} if cpus == "auto" else _cpu_list(cpus)
+    chosen = {least_busy(allowed)} if cpus == "auto" else _cpu_list(cpus)
     if not chosen <= allowed:
         raise ConfigError(f"--affinity {cpus}: this process may only use CPUs {sorted(allowed)}")
     return chosen
+
+
+def least_busy(allowed: set[int], seconds: float = 0.1) -> int:
+    """The CPU of ``allowed`` that did the least work over ``seconds``, the highest-numbered
+    of those that tie (on an idle machine: the last, as before). Pinning every run to
+    the last CPU put each run, and another tester's, on the same busy core (issue 29)."""
+    before = psutil.cpu_times(percpu=True)
+    time.sleep(seconds)
+    after = psutil.cpu_times(percpu=True)
+
+    def busy(cpu: int) -> float:
+        spent = [now - then for now, then in zip(after[cpu], before[cpu], strict=True)]
+        idle = after[cpu].idle - before[cpu].idle
+        return round(sum(spent) - idle, 2)  # hundredths of a second: ticks are coarser
+
+    return min(sorted(allowed, reverse=True), key=busy)
 
 
 def _cpu_list(text: str) -> set[int]:

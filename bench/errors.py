@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 EXIT_MISMATCH = 1  # an outcome differs from the catalogue, or a regression
 EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3  # a target failed part-way; what finished is still reported
+EXIT_SLOWER = 4  # compare --gate-timing: slower, with no counted change
 EXIT_SOFTWARE = 70  # an internal error: a bug (sysexits' EX_SOFTWARE)
 
 

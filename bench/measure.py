@@ -35,6 +35,9 @@ Three calls of a cell are never samples, and carry what samples cannot:
 
 A policy with fewer warm-up calls leaves out the later of these, so ``verify`` (one
 call) neither counts nor traces, and the gate's baselines (two) count but do not trace.
+A policy with ``instruction_calls`` (the child of ``run --instructions``, under valgrind's
+callgrind) then makes that many calls more, between the marks that count their
+instructions (``bench.instructions``).
 
 Round trips and bytes on the wire are read around each call that goes through the
 latency proxy. With latency to add, the samples do. At 0 ms the proxy would add only its
@@ -61,6 +64,7 @@ from typing import Any
 
 from sqlalchemy.exc import StatementError
 
+from sqla_bench import instructions
 from sqla_bench.engines import DriverEnv
 from sqla_bench.fixtures import PerCall, arguments
 from sqla_bench.kernel import Stopwatch, release_frames, timed
@@ -107,6 +111,9 @@ class Policy:
     min_blocks: int = MIN_BLOCKS
     max_blocks: int = 1_000
     precision: float = 0.05
+    # Calls per cell counted in instructions, after the warm-up (``bench.instructions``,
+    # in a child process under callgrind only); 0: none.
+    instruction_calls: int = 0
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.min_rounds < 1 or self.min_time < 0:
@@ -119,6 +126,8 @@ class Policy:
             raise ValueError("block time must be >= 0, blocks >= 1 and precision > 0")
         if self.max_blocks < self.min_blocks:
             raise ValueError("--max-blocks must be at least --min-blocks")
+        if self.instruction_calls < 0:
+            raise ValueError("instruction calls must be >= 0")
 
     def enough(self, samples: int, seconds: float) -> bool:
         """A cell sampled alone: whether it has been sampled enough."""
@@ -232,6 +241,7 @@ class Measurement:
     failure: Observation | None = None  # the call that raised; sampling stopped there
     calls: int | None = None  # from the counted warm-up call
     peak_memory: int | None = None  # from the traced warm-up call
+    instructions: int | None = None  # per call, from the window after the warm-up
     # The same calls through the latency proxy, when the samples went past it: where the
     # round trips and bytes were counted.
     wire: Measurement | None = None
@@ -588,8 +598,20 @@ async def _sample(
                 observation = await _call(cell.subject, cell.per_call, cell.role())
                 cell.observed(observation, warm_up=True)
                 cell.warmup = policy.warm_calls(cell.calls, warming.seconds(), cell.warmup)
+            if policy.instruction_calls:
+                await _count_instructions(cell, policy.instruction_calls)
         await _blocks(cells, policy, stop_requested)
     return [cell.measurement for cell in cells]
+
+
+async def _count_instructions(cell: _Sampled, calls: int) -> None:
+    """``calls`` more warm calls, each with its fresh argument, inside the instruction
+    window (``bench.instructions``); the cell keeps the instructions per call."""
+    window = instructions.window()
+    window.open()
+    for _ in range(calls):
+        cell.observed(await _call(cell.subject, cell.per_call, None), warm_up=True)
+    cell.measurement.instructions = round(window.close() / calls)
 
 
 async def _blocks(

@@ -82,6 +82,9 @@ class RunPlan:
     # A cell that fails because the server stopped answering: "stop" measuring that
     # target there, or "continue" with the next cell (which finds the server back or not).
     on_error: str = "stop"
+    # Calls per cell counted in instructions, after the timed run, in a child process
+    # under callgrind (run --instructions, ``bench.instructions``); None: not counted.
+    instructions: int | None = None
 
     def __post_init__(self) -> None:
         if self.on_error not in ON_ERROR:
@@ -275,6 +278,7 @@ class RunPlan:
             "on_error": self.on_error,
             "pgbouncer": list(self.pgbouncer) if self.pgbouncer else None,
             "pgbouncer_pool_size": self.pgbouncer_pool if self.pgbouncer else None,
+            "instructions": self.instructions,
         }
 
     def _check_grid(self, cases: list[Case]) -> None:

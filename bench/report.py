@@ -34,6 +34,9 @@ NOTE = (
     "memory the client held during one operation (Python allocations, tracemalloc, in a "
     "warm-up call of its own); calls is the Python function calls in one operation "
     "(cProfile, in another warm-up call: the same from run to run, where times are not); "
+    "with --instructions, instr is the instructions one operation executed, its fresh "
+    "session included (callgrind, in a process of its own: within a few per cent from run "
+    "to run); "
     "with --latency, rtt is the round-trip time the proxy added (at 0 ms the samples went "
     "straight to the server), trips the round trips per operation and down/up the bytes "
     "each way on the wire, counted through the proxy"
@@ -104,7 +107,12 @@ def _table(cells: list[CellRecord], several_sizes: bool) -> TableData:
     if several_sizes:
         title += f" ({describe_dataset(owner.dataset)})"
     proxied = any(cell.latency_ms is not None for cell in cells)
-    columns = [c for c in COLUMNS if proxied or c[0] not in PROXY_COLUMNS]
+    counted = any(cell.instructions for cell in cells)
+    columns = [
+        c
+        for c in COLUMNS
+        if (proxied or c[0] not in PROXY_COLUMNS) and (counted or c[0] != "instr")
+    ]
     table = TableData(title, columns)
     rows = [_Row(cell, summarize(cell.samples_ns)) for cell in cells]
     fastest = min((row.summary.median_ns for row in rows if row.summary), default=None)
@@ -127,6 +135,7 @@ COLUMNS = (
     ("up", "right"),
     ("mem", "right"),
     ("calls", "right"),
+    ("instr", "right"),  # shown when the run counted instructions (run --instructions)
     ("median", "right"),
     ("p95", "right"),
     ("ops/s", "right"),
@@ -181,6 +190,7 @@ def _cells(row: _Row, variant: str, fastest: float | None) -> dict[str, str]:
         "up": size(cell.bytes_up),
         "mem": size(cell.peak_memory),
         "calls": count(cell.calls),
+        "instr": count(cell.instructions),
         "outcome": outcome(cell),
     }
     names = ("median", "p95", "ops/s", "x fastest")

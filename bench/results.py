@@ -29,10 +29,10 @@ from sqla_bench.errors import ConfigError
 from sqla_bench.owner import owner_alive
 from sqla_bench.stats import summarize
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # ``sqla-bench verify --json``: the outcome matrix, one record per case, cell and driver.
 VERIFY_SCHEMA_VERSION = 1
-READABLE_VERSIONS = (1, 2, 3, 4, 5)  # older files are upgraded as they are read (``upgrade``)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)  # older files are upgraded as they are read (``upgrade``)
 SCHEMA_PATH = Path(__file__).with_name("result.schema.json")
 LOCAL_RESULTS = Path("results") / "local"
 STATUSES = ("running", "complete", "incomplete", "interrupted", "failed")
@@ -86,6 +86,8 @@ class CellRecord:
     slots: list[int] | None = None  # its place in each block's (rotating) order
     comparison: dict[str, Any] | None = None  # measure.Design: group, blocks, machine
     run_pass: int = 1  # run --passes: which pass over the workload measured it
+    # Instructions per operation, counted under callgrind (run --instructions; schema 6).
+    instructions: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,7 +141,12 @@ class ResultFile:
 
     def add(self, cell: CellRecord) -> None:
         self.cells.append(cell)
-        self._encoded.append(json.dumps(cell.to_json(), separators=(",", ":")))
+        self._encoded.append(_encoded(cell))
+        self._write()
+
+    def rewrite_cells(self) -> None:
+        """Write the file again, after a change to cells already added."""
+        self._encoded = [_encoded(cell) for cell in self.cells]
         self._write()
 
     def flush(self) -> None:
@@ -160,6 +167,10 @@ class ResultFile:
         temporary = self.path.with_name(f".{self.path.name}.tmp")
         temporary.write_text(text)
         os.replace(temporary, self.path)
+
+
+def _encoded(cell: CellRecord) -> str:
+    return json.dumps(cell.to_json(), separators=(",", ":"))
 
 
 def run_status(header: dict[str, Any]) -> str:
@@ -271,7 +282,17 @@ def upgrade(document: dict[str, Any], version: int) -> dict[str, Any]:
         document = upgrade_v3(document)
     if version <= 4:
         document = upgrade_v4(document)
+    if version <= 5:
+        document = upgrade_v5(document)
     return document
+
+
+def upgrade_v5(document: dict[str, Any]) -> dict[str, Any]:
+    """A version 5 document as version 6: it counted no instructions."""
+    for cell in document.get("cells", []):
+        if isinstance(cell, dict):
+            cell.setdefault("instructions", None)
+    return {**document, "schema_version": 6}
 
 
 def upgrade_v4(document: dict[str, Any]) -> dict[str, Any]:
@@ -324,7 +345,7 @@ CSV_COLUMNS = (
     *("comments_per_post", "tags_per_post", "payload"),
     *("outcome", "error", "expected", "matches_expected", "statements", "rows"),
     *("rows_fetched", "latency_ms", "round_trips", "bytes_up", "bytes_down", "peak_memory"),
-    *("calls", "run_pass", "samples"),
+    *("calls", "instructions", "run_pass", "samples"),
     *("median_us", "p95_us", "mean_us", "stdev_us", "min_us", "ops_per_second"),
 )
 

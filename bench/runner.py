@@ -351,6 +351,7 @@ class Runner:
             bytes_down=wire_failed.bytes_down if wire_failed else _usual(wire.bytes_down),
             peak_memory=measurement.peak_memory,
             calls=measurement.calls,
+            instructions=measurement.instructions,
             **_design(measurement),
             run_pass=self.run_pass,
         )

@@ -36,6 +36,7 @@ TARGETS = ("sqlite", "postgresql", "mysql")
 URL_VARIABLES = {"postgresql": "SQLA_BENCH_POSTGRESQL_URL", "mysql": "SQLA_BENCH_MYSQL_URL"}
 REQUIRE_VARIABLE = "SQLA_BENCH_REQUIRE"
 CONTAINERS = "containers"  # SQLA_BENCH_REQUIRE's name for the tests that need Docker
+VALGRIND = "valgrind"  # ... and for those that count instructions (run --instructions)
 # Which targets may get a container: unset for all, "off" (or any name) for a chosen few.
 CONTAINERS_VARIABLE = "SQLA_BENCH_CONTAINERS"
 CONNECT_TIMEOUT_SECONDS = 5
@@ -172,12 +173,13 @@ def _spec(target: str, name: str, mode: str) -> DriverSpec:
 
 
 def required_targets(environ: Mapping[str, str] = os.environ) -> tuple[str, ...]:
-    """What ``SQLA_BENCH_REQUIRE`` says must not be skipped: targets, and ``containers``
-    for the tests that need a Docker engine."""
+    """What ``SQLA_BENCH_REQUIRE`` says must not be skipped: targets, ``containers``
+    for the tests that need a Docker engine, ``valgrind`` for those that need valgrind."""
     names = tuple(n.strip() for n in environ.get(REQUIRE_VARIABLE, "").split(",") if n.strip())
     for name in names:
-        if name != CONTAINERS:
-            check_target_name(name, where=f"{REQUIRE_VARIABLE} (targets or {CONTAINERS})")
+        if name not in (CONTAINERS, VALGRIND):
+            where = f"{REQUIRE_VARIABLE} (targets, {CONTAINERS} or {VALGRIND})"
+            check_target_name(name, where=where)
     return names
 
 

@@ -69,6 +69,7 @@ def test_list_names_scenarios_and_unavailable_targets() -> None:
         ("selfcheck",),
         ("report",),
         ("compare",),
+        ("calibrate",),
         ("containers",),
     ],
 )

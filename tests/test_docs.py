@@ -45,7 +45,8 @@ def test_ci_runs_the_readme_main_command() -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["run", "selfcheck", "verify", "report", "compare", "baseline", "containers"]
+    "command",
+    ["run", "selfcheck", "verify", "report", "compare", "calibrate", "baseline", "containers"],
 )
 def test_every_option_is_documented_in_the_readme(command) -> None:
     readme = (ROOT / "README.md").read_text()

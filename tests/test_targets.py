@@ -81,12 +81,14 @@ def test_bad_urls_are_one_line_errors(tmp_path, raw, message) -> None:
 def test_unknown_target_names_are_refused(tmp_path) -> None:
     with pytest.raises(ConfigError, match="unknown target 'oracle'"):
         resolve("oracle", tmp_path)
-    with pytest.raises(ConfigError, match=r"SQLA_BENCH_REQUIRE \(targets or containers\): unk"):
+    refused = r"SQLA_BENCH_REQUIRE \(targets, containers or valgrind\): unk"
+    with pytest.raises(ConfigError, match=refused):
         required_targets({"SQLA_BENCH_REQUIRE": "pg"})
-    assert required_targets({"SQLA_BENCH_REQUIRE": " postgresql, mysql,containers "}) == (
+    assert required_targets({"SQLA_BENCH_REQUIRE": " postgresql, mysql,containers,valgrind "}) == (
         "postgresql",
         "mysql",
         "containers",
+        "valgrind",
     )
 
 

@@ -15,33 +15,42 @@ from sqla_bench.compare import (
     COLUMNS,
     DEFAULT_ALPHA,
     DEFAULT_CALLS_TOLERANCE,
+    DEFAULT_INSTRUCTIONS_TOLERANCE,
     DEFAULT_MIN_EFFECT,
     Comparison,
     Gate,
     cell_name,
     compare,
-    load_run,
+    load_runs,
+    merged,
     rows,
     summary_line,
     to_github,
     to_json,
     to_markdown,
 )
-from sqla_bench.errors import EXIT_MISMATCH, ConfigError
+from sqla_bench.errors import EXIT_MISMATCH, EXIT_SLOWER, ConfigError
+from sqla_bench.history import History
 from sqla_bench.options import number
 from sqla_bench.targets import Servers
+from sqla_bench.timing_gate import MIN_RUNS, REPORTED_EFFECT, TimingVerdict, gate_timing
 
 DESCRIPTION = (
     "Compare NEW against BASE (result files, or folders of them). What is counted "
     "decides: outcome, statements, round trips and rows per operation must match "
-    "exactly, and Python function calls per operation may grow by no more than "
-    "--calls-tolerance; any other change fails. Timings advise and never fail: two runs "
+    "exactly, Python function calls per operation may grow by no more than "
+    "--calls-tolerance, and instructions per operation (when both runs counted them: run "
+    "--instructions) by no more than --instructions-tolerance; any other change fails. "
+    "Timings advise and never fail: two runs "
     "of the same code on a shared machine differ by more than a 10 % regression. A cell "
     "is reported slower when a one-sided Mann-Whitney U test on the raw samples says so "
     "(p < --alpha) and the median is at least --min-effect slower, faster the other way "
     "round. Cells that only one run has are listed; runs from different machines, "
-    "libraries or servers get a warning. Exit status 0: no counted change, 1: a counted "
-    "change, 2: bad input."
+    "libraries or servers get a warning. With --gate-timing, BASE and NEW are folders of "
+    "runs made interleaved (base, new, base, new, ...), and a timing verdict on per-run "
+    "medians can fail too (see --gate-timing). Exit status 0: no counted change (and, "
+    "with --gate-timing, no slowdown), 1: a counted change, 4: slower by the timing gate "
+    "with no counted change, 2: bad input."
 )
 
 
@@ -72,6 +81,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"it fails, as a fraction (default: {DEFAULT_CALLS_TOLERANCE:g})",
     )
     parser.add_argument(
+        "--instructions-tolerance",
+        type=number(float, 0.0, 10.0),
+        default=DEFAULT_INSTRUCTIONS_TOLERANCE,
+        metavar="FRACTION",
+        help="how many more instructions per operation a cell may execute before it fails, "
+        "as a fraction, where both runs counted them (run --instructions); the counts "
+        "of the same code in two installations differ by up to 2.6 %% here (default: "
+        f"{DEFAULT_INSTRUCTIONS_TOLERANCE:g})",
+    )
+    parser.add_argument(
+        "--history",
+        type=Path,
+        metavar="FILE",
+        help="an A/A history (sqla-bench calibrate): each cell's calls and instructions "
+        "are held to the spread its own repeated runs showed, times a margin, instead of "
+        "the tolerances above; cells the history has too few runs of keep them",
+    )
+    parser.add_argument(
+        "--gate-timing",
+        action="store_true",
+        help="also let timings fail the gate, under a design that holds on shared machines: "
+        f"BASE and NEW are folders of at least {MIN_RUNS} runs each, made interleaved; each "
+        "cell is one median per run, NEW's against BASE's by a one-sided Welch t-test on "
+        "their logarithms, Holm-corrected over the cells at --alpha; slower (exit 4) when "
+        f"significant and at least {REPORTED_EFFECT * 100:.0f}%% up. No verdict when a run was "
+        "measured on a busy machine. The output says what slowdown these runs can detect",
+    )
+    parser.add_argument(
         "--format",
         choices=("text", "markdown", "json", "github"),
         default="text",
@@ -84,21 +121,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int:
-    gate = Gate(min_effect=args.min_effect, alpha=args.alpha, calls_tolerance=args.calls_tolerance)
+    gate = Gate(
+        min_effect=args.min_effect,
+        alpha=args.alpha,
+        calls_tolerance=args.calls_tolerance,
+        instructions_tolerance=args.instructions_tolerance,
+        history=History.read(args.history) if args.history else None,
+    )
     summary = _job_summary() if args.format == "github" else None
-    comparison = compare(load_run(args.base), load_run(args.new), gate)
+    base_runs, new_runs = load_runs(args.base), load_runs(args.new)
+    timing = _timing(args, base_runs, new_runs) if args.gate_timing else None
+    comparison = compare(merged(base_runs), merged(new_runs), gate)
     if args.format == "json":
-        print(json.dumps(to_json(comparison, gate), indent=2))
+        print(json.dumps(to_json(comparison, gate, timing), indent=2))
     elif args.format == "markdown":
-        print(to_markdown(comparison, gate), end="")
+        print(to_markdown(comparison, gate, timing), end="")
     elif args.format == "github":
-        print(to_github(comparison, gate), end="")
+        print(to_github(comparison, gate, timing), end="")
         if summary is not None:
             with summary:
-                summary.write(to_markdown(comparison, gate) + "\n")
+                summary.write(to_markdown(comparison, gate, timing) + "\n")
     else:
-        _print(console, comparison, gate)
-    return EXIT_MISMATCH if comparison.regressed else 0
+        _print(console, comparison, gate, timing)
+    if comparison.regressed:
+        return EXIT_MISMATCH
+    return EXIT_SLOWER if timing is not None and timing.slower else 0
+
+
+def _timing(args: argparse.Namespace, base: list, new: list) -> TimingVerdict:
+    for side, runs in (("BASE", base), ("NEW", new)):
+        if len(runs) < MIN_RUNS:
+            raise ConfigError(
+                f"--gate-timing needs at least {MIN_RUNS} runs a side, made interleaved: "
+                f"{side} ({getattr(args, side.lower())}) holds {len(runs)}"
+            )
+    return gate_timing(base, new, args.alpha)
 
 
 def _job_summary() -> TextIO | None:
@@ -113,7 +170,9 @@ def _job_summary() -> TextIO | None:
         raise ConfigError(f"cannot write GITHUB_STEP_SUMMARY {path}: {error.strerror}") from None
 
 
-def _print(console: Console, comparison: Comparison, gate: Gate) -> None:
+def _print(
+    console: Console, comparison: Comparison, gate: Gate, timing: TimingVerdict | None
+) -> None:
     present.print_lines(console, (f"warning: {w}" for w in comparison.warnings), "yellow")
     title = f"sqla-bench compare: {len(comparison.cells)} cells in both runs"
     console.print(present.comparison_table(title, COLUMNS, rows(comparison)))
@@ -123,3 +182,6 @@ def _print(console: Console, comparison: Comparison, gate: Gate) -> None:
     ):
         present.print_lines(console, (f"{title}: {cell_name(cell)}" for cell in missing))
     console.print(summary_line(comparison, gate), highlight=False)
+    if timing is not None:
+        style = "yellow" if not timing.judged else "red" if timing.slower else None
+        console.print(timing.summary(), style=style, highlight=False)

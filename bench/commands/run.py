@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from sqla_bench import present
+from sqla_bench import instructions, present
 from sqla_bench.environment import chosen_cpus, pin_to
 from sqla_bench.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError
 from sqla_bench.options import (
@@ -41,7 +42,14 @@ from sqla_bench.results import (
     write_csv,
 )
 from sqla_bench.scenarios.registry import MODES, PARAMETERS
-from sqla_bench.targets import Pending, Servers, Target, planned_targets, selected_targets
+from sqla_bench.targets import (
+    URL_VARIABLES,
+    Pending,
+    Servers,
+    Target,
+    planned_targets,
+    selected_targets,
+)
 
 if TYPE_CHECKING:
     from sqla_bench.application import Workload
@@ -64,6 +72,13 @@ DESCRIPTION = (
 
 
 def add_arguments(run: argparse.ArgumentParser) -> None:
+    add_workload_arguments(run)
+    _add_output_options(run)
+    add_affinity(run)
+
+
+def add_workload_arguments(run: argparse.ArgumentParser) -> None:
+    """What to measure and how: every option of ``run`` but where the results go."""
     add_target(run, "sqlite")
     run.add_argument(
         "--driver", action="append", metavar="NAME", help="only these drivers, repeatable"
@@ -115,8 +130,26 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         "report gives how far the verdicts agree between passes, and a verdict that "
         f"differs between them is 'unstable', never a winner (default: 1, at most {MAX_PASSES})",
     )
-    _add_output_options(run)
-    add_affinity(run)
+    run.add_argument(
+        "--instructions",
+        type=number(int, 1, instructions.MAX_CALLS),
+        metavar="N",
+        help="after the timed run, count the instructions each cell executes per operation "
+        "over N more calls, under valgrind's callgrind in a process of its own (about 50 "
+        "times slower than the calls themselves; needs valgrind): a count of CPU work that "
+        "is the same from run to run whatever else the machine does, which compare holds "
+        "within --instructions-tolerance where it cannot hold timings. Cells under load "
+        f"are not counted (default: not counted; at most {instructions.MAX_CALLS})",
+    )
+    run.add_argument(
+        "--on-error",
+        choices=ON_ERROR,
+        default="stop",
+        help="when a cell fails because its server stopped answering: stop measuring that "
+        "target (its other targets go on), or continue with the next cell, which finds the "
+        "server back or records the same failure; either way the failed cell is kept with "
+        "its error and the exit status is 3 (default: stop)",
+    )
 
 
 def _add_models_options(run: argparse.ArgumentParser) -> None:
@@ -238,15 +271,6 @@ def _add_load_options(run: argparse.ArgumentParser) -> None:
 
 def _add_output_options(run: argparse.ArgumentParser) -> None:
     run.add_argument(
-        "--on-error",
-        choices=ON_ERROR,
-        default="stop",
-        help="when a cell fails because its server stopped answering: stop measuring that "
-        "target (its other targets go on), or continue with the next cell, which finds the "
-        "server back or records the same failure; either way the failed cell is kept with "
-        "its error and the exit status is 3 (default: stop)",
-    )
-    run.add_argument(
         "--output",
         type=Path,
         metavar="PATH",
@@ -276,6 +300,8 @@ def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int
     if args.csv and path.suffix == ".csv":  # the CSV would replace the result file
         raise ConfigError(f"--csv writes {path} itself: give --output a .json name")
     _print_unhandled(console, planned)
+    if args.instructions:
+        instructions.valgrind()  # before anything is measured: one line if it is missing
     if args.dry_run:
         check_output_path(path)
         _print_plan(console, planned)
@@ -285,6 +311,8 @@ def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int
     plan = plan_from(args, targets)
     pin_to(args.affinity)
     results, failures = run_on_console(plan, path, args.argv, console, started)
+    if plan.instructions and not failures:
+        failures += count_instructions(plan, results, args.argv[1:], console)
     present.print_tables(console, results.cells)
     if args.csv:
         write_csv(path.with_suffix(".csv"), results.cells)
@@ -325,7 +353,30 @@ def plan_from(args: argparse.Namespace, targets: Sequence[Target | Pending]) -> 
         on_error=args.on_error,
         pgbouncer=args.pgbouncer,
         pgbouncer_pool=args.pgbouncer_pool_size,
+        instructions=args.instructions,
     )
+
+
+def count_instructions(
+    plan: RunPlan, results: ResultFile, run_words: list[str], console: Console
+) -> list[str]:
+    """The instructions of every cell measured one call at a time, counted in a child
+    under callgrind (``bench.instructions``) and written into the run's result file; why
+    not, when the child failed (the timed run's cells are kept as they were)."""
+    urls = {
+        URL_VARIABLES[target.name]: target.url.render_as_string(hide_password=False)
+        for target in plan.targets
+        if target.name in URL_VARIABLES
+    }
+    say = partial(console.print, highlight=False)
+    try:
+        counts = instructions.count(run_words, urls, plan.instructions, say)
+    except instructions.ChildError as error:
+        return [f"instructions not counted: {error}"]
+    merged = instructions.merge(results.cells, counts)
+    results.rewrite_cells()
+    say(f"instructions counted for {merged} of {len(results.cells)} cells")
+    return []
 
 
 def _workload(args: argparse.Namespace) -> Workload | None:

@@ -1,0 +1,38 @@
+"""Where a run pins itself (``--affinity auto``): the least busy CPU it may use."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from sqla_bench.environment import least_busy
+
+pytestmark = pytest.mark.harness
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs two CPUs this process may use",
+)
+def test_auto_affinity_avoids_the_cpu_another_process_keeps_busy() -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    if max(psutil.cpu_percent(interval=0.3, percpu=True)) > 50:
+        pytest.skip("a CPU is busy already: which one another process loads cannot be told")
+    for loaded in (allowed[0], allowed[-1]):
+        spinner = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                f"import os; os.sched_setaffinity(0, {{{loaded}}})\nwhile 1: pass",
+            ]
+        )
+        try:
+            chosen = least_busy(set(allowed), seconds=0.5)
+        finally:
+            spinner.kill()
+            spinner.wait()
+        assert chosen != loaded, (loaded, chosen)

@@ -15,11 +15,13 @@ pytestmark = pytest.mark.harness
 
 
 @pytest.mark.skipif(
-    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
-    reason="needs two CPUs this process may use",
+    not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2,
+    reason="needs two CPUs",
 )
 def test_auto_affinity_avoids_the_cpu_another_process_keeps_busy() -> None:
-    allowed = sorted(os.sched_getaffinity(0))
+    # Every CPU of the machine, not this process's: a run measured in this process
+    # earlier pinned it to one.
+    allowed = list(range(os.cpu_count() or 1))
     if max(psutil.cpu_percent(interval=0.3, percpu=True)) > 50:
         pytest.skip("a CPU is busy already: which one another process loads cannot be told")
     for loaded in (allowed[0], allowed[-1]):

@@ -7,8 +7,10 @@ or an artifact) and let it grow. ``compare --history FILE`` then holds each cell
 and instructions to a tolerance drawn from its own evidence (``tolerance``) instead of
 one figure for every cell: a psycopg async cell whose wait loop polls a varying number
 of times gets the room its runs showed it needs, and says so; a cell that never moved
-is held tighter. The per-run medians are the noise model of the timing gate
-(``compare --gate-timing``): how far one run's median strays from another's.
+is held tighter (calls only: instructions never below the default, see
+``CALLS_FLOOR``). The per-run medians give each cell's spread of median time between
+runs, which ``calibrate`` prints; the timing gate (``compare --gate-timing``) does not
+read them yet: it estimates that spread from the runs it compares.
 """
 
 from __future__ import annotations

@@ -37,10 +37,9 @@ DEFAULT_MIN_EFFECT = 0.10
 # Repeated runs here differed by at most 0.4 % (25 calls in 6,600: asyncpg's rows came in
 # one more read); the upgrade from SQLAlchemy 2.0.58 to 2.1.9 moved most cells by 2 to 26 %.
 DEFAULT_CALLS_TOLERANCE = 0.02
-# Over 20 runs of one installation here a cell's count moved by at most 0.66 %; two
-# installations of the same code (one path more on sys.path) moved cells a change did not
-# reach by up to 2.6 %: where Python's allocator puts things is the difference.
-DEFAULT_INSTRUCTIONS_TOLERANCE = 0.05
+# With the type cache's misses left out (instructions.read_window), three memory layouts
+# of the same code counted every crud and baseline cell within 0.32 % here.
+DEFAULT_INSTRUCTIONS_TOLERANCE = 0.01
 DEFAULT_ALPHA = 0.05
 MIN_SAMPLES = 5  # fewer, and no test can tell anything: the cell is "not timed"
 EXACT = ("outcome", "error", "statements", "round_trips", "rows", "rows_fetched")
@@ -243,10 +242,44 @@ def exact_changes(base: CellRecord, new: CellRecord) -> tuple[str, ...]:
     )
 
 
-def compare_cell(base: CellRecord, new: CellRecord, gate: Gate) -> CellChange:
-    changed = tuple(
-        f"{name} {getattr(base, name)} -> {getattr(new, name)}" for name in exact_changes(base, new)
+def sql_change(base: CellRecord, new: CellRecord) -> tuple[list[dict], list[dict]]:
+    """The SQL NEW ran more often than BASE, and less often, as texts with how many more
+    or fewer times (empty when either run kept no SQL, results older than schema 7)."""
+    if base.sql is None or new.sql is None:
+        return [], []
+    was = {statement["text"]: statement["count"] for statement in base.sql}
+    now = {statement["text"]: statement["count"] for statement in new.sql}
+    added = [
+        {"text": text, "count": count - was.get(text, 0)}
+        for text, count in now.items()
+        if count > was.get(text, 0)
+    ]
+    removed = [
+        {"text": text, "count": count - now.get(text, 0)}
+        for text, count in was.items()
+        if count > now.get(text, 0)
+    ]
+    return added, removed
+
+
+def _sql_lines(base: CellRecord, new: CellRecord) -> tuple[str, ...]:
+    added, removed = sql_change(base, new)
+    return tuple(
+        f"SQL {verb}: {statement['count']} x {_shortened(statement['text'])}"
+        for verb, statements in (("added", added), ("removed", removed))
+        for statement in statements
     )
+
+
+def _shortened(text: str, most: int = 120) -> str:
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
+def compare_cell(base: CellRecord, new: CellRecord, gate: Gate) -> CellChange:
+    exact = exact_changes(base, new)
+    changed = tuple(f"{name} {getattr(base, name)} -> {getattr(new, name)}" for name in exact)
+    if "statements" in exact:
+        changed += _sql_lines(base, new)
     noted: tuple[str, ...] = ()
     for metric in TOLERATED:
         said, grew = tolerated_change(metric, base, new, *gate.tolerance(metric, new))
@@ -355,7 +388,7 @@ COLUMNS = ("verdict", "cell", "base median", "new median", "new/base", "p", "wha
 # The version of compare --format json's document (compare.schema.json): 2 gave numbers
 # their own fields and units, where 1 gave the table's display strings; 3 adds
 # instructions.
-JSON_VERSION = 3
+JSON_VERSION = 4
 JSON_SCHEMA_PATH = Path(__file__).with_name("compare.schema.json")
 
 
@@ -550,6 +583,7 @@ def _timing_data(timing: TimingVerdict) -> dict[str, Any]:
                 "verdict": cell.verdict,
                 "base_medians_ns": list(cell.base_medians),
                 "new_medians_ns": list(cell.new_medians),
+                "history_runs": cell.history_runs,
             }
             for cell in timing.cells
         ],
@@ -580,7 +614,12 @@ def _cell_data(cell: CellChange, gate: Gate) -> dict[str, Any]:
         "verdict": cell.verdict,
         "regressed": cell.regressed,
         "changes": [
-            {"metric": name, "base": getattr(cell.base, name), "new": getattr(cell.new, name)}
+            {
+                "metric": name,
+                "base": getattr(cell.base, name),
+                "new": getattr(cell.new, name),
+                **(_sql_data(cell) if name == "statements" else {}),
+            }
             for name in exact_changes(cell.base, cell.new)
         ]
         + moved,
@@ -591,6 +630,13 @@ def _cell_data(cell: CellChange, gate: Gate) -> dict[str, Any]:
         "p_slower": cell.p_slower,
         "p_faster": cell.p_faster,
     }
+
+
+def _sql_data(cell: CellChange) -> dict[str, Any]:
+    if cell.base.sql is None or cell.new.sql is None:
+        return {}
+    added, removed = sql_change(cell.base, cell.new)
+    return {"sql_added": added, "sql_removed": removed}
 
 
 def _measured(cell: CellRecord) -> dict[str, Any]:

@@ -7,10 +7,9 @@ or an artifact) and let it grow. ``compare --history FILE`` then holds each cell
 and instructions to a tolerance drawn from its own evidence (``tolerance``) instead of
 one figure for every cell: a psycopg async cell whose wait loop polls a varying number
 of times gets the room its runs showed it needs, and says so; a cell that never moved
-is held tighter (calls only: instructions never below the default, see
-``CALLS_FLOOR``). The per-run medians give each cell's spread of median time between
-runs, which ``calibrate`` prints; the timing gate (``compare --gate-timing``) does not
-read them yet: it estimates that spread from the runs it compares.
+is held tighter, down to ``FLOOR``. The per-run medians give each cell's spread of
+median time between runs, which ``calibrate`` prints and the timing gate (``compare
+--gate-timing --history``) pools into its test.
 """
 
 from __future__ import annotations
@@ -30,10 +29,10 @@ from sqla_bench.stats import summarize
 HISTORY_VERSION = 1
 MIN_RUNS = 3  # fewer runs of a cell, and its tolerance is the gate's default
 MARGIN = 1.5  # a tolerance is this many times the widest spread the history saw
-# Calls never tighter than this. Instructions never tighter than the gate's default: runs
-# of one installation agree within 0.7 % here, but two installations of the same code (a
-# path more on sys.path) moved cells by up to 3 %, and a history of one cannot see that.
-CALLS_FLOOR = 0.005
+# No tolerance tighter than this. A history is usually of one installation, and another
+# installation of the same code moves a count a little more than repeated runs of one
+# do: instructions by up to 0.3 % here (memory layout; see instructions.read_window).
+FLOOR = 0.005
 MAX_RUNS_KEPT = 50  # the newest runs of each cell: a history that grows without end
 # would hold on to a machine or a library it no longer runs on
 
@@ -104,14 +103,13 @@ class History:
     def tolerance(self, cell: CellRecord, metric: str, default: float) -> tuple[float, str]:
         """The tolerance ``metric`` gets in ``cell`` and where it comes from, in words:
         ``MARGIN`` times the widest spread of at least ``MIN_RUNS`` runs, at least
-        ``CALLS_FLOOR`` for calls and ``default`` for instructions; otherwise ``default``."""
+        ``FLOOR``; otherwise ``default``."""
         spread = self.spread(cell, metric)
         if spread is None or spread.runs < MIN_RUNS:
             runs = spread.runs if spread else 0
             return default, f"default: the history has {runs} runs of this cell"
         widest = spread.relative_range()
-        floor = CALLS_FLOOR if metric == "calls" else default
-        tolerance = max(floor, MARGIN * widest)
+        tolerance = max(FLOOR, MARGIN * widest)
         return tolerance, f"history: {spread.runs} runs spread {widest:.2%}"
 
     def median_noise(self, cell: CellRecord) -> float | None:

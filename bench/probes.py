@@ -31,6 +31,25 @@ class Executed:
         return Statement(self.text, len(self.parameters or ()))
 
 
+MAX_SQL_TEXTS = 100  # distinct statements a cell keeps (an N+1 repeats one text)
+MAX_SQL_CHARS = 2_000  # of each text: a long IN list says what it is long before this
+
+
+def sql_of(executed: list[Executed]) -> list[dict[str, Any]]:
+    """The statements in ``executed`` as a cell keeps them: each distinct text once
+    (whitespace collapsed, cut at ``MAX_SQL_CHARS``) with how many times it ran, in the
+    order each first ran, at most ``MAX_SQL_TEXTS`` texts. Counting repeats keeps an
+    N+1 of a thousand loads to two entries, and a change to it readable as a count."""
+    counts: dict[str, int] = {}
+    for statement in executed:
+        text = " ".join(statement.text.split())
+        if len(text) > MAX_SQL_CHARS:
+            text = text[: MAX_SQL_CHARS - 3] + "..."
+        if text in counts or len(counts) < MAX_SQL_TEXTS:
+            counts[text] = counts.get(text, 0) + 1
+    return [{"text": text, "count": count} for text, count in counts.items()]
+
+
 class StatementCounter:
     """Counts statements started and completed on an engine, and the COMMITs and
     ROLLBACKs it sends; while ``detail`` is on, keeps what each statement was.

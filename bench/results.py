@@ -29,10 +29,10 @@ from sqla_bench.errors import ConfigError
 from sqla_bench.owner import owner_alive
 from sqla_bench.stats import summarize
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # ``sqla-bench verify --json``: the outcome matrix, one record per case, cell and driver.
 VERIFY_SCHEMA_VERSION = 1
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)  # older files are upgraded as they are read (``upgrade``)
+READABLE_VERSIONS = tuple(range(1, SCHEMA_VERSION + 1))  # older ones are upgraded as read
 SCHEMA_PATH = Path(__file__).with_name("result.schema.json")
 LOCAL_RESULTS = Path("results") / "local"
 STATUSES = ("running", "complete", "incomplete", "interrupted", "failed")
@@ -88,6 +88,9 @@ class CellRecord:
     run_pass: int = 1  # run --passes: which pass over the workload measured it
     # Instructions per operation, counted under callgrind (run --instructions; schema 6).
     instructions: int | None = None
+    # The checked call's statements, each distinct text once with its count, in the
+    # order each first ran (``sql_of``; schema 7): what compare shows for a change.
+    sql: list[dict[str, Any]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -284,7 +287,17 @@ def upgrade(document: dict[str, Any], version: int) -> dict[str, Any]:
         document = upgrade_v4(document)
     if version <= 5:
         document = upgrade_v5(document)
+    if version <= 6:
+        document = upgrade_v6(document)
     return document
+
+
+def upgrade_v6(document: dict[str, Any]) -> dict[str, Any]:
+    """A version 6 document as version 7: it kept no SQL."""
+    for cell in document.get("cells", []):
+        if isinstance(cell, dict):
+            cell.setdefault("sql", None)
+    return {**document, "schema_version": 7}
 
 
 def upgrade_v5(document: dict[str, Any]) -> dict[str, Any]:

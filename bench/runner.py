@@ -41,7 +41,7 @@ from sqla_bench.owned import PRUNE_HINT
 from sqla_bench.pgbouncer import PgBouncer
 from sqla_bench.pgbouncer import version as pgbouncer_version
 from sqla_bench.plan import RunPlan
-from sqla_bench.probes import RoundTripCounter
+from sqla_bench.probes import RoundTripCounter, sql_of
 from sqla_bench.processes import worker_specs
 from sqla_bench.results import CellRecord, ResultFile
 from sqla_bench.scenarios.dataset import DatasetSize
@@ -352,6 +352,7 @@ class Runner:
             peak_memory=measurement.peak_memory,
             calls=measurement.calls,
             instructions=measurement.instructions,
+            sql=None if checked is None or checked.executed is None else sql_of(checked.executed),
             **_design(measurement),
             run_pass=self.run_pass,
         )

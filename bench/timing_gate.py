@@ -12,6 +12,12 @@ above BASE's by more than their spread between runs allows:
 - Welch's t-test, one-sided, on the logarithms of the per-run medians (a ratio is a
   difference of logarithms; Mann-Whitney on five runs a side cannot reach a p below
   1/252, which no correction over many cells would accept);
+- with an A/A history (``calibrate``; ``compare --history``) that holds at least
+  ``MIN_RUNS`` runs of a cell, the cell's noise model is the history's too: its spread
+  between runs is pooled with BASE's and NEW's (Student's t on every run's deviation
+  from its own group's mean), so five runs a side gain the degrees of freedom of every
+  run the history kept. This assumes the history was measured on a machine like this
+  one; the output says how many cells used it;
 - Holm's correction over every cell tested, so the chance of any false alarm in an
   A/A pair is at most ``alpha``, not ``alpha`` per cell;
 - a cell is slower when its adjusted p is below ``alpha`` and NEW's median is at least
@@ -33,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sqla_bench.history import History
 from sqla_bench.results import CellRecord
 from sqla_bench.stats import summarize
 
@@ -55,6 +62,7 @@ class TimedCell:
     p: float  # one-sided, NEW slower
     p_adjusted: float = 1.0  # Holm
     verdict: str = "unchanged"  # or "slower"
+    history_runs: int = 0  # runs of the A/A history pooled into its noise model
 
 
 @dataclass
@@ -65,6 +73,15 @@ class TimingVerdict:
     alpha: float
     busy: list[str] = field(default_factory=list)  # why there is no verdict
     noise: float | None = None  # median over cells of the sd of log(per-run median)
+
+    @property
+    def history_runs(self) -> int:
+        """The runs of the A/A history the median cell pooled (0: none used)."""
+        return int(statistics.median(c.history_runs for c in self.cells)) if self.cells else 0
+
+    @property
+    def from_history(self) -> int:
+        return sum(1 for cell in self.cells if cell.history_runs)
 
     @property
     def judged(self) -> bool:
@@ -78,9 +95,7 @@ class TimingVerdict:
         """The slowdown found with 80 % power at these runs and this noise."""
         if self.noise is None or not self.cells:
             return None
-        return (
-            math.exp(_detectable_log(self.noise, self.base_runs, len(self.cells), self.alpha)) - 1
-        )
+        return math.exp(self._detectable_log(self.base_runs)) - 1
 
     def runs_needed(self, effect: float = TARGET_EFFECT) -> int | None:
         """Runs per side for ``effect`` to be found with 80 % power (None: more than
@@ -88,14 +103,33 @@ class TimingVerdict:
         if self.noise is None or not self.cells:
             return None
         for runs in range(MIN_RUNS, MAX_RUNS_SUGGESTED + 1):
-            if _detectable_log(self.noise, runs, len(self.cells), self.alpha) <= math.log1p(effect):
+            if self._detectable_log(runs) <= math.log1p(effect):
                 return runs
         return None
 
+    def _detectable_log(self, runs: int) -> float:
+        """The log-ratio a one-sided test on ``runs`` a side finds with 80 % power at
+        Holm's strictest step (alpha / tests), for per-run medians with this sd, with
+        the history's runs adding to the degrees of freedom where it was used."""
+        from scipy.stats import t
+
+        assert self.noise is not None
+        freedom = 2 * runs - 2 + max(self.history_runs - 1, 0)
+        quantiles = t.ppf(1 - self.alpha / len(self.cells), freedom) + t.ppf(POWER, freedom)
+        return quantiles * self.noise * math.sqrt(2 / runs)
+
     def summary(self) -> str:
+        test = "Welch t"
+        if self.from_history:
+            test = (
+                f"t with the A/A history's spread pooled in {self.from_history} of "
+                f"{len(self.cells)} cells (median {self.history_runs} runs), Welch t in the rest"
+                if self.from_history < len(self.cells)
+                else f"t with the A/A history's spread pooled (median {self.history_runs} runs)"
+            )
         shown = (
             f"{len(self.cells)} cells, {self.base_runs} base and {self.new_runs} new runs, "
-            f"Welch t on per-run medians, Holm at alpha {self.alpha:g}"
+            f"{test} on per-run medians, Holm at alpha {self.alpha:g}"
         )
         detect, needed = self.detectable(), self.runs_needed()
         if detect is not None:
@@ -118,29 +152,18 @@ class TimingVerdict:
         return f"timing gate: {head} ({shown})"
 
 
-def _detectable_log(noise: float, runs: int, tests: int, alpha: float) -> float:
-    """The log-ratio a one-sided Welch test on ``runs`` a side finds with 80 % power at
-    Holm's strictest step (alpha / tests), for per-run medians with this sd."""
-    from scipy.stats import t
-
-    freedom = 2 * runs - 2
-    return (t.ppf(1 - alpha / tests, freedom) + t.ppf(POWER, freedom)) * noise * math.sqrt(2 / runs)
-
-
 def _verdict(ratio: float, p_adjusted: float, alpha: float) -> str:
     return "slower" if p_adjusted < alpha and ratio >= 1 + REPORTED_EFFECT else "unchanged"
 
 
-def per_run_medians(runs: Sequence[Run]) -> dict[tuple, tuple[str, list[float]]]:
-    """Each cell's name and its median in every run that timed it."""
-    from sqla_bench.compare import cell_name
-
-    medians: dict[tuple, tuple[str, list[float]]] = {}
+def per_run_medians(runs: Sequence[Run]) -> dict[tuple, tuple[CellRecord, list[float]]]:
+    """Each cell (as its first run has it) and its median in every run that timed it."""
+    medians: dict[tuple, tuple[CellRecord, list[float]]] = {}
     for _, cells in runs:
         for cell in cells:
             summary = summarize(cell.samples_ns)
             if summary is not None and cell.outcome == "ok":
-                medians.setdefault(cell.key, (cell_name(cell), []))[1].append(summary.median_ns)
+                medians.setdefault(cell.key, (cell, []))[1].append(summary.median_ns)
     return medians
 
 
@@ -160,6 +183,38 @@ def busy_runs(runs: Sequence[Run], side: str) -> list[str]:
     return found
 
 
+def _history_logs(history: History | None, cell: CellRecord) -> list[float]:
+    """The logarithms of the cell's per-run medians in the history (none below
+    ``MIN_RUNS``: too few to say how far runs stray)."""
+    spread = history.spread(cell, "median_ns") if history is not None else None
+    if spread is None or spread.runs < MIN_RUNS:
+        return []
+    return [math.log(value) for value in spread.values]
+
+
+def _one_sided(
+    logs_base: list[float], logs_new: list[float], logs_history: list[float]
+) -> tuple[float, float]:
+    """The spread between runs (sd of log medians) and the one-sided p that NEW is
+    slower: Welch's t on BASE and NEW alone, or, with the history's runs, Student's t
+    with every group's deviations from its own mean pooled into one variance."""
+    from scipy.stats import t, ttest_ind
+
+    if not logs_history:
+        spread = math.sqrt((statistics.variance(logs_base) + statistics.variance(logs_new)) / 2)
+        result = ttest_ind(logs_new, logs_base, equal_var=False, alternative="greater")
+        return spread, 1.0 if math.isnan(result.pvalue) else float(result.pvalue)
+    groups = (logs_base, logs_new, logs_history)
+    squares = sum(sum((x - statistics.fmean(g)) ** 2 for x in g) for g in groups)
+    freedom = sum(len(g) - 1 for g in groups)
+    spread = math.sqrt(squares / freedom)
+    error = spread * math.sqrt(1 / len(logs_base) + 1 / len(logs_new))
+    difference = statistics.fmean(logs_new) - statistics.fmean(logs_base)
+    if error == 0:
+        return spread, 0.0 if difference > 0 else 1.0
+    return spread, float(t.sf(difference / error, freedom))
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm's step-down adjustment, in the order given."""
     order = sorted(range(len(p_values)), key=lambda i: p_values[i])
@@ -170,25 +225,35 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def gate_timing(base: Sequence[Run], new: Sequence[Run], alpha: float) -> TimingVerdict:
-    """The timing verdict on every cell both sides timed in at least ``MIN_RUNS`` runs."""
-    from scipy.stats import ttest_ind
+def gate_timing(
+    base: Sequence[Run], new: Sequence[Run], alpha: float, history: History | None = None
+) -> TimingVerdict:
+    """The timing verdict on every cell both sides timed in at least ``MIN_RUNS`` runs;
+    with ``history``, each cell it has enough runs of pools their spread in."""
+    from sqla_bench.compare import cell_name
 
     before, after = per_run_medians(base), per_run_medians(new)
     tested, spreads = [], []
-    for key, (name, base_medians) in before.items():
-        new_medians = after.get(key, (name, []))[1]
+    for key, (cell, base_medians) in before.items():
+        new_medians = after.get(key, (cell, []))[1]
         if min(len(base_medians), len(new_medians)) < MIN_RUNS:
             continue
         logs_base = [math.log(m) for m in base_medians]
         logs_new = [math.log(m) for m in new_medians]
-        spreads.append(
-            math.sqrt((statistics.variance(logs_base) + statistics.variance(logs_new)) / 2)
-        )
-        result = ttest_ind(logs_new, logs_base, equal_var=False, alternative="greater")
-        p = 1.0 if math.isnan(result.pvalue) else float(result.pvalue)
+        logs_history = _history_logs(history, cell)
+        spread, p = _one_sided(logs_base, logs_new, logs_history)
+        spreads.append(spread)
         ratio = math.exp(statistics.fmean(logs_new) - statistics.fmean(logs_base))
-        tested.append(TimedCell(name, tuple(base_medians), tuple(new_medians), ratio, p))
+        tested.append(
+            TimedCell(
+                cell_name(cell),
+                tuple(base_medians),
+                tuple(new_medians),
+                ratio,
+                p,
+                history_runs=len(logs_history),
+            )
+        )
     adjusted = holm([cell.p for cell in tested])
     cells = [
         replace(cell, p_adjusted=p_adjusted, verdict=_verdict(cell.ratio, p_adjusted, alpha))

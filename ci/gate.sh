@@ -14,6 +14,9 @@
 #                      0: none; needs valgrind)
 #   GATE_TIMING        1: a slowdown by the timing gate fails the job too (exit 4);
 #                      default 0: it is reported as advice
+#   GATE_HISTORY       an A/A history file (`sqla-bench calibrate`, kept by CI as a cache):
+#                      calls and instructions held to each cell's own spread, and its
+#                      spread between runs pooled into the timing test
 # Exit status: 0 pass, 1 a counted change (statements, rows, round trips, calls,
 # instructions), 4 slower by the timing gate (GATE_TIMING=1), anything else an error.
 # On GitHub Actions (GITHUB_ACTIONS=true) the verdicts are annotations and the table goes
@@ -49,8 +52,11 @@ done
 
 format=text
 if [[ "${GITHUB_ACTIONS:-}" == true ]]; then format=github; fi
+history=()
+if [[ -n "${GATE_HISTORY:-}" ]]; then history=(--history "$GATE_HISTORY"); fi
 status=0
-"$new_python" -m sqla_bench compare "$out/base" "$out/new" --gate-timing --format "$format" || status=$?
+"$new_python" -m sqla_bench compare "$out/base" "$out/new" --gate-timing --format "$format" \
+  "${history[@]}" || status=$?
 if ((status == 4 && ${GATE_TIMING:-0} != 1)); then
   echo "the timing gate found a slowdown; GATE_TIMING is not 1, so it advises and does not fail"
   status=0

@@ -15,7 +15,7 @@ from sqla_bench.commands.run import add_workload_arguments, count_instructions, 
 from sqla_bench.compare import load_run
 from sqla_bench.environment import chosen_cpus, pin_to
 from sqla_bench.errors import EXIT_INCOMPLETE, ConfigError
-from sqla_bench.history import CALLS_FLOOR, MARGIN, MIN_RUNS, History, cell_id
+from sqla_bench.history import FLOOR, MARGIN, MIN_RUNS, History, cell_id
 from sqla_bench.options import add_affinity, number
 from sqla_bench.pipeline import run_on_console
 from sqla_bench.results import LOCAL_RESULTS, CellRecord, check_writable
@@ -29,11 +29,11 @@ DESCRIPTION = (
     "to an A/A history file (--history, created or extended: CI can carry it between "
     "jobs). compare --history FILE then holds each cell's calls and instructions to "
     f"{MARGIN:g} times the widest spread its own runs showed (from {MIN_RUNS} runs on; "
-    f"calls at least {CALLS_FLOOR:.1%}, instructions never tighter than "
-    "--instructions-tolerance, since another installation moves them more than repeated "
-    "runs of one do), instead of one tolerance for all, and says so. --add RESULT adds "
-    "runs already measured instead of measuring. The run options are run's. Exit status "
-    "3 when a run failed part-way (the runs before it are kept), 2 for bad input."
+    f"never tighter than {FLOOR:.1%}), instead of one tolerance for all, and says so; "
+    "compare --gate-timing --history pools each cell's spread of median time between runs "
+    "into its timing test. --add RESULT adds runs already measured instead of measuring. "
+    "The run options are run's. Exit status 3 when a run failed part-way (the runs before "
+    "it are kept), 2 for bad input."
 )
 
 
@@ -131,8 +131,8 @@ def _summary(console: Console, history: History, cells: list[CellRecord], path: 
     console.print(table)
     console.print(
         f"compare --history {path} holds calls and instructions to {MARGIN:g} x each "
-        f"cell's spread (calls at least {CALLS_FLOOR:.1%}, instructions never below "
-        f"--instructions-tolerance; cells with fewer than {MIN_RUNS} runs: the defaults)",
+        f"cell's spread (at least {FLOOR:.1%}; cells with fewer than {MIN_RUNS} runs: "
+        "the defaults)",
         highlight=False,
     )
     return 0

@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FRACTION",
         help="how many more instructions per operation a cell may execute before it fails, "
         "as a fraction, where both runs counted them (run --instructions); the counts "
-        "of the same code in two installations differ by up to 2.6 %% here (default: "
+        "of the same code in two installations differ by up to 0.3 %% here (default: "
         f"{DEFAULT_INSTRUCTIONS_TOLERANCE:g})",
     )
     parser.add_argument(
@@ -105,8 +105,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"BASE and NEW are folders of at least {MIN_RUNS} runs each, made interleaved; each "
         "cell is one median per run, NEW's against BASE's by a one-sided Welch t-test on "
         "their logarithms, Holm-corrected over the cells at --alpha; slower (exit 4) when "
-        f"significant and at least {REPORTED_EFFECT * 100:.0f}%% up. No verdict when a run was "
-        "measured on a busy machine. The output says what slowdown these runs can detect",
+        f"significant and at least {REPORTED_EFFECT * 100:.0f}%% up. With --history, a cell's "
+        "spread between runs in the A/A history is pooled in (Student's t, more degrees of "
+        "freedom). No verdict when a run was measured on a busy machine. The output says "
+        "what slowdown these runs can detect",
     )
     parser.add_argument(
         "--format",
@@ -130,7 +132,7 @@ def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int
     )
     summary = _job_summary() if args.format == "github" else None
     base_runs, new_runs = load_runs(args.base), load_runs(args.new)
-    timing = _timing(args, base_runs, new_runs) if args.gate_timing else None
+    timing = _timing(args, base_runs, new_runs, gate.history) if args.gate_timing else None
     comparison = compare(merged(base_runs), merged(new_runs), gate)
     if args.format == "json":
         print(json.dumps(to_json(comparison, gate, timing), indent=2))
@@ -148,14 +150,16 @@ def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int
     return EXIT_SLOWER if timing is not None and timing.slower else 0
 
 
-def _timing(args: argparse.Namespace, base: list, new: list) -> TimingVerdict:
+def _timing(
+    args: argparse.Namespace, base: list, new: list, history: History | None
+) -> TimingVerdict:
     for side, runs in (("BASE", base), ("NEW", new)):
         if len(runs) < MIN_RUNS:
             raise ConfigError(
                 f"--gate-timing needs at least {MIN_RUNS} runs a side, made interleaved: "
                 f"{side} ({getattr(args, side.lower())}) holds {len(runs)}"
             )
-    return gate_timing(base, new, args.alpha)
+    return gate_timing(base, new, args.alpha, history)
 
 
 def _job_summary() -> TextIO | None:

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from sqla_bench import instructions, present
 from sqla_bench.environment import chosen_cpus, pin_to
-from sqla_bench.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError
+from sqla_bench.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError, fail
 from sqla_bench.options import (
     MAX_PROCESSES,
     MAX_SECONDS,
@@ -42,6 +42,7 @@ from sqla_bench.results import (
     write_csv,
 )
 from sqla_bench.scenarios.registry import MODES, PARAMETERS
+from sqla_bench.stopping import stopped_by
 from sqla_bench.targets import (
     URL_VARIABLES,
     Pending,
@@ -373,6 +374,13 @@ def count_instructions(
         counts = instructions.count(run_words, urls, plan.instructions, say)
     except instructions.ChildError as error:
         return [f"instructions not counted: {error}"]
+    except KeyboardInterrupt as interruption:  # Ctrl-C or SIGTERM: the timed run is whole
+        what, status = stopped_by(interruption)
+        fail(
+            f"sqla-bench: {what} while counting instructions: the {len(results.cells)} timed "
+            f"cells are kept in {results.path}, without instructions",
+            status,
+        )
     merged = instructions.merge(results.cells, counts)
     results.rewrite_cells()
     say(f"instructions counted for {merged} of {len(results.cells)} cells")

@@ -56,6 +56,13 @@ class Configured:
 
     def __init__(self) -> None:
         self.sqlite_dir = Path(tempfile.mkdtemp(prefix="sqla-bench-tests-"))
+        try:
+            self._plan()
+        except BaseException:  # a server out of reach ends the session: no folder left
+            shutil.rmtree(self.sqlite_dir, ignore_errors=True)
+            raise
+
+    def _plan(self) -> None:
         self.required = required_targets()
         self.servers = Servers(self.sqlite_dir)
         self.targets: dict[str, Target | Pending | Unavailable] = {

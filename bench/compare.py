@@ -67,6 +67,9 @@ class Gate:
     hold_calls: bool = True
     # Per-cell tolerances from an A/A history (compare --history); None: the figures above.
     history: History | None = field(default=None, compare=False)
+    # The history may widen a tolerance, never narrow it (the committed baselines' own
+    # history: a few runs on one machine must not make every other machine's gate tighter).
+    history_widens_only: bool = False
 
     def __post_init__(self) -> None:
         if not (self.min_effect > 0 and math.isfinite(self.min_effect)):
@@ -86,7 +89,10 @@ class Gate:
         default = self.calls_tolerance if metric == "calls" else self.instructions_tolerance
         if self.history is None or cell is None:
             return default, ""
-        return self.history.tolerance(cell, metric, default)
+        tolerance, source = self.history.tolerance(cell, metric, default)
+        if self.history_widens_only and tolerance <= default:
+            return default, ""
+        return tolerance, source
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,42 @@ def test_calls_are_held_over_the_drivers_both_runs_loaded(sqlite_baseline, tmp_p
     assert "drivers differ" in note and "0.0.1" in note
 
 
+def test_a_history_beside_the_baselines_widens_a_cell_s_tolerance_and_never_narrows_it(
+    sqlite_baseline, tmp_path
+) -> None:
+    """history.json beside the baselines (an A/A history of baseline runs) gives a cell
+    whose calls moved between runs 1.5 times its spread, said in the line; a cell that
+    never moved keeps the 2 % a committed baseline holds everywhere, not the history's
+    0.5 % floor."""
+    from dataclasses import replace
+
+    from sqla_bench.history import History
+
+    _, cells = read_result(sqlite_baseline / "sqlite.json")
+    (get,) = [c for c in cells if c.case == "crud.get" and c.mode == "sync"]
+
+    def with_history(name: str, spread: float, more_calls: float) -> Held:
+        history = History()
+        for factor in (1.0, 1 + spread, 1.0):
+            history.add_run([replace(get, calls=round(get.calls * factor))])
+
+        def fewer(document):
+            cell = next(c for c in document if c["case"] == "crud.get" and c["mode"] == "sync")
+            cell["calls"] = round(cell["calls"] / (1 + more_calls))
+
+        folder = edited(sqlite_baseline, tmp_path / name, fewer)
+        history.write(folder / "history.json")
+        return held_to(sqlite_baseline, folder)
+
+    moved = with_history("moved", spread=0.08, more_calls=0.10)
+    assert moved.passed and not moved.lines, moved.lines  # 10 % within 1.5 x 8 %
+    beyond = with_history("beyond", spread=0.04, more_calls=0.10)
+    (line,) = beyond.lines
+    assert "calls" in line and "history: 3 runs spread 4." in line, line  # 416 calls: 4.09 %
+    still = with_history("still", spread=0.0, more_calls=0.01)
+    assert still.passed, still.lines  # 1 % more: within 2 %, though the floor is 0.5 %
+
+
 @pytest.mark.harness
 def test_cells_missing_on_either_side_fail(sqlite_baseline, tmp_path) -> None:
     held = held_to(

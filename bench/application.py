@@ -22,31 +22,20 @@ reason, and the rest still run.
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import (
-    Engine,
-    ForeignKey,
-    Integer,
-    String,
-    Table,
-    create_engine,
-    event,
-    func,
-    inspect,
-    select,
-)
+from sqlalchemy import Engine, Table, create_engine, event, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapper, registry
+from sqlalchemy.orm import DeclarativeBase, Mapper, configure_mappers, registry
 from sqlalchemy.pool import NullPool
-from sqlalchemy.schema import UniqueConstraint, sort_tables
+from sqlalchemy.schema import sort_tables
 
 from sqla_bench import owned
 from sqla_bench.engines import claim, server_version
 from sqla_bench.errors import ConfigError, first_line, shown
+from sqla_bench.generate import Generator, TablePlan, key_classes
 from sqla_bench.plan import import_application
 from sqla_bench.scenarios.dataset import MAX_ROWS, DatasetSize
 from sqla_bench.scenarios.registry import Case
@@ -64,16 +53,18 @@ READ_ONLY = {
     "sqlite": "PRAGMA query_only = ON",
 }
 MAX_SAMPLE = 10_000  # parents one load samples: the root query's IN list holds their keys
-INSERT_CHUNK = 5_000
-SEED = 20261202  # polyfactory's values are the same on every run
 
 
 @dataclass(frozen=True)
 class Unhandled:
-    """A relationship the run leaves out, and why."""
+    """A relationship the run leaves out, and every reason why."""
 
     name: str
-    reason: str
+    reasons: tuple[str, ...]
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
 
 
 def load_mappers(spec: str) -> list[Mapper]:
@@ -89,6 +80,7 @@ def load_mappers(spec: str) -> list[Mapper]:
     else:
         values = vars(module).values()
     registries = {id(found): found for found in map(_registry_of, values) if found is not None}
+    _configure(spec)
     mappers = sorted(
         (mapper for found in registries.values() for mapper in found.mappers),
         key=lambda mapper: mapper.class_.__name__,
@@ -101,6 +93,17 @@ def load_mappers(spec: str) -> list[Mapper]:
     return mappers
 
 
+def _configure(spec: str) -> None:
+    """Set up every mapper now, so that a mistake in the models is the user's, said in
+    SQLAlchemy's words, and not an error in the middle of a run."""
+    try:
+        configure_mappers()
+    except SQLAlchemyError as error:
+        raise ConfigError(
+            f"--models {shown(spec)}: your models do not configure: {first_line(error)}"
+        ) from None
+
+
 def _registry_of(value: Any) -> registry | None:
     if isinstance(value, registry):
         return value
@@ -108,233 +111,6 @@ def _registry_of(value: Any) -> registry | None:
         is_base = issubclass(value, DeclarativeBase) or "registry" in vars(value)
         return value.registry if is_base else None
     return None
-
-
-# --- generated data -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TablePlan:
-    """How one table is filled: its rows, and the foreign key they fan out under."""
-
-    table: Table
-    rows: int
-    fan_out_key: ForeignKey | None = None  # the key whose parent each row belongs to
-    fan_out: int = 1
-
-
-class Generator:
-    """Fills an application's tables from its models; a table it cannot fill has a reason."""
-
-    def __init__(
-        self,
-        mappers: Sequence[Mapper],
-        tables: Iterable[Table],
-        link_parents: dict[Table, Table] | None = None,
-    ) -> None:
-        self.mapped = {mapper.local_table: mapper for mapper in mappers}
-        # A link table's rows fan out under the side a many-to-many is loaded from.
-        self.link_parents = link_parents or {}
-        self.tables = sort_tables(sorted(_with_parents(tables), key=lambda t: t.name))
-        self.problems: dict[Table, str] = {}
-        for table in self.tables:
-            problem = self._problem(table)
-            if problem is not None:
-                self.problems[table] = problem
-
-    def _problem(self, table: Table) -> str | None:
-        for key in table.foreign_keys:
-            if key.column.table in self.problems:
-                return f"it refers to {key.column.table.name}, which cannot be generated"
-            if self._backward(key) and not key.parent.nullable:
-                return f"a NOT NULL foreign key {key.parent.name} to a table filled after it"
-        keys = list(table.primary_key.columns)
-        if len(keys) > 1 and any(not column.foreign_keys for column in keys):
-            return f"a composite primary key ({', '.join(c.name for c in keys)}) it cannot fill"
-        mapper = self.mapped.get(table)
-        if mapper is None:
-            return _link_table_problem(table)
-        for column in _unique_columns(table):
-            if not column.foreign_keys and not isinstance(column.type, Integer | String):
-                return f"unique column {column.name} of type {column.type}: no unique values"
-        try:
-            _factory(mapper).process_kwargs()
-        except Exception as error:  # polyfactory's refusal, in its words
-            return f"polyfactory has no value for it: {first_line(error)}"
-        return None
-
-    def plan(self, size: DatasetSize) -> list[TablePlan]:
-        """Rows per table for this dataset; ValueError beyond the seeding bound."""
-        plans: dict[Table, TablePlan] = {}
-        for table in self.tables:
-            if table not in self.problems:
-                plans[table] = self._table_plan(table, plans, size)
-        total = sum(plan.rows for plan in plans.values())
-        if total > MAX_ROWS:
-            raise ValueError(
-                f"generating those models' tables at this dataset size is {total:,} rows; "
-                f"sqla-bench seeds at most {MAX_ROWS:,}: fewer --users or --posts"
-            )
-        return list(plans.values())
-
-    def _backward(self, key: Any) -> bool:
-        """Whether a foreign key refers to its own table or one filled after it (a cycle):
-        such a key is left NULL."""
-        referred, table = key.column.table, key.parent.table
-        return referred is table or self.tables.index(referred) > self.tables.index(table)
-
-    def _table_plan(
-        self, table: Table, plans: dict[Table, TablePlan], size: DatasetSize
-    ) -> TablePlan:
-        forward = [key for key in table.foreign_keys if not self._backward(key)]
-        parent = self.link_parents.get(table)
-        keys = sorted(
-            forward, key=lambda k: (k.column.table is not parent, k.parent.nullable, k.parent.name)
-        )
-        if not keys:
-            return TablePlan(table, size.users)
-        first = keys[0]
-        parents = plans[first.column.table].rows
-        if table not in self.mapped:  # a link table: --tags links per parent
-            others = plans[keys[1].column.table].rows
-            per = min(size.tags_per_post, others)
-            return TablePlan(table, parents * per, first, per)
-        fan_out = 1 if first.parent in _unique_columns(table) else size.posts_per_user
-        return TablePlan(table, parents * fan_out, first, fan_out)
-
-    def fill(self, connection: Any, plans: Sequence[TablePlan]) -> None:
-        """Insert every planned row, parents before children."""
-        values: dict[Table, dict[str, list[Any]]] = {}
-        for plan in plans:
-            make = self._row_maker(plan, values)
-            rows = [make(index) for index in range(plan.rows)]
-            values[plan.table] = {c.key: [row.get(c.key) for row in rows] for c in plan.table.c}
-            for start in range(0, len(rows), INSERT_CHUNK):
-                connection.execute(plan.table.insert(), rows[start : start + INSERT_CHUNK])
-
-    def _row_maker(self, plan: TablePlan, values: dict) -> Any:
-        """A function of a row's number giving the row: polyfactory's values, then the
-        keys that place it in the dataset (what they depend on is worked out once)."""
-        table = plan.table
-        mapper = self.mapped.get(table)
-        factory = _factory(mapper) if mapper is not None else None  # from its seed
-        unique = [column for column in _unique_columns(table) if not column.foreign_keys]
-        keys = list(table.primary_key.columns)
-        numbered = keys[0] if len(keys) == 1 and _numbered(keys[0]) else None
-        links = {  # each foreign key: the values it refers to, or None (left NULL)
-            key: None if self._backward(key) else values[key.column.table][key.column.key]
-            for key in table.foreign_keys
-        }
-
-        def row(index: int) -> dict[str, Any]:
-            made = _generated(mapper, factory) if mapper is not None else {}
-            for column in unique:
-                made[column.key] = _unique(column, index)
-            if numbered is not None:
-                made[numbered.key] = index + 1
-            for key, referred in links.items():
-                if referred is None:
-                    made[key.parent.key] = None
-                else:
-                    where = _parent_index(plan, key, index, len(referred), mapper is None)
-                    made[key.parent.key] = referred[where]
-            return made
-
-        return row
-
-
-def _numbered(column: Any) -> bool:
-    """A single integer key of a table's own: numbered 1..N, as the database would."""
-    return isinstance(column.type, Integer) and not column.foreign_keys
-
-
-def _parent_index(plan: TablePlan, key: Any, index: int, parents: int, link: bool) -> int:
-    """Which row of the referred table a row's foreign key points at: its fan-out
-    parent's; a link table's second key the next ``fan_out`` rows from there, distinct
-    per parent; any other key in turn."""
-    if key is plan.fan_out_key:
-        return index // plan.fan_out
-    if link:
-        return (index // plan.fan_out + index % plan.fan_out) % parents
-    return index % parents
-
-
-def _with_parents(tables: Iterable[Table]) -> list[Table]:
-    """The tables and every table their foreign keys need, for the constraints to hold."""
-    found: dict[Table, None] = {}
-    pending = list(tables)
-    while pending:
-        table = pending.pop()
-        if table not in found:
-            found[table] = None
-            pending += [key.column.table for key in table.foreign_keys]
-    return list(found)
-
-
-def _link_table_problem(table: Table) -> str | None:
-    referred = {key.column.table for key in table.foreign_keys}
-    if len(table.foreign_keys) != 2 or len(referred) != 2:
-        return "a table without a mapped class that is not a two-way link table"
-    required = [
-        column.name
-        for column in table.columns
-        if not column.foreign_keys and not column.nullable and column.default is None
-        and column.server_default is None
-    ]  # fmt: skip
-    return f"a link table with required columns {', '.join(required)}" if required else None
-
-
-def _unique_columns(table: Table) -> list[Any]:
-    """Columns that must hold distinct values on their own (a one-column key or index)."""
-    found = [column for column in table.columns if column.unique]
-    for constraint in table.constraints:
-        if isinstance(constraint, UniqueConstraint) and len(constraint.columns) == 1:
-            found += list(constraint.columns)
-    for index in table.indexes:
-        if index.unique and len(index.columns) == 1:
-            found += list(index.columns)
-    keys = list(table.primary_key.columns)
-    if len(keys) == 1 and not isinstance(keys[0].type, Integer):
-        found.append(keys[0])
-    return list(dict.fromkeys(found))
-
-
-def _unique(column: Any, index: int) -> Any:
-    if isinstance(column.type, Integer):
-        return index + 1
-    length = getattr(column.type, "length", None)
-    return f"{index + 1}"[: length or None]
-
-
-def _factory(mapper: Mapper) -> Any:
-    """polyfactory's factory for a mapped class: column values only, seeded per class."""
-    from polyfactory.factories.sqlalchemy_factory import SQLAlchemyFactory
-
-    factory = type(
-        f"{mapper.class_.__name__}Factory",
-        (SQLAlchemyFactory,),
-        {
-            "__model__": mapper.class_,
-            "__check_model__": False,
-            "__set_foreign_keys__": False,
-            "__set_relationships__": False,
-            "__set_association_proxy__": False,
-        },
-    )
-    factory.seed_random(SEED + zlib.crc32(mapper.class_.__name__.encode()))
-    return factory
-
-
-def _generated(mapper: Mapper, factory: Any) -> dict[str, Any]:
-    """polyfactory's values for one row, by column key (an attribute may be named
-    otherwise), but for computed columns, which the database fills."""
-    table = mapper.local_table
-    row = {}
-    for name, value in factory.process_kwargs().items():
-        column = mapper.columns.get(name)
-        if column is not None and column.table is table and column.computed is None:
-            row[column.key] = value
-    return row
 
 
 # --- existing data ------------------------------------------------------------------------
@@ -375,37 +151,43 @@ def checksum(connection: Any, tables: Iterable[Table]) -> dict[str, str]:
 class Workload:
     """An application's relationships as the run's cases, and the data they load."""
 
+    # What a user can do about a relationship left out, said once after the list.
+    next_step = (
+        "next step for one left out: write the query it serves as a scenario with a twin, "
+        "in a module of your own, and measure it with --scenarios MODULE (README: On your "
+        "own code)"
+    )
+
     def __init__(self, spec: str, selected: Sequence[str] | None, existing: bool) -> None:
         self.spec, self.existing = spec, existing
         mappers = load_mappers(spec)
         candidates = [Relationship(m, name) for m in mappers for name in _relationship_names(m)]
-        loadable = {r: r.unhandled() for r in _chosen(candidates, selected)}
-        handled = [r for r, reason in loadable.items() if reason is None]
+        reasons = {r: list(r.unhandled()) for r in _chosen(candidates, selected)}
+        handled = [r for r, why in reasons.items() if not why]
         links = {
             r.prop.secondary: r.parent.local_table for r in handled if r.prop.secondary is not None
         }
-        self.generator = Generator(mappers, {t for r in handled for t in r.tables}, links)
-        # Why each relationship is left out: its own reason, or (for generated data) the
-        # first of its tables the generator cannot fill.
-        for r in handled if not existing else ():
-            loadable[r] = next(
-                (
-                    f"table {t.name}: {self.generator.problems[t]}"
-                    for t in r.tables
-                    if t in self.generator.problems
-                ),
-                None,
-            )
-        self.unhandled = [Unhandled(r.title, why) for r, why in loadable.items() if why]
-        self.relationships = [r for r, why in loadable.items() if why is None]
+        self.generator = Generator(
+            mappers, {t for r in handled for t in r.tables}, links, key_classes(handled)
+        )
+        # Why each relationship is left out: its own reasons, and (for generated data)
+        # every one of its tables the generator cannot fill.
+        others = [r for r, why in reasons.items() if why]
+        checked = Generator(mappers, {t for r in others for t in r.tables}, links)
+        for r in reasons if not existing else ():
+            problems = (checked if r in others else self.generator).problems
+            reasons[r] += [f"table {t.name}: {problems[t]}" for t in r.tables if t in problems]
+        self.unhandled = [Unhandled(r.title, tuple(why)) for r, why in reasons.items() if why]
+        self.relationships = [r for r, why in reasons.items() if not why]
         if not self.relationships:
-            reasons = "; ".join(f"{item.name}: {item.reason}" for item in self.unhandled)
+            reasons_said = "; ".join(f"{item.name}: {item.reason}" for item in self.unhandled)
             raise ConfigError(
-                f"--models {shown(spec)}: no relationship can be measured ({reasons})"
+                f"--models {shown(spec)}: no relationship can be measured ({reasons_said})"
             )
         tables = {t for r in self.relationships for t in r.tables}
         self.tables = sort_tables(sorted(tables, key=lambda t: t.name))  # the same each run
         self.current: str | None = None
+        self.fitted: str | None = None  # why the rows per table are fewer than the default
         self._engines: dict[str, Engine] = {}
         self._samples: dict[tuple[str, str, int], Sample] = {}
         self._checksums: dict[str, dict[str, str]] = {}
@@ -421,25 +203,63 @@ class Workload:
         if self.existing:
             make_read_only(engine)
 
+    def fit_rows(self, datasets: Sequence[DatasetSize]) -> tuple[DatasetSize, ...]:
+        """The datasets with fewer rows per table without a parent (one number for all,
+        so that they differ in fan-out only) where the default would pass the seeding
+        bound: a chain of one-to-manys multiplies rows at every level."""
+        if self.existing:
+            return tuple(datasets)
+        fitting = min(self._most_rows_that_fit(size) for size in datasets)
+        if fitting in (0, *(size.users for size in datasets)):
+            return tuple(datasets)  # nothing to gain, or nothing fits: check() says so
+        self.fitted = (
+            f"rows per table without a parent: {fitting:,}, the most at which every dataset "
+            f"fits sqla-bench's bound of {MAX_ROWS:,} rows (--users sets it)"
+        )
+        return tuple(replace(size, users=fitting) for size in datasets)
+
+    def _most_rows_that_fit(self, size: DatasetSize) -> int:
+        low, high = 0, size.users  # low fits (or is 0); the answer is in low..high
+        while low < high:
+            middle = (low + high + 1) // 2
+            try:
+                self.generator.plan(replace(size, users=middle))
+                low = middle
+            except ValueError:
+                high = middle - 1
+        return low
+
     def dataset(self, size: DatasetSize) -> dict[str, int]:
         """The data's dimensions, as result files keep them: the options that shaped
         generated data, or none for the application's own."""
         if self.existing:
             return {}
-        return {
-            "rows_per_table": size.users,
-            "children_per_parent": size.posts_per_user,
-            "links_per_parent": size.tags_per_post,
-        }
+        found = {"rows_per_table": size.users}
+        if self._fans_out("one-to-many", "one-to-one") or self._trees:
+            found["children_per_parent"] = size.posts_per_user
+        if self._fans_out("many-to-many"):
+            found["links_per_parent"] = size.tags_per_post
+        return found
+
+    def _fans_out(self, *kinds: str) -> bool:
+        """Whether a relationship measured is of one of these kinds (a dataset option
+        that shapes none of them is no dimension of the run)."""
+        return any(r.kind in kinds for r in self.relationships)
+
+    @property
+    def _trees(self) -> bool:
+        return any(r.shares_tables for r in self.relationships)
 
     def describe(self, size: DatasetSize) -> str:
         """The data a target holds, in words, for progress lines."""
         if self.existing:
             return f"the data at the URL, read-only, {len(self.relationships)} relationships"
-        return (
-            f"generated: {size.users} rows per table without a parent, {size.posts_per_user} "
-            f"per parent in a one-to-many, {size.tags_per_post} links in a many-to-many"
-        )
+        words = {
+            "rows_per_table": f"{size.users} rows per table without a parent",
+            "children_per_parent": f"{size.posts_per_user} per parent in a one-to-many",
+            "links_per_parent": f"{size.tags_per_post} links in a many-to-many",
+        }
+        return "generated: " + ", ".join(words[name] for name in self.dataset(size))
 
     def check(
         self, targets: Sequence[Target], datasets: Sequence[DatasetSize], limits: Iterable[int]
@@ -549,7 +369,7 @@ class Workload:
             tables[0].metadata.create_all(connection, tables=tables)
             self._plans[target] = plans
             self.generator.fill(connection, plans)
-            _check_counts(connection, plans)
+            self.generator.check_counts(connection, plans)
 
     def finish(self, target: str) -> str | None:
         """Drop the generated tables, or check the existing data is unchanged; why the
@@ -584,7 +404,10 @@ class Workload:
             "module": self.spec,
             "data": "existing" if self.existing else "generated",
             "relationships": [r.title for r in self.relationships],
-            "unhandled": [{"name": u.name, "reason": u.reason} for u in self.unhandled],
+            "unhandled": [
+                {"name": u.name, "reason": u.reason, "reasons": list(u.reasons)}
+                for u in self.unhandled
+            ],
         }
 
 
@@ -610,12 +433,3 @@ def _chosen(candidates: list[Relationship], selected: Sequence[str] | None) -> l
                 f"{', '.join(sorted(known))}"
             )
     return [known[name] for name in dict.fromkeys(selected)]
-
-
-def _check_counts(connection: Any, plans: Sequence[TablePlan]) -> None:
-    for plan in plans:
-        count = connection.scalar(select(func.count()).select_from(plan.table))
-        if count != plan.rows:
-            raise RuntimeError(
-                f"generating {plan.table.name} gave {count} rows, expected {plan.rows}"
-            )

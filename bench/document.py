@@ -24,6 +24,7 @@ from sqla_bench.guide import (
     MIN_EFFECT,
     Point,
     Series,
+    advice,
     compared_strategies,
     crossovers,
     latency_crossovers,
@@ -118,6 +119,7 @@ def markdown_report(
     crossover_plots = [name for name in plots if "-crossover-" in name]
     parts = ["# sqla-bench report", "", _at_a_glance(headers), ""]
     parts += ["## In short", "", *short_answers(lines), ""]
+    parts += models_section(headers, single, lines)
     parts += ["## Decision guide", "", *decision_guide(single, lines, crossover_plots), ""]
     if checks is not None:
         parts += ["## Verification catalogue", "", verification_matrix(checks).to_markdown(), ""]
@@ -236,6 +238,82 @@ def short_answers(lines: list[Series]) -> list[str]:
         "",
         *summary(lines),
     ]
+
+
+def models_section(headers: list[dict], cells: list[CellRecord], lines: list[Series]) -> list[str]:
+    """For a run of an application's models (``run --models``): per relationship, the
+    strategy to use in sync and in async code, under the conditions it was measured at,
+    with the rows each strategy fetched; then the relationships left out and why."""
+    models = [
+        h["run"]["parameters"]["models"] for h in headers if h["run"]["parameters"].get("models")
+    ]
+    if not models:
+        return []
+    parts = ["## Your models: what to use for each relationship", ""]
+    parts += [f"_{MODELS_NOTE}_", ""]
+    mine = [line for line in lines if line.table.startswith("models.")]
+    if mine:
+        parts += [models_table(cells, mine).to_markdown(), ""]
+    left_out = {
+        u["name"]: u.get("reasons") or [u["reason"]] for m in models for u in m["unhandled"]
+    }
+    if left_out:
+        parts += ["Left out, with every reason:", ""]
+        parts += [f"- **{name}**: {'; '.join(why)}" for name, why in left_out.items()]
+        parts += ["", f"_{LEFT_OUT_NOTE}_", ""]
+    return parts
+
+
+MODELS_NOTE = (
+    "Each answer holds at the conditions beside it (the target, the added latency, the "
+    "generated data's fan-out and the parents one query loads) and on this machine: x1.42 "
+    "means the next strategy took 1.42 times as long, within blocks measured side by side; "
+    "≈ means the drivers could not tell the two apart. Sync code may also lazy-load; async "
+    "code may not (MissingGreenlet), so its answer is among the eager loaders. Rows "
+    "fetched are what the database sent for one load, at the largest fan-out measured"
+)
+LEFT_OUT_NOTE = (
+    "To measure one of these, write the query it serves as a scenario with an async twin in "
+    "a module of your own and run it with --scenarios MODULE (README: On your own code)"
+)
+
+
+def models_table(cells: list[CellRecord], lines: list[Series]) -> TableData:
+    table = TableData(
+        "",
+        [("relationship", "left"), ("measured at", "left"), ("sync code", "left"),
+         ("async code", "left"), ("rows fetched", "left")],
+    )  # fmt: skip
+    for line in sorted(lines, key=lambda ln: (ln.table, ln.target, latency_order(ln.latency))):
+        name = line.table.removeprefix("models.")
+        kind = line.label.split(" from ")[0]
+        at = f"{line.target}, {rtt(line.latency)}, {_along(line)}"
+        fetched = _fetched(cells, line)
+        table.rows.append(
+            [f"{name} ({kind})", at, advice(line, "sync"), advice(line, "async"), fetched]
+        )
+    return table
+
+
+def _along(line: Series) -> str:
+    xs = line.xs()
+    unit = DIMENSIONS.get(line.axis, line.axis)
+    return f"{', '.join(map(str, xs))} {unit}" if line.axis else "your data"
+
+
+def _fetched(cells: list[CellRecord], line: Series) -> str:
+    """Rows each compared strategy fetched for one load at the series' largest point."""
+    last = line.points[-1]
+    mine = [
+        c for c in cells
+        if c.table == line.table and c.target == line.target and c.outcome == "ok"
+        and c.timed_latency == line.latency and tuple(sorted(c.dataset.items())) == tuple(
+            sorted(last.dataset)) and c.rows_fetched is not None
+    ]  # fmt: skip
+    by = {}
+    for cell in sorted(mine, key=lambda c: (c.mode != "sync", c.driver)):
+        by.setdefault(cell.params.get(STRATEGY), cell.rows_fetched)
+    return ", ".join(f"{name} {by[name]}" for name in compared_strategies() if name in by)
 
 
 def decision_guide(cells: list[CellRecord], lines: list[Series], plots: list[str]) -> list[str]:

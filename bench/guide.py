@@ -357,6 +357,53 @@ class Series:
         return [name for name in compared_strategies() if name in seen]
 
 
+def in_mode(point: Point, mode: str) -> Point | None:
+    """The point as the drivers of one mode (sync or async code) saw it; None when no
+    driver of that mode compared strategies there."""
+    mine = [key for key in point.verdicts if key.endswith(f" {mode}")]
+    if not mine:
+        return None
+    return replace(
+        point,
+        verdicts={key: point.verdicts[key] for key in mine},
+        medians={key: point.medians[key] for key in mine if key in point.medians},
+        ratios={key: point.ratios[key] for key in mine if key in point.ratios},
+    )
+
+
+def advice(line: Series, mode: str) -> str:
+    """What to use in one mode's code along a series, in a few words: "selectin x1.42"
+    throughout, or where the answer changes ("joined at 1 children/parent; selectin x1.3
+    at 5, 20"); a tie is said as one ("≈ joined, selectin")."""
+    said: list[tuple[str, list[int], list[str]]] = []  # (answer, xs, factors)
+    for point in line.points:
+        seen = in_mode(point, mode)
+        if seen is None:
+            continue
+        answer, factor = seen.say(), seen.factor()
+        if not said or said[-1][0] != answer:
+            said.append((answer, [], []))
+        said[-1][1].append(point.dimension(line.axis))
+        if factor is not None and seen.decided:
+            said[-1][2].append(f"{factor:.2f}")
+    if not said:
+        return "-"
+    if len(said) == 1:
+        return _with_factors(said[0][0], said[0][2])
+    unit = DIMENSIONS.get(line.axis, line.axis)
+    return "; ".join(
+        f"{_with_factors(answer, factors)} at {', '.join(map(str, xs))} {unit}"
+        for answer, xs, factors in said
+    )
+
+
+def _with_factors(answer: str, factors: list[str]) -> str:
+    if not factors:
+        return answer
+    span = factors[0] if min(factors) == max(factors) else f"{min(factors)} to {max(factors)}"
+    return f"{answer} x{span}"
+
+
 def series(all_points: Sequence[Point]) -> list[Series]:
     """The points grouped by shape, target, latency and every dataset field but the axis,
     which is the first workload dimension that varies for that shape and target."""

@@ -277,6 +277,13 @@ DATASET_OPTIONS = (
 )
 
 
+class DefaultSizes(tuple):
+    """A dataset option's values when the user gave none: ``run --models`` may take fewer
+    rows per table, so that deep fan-outs fit the seeding bound."""
+
+    __slots__ = ()
+
+
 def add_datasets(parser: argparse.ArgumentParser) -> None:
     """Each a list: every combination of the values is seeded and measured."""
     default_size = DatasetSize()
@@ -287,7 +294,7 @@ def add_datasets(parser: argparse.ArgumentParser) -> None:
             option,
             dest=field,
             type=numbers(int, low, math.inf, "whole numbers"),
-            default=(default,),
+            default=DefaultSizes((default,)),
             metavar="N[,N...]",
             help=f"{text} (default: {default}; at most {MAXIMUM[field]:,}); every combination "
             "of the dataset options is seeded and measured",

@@ -7,11 +7,20 @@ expectation (``expected_load``): the statements and SQL each strategy's declarat
 implies, MissingGreenlet where async code would lazy-load, raiseload's error.
 
 What a load must return and how many keys its relationship goes over come from a
-``Sample``: the parents' primary keys, sampled evenly over the table, and the rows a
-Core query over the relationship's own join condition finds for them, a path that
-shares nothing with the ORM loading it checks. Plain data is each row's mapped columns
-(deferred ones left out: reading them is a load of its own), a collection's rows in
-primary-key order.
+``Sample``: the parents' primary keys (a tuple each, when composite), sampled evenly
+over the parent class's rows, and the rows one query of plain columns finds for them
+over the relationship's join (the related class aliased, so a self-referential or
+same-hierarchy join reads its table twice), a path that uses none of the loader
+strategies it checks. Plain data is each row's mapped columns, an inherited table's
+included (deferred ones left out: reading them is a load of its own), a collection's
+rows in primary-key order.
+
+Any relationship kind is measured: inheritance (joined and single-table, the
+discriminator tested as SQLAlchemy does), composite primary and foreign keys (an IN list
+of tuples), association objects, self-referential adjacency lists, custom join
+conditions and many-to-ones onto columns other than the key. What the session already
+holds changes a self-referential many-to-one's statements: a lazy load sends none for a
+related row that is one of the loaded parents, so the count comes from the sample.
 """
 
 from __future__ import annotations
@@ -22,17 +31,16 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol
 
-from sqlalchemy import Column, Connection, Select, select
+from sqlalchemy import BindParameter, Column, Connection, Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncAttrs, AsyncSession
-from sqlalchemy.orm import Mapper, RelationshipDirection, RelationshipProperty, Session
-from sqlalchemy.sql import operators, visitors
-from sqlalchemy.sql.elements import BinaryExpression, BooleanClauseList
+from sqlalchemy.orm import Mapper, RelationshipDirection, RelationshipProperty, Session, aliased
+from sqlalchemy.sql import visitors
 
 from sqla_bench.scenarios.dataset import DatasetSize
 from sqla_bench.scenarios.expect import UNDECLARED, Outcome, Setting, Works
 from sqla_bench.scenarios.loading import expected_load, not_applicable
 from sqla_bench.scenarios.registry import STRATEGY, Case
-from sqla_bench.scenarios.sql import Edge, LoadSql
+from sqla_bench.scenarios.sql import IN, PER_KEY, Edge, LoadSql
 from sqla_bench.scenarios.strategies import STRATEGIES, Strategy
 
 CASE_PREFIX = "models"
@@ -53,9 +61,13 @@ class Sample:
     """The sampled parents of one relationship on one database, and what a load of them
     must return and go over."""
 
-    keys: tuple[Any, ...]  # parent primary keys, in key order
-    related_keys: int  # keys a load goes over: distinct related keys for a many-to-one
+    keys: tuple[Any, ...]  # parent primary keys (a tuple each, when composite), in order
+    related_keys: int  # keys an IN list goes over: distinct related keys for a many-to-one
+    lazy_loads: int  # SELECTs loading one parent's at a time send: see ``Relationship.sample``
     value: list[tuple]  # (parent row, related rows), per parent
+
+
+NO_SAMPLE = Sample((), 0, 0, [])  # before a target is seeded: enough to say what applies
 
 
 @dataclass(frozen=True)
@@ -93,32 +105,36 @@ class Relationship:
         link = (self.prop.secondary,) if self.prop.secondary is not None else ()
         return (self.parent.local_table, self.child.local_table, *link)
 
-    def unhandled(self) -> str | None:
-        """Why this relationship cannot be measured here, if it cannot."""
-        prop = self.prop
+    def unhandled(self) -> tuple[str, ...]:
+        """Every reason this relationship cannot be measured here (none: it can)."""
+        prop, found = self.prop, []
         if prop.lazy in UNLOADABLE:
-            return f"lazy={prop.lazy!r}: not an attribute a loader option fills"
+            found.append(f"lazy={prop.lazy!r}: not an attribute a loader option fills")
         for mapper, role in ((self.parent, "its class"), (self.child, "the related class")):
-            if mapper.inherits is not None or mapper.polymorphic_on is not None:
-                name = mapper.class_.__name__
-                return f"{role} {name} uses inheritance, which loads from several tables"
-            if len(mapper.primary_key) != 1:
-                return f"{role} {mapper.class_.__name__} has a composite primary key"
-        if self.parent.local_table is self.child.local_table:
-            return "self-referential: which rows the session holds already changes the statements"
-        if len(prop.local_remote_pairs or ()) != (2 if prop.secondary is not None else 1):
-            return "a composite foreign key"
-        custom = _custom_condition(prop)
-        if custom is not None:
-            return (
-                f"a custom join condition ({custom}): only equality along a foreign key is "
-                "seeded and sampled"
-            )
-        if prop.direction is RelationshipDirection.MANYTOONE:
-            remote = [r for _, r in prop.local_remote_pairs]
-            if remote != list(self.child.primary_key):
-                return "a many-to-one onto columns other than the primary key"
-        return None
+            if mapper.concrete:
+                found.append(
+                    f"{role} {mapper.class_.__name__} uses concrete-table inheritance, whose "
+                    "rows are in several unrelated tables"
+                )
+        if prop.secondary is not None and self.shares_tables:
+            found.append("a self-referential many-to-many: its link table is read twice")
+        return tuple(found)
+
+    @property
+    def shares_tables(self) -> bool:
+        """Whether parent and child rows come from a table in common (self-referential,
+        or both classes of one hierarchy): the sample's join aliases the child."""
+        return bool(set(self.parent.tables) & set(self.child.tables))
+
+    @property
+    def uses_get(self) -> bool:
+        """A many-to-one onto the related class's primary key: a lazy load looks in the
+        session's identity map before it sends a SELECT, and selectin queries the keys."""
+        if self.prop.direction is not RelationshipDirection.MANYTOONE:
+            return False
+        remote = {self.child.get_property_by_column(r).key for _, r in self.prop.local_remote_pairs}
+        primary = {self.child.get_property_by_column(c).key for c in self.child.primary_key}
+        return remote == primary
 
     def lacks(self, strategy: Strategy) -> str | None:
         """What a strategy needs that this relationship has not."""
@@ -137,18 +153,60 @@ class Relationship:
 
     def query(self, strategy: Strategy, keys: Sequence[Any]) -> Select:
         cls = self.parent.class_
-        key = self.parent.primary_key[0]
-        query = select(cls).where(key.in_(keys)).order_by(key)
+        key = _key(self.parent, cls)
+        query = select(cls).where(key.in_(keys)).order_by(*_key_columns(self.parent, cls))
         if strategy.option is None:
             return query
         return query.options(strategy.option(getattr(cls, self.name)))
 
-    def sql(self, strategy: Strategy, related_keys: int) -> LoadSql:
+    def sql(self, strategy: Strategy, sample: Sample) -> LoadSql:
         edge = Edge(
-            self.name, self.child.local_table.name, strategy.sql, related_keys, strategy.chunk
+            self.name,
+            _names(self.child.tables),
+            strategy.sql,
+            self._keys(strategy.sql, sample),
+            strategy.chunk,
+            parameters=self._lazy_parameters,
         )
         link = (self.prop.secondary.name,) if self.prop.secondary is not None else ()
-        return LoadSql(self.parent.local_table.name, (edge,), link)
+        return LoadSql(
+            _names(self.parent.tables), (edge,), link, discriminators=self._discriminators
+        )
+
+    def _keys(self, kind: str, sample: Sample) -> int:
+        """The keys a kind of SQL goes over: an IN list the sample's related keys, loads
+        one at a time the SELECTs the sample needs, a refusal each parent."""
+        if kind == PER_KEY:
+            return sample.lazy_loads
+        if kind == IN:
+            return sample.related_keys
+        return len(sample.keys)
+
+    @cached_property
+    def _lazy_parameters(self) -> int:
+        """Values bound to a SELECT that loads one parent's: its key columns, the
+        literals of a custom join condition, a single-table subclass's discriminators."""
+        prop = self.prop
+        tables = set(self.parent.tables)
+        local = {column for column, _ in prop.local_remote_pairs if column.table in tables}
+        literals = [
+            node
+            for condition in (prop.primaryjoin, prop.secondaryjoin)
+            if condition is not None
+            for node in visitors.iterate(condition)
+            if isinstance(node, BindParameter)
+        ]
+        return len(local) + len(literals) + len(_identities(self.child))
+
+    @cached_property
+    def _discriminators(self) -> tuple[str, ...]:
+        """``table.column`` of each single-table discriminator a statement may test with
+        an IN list of its own: no list of keys."""
+        return tuple(
+            f"{m.polymorphic_on.table.name}.{m.polymorphic_on.name}"
+            for m in (self.parent, self.child)
+            if _identities(m)
+        )
 
     @cached_property
     def _parent_columns(self) -> tuple[Column, ...]:
@@ -171,36 +229,70 @@ class Relationship:
     # --- what it must return, read with Core ----------------------------------------------
 
     def sample(self, connection: Connection, limit: int) -> Sample:
-        """``limit`` parents spread evenly over the parent table's keys, and the rows the
+        """``limit`` parents spread evenly over the parent class's keys, and the rows the
         relationship's join condition relates to them."""
-        key = self.parent.primary_key[0]
+        cls = self.parent.class_
+        key_columns = _key_columns(self.parent, cls)
         # In key order as Python sorts them: the order the load's ORDER BY must give,
         # whatever order a result comes back in.
-        scanned = sorted(connection.scalars(select(key).order_by(key).limit(SCANNED_KEYS)))
+        scanned = sorted(
+            map(_plain_key, connection.execute(
+                select(*key_columns).order_by(*key_columns).limit(SCANNED_KEYS)
+            ))
+        )  # fmt: skip
         keys = tuple(_evenly(scanned, limit))
+        parent_columns = _attributes(self.parent, cls, self._parent_columns)
         parents = sorted(
-            connection.execute(select(key, *self._parent_columns).where(key.in_(keys))),
-            key=lambda row: row[0],
+            (
+                (_plain_key(row[: len(key_columns)]), tuple(row[len(key_columns) :]))
+                for row in connection.execute(
+                    select(*key_columns, *parent_columns).where(_key(self.parent, cls).in_(keys))
+                )
+            ),
+            key=lambda pair: pair[0],
         )
         related: dict[Any, list[tuple]] = defaultdict(list)
-        for parent_key, child_id, *row in connection.execute(self._related_query(keys)):
-            related[parent_key].append((child_id, tuple(row)))
-        value = [(tuple(row), self._related_value(related.get(k, []))) for k, *row in parents]
-        found = {child_id for rows in related.values() for child_id, _ in rows}
-        many_to_one = self.prop.direction is RelationshipDirection.MANYTOONE
-        return Sample(keys, len(found) if many_to_one else len(keys), value)
+        for parent_key, child_key, row in self._related_rows(connection, keys):
+            related[parent_key].append((child_key, row))
+        value = [(row, self._related_value(related.get(k, []))) for k, row in parents]
+        found = {child_key for rows in related.values() for child_key, _ in rows}
+        return Sample(keys, *self._key_counts(keys, found), value)
 
-    def _related_query(self, keys: Sequence[Any]) -> Select:
-        prop, key = self.prop, self.parent.primary_key[0]
-        child_table = self.child.local_table
-        if prop.secondary is not None:
-            joined = self.parent.local_table.join(prop.secondary, prop.primaryjoin).join(
-                child_table, prop.secondaryjoin
+    def _key_counts(self, keys: tuple, found: set) -> tuple[int, int]:
+        """(keys an IN list goes over, SELECTs a load one parent at a time sends).
+
+        A many-to-one onto the key queries each distinct related key once, and a lazy
+        load sends no SELECT for a key the session holds already: in a self-referential
+        one, a related row that is also one of the loaded parents. Any other relationship
+        goes over the parents, a SELECT each."""
+        if not self.uses_get:
+            return len(keys), len(keys)
+        same_identities = self.parent.base_mapper is self.child.base_mapper
+        held = set(keys) if same_identities else set()
+        return len(found), len(found - held)
+
+    def _related_rows(self, connection: Connection, keys: Sequence[Any]) -> list[tuple]:
+        """(parent key, related key, related row) over the relationship's join, the
+        related class aliased so that a table it shares with the parent is read twice."""
+        cls = self.parent.class_
+        child = aliased(self.child.class_, flat=True)
+        parent_key = _key_columns(self.parent, cls)
+        child_key = _key_columns(self.child, child)
+        columns = _attributes(self.child, child, self._child_columns)
+        query = (
+            select(*parent_key, *child_key, *columns)
+            .join_from(cls, child, getattr(cls, self.name))
+            .where(_key(self.parent, cls).in_(keys))
+        )
+        split = (len(parent_key), len(parent_key) + len(child_key))
+        return [
+            (
+                _plain_key(row[: split[0]]),
+                _plain_key(row[split[0] : split[1]]),
+                tuple(row[split[1] :]),
             )
-        else:
-            joined = self.parent.local_table.join(child_table, prop.primaryjoin)
-        columns = (key, self.child.primary_key[0], *self._child_columns)
-        return select(*columns).select_from(joined).where(key.in_(keys))
+            for row in connection.execute(query)
+        ]
 
     def _related_value(self, rows: list[tuple[Any, tuple]]) -> Any:
         if self.prop.uselist:
@@ -209,14 +301,48 @@ class Relationship:
 
 
 def plain_columns(mapper: Mapper) -> tuple[Column, ...]:
-    """The columns a load fills: the mapped table's own, but for deferred ones."""
+    """The columns a load fills: the class's tables' (an inherited table's too), but
+    for deferred ones."""
+    tables = set(mapper.tables)
     return tuple(
         column
         for attribute in mapper.column_attrs
         if not attribute.deferred
         for column in attribute.columns[:1]
-        if isinstance(column, Column) and column.table is mapper.local_table
+        if isinstance(column, Column) and column.table in tables
     )
+
+
+def _key_columns(mapper: Mapper, entity: Any) -> tuple[Any, ...]:
+    """The primary key's attributes on ``entity`` (the class, or an alias of it)."""
+    return tuple(getattr(entity, mapper.get_property_by_column(c).key) for c in mapper.primary_key)
+
+
+def _key(mapper: Mapper, entity: Any) -> Any:
+    """The primary key as one expression: a tuple of columns when it is composite."""
+    columns = _key_columns(mapper, entity)
+    return columns[0] if len(columns) == 1 else tuple_(*columns)
+
+
+def _plain_key(row: Sequence[Any]) -> Any:
+    """A key's value as the queries bind it: the value itself, or a tuple of them."""
+    return row[0] if len(row) == 1 else tuple(row)
+
+
+def _attributes(mapper: Mapper, entity: Any, columns: Sequence[Column]) -> list[Any]:
+    return [getattr(entity, mapper.get_property_by_column(column).key) for column in columns]
+
+
+def _identities(mapper: Mapper) -> tuple[Any, ...]:
+    """A single-table subclass's discriminator values, which its queries test for; none
+    for any other class."""
+    if not mapper.single or mapper.polymorphic_on is None:
+        return ()
+    return tuple(m.polymorphic_identity for m in mapper.self_and_descendants)
+
+
+def _names(tables: Sequence[Any]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(table.name for table in tables))
 
 
 def _row(mapper: Mapper, columns: tuple[Column, ...], obj: Any) -> tuple:
@@ -229,28 +355,6 @@ def _evenly(keys: Sequence[Any], count: int) -> list[Any]:
         return list(keys)
     step = len(keys) / count
     return [keys[int(i * step)] for i in range(count)]
-
-
-def _custom_condition(prop: RelationshipProperty) -> str | None:
-    """The part of a join condition that is not equality along a foreign key, if any."""
-    for condition in (prop.primaryjoin, prop.secondaryjoin):
-        if condition is None:
-            continue
-        for node in visitors.iterate(condition):
-            if isinstance(node, BooleanClauseList) and node.operator is not operators.and_:
-                return str(node)
-            if isinstance(node, BinaryExpression) and not _foreign_key_equality(node):
-                return str(node)
-    return None
-
-
-def _foreign_key_equality(node: BinaryExpression) -> bool:
-    left, right = node.left, node.right
-    if node.operator is not operators.eq:
-        return False
-    if not (isinstance(left, Column) and isinstance(right, Column)):
-        return False
-    return left.references(right) or right.references(left)
 
 
 # --- the cases --------------------------------------------------------------------------
@@ -283,15 +387,13 @@ def _case(relationship: Relationship, samples: Samples) -> Case:
         return await _load_async(session, relationship, STRATEGIES[strategy], keys(limit))
 
     def expect(setting: Setting, size: DatasetSize, strategy: str, limit: int) -> Outcome:
-        inapplicable = not_applicable(_Bound(relationship, 0), setting, strategy)
+        inapplicable = not_applicable(_Bound(relationship, NO_SAMPLE), setting, strategy)
         if inapplicable is not None:
             return inapplicable
         sample = samples.sample(relationship, setting.target, limit)
         if sample is None:  # it applies; what it must do is known once the target is seeded
             return Works(None)
-        return expected_load(
-            _Bound(relationship, sample.related_keys), setting, size, strategy, limit
-        )
+        return expected_load(_Bound(relationship, sample), setting, size, strategy, limit)
 
     def returns(setting: Setting, size: DatasetSize, strategy: str, limit: int) -> Any:
         sample = samples.sample(relationship, setting.target, limit)
@@ -311,13 +413,13 @@ class _Bound:
     """A relationship with the keys its sample goes over, as ``expected_load`` asks."""
 
     relationship: Relationship
-    related_keys: int
+    sample: Sample
 
     def lacks(self, strategy: Strategy) -> str | None:
         return self.relationship.lacks(strategy)
 
     def sql(self, strategy: Strategy, size: DatasetSize, limit: int) -> LoadSql:
-        return self.relationship.sql(strategy, self.related_keys)
+        return self.relationship.sql(strategy, self.sample)
 
 
 def _load(session: Session, relationship: Relationship, strategy: Strategy, keys: tuple) -> list:

@@ -33,7 +33,8 @@ KIND_WORDS = {
 _CAST = re.compile(r"::\w+(\[\])?")
 _PLACEHOLDER = re.compile(r"%\(\w+\)s|%s|\$\d+|\?")
 _COLUMN_OWNER = re.compile(r"\b(\w+)\.\w+")
-_IN_LIST = re.compile(r"\bIN \(([?,\s]*)\)")
+_IN_OPENING = re.compile(r"(?:\b(\w+\.\w+) )?\bIN \(")
+_PLACEHOLDERS_ONLY = re.compile(r"^[?,\s()]*$")
 _ALIAS_NUMBER = re.compile(r"_\d+$")
 _SUBQUERY_TABLE = re.compile(r"\bFROM \(SELECT (?:DISTINCT )?.*? FROM (\w+)")
 _WRITE_TABLE = re.compile(r"^(?:INSERT INTO|UPDATE|DELETE FROM) (\w+)")
@@ -71,9 +72,12 @@ def normalise(text: str) -> str:
     return " ".join(_PLACEHOLDER.sub("?", text).split())
 
 
-def summarize(statement: Statement, link_tables: Sequence[str] = ()) -> Summary:
+def summarize(
+    statement: Statement, link_tables: Sequence[str] = (), discriminators: Sequence[str] = ()
+) -> Summary:
     """What ``statement`` loads and how; ``link_tables`` (a many-to-many's secondary
-    table) never count as what a statement loads."""
+    table) never count as what a statement loads, nor an IN list over one of the
+    ``discriminators`` (``table.column``) as a list of keys."""
     text = normalise(statement.text)
     verb = text.split(" ", 1)[0].upper()
     owners = [name for name in _COLUMN_OWNER.findall(_select_list(text))]
@@ -84,12 +88,56 @@ def summarize(statement: Statement, link_tables: Sequence[str] = ()) -> Summary:
         verb=verb,
         table=written[1] if written else _first_loaded(loaded),
         loads=frozenset(map(_table, loaded)),
-        in_lists=tuple(group.count("?") for group in _IN_LIST.findall(text)),
+        in_lists=_in_lists(text, discriminators),
         parameters=statement.parameters,
         subquery_of=subquery[1] if subquery else None,
         outer_join=" LEFT OUTER JOIN " in text,
         text=text,
     )
+
+
+def _in_lists(text: str, discriminators: Sequence[str]) -> tuple[int, ...]:
+    """The keys in each ``IN (...)`` list of placeholders: one per ``?``, or one per
+    tuple for a composite key (``IN ((?, ?), (?, ?))``; SQLite's ``IN (VALUES (?, ?),
+    ...)``); a subquery or a list of literals is no list of keys."""
+    sizes = []
+    for match in _IN_OPENING.finditer(text):
+        column = match[1]
+        if column is not None and _qualified(column) in discriminators:
+            continue
+        body = _parenthesised(text, match.end()).strip()
+        body = body.removeprefix("VALUES ").strip()
+        if not body or not _PLACEHOLDERS_ONLY.match(body):
+            continue
+        sizes.append(_top_level_groups(body) if "(" in body else body.count("?"))
+    return tuple(sizes)
+
+
+def _parenthesised(text: str, start: int) -> str:
+    """What stands between an opening parenthesis (just before ``start``) and its match."""
+    depth = 1
+    for index in range(start, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[index], 0)
+        if depth == 0:
+            return text[start:index]
+    return text[start:]
+
+
+def _top_level_groups(body: str) -> int:
+    depth, groups = 0, 0
+    for character in body:
+        if character == "(":
+            groups += depth == 0
+            depth += 1
+        elif character == ")":
+            depth -= 1
+    return groups
+
+
+def _qualified(column: str) -> str:
+    """``table.column`` of a column as a statement names it (``rooms_1.kind``: rooms.kind)."""
+    owner, _, name = column.partition(".")
+    return f"{_table(owner)}.{name}"
 
 
 def _select_list(text: str) -> str:
@@ -131,13 +179,30 @@ class Edge:
     ``keys`` parent keys (distinct related keys for a many-to-one)."""
 
     name: str  # the relationship, for messages: "posts", "posts.comments"
-    table: str  # the table it loads
+    table: str | tuple[str, ...]  # the table it loads (each of an inherited class's)
     kind: str
     keys: int
     chunk: int = 0  # IN: at most this many keys per statement
+    parameters: int = 1  # PER_KEY: values bound to each SELECT
 
     def statements(self) -> int:
         return count_statements(self.kind, self.keys, self.chunk)
+
+    @property
+    def tables(self) -> frozenset[str]:
+        return _as_set(self.table)
+
+    @property
+    def named(self) -> str:
+        return _first(self.table)
+
+
+def _as_set(names: str | tuple[str, ...]) -> frozenset[str]:
+    return frozenset((names,) if isinstance(names, str) else names)
+
+
+def _first(names: str | tuple[str, ...]) -> str:
+    return names if isinstance(names, str) else names[0]
 
 
 def count_statements(kind: str, keys: int, chunk: int = 0) -> int:
@@ -156,27 +221,34 @@ def count_statements(kind: str, keys: int, chunk: int = 0) -> int:
 class LoadSql:
     """A query of ``root`` rows and the relationships loaded with it."""
 
-    root: str
+    root: str | tuple[str, ...]  # the table it selects (each of an inherited class's)
     edges: tuple[Edge, ...]
     link_tables: tuple[str, ...] = ()
+    # ``table.column`` of a single-table discriminator: an IN list over it is no key list
+    discriminators: tuple[str, ...] = ()
 
     def describe(self) -> str:
         parts = [f"{edge.name}: {edge.kind}" for edge in self.edges]
-        return f"SELECT {self.root}" + (f" ({', '.join(parts)})" if parts else "")
+        return f"SELECT {_first(self.root)}" + (f" ({', '.join(parts)})" if parts else "")
 
     def problems(self, observed: Sequence[Statement]) -> list[str]:
-        summaries = [summarize(statement, self.link_tables) for statement in observed]
+        summaries = [
+            summarize(statement, self.link_tables, self.discriminators) for statement in observed
+        ]
         if not summaries:
             return [f"no statement ran; expected {self.describe()}"]
         root, rest = summaries[0], summaries[1:]
+        roots = _as_set(self.root)
         found = []
-        if root.verb != "SELECT" or root.table not in (self.root, "anon"):
-            found.append(f"the first statement should select {self.root}: {root.describe()}")
+        if root.verb != "SELECT" or root.table not in roots | {"anon"}:
+            found.append(
+                f"the first statement should select {_first(self.root)}: {root.describe()}"
+            )
         claimed: set[int] = set()
         for edge in self.edges:
-            mine = [i for i, s in enumerate(rest) if s.verb == "SELECT" and s.table == edge.table]
+            mine = [i for i, s in enumerate(rest) if s.verb == "SELECT" and s.table in edge.tables]
             claimed.update(mine)
-            found += _edge_problems(edge, root, [rest[i] for i in mine], self.root)
+            found += _edge_problems(edge, root, [rest[i] for i in mine], roots)
         found += [
             f"a statement no relationship explains: {s.describe()}"
             for i, s in enumerate(rest)
@@ -185,24 +257,33 @@ class LoadSql:
         return found
 
 
-def _edge_problems(edge: Edge, root: Summary, mine: list[Summary], root_table: str) -> list[str]:
+def _edge_problems(
+    edge: Edge, root: Summary, mine: list[Summary], roots: frozenset[str]
+) -> list[str]:
     say = f"{edge.name} ({edge.kind}, {edge.keys} keys)"
     expected = edge.statements()
+    # A self-referential load (or one within a hierarchy) reads the root's own table:
+    # only an outer join in the first statement tells that it was loaded there.
+    shared = bool(edge.tables & roots)
     if edge.kind == JOINED:
-        if edge.table not in root.loads or not root.outer_join:
-            return [f"{say}: the first statement should LEFT OUTER JOIN {edge.table}"]
-    elif edge.table in root.loads:
-        return [f"{say}: the first statement should not load {edge.table}: {root.describe()}"]
+        if not (edge.tables & root.loads) or not root.outer_join:
+            return [f"{say}: the first statement should LEFT OUTER JOIN {edge.named}"]
+    elif (edge.tables & root.loads and not shared) or (shared and root.outer_join):
+        return [f"{say}: the first statement should not load {edge.named}: {root.describe()}"]
     if len(mine) != expected:
-        return [f"{say}: {len(mine)} statements load {edge.table}, expected {expected}"]
+        return [f"{say}: {len(mine)} statements load {edge.named}, expected {expected}"]
     if edge.kind == IN:
         return _in_problems(edge, say, mine)
-    if edge.kind == SUBQUERY and any(s.subquery_of != root_table for s in mine):
+    if edge.kind == SUBQUERY and any(s.subquery_of not in roots for s in mine):
         return [f"{say}: should select from the root query as a subquery: {mine[0].describe()}"]
     if edge.kind == PER_KEY:
-        wrong = [s for s in mine if s.in_lists or s.parameters != 1]
+        wrong = [s for s in mine if s.in_lists or s.parameters != edge.parameters]
         if wrong:
-            return [f"{say}: each should load by one key, no IN list: {wrong[0].describe()}"]
+            return [
+                f"{say}: each should load by one key ({edge.parameters} "
+                f"value{'s' if edge.parameters != 1 else ''} bound), no IN list: "
+                f"{wrong[0].describe()}"
+            ]
     return []
 
 

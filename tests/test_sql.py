@@ -201,7 +201,7 @@ def test_joined_needs_an_outer_join_not_only_the_columns() -> None:
 def test_per_key_loads_take_one_parameter_each() -> None:
     two = Statement("SELECT posts.id FROM posts WHERE ? = posts.user_id AND posts.id > ?", 2)
     (problem,) = _rule(PER_KEY).problems([ROOT, two, two])
-    assert problem.startswith("posts (per_key, 2 keys): each should load by one key, no IN list:")
+    assert problem.startswith("posts (per_key, 2 keys): each should load by one key (1 value")
 
 
 def test_no_parent_means_no_in_statement() -> None:
@@ -255,3 +255,42 @@ def test_the_first_statement_that_breaks_a_per_key_rule_is_shown() -> None:
 def test_a_write_that_sent_nothing_says_so() -> None:
     rule = Writes((("UPDATE", "users"),))
     assert rule.problems([]) == ["sent nothing; expected 1 UPDATE users"]
+
+
+@pytest.mark.parametrize(
+    ("text", "lists"),
+    [
+        # A composite key: one key per tuple, in each dialect's spelling.
+        ("SELECT a.x FROM a WHERE (a.x, a.y) IN ((%s, %s), (%s, %s), (%s, %s))", (3,)),
+        ("SELECT a.x FROM a WHERE (a.x, a.y) IN (VALUES (?, ?), (?, ?))", (2,)),
+        # A single-table subclass's discriminator is no list of keys.
+        ("SELECT r.id FROM r WHERE r.id IN (?, ?) AND r.kind IN (?)", (2,)),
+        ("SELECT r_1.id FROM r AS r_1 WHERE r_1.id = ? AND r_1.kind IN (?, ?)", ()),
+        # A subquery and a list of literals neither.
+        ("SELECT a.x FROM a WHERE a.x IN (SELECT b.x FROM b WHERE b.y IN (?))", (1,)),
+        ("SELECT a.x FROM a WHERE a.x IN ('p', 'q')", ()),
+    ],
+)
+def test_in_lists_count_keys_whatever_their_shape(text, lists) -> None:
+    summary = summarize(Statement(text, text.count("?") + text.count("%s")), (), ("r.kind",))
+    assert summary.in_lists == lists
+
+
+def test_a_load_by_one_key_binds_the_values_its_relationship_declares() -> None:
+    edge = Edge("enrollment", "e", PER_KEY, 1, parameters=2)  # a composite key
+    sql = LoadSql("s", (edge,))
+    root = Statement("SELECT s.id FROM s", 0)
+    two = Statement("SELECT e.a FROM e WHERE e.a = ? AND e.b = ?", 2)
+    one = Statement("SELECT e.a FROM e WHERE e.a = ?", 1)
+    assert sql.problems([root, two]) == []
+    assert "2 values bound" in sql.problems([root, one])[0]
+
+
+def test_a_self_referential_load_is_told_by_the_outer_join_alone() -> None:
+    root = Statement("SELECT t.id FROM t WHERE t.id IN (?, ?)", 2)
+    joined = Statement("SELECT t.id, t_1.id FROM t LEFT OUTER JOIN t AS t_1 ON t_1.id = t.p", 0)
+    upwards = Statement("SELECT t.id FROM t WHERE t.id = ?", 1)
+    lazy = LoadSql("t", (Edge("parent", "t", PER_KEY, 1),))
+    assert lazy.problems([root, upwards]) == []
+    assert "should not load t" in lazy.problems([joined, upwards])[0]
+    assert LoadSql("t", (Edge("parent", "t", JOINED, 2),)).problems([joined]) == []

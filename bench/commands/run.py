@@ -18,6 +18,7 @@ from sqla_bench.options import (
     MAX_PROCESSES,
     MAX_SECONDS,
     MAX_WORKERS,
+    DefaultSizes,
     add_affinity,
     add_datasets,
     add_pgbouncer,
@@ -328,9 +329,12 @@ def plan_from(args: argparse.Namespace, targets: Sequence[Target | Pending]) -> 
         policy, datasets = policy_from(args), datasets_from(args)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    workload = _workload(args)
+    if workload is not None and isinstance(args.users, DefaultSizes):
+        datasets = workload.fit_rows(datasets)
     return RunPlan(
         targets=tuple(targets),
-        workload=_workload(args),
+        workload=workload,
         modes=tuple(dict.fromkeys(args.mode or MODES)),
         drivers=_names(args.driver),
         scenarios=_names(args.scenario),
@@ -401,11 +405,13 @@ def _workload(args: argparse.Namespace) -> Workload | None:
 def _print_unhandled(console: Console, plan: RunPlan) -> None:
     if plan.workload is None:
         return
-    present.print_lines(
-        console,
-        [f"left out {item.name}: {item.reason}" for item in plan.workload.unhandled],
-        style="yellow",
-    )
+    unhandled = plan.workload.unhandled
+    lines = [f"left out {item.name}: {reason}" for item in unhandled for reason in item.reasons]
+    if unhandled:
+        lines.append(plan.workload.next_step)
+    if plan.workload.fitted is not None:
+        lines.append(plan.workload.fitted)
+    present.print_lines(console, lines, style="yellow")
 
 
 def _names(values: list[str] | None) -> tuple[str, ...] | None:

@@ -1,9 +1,10 @@
 """A small shop's models: an application that is not sqla-bench, for ``run --models``.
 
-Its relationships cover each kind (one-to-many, many-to-one, one-to-one, many-to-many),
-and some that sqla-bench leaves out, each for a reason it must give: a custom join
-condition, a self-referential one, one onto a class with a composite primary key, and
-(for generated data only) one onto a table with a column polyfactory has no value for.
+Its relationships cover each kind (one-to-many, many-to-one, one-to-one, many-to-many,
+a custom join condition, a self-referential one, one onto a class with a composite
+primary key), and two that sqla-bench leaves out, with every reason it must give: one
+onto a table with a column polyfactory has no value for (for generated data only), and
+a dynamic one onto the same table (two reasons).
 The tests copy this file into a folder of its own and run sqla-bench from there."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from decimal import Decimal
 from sqlalchemy import Column, ForeignKey, Numeric, String, Table, and_
 from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.ext.asyncio import AsyncAttrs
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, DynamicMapped, Mapped, mapped_column, relationship
 
 
 class Base(AsyncAttrs, DeclarativeBase):
@@ -38,6 +39,7 @@ class Customer(Base):
     orders: Mapped[list[Order]] = relationship(back_populates="customer")
     address: Mapped[Address | None] = relationship(back_populates="customer")
     reviews: Mapped[list[Review]] = relationship()
+    review_pages: DynamicMapped[Review] = relationship(viewonly=True)
     big_orders: Mapped[list[Order]] = relationship(
         primaryjoin=lambda: and_(Order.customer_id == Customer.id, Order.total > 100),
         viewonly=True,

@@ -4,12 +4,15 @@
   session, sync or async, inside a ``with`` block: statements started and completed, and
   the SQL of each.
 - ``@pytest.mark.sqla_max_statements(n)``: fails a test that completes more than ``n``
-  statements on any engine.
+  statements on any engine, its SQL grouped, a repeated statement named by its lazy load.
 - ``--sqla-nplusone``: fails a test in which the same lazy load (relationship and call
-  site) fires more than ``--sqla-nplusone-threshold`` times, naming a loader option that
-  avoids it; in async code, any implicit load (which raises MissingGreenlet) fails it.
-- ``--sqla-counts PATH``: holds each test's statements and Python function calls to a
-  committed file (``--sqla-counts-update`` writes it), with the tolerances it declares.
+  site) fires more than ``--sqla-nplusone-threshold`` times, naming the loader option
+  that avoids it from the query's root entity (a chain for a nested load, a depth for a
+  tree); in async code, any implicit load (which raises MissingGreenlet) fails it.
+- ``--sqla-counts PATH``: holds each test's statements (exactly, both ways) and Python
+  function calls (first-use work left out, so that they do not depend on the tests run
+  before) to a committed file (``--sqla-counts-update`` writes it), with the tolerances
+  it declares.
 
 Nothing is listened to unless a test asks for one of these: SQLAlchemy is imported only
 then, so a suite that uses none of them runs as it did.
@@ -17,12 +20,10 @@ then, so a suite that uses none of them runs as it did.
 
 from __future__ import annotations
 
-import cProfile
 import gc
 import json
 import os
 import platform
-import pstats
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -38,7 +39,8 @@ NPLUSONE_THRESHOLD = 1  # a lazy load that fires twice from one line is a loop's
 # What a counts file holds a test to unless it declares otherwise: statements exactly,
 # function calls within 5 % (SQLAlchemy's own profiles.txt allows as much).
 DEFAULT_TOLERANCE = {"statements": 0.0, "calls": 0.05}
-COUNTS_VERSION = 1
+COUNTS_VERSION = 2  # 2: calls leave first-use work out, and each test's SQL is kept
+CALLS_METHOD = "first use left out"
 # Frames that are not the application's: a call site is the first frame outside them.
 NOT_THE_CALL_SITE = ("sqlalchemy", "greenlet", "asyncio", "_pytest", "pluggy", "pytest_asyncio")
 
@@ -147,6 +149,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     counts = config.stash.get(COUNTS, None)
     if counts is not None and counts.note:
         terminalreporter.write_line(f"sqla-bench counts: {counts.note}")
+    if counts is not None and counts.missing:
+        terminalreporter.write_line(
+            f"sqla-bench counts: {len(counts.missing)} test(s) not in {counts.path}, their "
+            f"counts not held (--sqla-counts-update records them): {', '.join(counts.missing)}"
+        )
 
 
 @pytest.hookimpl(wrapper=True)
@@ -161,17 +168,20 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
         return (yield)
     from sqlalchemy import Engine
 
-    with counting(Engine) as queries, _lazy_loads(nplusone) as loads, _calls(counts) as calls:
+    watch_loads = nplusone or limit is not None  # a limit's failure names who sent what
+    with counting(Engine) as queries, _lazy_loads(watch_loads) as loads, _calls(counts) as calls:
         try:
             result = yield
         except Exception as error:
-            _explain_implicit_io(loads, error)
+            if nplusone:
+                _explain_implicit_io(loads, error)
             raise
-    _check_limit(limit, queries)
+    _check_limit(limit, queries, loads)
     if nplusone:
         _check_lazy_loads(loads, config.getoption("sqla_nplusone_threshold"))
-    if counts is not None:
-        counts.hold(pyfuncitem.nodeid, {"statements": queries.completed, "calls": calls.total})
+    if counts is not None and calls is not None:
+        counted = {"statements": queries.completed, "calls": calls.total}
+        counts.hold(pyfuncitem.nodeid, counted, queries.statements)
     return result
 
 
@@ -188,32 +198,78 @@ def _statement_limit(marker: pytest.Mark | None) -> int | None:
     return limit
 
 
-def _check_limit(limit: int | None, queries: Queries) -> None:
+def _check_limit(limit: int | None, queries: Queries, loads: list[LazyLoad]) -> None:
     if limit is not None and queries.completed > limit:
-        shown = "\n".join(
-            f"  {i}. {' '.join(sql.split())}" for i, sql in enumerate(queries.statements, 1)
-        )
+        shown = "\n".join(grouped_statements(queries.statements, loads))
         pytest.fail(
             f"{queries.completed} SQL statements, over the {limit} allowed by {MARKER}:\n{shown}",
             pytrace=False,
         )
 
 
+def grouped_statements(statements: list[str], loads: list[LazyLoad] = ()) -> list[str]:
+    """The statements in the order first sent, each text once with how many times it
+    ran ("20 times") and, for a repeated one, the lazy load that sent it."""
+    counted = Counter(" ".join(sql.split()) for sql in statements)
+    lines = []
+    for number, (text, times) in enumerate(counted.items(), 1):
+        said = f"  {number}. {text}" + (f" ({times} times)" if times > 1 else "")
+        sender = next(
+            (load for load in loads if times > 1 and f" FROM {load.table} " in f"{text} "),
+            None,
+        )
+        if sender is not None:
+            said += f" <- {sender.relationship} loaded lazily at {sender.call_site}"
+        lines.append(said)
+    return lines
+
+
 # --- lazy loads ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
+class Hop:
+    """One relationship on the way from a query's root entity to what it loaded."""
+
+    name: str  # "Course.enrollments"
+    collection: bool
+
+    def loader(self) -> str:
+        return f"{'selectinload' if self.collection else 'joinedload'}({self.name})"
+
+
+@dataclass(frozen=True)
 class LazyLoad:
-    """One relationship loaded on access, where the application's code touched it."""
+    """One relationship loaded on access, where the application's code touched it.
+    Loads are told apart by relationship and call site; ``path`` and ``depth`` say how
+    the parent came to be loaded, which differs from one load of a loop to the next."""
 
     relationship: str  # "User.posts"
     call_site: str  # "app/views.py:42"
     collection: bool
     implicit_io_in_async: bool  # an AsyncSession's, outside a greenlet: MissingGreenlet
+    table: str = ""  # the table it loads, to name the statements it sent
+    # The relationships from the query's root entity to the parent (empty: the parent
+    # is a root row); for a self-referential one, how many levels down the parent is.
+    path: tuple[Hop, ...] = field(default=(), compare=False)
+    self_referential: bool = field(default=False, compare=False)
+    depth: int = field(default=1, compare=False)
 
-    def advice(self) -> str:
-        loader = "selectinload" if self.collection else "joinedload"
-        return f"load it with the query: .options({loader}({self.relationship}))"
+    def advice(self, depth: int | None = None) -> str:
+        """The loader option on the root query that loads it with the query: the chain
+        from the root entity for a nested load; a depth for a tree, whose every level
+        would otherwise lazy-load the next."""
+        final = Hop(self.relationship, self.collection)
+        above = [hop.loader() for hop in self.path if hop.name != self.relationship]
+        if not self.self_referential:
+            return f"load it with the query: .options({'.'.join([*above, final.loader()])})"
+        levels = depth or self.depth
+        tree = f"selectinload({self.relationship}, recursion_depth={levels})"
+        return (
+            f"load the {levels} level{'s' if levels != 1 else ''} read with the query: "
+            f".options({'.'.join([*above, tree])}) (or join_depth={levels} on the "
+            "relationship, for joined loading)"
+        )
 
 
 @contextmanager
@@ -244,24 +300,63 @@ def _lazy_load(state: Any) -> LazyLoad:
 
     prop = state.loader_strategy_path[-1]
     in_async = async_session(state.session) is not None
+    path = _path_to(state.lazy_loaded_from)
+    name = _name(prop)
+    self_referential = prop.mapper.common_parent(prop.parent)
     return LazyLoad(
-        relationship=f"{prop.parent.class_.__name__}.{prop.key}",
+        relationship=name,
         call_site=_call_site(),
         collection=bool(prop.uselist),
         implicit_io_in_async=in_async and not in_greenlet(),
+        table=prop.mapper.local_table.name,
+        path=path,
+        self_referential=self_referential,
+        depth=1 + sum(hop.name == name for hop in path),
+    )
+
+
+def _name(prop: Any) -> str:
+    return f"{prop.parent.class_.__name__}.{prop.key}"
+
+
+def _path_to(parent: Any) -> tuple[Hop, ...]:
+    """The relationships a lazily loaded parent was reached by from its query's root
+    entity (its state's load path: mapper, relationship, mapper, ...)."""
+    load_path = getattr(parent, "load_path", None)
+    steps = getattr(load_path, "path", ()) or ()
+    return tuple(
+        Hop(_name(prop), bool(prop.uselist)) for prop in steps[1::2] if hasattr(prop, "uselist")
     )
 
 
 def _call_site() -> str:
-    """The first frame of the application's code above this one."""
-    frame = sys._getframe(1)
+    """The first frame of the application's code above this one; inside a greenlet
+    (``await obj.awaitable_attrs.x`` runs its load in one), the application's frame is
+    on the stack of the greenlet that started it."""
+    found = _application_frame(sys._getframe(1))
+    if found is None:
+        found = _application_frame(_spawning_frame())
+    return found or "unknown"
+
+
+def _application_frame(frame: Any) -> str | None:
     while frame is not None:
         filename = frame.f_code.co_filename
         parts = set(Path(filename).parts)
         if not (parts & set(NOT_THE_CALL_SITE)) and filename != __file__:
             return f"{_relative(filename)}:{frame.f_lineno}"
         frame = frame.f_back
-    return "unknown"
+    return None
+
+
+def _spawning_frame() -> Any:
+    """Where the greenlet this runs in was switched from (None outside one)."""
+    try:
+        import greenlet
+    except ImportError:  # SQLAlchemy's async support needs it; without it, no greenlet
+        return None
+    parent = greenlet.getcurrent().parent
+    return getattr(parent, "gr_frame", None)
 
 
 def _relative(filename: str) -> str:
@@ -291,9 +386,12 @@ def _explain_implicit_io(loads: list[LazyLoad], error: Exception) -> None:
 def _check_lazy_loads(loads: list[LazyLoad], threshold: int) -> None:
     problems = _implicit_io(loads)
     fired = Counter(loads)
+    deepest: dict[LazyLoad, int] = {}
+    for load in loads:
+        deepest[load] = max(deepest.get(load, 0), load.depth)
     problems += [
         f"{load.relationship} loaded lazily {times} times at {load.call_site} (N+1; "
-        f"{threshold} allowed): {load.advice()}"
+        f"{threshold} allowed): {load.advice(deepest[load])}"
         for load, times in fired.items()
         if times > threshold and not load.implicit_io_in_async
     ]
@@ -304,29 +402,82 @@ def _check_lazy_loads(loads: list[LazyLoad], threshold: int) -> None:
 # --- counts held to a file -----------------------------------------------------------------
 
 
-@dataclass
 class _Calls:
-    total: int = 0
+    """Function calls (Python and built-in, as cProfile counts them) made in this
+    thread, but for work done once per process that lands in whichever test needs it
+    first: a SQL statement's compilation (cached after), an import, the configuration of
+    mappers, a memoized attribute's first computation, a loader strategy set up on first
+    use. Without it a test's count depends on the tests that ran before it."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._first_use = _first_use_code()
+        self._inside: Any = None  # the frame of first-use work being left out
+
+    def __call__(self, frame: Any, event: str, _: Any) -> None:
+        if self._inside is not None:
+            if event == "return" and frame is self._inside:
+                self._inside = None
+            return
+        if event == "call":
+            if frame.f_code in self._first_use:
+                self._inside = frame
+            else:
+                self.total += 1
+        elif event == "c_call":
+            self.total += 1
+
+
+def _first_use_code() -> frozenset[Any]:
+    """The code of the functions whose calls are first-use work (see ``_Calls``)."""
+    import importlib
+    import importlib._bootstrap as bootstrap
+
+    from sqlalchemy.orm import interfaces
+    from sqlalchemy.sql import cache_key, compiler, visitors
+    from sqlalchemy.util import langhelpers
+
+    mapper = importlib.import_module("sqlalchemy.orm.mapper")  # the package's is a function
+
+    functions = [
+        compiler.Compiled.__init__,
+        bootstrap._find_and_load,
+        mapper._configure_registries,
+        langhelpers.memoized_property.__get__,
+        langhelpers.HasMemoized.memoized_attribute.__get__,
+        # A construct's cache-key structure and its visitors' dispatch, made per class
+        cache_key.HasCacheKey._generate_cache_attrs.__func__,
+        visitors.HasTraversalDispatch.generate_dispatch,
+    ]
+    strategies = _subclasses(interfaces.LoaderStrategy)
+    functions += [cls.__dict__["__init__"] for cls in strategies if "__init__" in cls.__dict__]
+    return frozenset(f.__code__ for f in functions if hasattr(f, "__code__"))
+
+
+def _subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
 
 
 @contextmanager
-def _calls(counts: CountsFile | None) -> Iterator[_Calls]:
-    """Python function calls of the block (cProfile, this thread), when counts are held.
-    The collector is held off so that no finalizer of earlier work lands in it."""
-    calls = _Calls()
+def _calls(counts: CountsFile | None) -> Iterator[_Calls | None]:
+    """Function calls of the block, when counts are held. The collector is held off so
+    that no finalizer of earlier work lands in it."""
     if counts is None:
-        yield calls
+        yield None
         return
-    profile, collecting = cProfile.Profile(), gc.isenabled()
+    calls = _Calls()
+    collecting, previous = gc.isenabled(), sys.getprofile()
     gc.disable()
-    profile.enable()
+    sys.setprofile(calls)
     try:
         yield calls
     finally:
-        profile.disable()
+        sys.setprofile(previous)
         if collecting:
             gc.enable()
-        calls.total = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
 
 
 def _environment() -> dict[str, str]:
@@ -345,7 +496,11 @@ class CountsFile:
     tolerance: dict[str, float]
     environment: dict[str, str]
     tests: dict[str, dict[str, int]]
+    method: str = CALLS_METHOD  # how the file's calls were counted
+    held_sql: dict[str, dict[str, int]] = field(default_factory=dict)  # the file's SQL
     measured: dict[str, dict[str, int]] = field(default_factory=dict)
+    sql: dict[str, dict[str, int]] = field(default_factory=dict)  # this run's, per test
+    missing: list[str] = field(default_factory=list)  # tests run that the file lacks
     note: str = ""
 
     @classmethod
@@ -368,38 +523,63 @@ class CountsFile:
                 {**DEFAULT_TOLERANCE, **data.get("tolerance", {})},
                 data["environment"],
                 data["tests"],
+                data.get("calls_method", "cProfile, first use included"),
+                data.get("sql", {}),
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise pytest.UsageError(f"--sqla-counts {path}: cannot read it: {error}") from None
 
-    def hold(self, test: str, counts: dict[str, int]) -> None:
-        """Fail ``test`` if a count grew beyond its tolerance over the file's; a test the
-        file does not know is only recorded."""
+    def hold(self, test: str, counts: dict[str, int], statements: list[str]) -> None:
+        """Fail ``test`` if its statements changed (either way: a decrease asks for the
+        file to be updated, so that it is held to the new number) or its calls grew
+        beyond the tolerance; a test the file does not know is recorded and reported."""
         self.measured[test] = counts
+        self.sql[test] = dict(Counter(" ".join(text.split()) for text in statements))
         held = self.tests.get(test)
-        if held is None or self.updating:
+        if self.updating:
+            return
+        if held is None:
+            self.missing.append(test)
             return
         names = ["statements"]
-        if self.environment == _environment():
+        if self.environment == _environment() and self.method == CALLS_METHOD:
             names.append("calls")
         else:
             self.note = (
-                f"function calls not held: the file's were counted on {self.environment}, "
-                f"this run is on {_environment()}"
+                f"function calls not held: the file's were counted on {self.environment} "
+                f"({self.method}), this run is on {_environment()} ({CALLS_METHOD})"
             )
-        grown = [
-            f"{name} {held[name]:,} -> {counts[name]:,} "
-            f"(+{(counts[name] - held[name]) / max(held[name], 1):.1%}, "
-            f"{self.tolerance[name]:.0%} allowed)"
-            for name in names
-            if name in held and counts[name] > held[name] * (1 + self.tolerance[name])
-        ]
-        if grown:
+        changed = [self._change(name, held[name], counts[name]) for name in names if name in held]
+        changed = [text for text in changed if text]
+        if changed:
+            added = self._sql_added(test)
             pytest.fail(
-                f"counts grew beyond {self.path}'s: {'; '.join(grown)} "
-                "(--sqla-counts-update records the new ones)",
+                f"counts differ from {self.path}'s: {'; '.join(changed)} "
+                f"(--sqla-counts-update records the new ones){added}",
                 pytrace=False,
             )
+
+    def _change(self, name: str, held: int, counted: int) -> str | None:
+        tolerance = self.tolerance[name]
+        grew = counted > held * (1 + tolerance)
+        fell = name == "statements" and counted < held
+        if not (grew or fell):
+            return None
+        allowed = "held exactly" if tolerance == 0 else f"{tolerance:.0%} allowed"
+        return f"{name} {held:,} -> {counted:,} ({(counted - held) / max(held, 1):+.1%}, {allowed})"
+
+    def _sql_added(self, test: str) -> str:
+        """The statements this run sent more often than the file's run did, and those it
+        sent less often, by their SQL."""
+        before = self.held_sql.get(test)
+        if before is None:
+            return ""
+        now = self.sql[test]
+        more = [(text, now[text] - before.get(text, 0)) for text in now]
+        fewer = [(text, before[text] - now.get(text, 0)) for text in before]
+        lines = [f"\n  + {text} ({n} more)" for text, n in more if n > 0]
+        lines += [f"\n  - {text} ({n} fewer)" for text, n in fewer if n > 0]
+        return "".join(lines)
 
     def write(self) -> None:
         """The file with this run's counts beside those of the tests it did not run."""
@@ -407,7 +587,9 @@ class CountsFile:
             "version": COUNTS_VERSION,
             "tolerance": self.tolerance,
             "environment": _environment(),
+            "calls_method": CALLS_METHOD,
             "tests": dict(sorted({**self.tests, **self.measured}.items())),
+            "sql": dict(sorted({**self.held_sql, **self.sql}.items())),
         }
         self.path.write_text(json.dumps(data, indent=1) + "\n")
 

@@ -118,8 +118,12 @@ def markdown_report(
     lines = series(points(single))
     crossover_plots = [name for name in plots if "-crossover-" in name]
     parts = ["# sqla-bench report", "", _at_a_glance(headers), ""]
-    parts += ["## In short", "", *short_answers(lines), ""]
+    # A run of an application's models answers per relationship in a table of its own;
+    # the sentence per shape is for the built-in shapes.
     parts += models_section(headers, single, lines)
+    shapes = [line for line in lines if not line.table.startswith("models.")]
+    if shapes or len(shapes) == len(lines):
+        parts += ["## In short", "", *short_answers(shapes), ""]
     parts += ["## Decision guide", "", *decision_guide(single, lines, crossover_plots), ""]
     if checks is not None:
         parts += ["## Verification catalogue", "", verification_matrix(checks).to_markdown(), ""]
@@ -270,7 +274,9 @@ MODELS_NOTE = (
     "means the next strategy took 1.42 times as long, within blocks measured side by side; "
     "≈ means the drivers could not tell the two apart. Sync code may also lazy-load; async "
     "code may not (MissingGreenlet), so its answer is among the eager loaders. Rows "
-    "fetched are what the database sent for one load, at the largest fan-out measured"
+    "fetched are what the database sent for one load, at the largest fan-out measured, "
+    "and the related rows what that came to for each relationship: a table under two "
+    "parents (an association object) has the --posts fan-out under one of them only"
 )
 LEFT_OUT_NOTE = (
     "To measure one of these, write the query it serves as a scenario with an async twin in "
@@ -281,17 +287,18 @@ LEFT_OUT_NOTE = (
 def models_table(cells: list[CellRecord], lines: list[Series]) -> TableData:
     table = TableData(
         "",
-        [("relationship", "left"), ("measured at", "left"), ("sync code", "left"),
-         ("async code", "left"), ("rows fetched", "left")],
+        [("relationship", "left"), ("measured at", "left"), ("related rows loaded", "left"),
+         ("sync code", "left"), ("async code", "left"), ("rows fetched", "left")],
     )  # fmt: skip
     for line in sorted(lines, key=lambda ln: (ln.table, ln.target, latency_order(ln.latency))):
         name = line.table.removeprefix("models.")
         kind = line.label.split(" from ")[0]
         at = f"{line.target}, {rtt(line.latency)}, {_along(line)}"
-        fetched = _fetched(cells, line)
+        mine = _at_last_point(cells, line)
         table.rows.append(
-            [f"{name} ({kind})", at, advice(line, "sync"), advice(line, "async"), fetched]
-        )
+            [f"{name} ({kind})", at, _related(mine, kind), advice(line, "sync"),
+             advice(line, "async"), _fetched(mine)]
+        )  # fmt: skip
     return table
 
 
@@ -301,19 +308,40 @@ def _along(line: Series) -> str:
     return f"{', '.join(map(str, xs))} {unit}" if line.axis else "your data"
 
 
-def _fetched(cells: list[CellRecord], line: Series) -> str:
-    """Rows each compared strategy fetched for one load at the series' largest point."""
-    last = line.points[-1]
+def _at_last_point(cells: list[CellRecord], line: Series) -> dict[str, CellRecord]:
+    """Per strategy, the cell of the series' largest point that completed (a sync
+    driver's first), with the rows it fetched."""
+    last = tuple(sorted(line.points[-1].dataset))
     mine = [
         c for c in cells
         if c.table == line.table and c.target == line.target and c.outcome == "ok"
-        and c.timed_latency == line.latency and tuple(sorted(c.dataset.items())) == tuple(
-            sorted(last.dataset)) and c.rows_fetched is not None
+        and c.timed_latency == line.latency and tuple(sorted(c.dataset.items())) == last
+        and c.rows_fetched is not None
     ]  # fmt: skip
-    by = {}
+    by: dict[str, CellRecord] = {}
     for cell in sorted(mine, key=lambda c: (c.mode != "sync", c.driver)):
-        by.setdefault(cell.params.get(STRATEGY), cell.rows_fetched)
-    return ", ".join(f"{name} {by[name]}" for name in compared_strategies() if name in by)
+        by.setdefault(cell.params.get(STRATEGY), cell)
+    return by
+
+
+def _fetched(by: dict[str, CellRecord]) -> str:
+    """Rows each compared strategy fetched for one load."""
+    return ", ".join(
+        f"{name} {by[name].rows_fetched}" for name in compared_strategies() if name in by
+    )
+
+
+def _related(by: dict[str, CellRecord], kind: str) -> str:
+    """The related rows one load brought, as sampled: what the data's fan-out came to
+    for this relationship (a table under two parents fans out under one of them only).
+    selectin fetches the parents, then the related rows: the difference is theirs."""
+    cell = by.get("selectin")
+    if cell is None or not cell.rows:
+        return "-"
+    related = cell.rows_fetched - cell.rows
+    if kind == "many-to-one":
+        return f"{related} distinct for {cell.rows} parents"
+    return f"{related / cell.rows:.1f} per parent ({cell.rows} parents)"
 
 
 def decision_guide(cells: list[CellRecord], lines: list[Series], plots: list[str]) -> list[str]:

@@ -51,6 +51,7 @@ from sqla_bench.stats import percentile, summarize
 
 MS = 1e6
 PANEL = (3.6, 2.9)  # inches per small multiple
+STATEMENT_COLUMNS = 5  # panels per row of the statements plot: more would be unreadable
 MAX_RELATIVE = 20.0  # a crossover plot's y axis stops here: beyond, no strategy is a rival
 RELATIVE_TICKS = (1, 1.25, 1.5, 2, 3, 5, 10, 20)
 PLAIN = FuncFormatter(lambda value, _: f"{value:g}")  # 0.1, 1, 10 rather than 10^-1, 10^0
@@ -384,24 +385,38 @@ def write_statement_plot(
     smallest = min((tuple(sorted(c.dataset.items())) for c in strategic), key=_dataset_size)
     by_table = _by([c for c in strategic if tuple(sorted(c.dataset.items())) == smallest],
                    lambda c: c.table)  # fmt: skip
-    figure, grid = _grid(1, len(by_table))
-    for axes, (table, group) in zip(grid[0], by_table.items(), strict=True):
+    columns = min(len(by_table), STATEMENT_COLUMNS)
+    figure, grid = _grid(math.ceil(len(by_table) / columns), columns)
+    panels = [axes for row in grid for axes in row]
+    _hide_unused(grid, len(by_table))
+    for axes, (table, group) in zip(panels, by_table.items(), strict=False):
         strategies = _in_catalogue_order(list({cell.params[STRATEGY] for cell in group}))
         for offset, mode in ((-0.2, "sync"), (0.2, "async")):
-            counts = [
-                max((c.statements for c in group if c.params[STRATEGY] == s and c.mode == mode),
-                    default=0)
-                for s in strategies
-            ]  # fmt: skip
+            mine = [
+                [c for c in group if c.params[STRATEGY] == s and c.mode == mode] for s in strategies
+            ]
+            counts = [max((c.statements for c in found), default=0) for found in mine]
+            # A call that raised is drawn hatched and labelled so: its statements are
+            # those sent before it raised, not what the strategy costs.
+            raised = [any(c.outcome != "ok" for c in found) for found in mine]
             positions = [index + offset for index in range(len(strategies))]
-            bars = axes.bar(positions, counts, width=0.4, color=MODE_COLOURS[mode])
-            axes.bar_label(bars, [str(n) if n else "" for n in counts], fontsize=6)
+            bars = axes.bar(
+                positions, counts, width=0.4, color=MODE_COLOURS[mode],
+                hatch=["///" if r else "" for r in raised], edgecolor="white",
+            )  # fmt: skip
+            labels = [
+                "raised" if r else (str(n) if n else "")
+                for n, r in zip(counts, raised, strict=True)
+            ]
+            axes.bar_label(bars, labels, fontsize=6, rotation=90 if any(raised) else 0)
         axes.set_xticks(range(len(strategies)), strategies, rotation=60, ha="right")
         axes.set_title(table, fontsize="small")
         axes.grid(True, axis="y", alpha=0.3)
-    grid[0][0].set_ylabel("statements per operation")
+    for row in grid:
+        row[0].set_ylabel("statements per operation")
     figure.suptitle(
-        "Statements per operation by loading strategy (a call that raised: until it raised; "
+        "Statements per operation by loading strategy (hatched, 'raised': a call that raised, "
+        "its statements until then; "
         f"{describe_dataset(dict(smallest))})",
         fontsize="medium",
     )

@@ -184,12 +184,14 @@ class Workload:
             raise ConfigError(
                 f"--models {shown(spec)}: no relationship can be measured ({reasons_said})"
             )
+        self._model_tables = {t.name: t for m in mappers for t in m.tables}
         tables = {t for r in self.relationships for t in r.tables}
         self.tables = sort_tables(sorted(tables, key=lambda t: t.name))  # the same each run
         self.current: str | None = None
         self.fitted: str | None = None  # why the rows per table are fewer than the default
         self._engines: dict[str, Engine] = {}
         self._samples: dict[tuple[str, str, int], Sample] = {}
+        self._read: dict[tuple[str, Any], Any] = {}  # what declarations read, per target
         self._checksums: dict[str, dict[str, str]] = {}
         self._checksums_after: dict[str, dict[str, str]] = {}
         self._plans: dict[str, list[TablePlan]] = {}
@@ -304,6 +306,21 @@ class Workload:
         if problem is not None:
             raise ConfigError(problem)
 
+    def table_names(self) -> list[str]:
+        """The tables twins may use on this data (``--scenarios`` with ``--models``): the
+        ones generated, or, for existing data, every table the models map."""
+        if self.existing:
+            return sorted(self._model_tables)
+        return self.tables_created()
+
+    def include(self, names: Iterable[str]) -> None:
+        """Tables twins read besides the relationships' own: checked present and, for
+        existing data, checksummed before and after like them."""
+        more = {self._model_tables[name] for name in names if name in self._model_tables}
+        if self.existing:
+            tables = set(self.tables) | more
+            self.tables = sort_tables(sorted(tables, key=lambda t: t.name))
+
     def tables_created(self) -> list[str]:
         """The tables generated data goes into (none for existing data)."""
         if self.existing:
@@ -316,6 +333,20 @@ class Workload:
         if missing:
             return f"--use-existing-data: the database has no table {', '.join(missing)}"
         return None
+
+    def reader(self, target: str) -> Callable[[Callable[[Any], Any]], Any]:
+        """Runs a declaration's query (``scenarios.registry.FromDatabase``) on a
+        connection of the workload's own to ``target`` (read-only for existing data),
+        once per query and seeding."""
+
+        def read(query: Callable[[Any], Any]) -> Any:
+            key = (target, query)
+            if key not in self._read:
+                with self._engines[target].connect() as connection:
+                    self._read[key] = query(connection)
+            return self._read[key]
+
+        return read
 
     def sample(self, relationship: Relationship, target: str | None, limit: int) -> Sample | None:
         target = target or self.current
@@ -341,6 +372,7 @@ class Workload:
             self._engines[target] = engine
         self.current = target
         self._samples = {k: v for k, v in self._samples.items() if k[0] != target}
+        self._read = {k: v for k, v in self._read.items() if k[0] != target}
         if self.existing:
             self._check_existing(engine, target)
         else:

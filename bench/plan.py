@@ -96,10 +96,8 @@ class RunPlan:
             )
         self._check_pgbouncer()
         self._check_processes()
-        if self.workload is not None and self.modules:
-            raise ConfigError("--models and --scenarios are two workloads: give one")
         for module in self.modules:
-            _check_module(module)
+            _check_module(module, self.workload)
         if self.workload is not None:
             limits = dict(self.grid).get("limit", ())
             self.workload.check(self.targets, self.datasets, limits)
@@ -134,12 +132,13 @@ class RunPlan:
     def cases(self) -> list[Case]:
         """The selected scenarios, with their grids changed as ``grid`` says. Web
         scenarios (which serve an app) are measured only when ``scenarios`` names them."""
-        if self.workload is not None:
-            cases = self.workload.cases()
+        if self.workload is not None:  # its relationships, and twins on its data
+            twins = discover(self.kinds, self.modules) if self.modules else []
+            cases = self.workload.cases() + twins
         else:
             cases = discover(self.kinds, self.modules)
-        if self.scenarios is not None and self.workload is None:
-            cases += discover("web", self.modules)
+        if self.scenarios is not None:
+            cases += discover("web", self.modules) if self.workload is None else []
             for selector in self.scenarios:
                 if not any(_selects(selector, case) for case in cases):
                     known = ", ".join(sorted({case.id for case in cases}))
@@ -368,9 +367,10 @@ def import_application(option: str, name: str) -> ModuleType:
         ) from None
 
 
-def _check_module(name: str) -> None:
+def _check_module(name: str, workload: Workload | None = None) -> None:
     """An application's module of twins (``--scenarios``) imports and declares whole
-    cases; else one ConfigError that says what is wrong."""
+    cases, on sqla-bench's own tables or (with ``--models``) on the tables that workload
+    holds; else one ConfigError that says what is wrong."""
     module = import_application("--scenarios", name)
     try:
         cases = discover(None, (name,))
@@ -386,14 +386,24 @@ def _check_module(name: str) -> None:
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
         raise ConfigError(f"--scenarios {shown(name)}: {found[0]}{more}")
+    if workload is not None:
+        outside = sorted(_mapped_tables(module) - set(workload.table_names()))
+        if outside:
+            raise ConfigError(
+                f"--scenarios {shown(name)}: its twins map tables the --models data does "
+                f"not hold ({', '.join(outside)}): give their models' module to --models, "
+                "and --relationship for a relationship of theirs"
+            )
+        workload.include(_mapped_tables(module))
+        return
     foreign = sorted(_mapped_tables(module) - set(TABLES))
     if foreign:
         raise ConfigError(
             f"--scenarios {shown(name)}: its twins map tables sqla-bench does not create "
             f"({', '.join(foreign)}), and it never writes or reads an application's tables "
-            "with its own dataset: declare the twins on sqla_bench.scenarios.models, or "
-            "measure your models' relationships with --models (generated data) or "
-            "--models --use-existing-data (read-only)"
+            f"with its own dataset: run them on your models' data with --models MODULE "
+            f"--scenarios {name} (generated data) or --models MODULE --use-existing-data "
+            f"--scenarios {name} (read-only), or declare them on sqla_bench.scenarios.models"
         )
 
 

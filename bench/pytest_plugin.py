@@ -9,6 +9,10 @@
   site) fires more than ``--sqla-nplusone-threshold`` times, naming the loader option
   that avoids it from the query's root entity (a chain for a nested load, a depth for a
   tree); in async code, any implicit load (which raises MissingGreenlet) fails it.
+- ``--sqla-advise``: replays the query under each N+1 with each loader option that
+  avoids it (``bench.advise``) and prints what each costs, with a recommendation.
+- ``--sqla-unused-eager``: fails a test in which a relationship loaded eagerly is never
+  read (nplusone's other half).
 - ``--sqla-counts PATH``: holds each test's statements (exactly, both ways) and Python
   function calls (first-use work left out, so that they do not depend on the tests run
   before) to a committed file (``--sqla-counts-update`` writes it), with the tolerances
@@ -115,6 +119,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"lazy loads allowed from one line per test (default {NPLUSONE_THRESHOLD})",
     )
     group.addoption(
+        "--sqla-advise",
+        action="store_true",
+        help="replay the query under each N+1 a test shows with each loader option that "
+        "avoids it (read-only, rolled back), check they return the same objects, and print "
+        "their statements, rows and times with a recommendation",
+    )
+    group.addoption(
+        "--sqla-unused-eager",
+        action="store_true",
+        help="fail a test in which a relationship loaded eagerly (joinedload, selectinload, "
+        "lazy='selectin', ...) is never read: the load was work for nothing",
+    )
+    group.addoption(
         "--sqla-counts",
         metavar="PATH",
         help="hold each test's statements and function calls to this file's counts",
@@ -137,6 +154,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--sqla-nplusone-threshold must be 1 or more")
     if path:
         config.stash[COUNTS] = CountsFile.open(Path(path), config.getoption("sqla_counts_update"))
+    if config.getoption("sqla_advise"):
+        config.stash[ADVICE] = []
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -146,6 +165,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    advice = config.stash.get(ADVICE, None)
+    if advice is not None:
+        terminalreporter.section("sqla-bench advise: each N+1 replayed under each loader option")
+        for line in advice or ["no N+1 seen"]:
+            terminalreporter.write_line(line)
     counts = config.stash.get(COUNTS, None)
     if counts is not None and counts.note:
         terminalreporter.write_line(f"sqla-bench counts: {counts.note}")
@@ -164,19 +188,30 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
     limit = _statement_limit(pyfuncitem.get_closest_marker(MARKER))
     counts = config.stash.get(COUNTS, None)
     nplusone = config.getoption("sqla_nplusone")
-    if limit is None and counts is None and not nplusone:
+    unused = config.getoption("sqla_unused_eager")
+    advise = config.getoption("sqla_advise")
+    if limit is None and counts is None and not (nplusone or unused or advise):
         return (yield)
     from sqlalchemy import Engine
 
-    watch_loads = nplusone or limit is not None  # a limit's failure names who sent what
-    with counting(Engine) as queries, _lazy_loads(watch_loads) as loads, _calls(counts) as calls:
+    watch_loads = nplusone or advise or limit is not None  # a limit's failure names them
+    with (
+        counting(Engine) as queries,
+        _lazy_loads(watch_loads, roots=advise) as loads,
+        _eager_loads(unused) as eager,
+        _calls(counts) as calls,
+    ):
         try:
             result = yield
         except Exception as error:
             if nplusone:
                 _explain_implicit_io(loads, error)
             raise
+    if advise:  # before any check can fail the test: the advice is the point
+        _advise(config, pyfuncitem.nodeid, loads, config.getoption("sqla_nplusone_threshold"))
     _check_limit(limit, queries, loads)
+    if eager is not None:
+        _check_unused(eager)
     if nplusone:
         _check_lazy_loads(loads, config.getoption("sqla_nplusone_threshold"))
     if counts is not None and calls is not None:
@@ -233,6 +268,11 @@ class Hop:
 
     name: str  # "Course.enrollments"
     collection: bool
+    attribute: Any = field(default=None, compare=False)  # Course.enrollments itself
+
+    @property
+    def key(self) -> str:
+        return self.name.split(".", 1)[1]
 
     def loader(self) -> str:
         return f"{'selectinload' if self.collection else 'joinedload'}({self.name})"
@@ -250,10 +290,13 @@ class LazyLoad:
     implicit_io_in_async: bool  # an AsyncSession's, outside a greenlet: MissingGreenlet
     table: str = ""  # the table it loads, to name the statements it sent
     # The relationships from the query's root entity to the parent (empty: the parent
-    # is a root row); for a self-referential one, how many levels down the parent is.
+    # is a root row); for a self-referential one, the level of the tree the parent is
+    # at (1: a row the query returned), which the depth to load follows.
     path: tuple[Hop, ...] = field(default=(), compare=False)
     self_referential: bool = field(default=False, compare=False)
     depth: int = field(default=1, compare=False)
+    final: Hop | None = field(default=None, compare=False)
+    root: Any = field(default=None, compare=False)  # advise.Root: the parents' query
 
     def advice(self, depth: int | None = None) -> str:
         """The loader option on the root query that loads it with the query: the chain
@@ -273,28 +316,71 @@ class LazyLoad:
 
 
 @contextmanager
-def _lazy_loads(active: bool) -> Iterator[list[LazyLoad]]:
+def _lazy_loads(active: bool, roots: bool = False) -> Iterator[list[LazyLoad]]:
     """Every lazy load while the block runs (when ``active``), from ``do_orm_execute``:
-    the ORM runs a lazy load as a statement of the parent's session."""
+    the ORM runs a lazy load as a statement of the parent's session. With ``roots``,
+    each load also knows the query that loaded its parent (``--sqla-advise`` replays
+    it): the last query of the session before the parent's ``load`` event."""
     loads: list[LazyLoad] = []
     if not active:
         yield loads
         return
     from sqlalchemy import event
-    from sqlalchemy.orm import Session
+    from sqlalchemy.orm import Mapper, Session
+
+    latest: dict[int, Any] = {}  # session -> its last query of its own
+    root_of: dict[int, Any] = {}  # a loaded object's state -> the query that loaded it
+    # How far down from the rows a query returned an object was loaded (1: one of them),
+    # to say how deep a tree was read: a relationship's load puts what it loads one level
+    # below its parents (a lazy load, below the object it was loaded from).
+    level_of: dict[int, int] = {}
+    loading = [1]  # the level of the objects the current statement loads
 
     def record(state: Any) -> None:
         if state.is_relationship_load and state.lazy_loaded_from is not None:
-            loads.append(_lazy_load(state))
+            parent = level_of.get(id(state.lazy_loaded_from), 1)
+            loading[0] = parent + 1
+            root = root_of.get(id(state.lazy_loaded_from))
+            loads.append(_lazy_load(state, root, parent))
+        elif state.is_relationship_load:  # selectin, subquery, immediate: the next level
+            loading[0] += 1
+        elif state.is_select:
+            loading[0] = 1
+            if roots:
+                latest[id(state.session)] = _root(state)
+
+    def loaded(target: Any, context: Any) -> None:
+        from sqlalchemy import inspect
+
+        state = inspect(target)
+        level_of[id(state)] = loading[0]
+        root = latest.get(id(context.session))
+        if root is not None:
+            root_of[id(state)] = root
 
     event.listen(Session, "do_orm_execute", record)
+    event.listen(Mapper, "load", loaded)
     try:
         yield loads
     finally:
         event.remove(Session, "do_orm_execute", record)
+        event.remove(Mapper, "load", loaded)
 
 
-def _lazy_load(state: Any) -> LazyLoad:
+def _root(state: Any) -> Any:
+    from sqlalchemy.ext.asyncio import async_session
+
+    from sqla_bench.advise import Root
+
+    try:
+        bind = state.session.get_bind()
+    except Exception:  # a session bound per mapper: no one engine to replay on
+        return None
+    engine = getattr(bind, "engine", bind)
+    return Root(state.statement, engine, async_session(state.session) is not None)
+
+
+def _lazy_load(state: Any, root: Any = None, level: int = 1) -> LazyLoad:
     from sqlalchemy.ext.asyncio import async_session
     from sqlalchemy.util.concurrency import in_greenlet
 
@@ -311,7 +397,9 @@ def _lazy_load(state: Any) -> LazyLoad:
         table=prop.mapper.local_table.name,
         path=path,
         self_referential=self_referential,
-        depth=1 + sum(hop.name == name for hop in path),
+        depth=level,
+        final=Hop(name, bool(prop.uselist), prop.class_attribute),
+        root=root,
     )
 
 
@@ -325,7 +413,9 @@ def _path_to(parent: Any) -> tuple[Hop, ...]:
     load_path = getattr(parent, "load_path", None)
     steps = getattr(load_path, "path", ()) or ()
     return tuple(
-        Hop(_name(prop), bool(prop.uselist)) for prop in steps[1::2] if hasattr(prop, "uselist")
+        Hop(_name(prop), bool(prop.uselist), prop.class_attribute)
+        for prop in steps[1::2]
+        if hasattr(prop, "uselist")
     )
 
 
@@ -383,20 +473,126 @@ def _explain_implicit_io(loads: list[LazyLoad], error: Exception) -> None:
         pytest.fail("\n".join([*found, f"(the test raised {raised[:300]})"]), pytrace=False)
 
 
-def _check_lazy_loads(loads: list[LazyLoad], threshold: int) -> None:
-    problems = _implicit_io(loads)
+def _repeated(loads: list[LazyLoad], threshold: int) -> list[tuple[LazyLoad, int, int]]:
+    """Each N+1: a lazy load, how many times it fired and the deepest level it reached."""
     fired = Counter(loads)
     deepest: dict[LazyLoad, int] = {}
     for load in loads:
         deepest[load] = max(deepest.get(load, 0), load.depth)
-    problems += [
-        f"{load.relationship} loaded lazily {times} times at {load.call_site} (N+1; "
-        f"{threshold} allowed): {load.advice(deepest[load])}"
+    return [
+        (load, times, deepest[load])
         for load, times in fired.items()
         if times > threshold and not load.implicit_io_in_async
     ]
+
+
+def _advise(config: pytest.Config, test: str, loads: list[LazyLoad], threshold: int) -> None:
+    """Replay each N+1 of the test under each loader option (``bench.advise``) and keep
+    the advice for the end of the session."""
+    from sqla_bench import advise
+
+    said = config.stash[ADVICE]
+    for load, _, depth in _repeated(loads, threshold):
+        first = next(each for each in loads if each == load)
+        if first.root is None or first.final is None:
+            said.append(f"{test}: {load.relationship} at {load.call_site}: no query to replay")
+            continue
+        site = advise.Site(
+            load.relationship, load.call_site, first.root, first.path, first.final, depth,
+            first.self_referential,
+        )  # fmt: skip
+        try:
+            said += [f"{test}:", *advise.advice(site, advise.replay(site))]
+        except Exception as error:  # the test's data or connection: say so, do not fail it
+            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            said.append(f"{test}: {load.relationship} at {load.call_site}: not replayed ({reason})")
+
+
+def _check_lazy_loads(loads: list[LazyLoad], threshold: int) -> None:
+    problems = _implicit_io(loads)
+    problems += [
+        f"{load.relationship} loaded lazily {times} times at {load.call_site} (N+1; "
+        f"{threshold} allowed): {load.advice(depth)}"
+        for load, times, depth in _repeated(loads, threshold)
+    ]
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+# --- eager loads never read -----------------------------------------------------------------
+
+
+@dataclass
+class EagerLoads:
+    """The objects a test's queries loaded (with where each query ran) and the
+    attributes the test read on them."""
+
+    loaded: list[tuple[Any, str]] = field(default_factory=list)  # (state, call site)
+    read: set[tuple[int, str]] = field(default_factory=set)  # (id of the object, key)
+    # The objects themselves, held until the check: a test's own are gone once it
+    # returns, and an id is only an object's while it lives.
+    objects: list[Any] = field(default_factory=list)
+
+    def unused(self) -> Counter[tuple[str, str]]:
+        """(relationship, call site of its query): objects whose relationship was loaded
+        with them, eagerly, and never read. A lazy load is a read, so what an object
+        holds unread was loaded by a loader option or the relationship's own lazy=."""
+        found: Counter[tuple[str, str]] = Counter()
+        for state, site in self.loaded:
+            obj = state.obj()
+            if obj is None:
+                continue
+            for prop in state.mapper.relationships:
+                if prop.key in state.dict and (id(obj), prop.key) not in self.read:
+                    found[_name(prop), site] += 1
+        return found
+
+
+@contextmanager
+def _eager_loads(active: bool) -> Iterator[EagerLoads | None]:
+    """Every object loaded while the block runs and every attribute read on one (the
+    ORM has no event for a read: its attribute descriptor is wrapped for the block)."""
+    if not active:
+        yield None
+        return
+    from sqlalchemy import event
+    from sqlalchemy.orm import Mapper
+    from sqlalchemy.orm.attributes import InstrumentedAttribute
+
+    seen, original = EagerLoads(), InstrumentedAttribute.__get__
+
+    def get(attribute: Any, instance: Any, owner: Any) -> Any:
+        if instance is not None:
+            seen.read.add((id(instance), attribute.key))
+        return original(attribute, instance, owner)
+
+    def loaded(target: Any, _: Any) -> None:
+        from sqlalchemy import inspect
+
+        seen.objects.append(target)
+        seen.loaded.append((inspect(target), _call_site()))
+
+    InstrumentedAttribute.__get__ = get  # type: ignore[method-assign]
+    event.listen(Mapper, "load", loaded)
+    try:
+        yield seen
+    finally:
+        event.remove(Mapper, "load", loaded)
+        InstrumentedAttribute.__get__ = original  # type: ignore[method-assign]
+
+
+def _check_unused(eager: EagerLoads) -> None:
+    unused = eager.unused()
+    if unused:
+        pytest.fail(
+            "\n".join(
+                f"{relationship} loaded eagerly for {objects} object{'s' * (objects != 1)} "
+                f"by the query at {site} and never read: drop its loader option there "
+                "(or the relationship's lazy= setting), it is work for nothing"
+                for (relationship, site), objects in unused.items()
+            ),
+            pytrace=False,
+        )
 
 
 # --- counts held to a file -----------------------------------------------------------------
@@ -595,3 +791,4 @@ class CountsFile:
 
 
 COUNTS = pytest.StashKey[CountsFile]()
+ADVICE = pytest.StashKey[list[str]]()

@@ -215,9 +215,10 @@ class Runner:
         self.progress.on_driver(f"{driver.id} ({described})", len(cells) * loads)
         env = driver_env(route, driver, size, pool)
         if workload is not None:
-            workload.guard(env.default_engine)
-            if env.counting not in (None, env):
-                workload.guard(env.counting.default_engine)
+            read = workload.reader(target.name)
+            for each in {id(e): e for e in (env, env.counting) if e is not None}.values():
+                workload.guard(each.default_engine)
+                each.setting = replace(each.setting, read=read)  # twins' FromDatabase
         if self.plan.concurrency is not None:
             self._load_driver(target, route, env, cells, loop)
             return None

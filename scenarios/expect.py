@@ -8,7 +8,7 @@ difference is written here once, as data, with the evidence that established it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection
@@ -27,6 +27,9 @@ class Setting:
     sqlalchemy: tuple[int, int]  # major, minor
     # PgBouncer's pool mode between the client and the server (run --pgbouncer), if any.
     pgbouncer: str | None = None
+    # Runs a query of the declaration's on a read-only connection to the data measured:
+    # an application's own (run --models ... --scenarios), which no definition describes.
+    read: Callable[[Callable[[Any], Any]], Any] | None = field(default=None, compare=False)
 
 
 class _Undeclared:

@@ -191,7 +191,20 @@ class Case:
         return replace(outcome, value=value, committed=committed, sql=sql)
 
 
+@dataclass(frozen=True)
+class FromDatabase:
+    """What a call must return, read from the data being measured by a query of the
+    declaration's own (a function of a read-only SQLAlchemy ``Connection``, that shares
+    nothing with the twins): for twins on an application's existing data, which no
+    dataset definition describes (``run --models MODULE --use-existing-data --scenarios
+    TWINS``). Where no data is at hand to read (``verify``), the value is undeclared."""
+
+    query: Callable[[Any], Any]
+
+
 def _resolve(declared: Declared, setting: Setting, size: DatasetSize, params: dict) -> Any:
+    if isinstance(declared, FromDatabase):
+        return UNDECLARED if setting.read is None else setting.read(declared.query)
     if callable(declared) and not isinstance(declared, Committed | LoadSql | Writes):
         return declared(setting, size, **params)
     return declared

@@ -427,3 +427,68 @@ def test_a_test_over_its_limit_groups_repeated_statements_and_names_their_load(s
             f"Customer.orders loaded lazily at {line_of(shop, 'customer.orders')}*",
         ]
     )
+
+
+EAGER = """
+def test_customer_names(session):
+    customers = session.scalars(select(Customer){options}).all()
+    assert sorted(c.name for c in customers) == ["c1", "c2", "c3"]
+    {more}
+"""
+
+
+def test_unused_eager_fails_an_eager_load_never_read_naming_its_query(shop) -> None:
+    eager = ".options(selectinload(Customer.orders))"
+    run(shop, EAGER.format(options=eager, more="")).assert_outcomes(passed=1)  # when asked
+    result = run(shop, EAGER.format(options=eager, more=""), "--sqla-unused-eager")
+    result.assert_outcomes(failed=1)
+    query = line_of(shop, "session.scalars(select(Customer)")
+    result.stdout.fnmatch_lines(
+        [f"*Customer.orders loaded eagerly for 3 objects by the query at {query} and never read*"]
+    )
+    read = "assert sum(len(c.orders) for c in customers) == 6"
+    run(shop, EAGER.format(options=eager, more=read), "--sqla-unused-eager").assert_outcomes(
+        passed=1
+    )
+    # Nothing eager, nothing to say; a lazy load is a read, not an eager load.
+    run(shop, EAGER.format(options="", more=read), "--sqla-unused-eager").assert_outcomes(passed=1)
+    # A nested chain read whole, in async code too, is used throughout.
+    chain = ".options(selectinload(Customer.orders).joinedload(Order.product))"
+    run(shop, NESTED.format(options=chain), "--sqla-unused-eager").assert_outcomes(passed=1)
+
+
+ADVISED = """
+def test_products_of_every_order(session):
+    customers = session.scalars(select(Customer).options(selectinload(Customer.orders))).all()
+    assert len({order.product.name for c in customers for order in c.orders}) == 6
+
+
+async def test_orders_awaited(async_session):
+    customers = (await async_session.scalars(select(Customer))).all()
+    for customer in customers:
+        assert len(await customer.awaitable_attrs.orders) == 2
+"""
+
+
+def test_advise_replays_each_n_plus_one_under_each_option_sync_and_async(shop) -> None:
+    result = run(shop, ADVISED, "--sqla-advise")
+    result.assert_outcomes(passed=2)  # advice, not a verdict: the tests pass
+    chain = "selectinload(Customer.orders).joinedload(Order.product)"
+    result.stdout.fnmatch_lines(
+        [
+            "*sqla-bench advise: each N+1 replayed under each loader option*",
+            "test_shop.py::test_products_of_every_order:",
+            f"Order.product at {line_of(shop, 'order.product.name')} (an N+1 below "
+            "select(Customer); 7 replays of each, in turn):",
+            "  as written * 8 statements * 15 rows *ms",
+            f"  {chain} * 2 statements * 9 rows *ms",
+            "  fastest here (sqlite, this test's data, this machine): *",
+            "  fastest at +1 ms per round trip (modelled: time + statements x 1 ms): *",
+            "  every option returned the same objects and collections as written: yes",
+            "test_shop.py::test_orders_awaited:",
+            f"Customer.orders at {line_of(shop, 'awaitable_attrs.orders')} (an N+1 below *",
+            "  as written * 4 statements *",
+            "  joinedload(Customer.orders) * 1 statements *",
+            "  every option returned the same objects and collections as written: yes",
+        ]
+    )

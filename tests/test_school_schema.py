@@ -46,9 +46,34 @@ RELATIONSHIPS = {
 
 @pytest.fixture
 def school(tmp_path: Path) -> Path:
-    """A folder holding the school's models and nothing of sqla-bench's."""
-    shutil.copy(APPLICATION / "school_models.py", tmp_path / "school_models.py")
+    """A folder holding the school's models and twins, and nothing of sqla-bench's."""
+    for name in ("school_models.py", "school_twins.py"):
+        shutil.copy(APPLICATION / name, tmp_path / name)
     return tmp_path
+
+
+@pytest.fixture
+def school_database(servers, school, monkeypatch):
+    """The school's own tables on PostgreSQL, filled by the test (not by a run of
+    sqla-bench: to a run they are the application's), and dropped after."""
+    url = servers.target("postgresql").url.render_as_string(hide_password=False)
+    monkeypatch.syspath_prepend(str(school))
+    from sqla_bench.application import Workload
+
+    workload = Workload("school_models", None, existing=False)
+    sys.modules.pop("school_models", None)
+    plans = workload.generator.plan(DatasetSize(users=40, posts_per_user=3))
+    tables = [plan.table for plan in plans]
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        tables[0].metadata.create_all(connection, tables=tables)
+        workload.generator.fill(connection, plans)
+    try:
+        yield url
+    finally:
+        with engine.begin() as connection:
+            tables[0].metadata.drop_all(connection, tables=tables)
+        engine.dispose()
 
 
 def measure(school: Path, *options: str, **env: str):
@@ -217,3 +242,49 @@ def test_a_mistake_in_the_models_is_the_users_one_line(tmp_path: Path) -> None:
     result = run("sqla_bench", "run", "--models", "broken_models", PYTHONPATH=str(tmp_path))
     assert_one_line_error(result, "your models do not configure")
     assert "Nowhere" in result.stderr and "internal error" not in result.stderr
+
+
+def twin_cells(data: dict) -> list[dict]:
+    return [cell for cell in data["cells"] if cell["case"] == "school.first_departments"]
+
+
+def test_twins_of_the_application_run_on_its_generated_data(school) -> None:
+    chosen = ("--relationship", "Course.teacher", "--scenarios", "school_twins")
+    result, data = measure(school, *chosen)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    twins = twin_cells(data)
+    assert [c["mode"] for c in twins] == ["sync", "async"]
+    # Checked against the value read from the data with Core: three departments, each
+    # with its two courses (--posts 2).
+    assert all(c["matches_expected"] and c["statements"] == 2 and c["rows"] == 3 for c in twins)
+    assert {c["case"] for c in data["cells"]} == {
+        "models.Course.teacher",
+        "school.first_departments",
+    }
+
+
+def test_twins_of_the_application_run_on_its_own_data_read_only(school, school_database) -> None:
+    options = ("--target", "postgresql", "--driver", "psycopg2", "--driver", "asyncpg")
+    chosen = ("--relationship", "Course.teacher", "--scenarios", "school_twins")
+    result, data = measure(
+        school, *options, *chosen, "--use-existing-data",
+        SQLA_BENCH_POSTGRESQL_URL=school_database,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    twins = twin_cells(data)
+    assert len(twins) == 2 and all(c["matches_expected"] for c in twins)
+    checksums = data["targets"]["postgresql"]["checksums"]
+    assert checksums["before"] == checksums["after"]
+    # The twins' tables are checksummed with the relationship's.
+    assert {"sch_departments", "sch_courses"} <= set(checksums["before"])
+
+
+def test_twins_on_tables_the_models_data_does_not_hold_are_refused(school) -> None:
+    # Topic is no table of Course.teacher's: generated for it, the twins would read the
+    # application's own sch_topics wherever the URL points.
+    twins = (school / "school_twins.py").read_text()
+    (school / "stray_twins.py").write_text(
+        twins.replace("import Course, Department", "import Course, Department, Topic")
+    )
+    result, _ = measure(school, "--relationship", "Course.teacher", "--scenarios", "stray_twins")
+    assert_one_line_error(result, "the --models data does not hold (sch_topics)")

@@ -40,8 +40,10 @@ from sqla_bench.plan import import_application
 from sqla_bench.scenarios.dataset import MAX_ROWS, DatasetSize
 from sqla_bench.scenarios.registry import Case
 from sqla_bench.scenarios.relationships import (
+    Chain,
     Relationship,
     Sample,
+    association_chains,
     relationship_cases,
 )
 from sqla_bench.targets import Driver, Target
@@ -195,7 +197,9 @@ class Workload:
         self._checksums: dict[str, dict[str, str]] = {}
         self._checksums_after: dict[str, dict[str, str]] = {}
         self._plans: dict[str, list[TablePlan]] = {}
-        self._cases = relationship_cases(self.relationships, self)
+        # The two hops through each association object, as a case of their own.
+        self.chains = association_chains(self.relationships)
+        self._cases = relationship_cases([*self.relationships, *self.chains], self)
 
     def cases(self) -> list[Case]:
         return list(self._cases)
@@ -216,7 +220,8 @@ class Workload:
             return tuple(datasets)  # nothing to gain, or nothing fits: check() says so
         self.fitted = (
             f"rows per table without a parent: {fitting:,}, the most at which every dataset "
-            f"fits sqla-bench's bound of {MAX_ROWS:,} rows (--users sets it)"
+            f"fits sqla-bench's bound of {MAX_ROWS:,} rows (--rows-per-table, or --users, "
+            "sets it)"
         )
         return tuple(replace(size, users=fitting) for size in datasets)
 
@@ -348,7 +353,9 @@ class Workload:
 
         return read
 
-    def sample(self, relationship: Relationship, target: str | None, limit: int) -> Sample | None:
+    def sample(
+        self, relationship: Relationship | Chain, target: str | None, limit: int
+    ) -> Sample | None:
         target = target or self.current
         engine = self._engines.get(target or "")
         if engine is None:
@@ -436,6 +443,7 @@ class Workload:
             "module": self.spec,
             "data": "existing" if self.existing else "generated",
             "relationships": [r.title for r in self.relationships],
+            "chains": [chain.title for chain in self.chains],
             "unhandled": [
                 {"name": u.name, "reason": u.reason, "reasons": list(u.reasons)}
                 for u in self.unhandled

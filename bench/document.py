@@ -274,7 +274,8 @@ MODELS_NOTE = (
     "means the next strategy took 1.42 times as long, within blocks measured side by side; "
     "≈ means the drivers could not tell the two apart. Sync code may also lazy-load; async "
     "code may not (MissingGreenlet), so its answer is among the eager loaders. Rows "
-    "fetched are what the database sent for one load, at the largest fan-out measured, "
+    "fetched are what the database sent for one load, at the largest fan-out measured "
+    "(with the bytes, where the run measured them through its latency proxy), "
     "and the related rows what that came to for each relationship: a table under two "
     "parents (an association object) has the --posts fan-out under one of them only"
 )
@@ -325,10 +326,17 @@ def _at_last_point(cells: list[CellRecord], line: Series) -> dict[str, CellRecor
 
 
 def _fetched(by: dict[str, CellRecord]) -> str:
-    """Rows each compared strategy fetched for one load."""
-    return ", ".join(
-        f"{name} {by[name].rows_fetched}" for name in compared_strategies() if name in by
-    )
+    """Rows each compared strategy fetched for one load, and the bytes that came down
+    where a run measured them (through the latency proxy: run --latency)."""
+    said = []
+    for name in compared_strategies():
+        if name in by:
+            bytes_down = by[name].bytes_down
+            said.append(
+                f"{name} {by[name].rows_fetched}"
+                + (f" ({size(bytes_down)})" if bytes_down is not None else "")
+            )
+    return ", ".join(said)
 
 
 def _related(by: dict[str, CellRecord], kind: str) -> str:

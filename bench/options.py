@@ -264,10 +264,10 @@ def policy_from(args: argparse.Namespace) -> Policy:
 
 # The run options that set a workload dimension: option, DatasetSize field, what it sets.
 DATASET_OPTIONS = (
-    ("--users", "users", "users in the dataset"),
-    ("--posts", "posts_per_user", "posts per user"),
+    ("--users", "users", "users in the dataset; with --models, rows per table without a parent"),
+    ("--posts", "posts_per_user", "posts per user; with --models, children per parent"),
     ("--comments", "comments_per_post", "comments per post"),
-    ("--tags", "tags_per_post", "tags per post"),
+    ("--tags", "tags_per_post", "tags per post; with --models, links per parent"),
     (
         "--payload",
         "payload",
@@ -284,6 +284,15 @@ class DefaultSizes(tuple):
     __slots__ = ()
 
 
+# The same options under names that say what they set on any application's models
+# (run --models), not on the built-in users and posts.
+MODELS_NAMES = {
+    "--users": ("--rows-per-table",),
+    "--posts": ("--children-per-parent",),
+    "--tags": ("--links-per-parent",),
+}
+
+
 def add_datasets(parser: argparse.ArgumentParser) -> None:
     """Each a list: every combination of the values is seeded and measured."""
     default_size = DatasetSize()
@@ -292,6 +301,7 @@ def add_datasets(parser: argparse.ArgumentParser) -> None:
         default = getattr(default_size, field)
         parser.add_argument(
             option,
+            *MODELS_NAMES.get(option, ()),
             dest=field,
             type=numbers(int, low, math.inf, "whole numbers"),
             default=DefaultSizes((default,)),

@@ -97,11 +97,10 @@ def options_for(site: Site) -> list[tuple[str, Callable[[Any], Any] | None]]:
     found: list[tuple[str, Callable | None]] = [("as written", None)]
     name = site.relationship
     if site.self_referential:
-        depth = site.depth
-        found.append(
-            chain(selectinload, f"selectinload({name}, recursion_depth={depth})",
-                  recursion_depth=depth)
-        )  # fmt: skip
+        from sqla_bench.pytest_plugin import tree_loader
+
+        deeper = {"recursion_depth": site.depth - 1} if site.depth > 1 else {}
+        found.append(chain(selectinload, tree_loader(name, site.depth), **deeper))
         return found
     for loader in (joinedload, selectinload, subqueryload, immediateload):
         found.append(chain(loader, f"{loader.__name__}({name})"))

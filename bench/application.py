@@ -40,11 +40,12 @@ from sqla_bench.plan import import_application
 from sqla_bench.scenarios.dataset import MAX_ROWS, DatasetSize
 from sqla_bench.scenarios.registry import Case
 from sqla_bench.scenarios.relationships import (
-    Chain,
     Relationship,
     Sample,
+    Shape,
     association_chains,
     relationship_cases,
+    trees,
 )
 from sqla_bench.targets import Driver, Target
 
@@ -199,7 +200,9 @@ class Workload:
         self._plans: dict[str, list[TablePlan]] = {}
         # The two hops through each association object, as a case of their own.
         self.chains = association_chains(self.relationships)
-        self._cases = relationship_cases([*self.relationships, *self.chains], self)
+        self.trees = trees(self.relationships)  # each self-referential collection, deep
+        shapes = [*self.relationships, *self.chains, *self.trees]
+        self._cases = relationship_cases(shapes, self)
 
     def cases(self) -> list[Case]:
         return list(self._cases)
@@ -353,9 +356,7 @@ class Workload:
 
         return read
 
-    def sample(
-        self, relationship: Relationship | Chain, target: str | None, limit: int
-    ) -> Sample | None:
+    def sample(self, relationship: Shape, target: str | None, limit: int) -> Sample | None:
         target = target or self.current
         engine = self._engines.get(target or "")
         if engine is None:
@@ -443,7 +444,7 @@ class Workload:
             "module": self.spec,
             "data": "existing" if self.existing else "generated",
             "relationships": [r.title for r in self.relationships],
-            "chains": [chain.title for chain in self.chains],
+            "chains": [chain.title for chain in self.chains] + [t.title for t in self.trees],
             "unhandled": [
                 {"name": u.name, "reason": u.reason, "reasons": list(u.reasons)}
                 for u in self.unhandled

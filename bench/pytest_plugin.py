@@ -307,12 +307,21 @@ class LazyLoad:
         if not self.self_referential:
             return f"load it with the query: .options({'.'.join([*above, final.loader()])})"
         levels = depth or self.depth
-        tree = f"selectinload({self.relationship}, recursion_depth={levels})"
+        tree = tree_loader(self.relationship, levels)
         return (
             f"load the {levels} level{'s' if levels != 1 else ''} read with the query: "
-            f".options({'.'.join([*above, tree])}) (or join_depth={levels} on the "
-            "relationship, for joined loading)"
+            f".options({'.'.join([*above, tree])}) (or join_depth on the relationship, "
+            "for joined loading)"
         )
+
+
+def tree_loader(relationship: str, levels: int) -> str:
+    """The option that loads ``levels`` levels of a tree with its query. selectinload
+    loads one level, and ``recursion_depth=N`` N more (here: 1 loads 2 levels, 2 three,
+    and it stops where the tree does)."""
+    if levels <= 1:
+        return f"selectinload({relationship})"
+    return f"selectinload({relationship}, recursion_depth={levels - 1})"
 
 
 @contextmanager

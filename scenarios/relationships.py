@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Protocol
 
@@ -40,7 +40,7 @@ from sqla_bench.scenarios.dataset import DatasetSize
 from sqla_bench.scenarios.expect import UNDECLARED, Outcome, Setting, Works, missing_greenlet
 from sqla_bench.scenarios.loading import expected_load, not_applicable
 from sqla_bench.scenarios.registry import STRATEGY, Case
-from sqla_bench.scenarios.sql import IN, PER_KEY, Edge, LoadSql
+from sqla_bench.scenarios.sql import IN, JOINED, PER_KEY, SUBQUERY, Edge, LoadSql
 from sqla_bench.scenarios.strategies import STRATEGIES, Strategy
 
 CASE_PREFIX = "models"
@@ -451,6 +451,153 @@ class Chain:
 
 
 _NO_OPTION = STRATEGIES["model_selectin"]  # a strategy with no loader option: the bare query
+TREE_DEPTH = 3  # levels of a tree a tree case reads below its roots
+DEPTH_OPTIONS = ("selectin", "immediate")  # the loader options that take recursion_depth
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A self-referential collection read ``TREE_DEPTH`` levels down from each root
+    (each topic's children, their children, and theirs), one loader option on the root
+    query: ``selectinload(Topic.children, recursion_depth=2)`` loads a level per
+    statement (the first, and two more), ``immediateload`` the same depth a node at a
+    time, a lazy load sends a SELECT per node read. Roots are sampled as for the
+    relationship, less any that lies within the depth below another (the session would
+    hold it already). joinedload and subqueryload have no depth of their own."""
+
+    relationship: Relationship
+    depth: int = TREE_DEPTH
+
+    @property
+    def parent(self) -> Mapper:
+        return self.relationship.parent
+
+    @property
+    def title(self) -> str:
+        return f"{self.relationship.title}.depth{self.depth}"
+
+    @property
+    def case_id(self) -> str:
+        return f"{CASE_PREFIX}.{self.title}"
+
+    @property
+    def kind(self) -> str:
+        return "tree"
+
+    @property
+    def doc(self) -> str:
+        name = self.parent.class_.__name__
+        return f"tree from {name}, {self.depth} levels of {self.relationship.name}"
+
+    @property
+    def tables(self) -> tuple[Any, ...]:
+        return self.relationship.tables
+
+    def lacks(self, strategy: Strategy) -> str | None:
+        if strategy.option is not None and strategy.sql in (JOINED, SUBQUERY):
+            return (
+                f"{strategy.name} has no depth of its own (join_depth={self.depth} on the "
+                "relationship gives joined loading one)"
+            )
+        return self.relationship.lacks(strategy)
+
+    def quirk(self, setting: Setting, strategy: Strategy, sample: Sample) -> Outcome | None:
+        return None
+
+    def query(self, strategy: Strategy, keys: Sequence[Any]) -> Select:
+        query = self.relationship.query(_NO_OPTION, keys)
+        if strategy.option is None:
+            return query
+        attribute = getattr(self.parent.class_, self.relationship.name)
+        if strategy.name in DEPTH_OPTIONS:  # recursion_depth=N loads N levels beyond one
+            return query.options(strategy.option(attribute, recursion_depth=self.depth - 1))
+        return query.options(strategy.option(attribute))
+
+    def sql(self, strategy: Strategy, sample: Sample) -> LoadSql:
+        levels = tuple(in_keys for in_keys, _ in sample.hops)
+        edge = replace(
+            self.relationship.edge(strategy, sample, 0, len(sample.keys)),
+            keys=sum(levels) if strategy.sql in (IN, PER_KEY) else len(sample.keys),
+            levels=levels if strategy.sql == IN else (),
+        )
+        return LoadSql(_names(self.parent.tables), (edge,))
+
+    def read(self, parent: Any) -> tuple:
+        return self._read(parent, 1, lambda node: getattr(node, self.relationship.name))
+
+    async def read_awaiting(self, parent: Any) -> tuple:
+        name = self.relationship.name
+        row = self._row(parent)
+        if self.depth < 1:
+            return (row,)
+        children = await getattr(parent.awaitable_attrs, name)
+        nested = [await self._read_awaiting(child, 2) for child in self._ordered(children)]
+        return (row, tuple(nested))
+
+    async def _read_awaiting(self, node: Any, level: int) -> tuple:
+        if level > self.depth:
+            return (self._row(node),)
+        children = await getattr(node.awaitable_attrs, self.relationship.name)
+        nested = [await self._read_awaiting(child, level + 1) for child in self._ordered(children)]
+        return (self._row(node), tuple(nested))
+
+    def _read(self, node: Any, level: int, children_of: Any) -> tuple:
+        if level > self.depth:
+            return (self._row(node),)
+        nested = [self._read(c, level + 1, children_of) for c in self._ordered(children_of(node))]
+        return (self._row(node), tuple(nested))
+
+    def _row(self, node: Any) -> tuple:
+        return _row(self.parent, self.relationship._parent_columns, node)
+
+    def _ordered(self, children: Any) -> list[Any]:
+        return sorted(children, key=lambda child: self.parent.primary_key_from_instance(child))
+
+    def sample(self, connection: Connection, limit: int) -> Sample:
+        """The roots and their tree, read level by level with the relationship's own
+        join; per level, the nodes whose children the load reads."""
+        sampled, rows = self.relationship.parents(connection, limit)
+        below: set[Any] = set()
+        frontier = list(sampled)
+        for _ in range(self.depth):  # what lies within the depth below any sampled root
+            related = self.relationship.related(connection, frontier) if frontier else {}
+            frontier = [key for found in related.values() for key, _ in found]
+            below.update(frontier)
+        keys = tuple(key for key in sampled if key not in below)
+        row_of = dict(rows)
+        children: dict[Any, list[tuple]] = {}
+        levels, frontier = [], list(keys)
+        for _ in range(self.depth):
+            levels.append(len(frontier))
+            related = self.relationship.related(connection, frontier) if frontier else {}
+            children.update(related)
+            for found in related.values():
+                row_of.update(found)
+            frontier = [key for found in related.values() for key, _ in found]
+
+        def value(key: Any, level: int) -> tuple:
+            if level > self.depth:
+                return (row_of[key],)
+            ordered = sorted(children.get(key, []), key=lambda pair: pair[0])
+            return (row_of[key], tuple(value(child, level + 1) for child, _ in ordered))
+
+        # A level with no node sends no statement: recursion stops where the tree does.
+        hops = tuple((n, n) for n in levels)
+        return Sample(keys, hops, [value(key, 1) for key in keys])
+
+
+Shape = Relationship | Chain | Tree  # what a relationship case loads
+
+
+def trees(relationships: Sequence[Relationship]) -> list[Tree]:
+    """Each self-referential collection (children of a row of the same class), read as
+    a tree."""
+    return [
+        Tree(r)
+        for r in relationships
+        if r.prop.uselist and r.prop.secondary is None
+        and r.parent.base_mapper is r.child.base_mapper
+    ]  # fmt: skip
 
 
 def association_chains(relationships: Sequence[Relationship]) -> list[Chain]:
@@ -538,20 +685,16 @@ class Samples(Protocol):
     """Where the cases find their samples: the harness prepares each target, then
     measures it (``bench.application.Workload``)."""
 
-    def sample(
-        self, relationship: Relationship | Chain, target: str | None, limit: int
-    ) -> Sample | None:
+    def sample(self, relationship: Shape, target: str | None, limit: int) -> Sample | None:
         """The sample on ``target`` (None: the target being measured), or None before that
         target is prepared."""
 
 
-def relationship_cases(
-    relationships: Sequence[Relationship | Chain], samples: Samples
-) -> list[Case]:
+def relationship_cases(relationships: Sequence[Shape], samples: Samples) -> list[Case]:
     return [_case(relationship, samples) for relationship in relationships]
 
 
-def _case(relationship: Relationship | Chain, samples: Samples) -> Case:
+def _case(relationship: Shape, samples: Samples) -> Case:
     def keys(limit: int) -> tuple[Any, ...]:
         sample = samples.sample(relationship, None, limit)
         if sample is None:
@@ -592,7 +735,7 @@ def _case(relationship: Relationship | Chain, samples: Samples) -> Case:
 class _Bound:
     """A relationship with the keys its sample goes over, as ``expected_load`` asks."""
 
-    relationship: Relationship | Chain
+    relationship: Shape
     sample: Sample
 
     def lacks(self, strategy: Strategy) -> str | None:
@@ -602,9 +745,7 @@ class _Bound:
         return self.relationship.sql(strategy, self.sample)
 
 
-def _load(
-    session: Session, relationship: Relationship | Chain, strategy: Strategy, keys: tuple
-) -> list:
+def _load(session: Session, relationship: Shape, strategy: Strategy, keys: tuple) -> list:
     if strategy.only == "async":
         raise ValueError(f"strategy {strategy.name!r} exists only in async code")
     parents = session.scalars(relationship.query(strategy, keys)).unique().all()
@@ -612,7 +753,10 @@ def _load(
 
 
 async def _load_async(
-    session: AsyncSession, relationship: Relationship | Chain, strategy: Strategy, keys: tuple
+    session: AsyncSession,
+    relationship: Shape,
+    strategy: Strategy,
+    keys: tuple,
 ) -> list:
     parents = (await session.scalars(relationship.query(strategy, keys))).unique().all()
     if strategy.reader == "run_sync":

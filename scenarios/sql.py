@@ -184,8 +184,13 @@ class Edge:
     keys: int
     chunk: int = 0  # IN: at most this many keys per statement
     parameters: int = 1  # PER_KEY: values bound to each SELECT
+    # A tree loaded level by level: the keys of each level, each level's IN lists apart
+    # (``keys`` is their sum); empty for one level.
+    levels: tuple[int, ...] = ()
 
     def statements(self) -> int:
+        if self.levels:
+            return sum(count_statements(self.kind, keys, self.chunk) for keys in self.levels)
         return count_statements(self.kind, self.keys, self.chunk)
 
     @property

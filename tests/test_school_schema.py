@@ -44,6 +44,7 @@ RELATIONSHIPS = {
 }
 # The two hops through the association object, each a case of its own.
 CHAINS = {"Course.enrollments.student": 10, "Student.enrollments.course": 80}  # distinct
+TREE = "Topic.children.depth3"  # the tree, three levels of children read
 
 
 @pytest.fixture
@@ -107,7 +108,8 @@ def test_every_relationship_kind_is_measured_and_verified(servers, school, name)
     models = data["run"]["parameters"]["models"]
     assert models["unhandled"] == [] and "left out" not in result.stdout
     cells = data["cells"]
-    assert {c["case"] for c in cells} == {f"models.{name}" for name in [*RELATIONSHIPS, *CHAINS]}
+    expected_cases = [*RELATIONSHIPS, *CHAINS, TREE]
+    assert {c["case"] for c in cells} == {f"models.{name}" for name in expected_cases}
     assert all(c["matches_expected"] for c in cells), [
         (c["case"], c["differences"]) for c in cells if not c["matches_expected"]
     ]
@@ -133,6 +135,12 @@ def test_every_relationship_kind_is_measured_and_verified(servers, school, name)
         assert by[chain, "selectin", "async"]["statements"] == 3
         assert by[chain, "immediate", "sync"]["statements"] == 1 + 20 + distinct
         assert by[chain, "immediate", "async"]["error"] == "MissingGreenlet"
+    # Three levels of the tree: selectin a statement a level (recursion_depth=2), a lazy
+    # load one per node read; joinedload has no depth of its own.
+    assert by[TREE, "selectin", "sync"]["statements"] == 1 + 3
+    assert by[TREE, "lazy", "sync"]["statements"] == by[TREE, "immediate", "async"]["statements"]
+    assert by[TREE, "lazy", "sync"]["statements"] > 1 + 20
+    assert (TREE, "joined", "sync") not in by and (TREE, "subquery", "async") not in by
     # The tree: a lazy load upwards sends no SELECT for a parent already loaded.
     upwards = by["Topic.parent", "lazy", "sync"]["statements"]
     assert 1 < upwards < 1 + 20 == by["Topic.children", "lazy", "sync"]["statements"]
@@ -148,7 +156,7 @@ def assert_reported(school: Path) -> None:
     text = (school / "rep" / "report.md").read_text()
     mine = text.split("## Your models: what to use for each relationship")[1].split("\n## ")[0]
     rows = [line for line in mine.splitlines() if line.startswith("| ") and " (" in line]
-    assert len(rows) == len(RELATIONSHIPS) + len(CHAINS)
+    assert len(rows) == len(RELATIONSHIPS) + len(CHAINS) + 1  # and the tree
     assert "links/parent" not in text and "None" not in mine and "Left out" not in mine
 
 

@@ -13,6 +13,12 @@ reported with its statements, the rows the database returned and its median time
 the recommendation says under which condition it holds: at this database's latency, and
 with an added latency per round trip, modelled as time plus statements times that
 latency (no proxy: a statement is one round trip here).
+
+A recommendation is the fastest option and the next one's time over it, paired round by
+round (each round is a block of the guide's statistics, ``stats.ratio``: the
+Hodges-Lehmann estimate and its 95 % interval). It names a winner only where that
+interval lies wholly above 1 + ``MIN_EFFECT`` in each of two passes of the rounds and
+both passes name the same option; otherwise it says the two are within noise.
 """
 
 from __future__ import annotations
@@ -24,12 +30,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqla_bench.guide import MIN_EFFECT
 from sqla_bench.probes import StatementCounter
+from sqla_bench.stats import Ratio, ratio
 
-ROUNDS = 7  # replays of each option, interleaved
+ROUNDS = 16  # replays of each option, interleaved: two passes of eight
+PASSES = 2  # a winner is one both halves of the rounds name, each clearly
 ADDED_LATENCY_MS = 1.0  # the added round-trip time the second recommendation is for
-# Medians of a few replays on a shared machine: closer than this is no difference.
-NOISE = 0.10
 
 
 @dataclass(frozen=True)
@@ -235,7 +242,7 @@ def advice(site: Site, replays: Sequence[Replay]) -> list[str]:
     lines = [
         f"{site.relationship} at {site.call_site} (an N+1 below "
         f"{_root_words(site.root.statement)}; {len(written.times_ns)} replays of each, "
-        "in turn):"
+        f"in turn, in {PASSES} passes):"
     ]
     width = max(len(r.option) for r in replays)
     for each in replays:
@@ -247,8 +254,8 @@ def advice(site: Site, replays: Sequence[Replay]) -> list[str]:
     usable = [r for r in replays if r.same]
     if len(usable) < 2:
         return [*lines, "  no option returned the same objects and collections"]
-    here = _best(usable, lambda r: r.median_ms())
-    far = _best(usable, lambda r: r.median_ms() + r.statements * ADDED_LATENCY_MS)
+    here = _best(usable, lambda r: [t / 1e6 for t in r.times_ns])
+    far = _best(usable, lambda r: [t / 1e6 + r.statements * ADDED_LATENCY_MS for t in r.times_ns])
     lines.append(f"  fastest here ({_conditions(site)}): {here}")
     lines.append(
         f"  fastest at +{ADDED_LATENCY_MS:g} ms per round trip (modelled: time + statements "
@@ -261,14 +268,33 @@ def advice(site: Site, replays: Sequence[Replay]) -> list[str]:
     return lines
 
 
-def _best(replays: Sequence[Replay], cost: Callable[[Replay], float]) -> str:
-    """The cheapest by ``cost``, and by how much; within ``NOISE`` of the next, a tie."""
-    ranked = sorted(replays, key=cost)
+def _best(replays: Sequence[Replay], costs: Callable[[Replay], list[float]]) -> str:
+    """The cheapest option by the median of its ``costs`` (one a round), and the next
+    one's cost over it, paired by round: a winner where each pass of the rounds says so
+    clearly and names the same one, otherwise a tie within noise."""
+    ranked = sorted(replays, key=lambda r: statistics.median(costs(r)))
     first, second = ranked[0], ranked[1]
-    factor = cost(second) / cost(first)
-    if factor < 1 + NOISE:
-        return f"{first.option} ≈ {second.option} (within {NOISE:.0%}: no winner)"
-    return f"{first.option}, {factor:.2f}x as fast as the next, {second.option}"
+    whole = ratio(costs(second), costs(first))
+    if whole is None:
+        return f"{first.option} ≈ {second.option} (too few rounds to tell them apart)"
+    said = f"{whole.estimate:.2f}x [{whole.low:.2f} to {whole.high:.2f}]"
+    if not all(_clearly_faster(first, second, costs, part) for part in range(PASSES)):
+        return f"{first.option} ≈ {second.option} (within noise: the next took {said})"
+    return f"{first.option}: the next, {second.option}, took {said} as long"
+
+
+def _clearly_faster(
+    first: Replay, second: Replay, costs: Callable[[Replay], list[float]], part: int
+) -> bool:
+    """Whether ``first`` was clearly cheaper than ``second`` in one pass of the rounds."""
+    mine, theirs = _pass(costs(first), part), _pass(costs(second), part)
+    found: Ratio | None = ratio(theirs, mine)
+    return found is not None and found.excludes(MIN_EFFECT)
+
+
+def _pass(values: list[float], part: int) -> list[float]:
+    size = len(values) // PASSES
+    return values[part * size : (part + 1) * size]
 
 
 def _conditions(site: Site) -> str:

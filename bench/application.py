@@ -44,6 +44,7 @@ from sqla_bench.scenarios.relationships import (
     Sample,
     Shape,
     association_chains,
+    polymorphic_loads,
     relationship_cases,
     trees,
 )
@@ -201,7 +202,10 @@ class Workload:
         # The two hops through each association object, as a case of their own.
         self.chains = association_chains(self.relationships)
         self.trees = trees(self.relationships)  # each self-referential collection, deep
-        shapes = [*self.relationships, *self.chains, *self.trees]
+        # Each collection of a class whose subclasses have tables of their own, read
+        # whole, once per way of loading the subclass rows.
+        self.polymorphic = polymorphic_loads(self.relationships)
+        shapes = [*self.relationships, *self.chains, *self.trees, *self.polymorphic]
         self._cases = relationship_cases(shapes, self)
 
     def cases(self) -> list[Case]:
@@ -444,7 +448,7 @@ class Workload:
             "module": self.spec,
             "data": "existing" if self.existing else "generated",
             "relationships": [r.title for r in self.relationships],
-            "chains": [chain.title for chain in self.chains] + [t.title for t in self.trees],
+            "chains": [s.title for s in (*self.chains, *self.trees, *self.polymorphic)],
             "unhandled": [
                 {"name": u.name, "reason": u.reason, "reasons": list(u.reasons)}
                 for u in self.unhandled
@@ -460,7 +464,9 @@ def _engine(driver: Driver) -> Engine:
 
 
 def _relationship_names(mapper: Mapper) -> list[str]:
-    return [prop.key for prop in mapper.relationships]
+    """The relationships a class declares: one a subclass inherits is its base's,
+    measured there (the same property, the same SQL)."""
+    return [prop.key for prop in mapper.relationships if prop.parent is mapper]
 
 
 def _chosen(candidates: list[Relationship], selected: Sequence[str] | None) -> list[Relationship]:

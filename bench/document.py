@@ -271,7 +271,8 @@ def models_section(headers: list[dict], cells: list[CellRecord], lines: list[Ser
 MODELS_NOTE = (
     "Each answer holds at the conditions beside it (the target, the added latency, the "
     "generated data's fan-out and the parents one query loads) and on this machine: x1.42 "
-    "means the next strategy took 1.42 times as long, within blocks measured side by side; "
+    "[1.20 to 1.61] means the next strategy took 1.42 times as long, within blocks measured "
+    "side by side (in brackets, the span of the drivers' 95 % intervals); "
     "≈ means the drivers could not tell the two apart. Sync code may also lazy-load; async "
     "code may not (MissingGreenlet), so its answer is among the eager loaders. Rows "
     "fetched are what the database sent for one load, at the largest fan-out measured "
@@ -291,16 +292,36 @@ def models_table(cells: list[CellRecord], lines: list[Series]) -> TableData:
         [("relationship", "left"), ("measured at", "left"), ("related rows loaded", "left"),
          ("sync code", "left"), ("async code", "left"), ("rows fetched", "left")],
     )  # fmt: skip
-    for line in sorted(lines, key=lambda ln: (ln.table, ln.target, latency_order(ln.latency))):
+    ordered = sorted(lines, key=lambda ln: (ln.table, ln.target, latency_order(ln.latency)))
+    related: dict[tuple, str] = {}
+    for line in ordered:
         name = line.table.removeprefix("models.")
         kind = line.label.split(" from ")[0]
         at = f"{line.target}, {rtt(line.latency)}, {_along(line)}"
         mine = _at_last_point(cells, line)
+        related[line.table, line.target, line.latency] = _related(mine, kind)
+        if kind.startswith("polymorphic "):  # its selectin also fetched subclass rows
+            loaded = line.table.rsplit(".", 1)[0], line.target, line.latency
+            related[line.table, line.target, line.latency] = related.get(loaded, "-")
         table.rows.append(
-            [f"{name} ({kind})", at, _related(mine, kind), advice(line, "sync"),
-             advice(line, "async"), _fetched(mine)]
+            [f"{name} ({kind})", at, related[line.table, line.target, line.latency],
+             _advice(cells, line, "sync"), _advice(cells, line, "async"), _fetched(mine)]
         )  # fmt: skip
     return table
+
+
+def _advice(cells: list[CellRecord], line: Series, mode: str) -> str:
+    """What to use in one mode's code; where no loader option worked, what they raised."""
+    said = advice(line, mode)
+    if said != "-":
+        return said
+    raised = {
+        c.error or c.outcome for c in cells
+        if c.table == line.table and c.target == line.target and c.mode == mode
+        and c.timed_latency == line.latency and c.outcome != "ok"
+        and c.params.get(STRATEGY) in compared_strategies()
+    }  # fmt: skip
+    return f"none: every loader option raised {', '.join(sorted(raised))}" if raised else said
 
 
 def _along(line: Series) -> str:

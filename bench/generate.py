@@ -6,7 +6,8 @@ nullability; the keys are ours, so that the data has the shape the options name:
 - a table no foreign key places under another holds ``rows_per_table`` rows (``--users``),
   each class of an inheritance hierarchy as many, its rows taking the classes in turn
   with the discriminator each class declares;
-- a one-to-many's child table holds ``children_per_parent`` rows (``--posts``) per parent;
+- a one-to-many's child table holds ``children_per_parent`` rows (``--posts``) per parent,
+  each parent's taking the classes of a hierarchy in turn from a place of its own;
   a table whose key is its foreign key (a joined-inheritance subclass, a one-to-one's
   extension) exactly one per parent row of its class;
 - a many-to-many's link table holds ``links_per_parent`` links (``--tags``) per row of the
@@ -177,8 +178,18 @@ class Generator:
         return self._classed(table, parents.rows * fan_out, first, fan_out)
 
     def _classed(self, table: Table, rows: int, key: Any = None, fan_out: int = 1) -> TablePlan:
-        classes = self.hierarchy.get(table, [])
-        turns = [index % len(classes) for index in range(rows)] if len(classes) > 1 else None
+        classes = len(self.hierarchy.get(table, []))
+        if classes < 2:
+            return TablePlan(table, rows, key, fan_out)
+        if key is None:
+            turns = [index % classes for index in range(rows)]
+        else:
+            # Each parent's rows take the classes in turn from a place of the parent's
+            # own: from the same place (the parent's number, say) parents sampled at a
+            # step that is a multiple of the classes would all hold the same ones.
+            turns = [
+                (index % fan_out + _scattered(index // fan_out)) % classes for index in range(rows)
+            ]
         return TablePlan(table, rows, key, fan_out, classes=turns)
 
     def _extends(self, table: Table, key: ForeignKeyConstraint) -> bool:
@@ -310,6 +321,11 @@ class Generator:
                 raise RuntimeError(
                     f"generating {plan.table.name} gave {count} rows, expected {plan.rows}"
                 )
+
+
+def _scattered(number: int) -> int:
+    """A number that follows from ``number`` and from no pattern in it."""
+    return zlib.crc32(number.to_bytes(8, "little"))
 
 
 def _tree_parent(

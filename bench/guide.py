@@ -372,36 +372,43 @@ def in_mode(point: Point, mode: str) -> Point | None:
 
 
 def advice(line: Series, mode: str) -> str:
-    """What to use in one mode's code along a series, in a few words: "selectin x1.42"
-    throughout, or where the answer changes ("joined at 1 children/parent; selectin x1.3
-    at 5, 20"); a tie is said as one ("≈ joined, selectin")."""
-    said: list[tuple[str, list[int], list[str]]] = []  # (answer, xs, factors)
+    """What to use in one mode's code along a series, in a few words: "selectin x1.42
+    [1.20 to 1.61]" throughout (how much slower the next one was, and the span of the
+    drivers' 95 % intervals), or where the answer changes ("joined at 1 children/parent;
+    selectin x1.3 [...] at 5, 20"); a tie is said as one ("≈ joined, selectin")."""
+    said: list[tuple[str, list[int], list[float], list[tuple]]] = []
     for point in line.points:
         seen = in_mode(point, mode)
         if seen is None:
             continue
-        answer, factor = seen.say(), seen.factor()
+        answer, factor, interval = seen.say(), seen.factor(), seen.interval()
         if not said or said[-1][0] != answer:
-            said.append((answer, [], []))
+            said.append((answer, [], [], []))
         said[-1][1].append(point.dimension(line.axis))
         if factor is not None and seen.decided:
-            said[-1][2].append(f"{factor:.2f}")
+            said[-1][2].append(factor)
+            said[-1][3].extend([interval] if interval else [])
     if not said:
         return "-"
     if len(said) == 1:
-        return _with_factors(said[0][0], said[0][2])
+        answer, _, factors, intervals = said[0]
+        return _with_factors(answer, factors, intervals)
     unit = DIMENSIONS.get(line.axis, line.axis)
     return "; ".join(
-        f"{_with_factors(answer, factors)} at {', '.join(map(str, xs))} {unit}"
-        for answer, xs, factors in said
+        f"{_with_factors(answer, factors, intervals)} at {', '.join(map(str, xs))} {unit}"
+        for answer, xs, factors, intervals in said
     )
 
 
-def _with_factors(answer: str, factors: list[str]) -> str:
+def _with_factors(answer: str, factors: list[float], intervals: list[tuple]) -> str:
     if not factors:
         return answer
-    span = factors[0] if min(factors) == max(factors) else f"{min(factors)} to {max(factors)}"
-    return f"{answer} x{span}"
+    low, high = min(factors), max(factors)
+    span = f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f} to {high:.2f}"
+    if not intervals:
+        return f"{answer} x{span}"
+    bounds = min(i[0] for i in intervals), max(i[1] for i in intervals)
+    return f"{answer} x{span} [{bounds[0]:.2f} to {bounds[1]:.2f}]"
 
 
 def series(all_points: Sequence[Point]) -> list[Series]:

@@ -21,6 +21,12 @@ of tuples), association objects, self-referential adjacency lists, custom join
 conditions and many-to-ones onto columns other than the key. What the session already
 holds changes a self-referential many-to-one's statements: a lazy load sends none for a
 related row that is one of the loaded parents, so the count comes from the sample.
+
+Beyond one relationship: the two hops through an association object (``Chain``), a
+self-referential collection read as a tree to a depth (``Tree``), and a collection of a
+polymorphic class read whole, once per way of loading its subclass rows
+(``Polymorphic``). Where SQLAlchemy does what no strategy's declaration implies, the
+case declares it with its evidence (``quirk``).
 """
 
 from __future__ import annotations
@@ -33,15 +39,23 @@ from typing import Any, Protocol
 
 from sqlalchemy import BindParameter, Column, Connection, Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncAttrs, AsyncSession
-from sqlalchemy.orm import Mapper, RelationshipDirection, RelationshipProperty, Session, aliased
+from sqlalchemy.orm import (
+    Mapper,
+    RelationshipDirection,
+    RelationshipProperty,
+    Session,
+    aliased,
+    defaultload,
+    with_polymorphic,
+)
 from sqlalchemy.sql import visitors
 
 from sqla_bench.scenarios.dataset import DatasetSize
 from sqla_bench.scenarios.expect import UNDECLARED, Outcome, Setting, Works, missing_greenlet
 from sqla_bench.scenarios.loading import expected_load, not_applicable
 from sqla_bench.scenarios.registry import STRATEGY, Case
-from sqla_bench.scenarios.sql import IN, JOINED, PER_KEY, SUBQUERY, Edge, LoadSql
-from sqla_bench.scenarios.strategies import STRATEGIES, Strategy
+from sqla_bench.scenarios.sql import IN, JOINED, NONE, PER_KEY, SUBQUERY, Edge, LoadSql
+from sqla_bench.scenarios.strategies import SELECTIN_CHUNK, STRATEGIES, Strategy
 
 CASE_PREFIX = "models"
 DEFAULT_LIMIT = 20
@@ -67,13 +81,55 @@ class Sample:
     # ``Relationship.key_counts``.
     hops: tuple[tuple[int, int], ...]
     value: list[tuple]  # (parent row, related rows), per parent
+    # A polymorphic class's related rows per subclass with a table of its own: (class
+    # name, rows of that class under each parent, in ``keys`` order).
+    subclass_rows: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    subclassed_parents: int = 0  # parents of a subclass with a table of its own
 
 
 NO_SAMPLE = Sample((), ((0, 0),), [])  # before a target is seeded: enough to say what applies
 
 
+class Loaded:
+    """What every case built from an application's relationships shares: its id, named
+    after its title, and no surprise unless it declares one."""
+
+    @property
+    def title(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def case_id(self) -> str:
+        return f"{CASE_PREFIX}.{self.title}"
+
+    def quirk(self, setting: Setting, strategy: Strategy, sample: Sample) -> Outcome | None:
+        """What SQLAlchemy does here that the strategies' declarations do not imply."""
+        return None
+
+
+class OnOneRelationship(Loaded):
+    """A case built on one relationship (``self.relationship``): its parent class, its
+    tables, what it lacks for a strategy and its quirks are the relationship's."""
+
+    relationship: Relationship  # a field of each dataclass that derives from this
+
+    @property
+    def parent(self) -> Mapper:
+        return self.relationship.parent
+
+    @property
+    def tables(self) -> tuple[Any, ...]:
+        return self.relationship.tables
+
+    def lacks(self, strategy: Strategy) -> str | None:
+        return self.relationship.lacks(strategy)
+
+    def quirk(self, setting: Setting, strategy: Strategy, sample: Sample) -> Outcome | None:
+        return self.relationship.quirk(setting, strategy, sample)
+
+
 @dataclass(frozen=True)
-class Relationship:
+class Relationship(Loaded):
     """One relationship of an application's mapped class."""
 
     parent: Mapper
@@ -92,10 +148,6 @@ class Relationship:
         return f"{self.parent.class_.__name__}.{self.name}"
 
     @property
-    def case_id(self) -> str:
-        return f"{CASE_PREFIX}.{self.title}"
-
-    @property
     def doc(self) -> str:
         return f"{self.kind} from {self.parent.class_.__name__} to {self.child.class_.__name__}"
 
@@ -107,9 +159,11 @@ class Relationship:
 
     @property
     def tables(self) -> tuple[Any, ...]:
-        """The tables a load reads: the parent's, the child's, a many-to-many's link."""
+        """The tables a load reads: the parent's, the child's (and its subclasses' own,
+        a related row may be of one), a many-to-many's link."""
         link = (self.prop.secondary,) if self.prop.secondary is not None else ()
-        return (self.parent.local_table, self.child.local_table, *link)
+        subclasses = tuple(m.local_table for m in joined_subclasses(self.child))
+        return (self.parent.local_table, self.child.local_table, *subclasses, *link)
 
     def unhandled(self) -> tuple[str, ...]:
         """Every reason this relationship cannot be measured here (none: it can)."""
@@ -171,7 +225,7 @@ class Relationship:
             _names(self.parent.tables),
             (self.edge(strategy, sample, 0, len(sample.keys)),),
             link,
-            discriminators=self._discriminators,
+            discriminators=self.discriminators,
         )
 
     def edge(
@@ -208,7 +262,7 @@ class Relationship:
         return len(local) + len(literals) + len(_identities(self.child))
 
     @cached_property
-    def _discriminators(self) -> tuple[str, ...]:
+    def discriminators(self) -> tuple[str, ...]:
         """``table.column`` of each single-table discriminator a statement may test with
         an IN list of its own: no list of keys."""
         return tuple(
@@ -218,27 +272,22 @@ class Relationship:
         )
 
     @cached_property
-    def _parent_columns(self) -> tuple[Column, ...]:
+    def parent_columns(self) -> tuple[Column, ...]:
         return plain_columns(self.parent)
 
     @cached_property
-    def _child_columns(self) -> tuple[Column, ...]:
+    def child_columns(self) -> tuple[Column, ...]:
         return plain_columns(self.child)
 
     def plain(self, parent: Any, related: Any) -> tuple:
         """``(parent row, related)`` as plain data, from loaded objects."""
-        row = _row(self.parent, self._parent_columns, parent)
+        row = _row(self.parent, self.parent_columns, parent)
         if related is None:
             return (row, None)
         if isinstance(related, list | tuple | set):
             rows = sorted(related, key=lambda child: self.child.primary_key_from_instance(child))
-            return (row, tuple(_row(self.child, self._child_columns, child) for child in rows))
-        return (row, _row(self.child, self._child_columns, related))
-
-    def quirk(self, setting: Setting, strategy: Strategy, sample: Sample) -> Outcome | None:
-        """What SQLAlchemy does here that the strategies' declarations do not imply: for
-        one relationship, nothing."""
-        return None
+            return (row, tuple(_row(self.child, self.child_columns, child) for child in rows))
+        return (row, _row(self.child, self.child_columns, related))
 
     def read(self, parent: Any) -> tuple:
         """What a load gave for one parent, as plain data (attributes read in sync code)."""
@@ -257,7 +306,31 @@ class Relationship:
         related = self.related(connection, keys)
         value = [(row, self.related_value(related.get(k, []))) for k, row in parents]
         found = {child_key for rows in related.values() for child_key, _ in rows}
-        return Sample(keys, (self.key_counts(keys, found),), value)
+        hops = (self.key_counts(keys, found),)
+        return Sample(keys, hops, value, subclassed_parents=self.subclassed(connection, keys))
+
+    def subclassed(self, connection: Connection, keys: Sequence[Any]) -> int:
+        """How many of the parents ``keys`` are of a subclass with a table of its own."""
+        return len({
+            key
+            for mapper in joined_subclasses(self.parent)
+            for key, _ in subclass_rows(connection, self.parent, mapper, (), keys)
+        })  # fmt: skip
+
+    def quirk(self, setting: Setting, strategy: Strategy, sample: Sample) -> Outcome | None:
+        """What SQLAlchemy does here that the strategies' declarations do not imply.
+
+        ``immediateload`` of a relationship of a class whose subclasses have tables of
+        their own loads nothing while the query runs once a parent row is of such a
+        subclass: each parent's relationship loads when it is read instead (SQLAlchemy
+        issue #13204; a fix is proposed in pull request #13348). Seen on 2.0.58 and 2.1.9
+        with every driver here: sync code sends the same statements, later; async code
+        raises MissingGreenlet at the first read, after the root query."""
+        if strategy.name != "immediate" or setting.mode != "async":
+            return None
+        if sample.subclassed_parents and sample.hops[0][1]:
+            return missing_greenlet(setting, completed=1)
+        return None
 
     def parents(self, connection: Connection, limit: int) -> tuple[tuple, list[tuple]]:
         """The sampled parents' keys, and (key, plain row) of each, in key order."""
@@ -271,7 +344,7 @@ class Relationship:
             ))
         )  # fmt: skip
         keys = tuple(_evenly(scanned, limit))
-        parent_columns = _attributes(self.parent, cls, self._parent_columns)
+        parent_columns = _attributes(self.parent, cls, self.parent_columns)
         parents = sorted(
             (
                 (_plain_key(row[: len(key_columns)]), tuple(row[len(key_columns) :]))
@@ -310,7 +383,7 @@ class Relationship:
         child = aliased(self.child.class_, flat=True)
         parent_key = _key_columns(self.parent, cls)
         child_key = _key_columns(self.child, child)
-        columns = _attributes(self.child, child, self._child_columns)
+        columns = _attributes(self.child, child, self.child_columns)
         query = (
             select(*parent_key, *child_key, *columns)
             .join_from(cls, child, getattr(cls, self.name))
@@ -334,7 +407,7 @@ class Relationship:
 
 
 @dataclass(frozen=True)
-class Chain:
+class Chain(Loaded):
     """Two relationships loaded in one query through an association object: a collection
     of the association's rows, then the many-to-one each of them holds to the other
     side (``Course.enrollments`` then ``Enrollment.student``), one loader option for
@@ -350,10 +423,6 @@ class Chain:
     @property
     def title(self) -> str:
         return f"{self.first.title}.{self.second.name}"
-
-    @property
-    def case_id(self) -> str:
-        return f"{CASE_PREFIX}.{self.title}"
 
     @property
     def kind(self) -> str:
@@ -382,11 +451,14 @@ class Chain:
         and the first hop's loads, when the second hop must load: seen on SQLAlchemy
         2.1.9 with aiosqlite, asyncpg, psycopg and aiomysql, and with plain SQLAlchemy
         (no sqla-bench) on the school's data: one course works, two raise. The same
-        options work in sync code, and ``selectinload`` works in both."""
+        options work in sync code, and ``selectinload`` works in both. SQLAlchemy issue
+        #13204 names immediateload as a chained sub-option among its cases: the second
+        hop's eager load falls back to a lazy one when read (``Relationship.quirk``)."""
+        first = self.first.quirk(setting, strategy, sample)
         nested_immediate = strategy.name == "immediate" and setting.mode == "async"
-        if nested_immediate and len(sample.keys) > 1 and sample.hops[1][1] > 0:
+        if first is None and nested_immediate and len(sample.keys) > 1 and sample.hops[1][1] > 0:
             return missing_greenlet(setting, completed=1 + sample.hops[0][1])
-        return None
+        return first
 
     def query(self, strategy: Strategy, keys: Sequence[Any]) -> Select:
         query = self.first.query(_NO_OPTION, keys)
@@ -406,7 +478,7 @@ class Chain:
                 strategy, sample, 1, sample.hops[1][0], f"{self.first.name}.{self.second.name}"
             ),
         )
-        discriminators = self.first._discriminators + self.second._discriminators
+        discriminators = self.first.discriminators + self.second.discriminators
         return LoadSql(
             _names(self.parent.tables), edges, tuple(links), discriminators=discriminators
         )
@@ -426,7 +498,7 @@ class Chain:
 
     def _plain(self, parent: Any, children: list[tuple]) -> tuple:
         first = self.first
-        return (_row(first.parent, first._parent_columns, parent), tuple(children))
+        return (_row(first.parent, first.parent_columns, parent), tuple(children))
 
     def sample(self, connection: Connection, limit: int) -> Sample:
         """The first relationship's sample, and for each related row what the second
@@ -447,7 +519,7 @@ class Chain:
             self.first.key_counts(keys, {k for rows in children.values() for k, _ in rows}),
             self.second.key_counts(tuple(child_keys), found),
         )
-        return Sample(keys, hops, value)
+        return Sample(keys, hops, value, subclassed_parents=self.first.subclassed(connection, keys))
 
 
 _NO_OPTION = STRATEGIES["model_selectin"]  # a strategy with no loader option: the bare query
@@ -456,7 +528,7 @@ DEPTH_OPTIONS = ("selectin", "immediate")  # the loader options that take recurs
 
 
 @dataclass(frozen=True)
-class Tree:
+class Tree(OnOneRelationship):
     """A self-referential collection read ``TREE_DEPTH`` levels down from each root
     (each topic's children, their children, and theirs), one loader option on the root
     query: ``selectinload(Topic.children, recursion_depth=2)`` loads a level per
@@ -469,16 +541,8 @@ class Tree:
     depth: int = TREE_DEPTH
 
     @property
-    def parent(self) -> Mapper:
-        return self.relationship.parent
-
-    @property
     def title(self) -> str:
         return f"{self.relationship.title}.depth{self.depth}"
-
-    @property
-    def case_id(self) -> str:
-        return f"{CASE_PREFIX}.{self.title}"
 
     @property
     def kind(self) -> str:
@@ -489,10 +553,6 @@ class Tree:
         name = self.parent.class_.__name__
         return f"tree from {name}, {self.depth} levels of {self.relationship.name}"
 
-    @property
-    def tables(self) -> tuple[Any, ...]:
-        return self.relationship.tables
-
     def lacks(self, strategy: Strategy) -> str | None:
         if strategy.option is not None and strategy.sql in (JOINED, SUBQUERY):
             return (
@@ -500,9 +560,6 @@ class Tree:
                 "relationship gives joined loading one)"
             )
         return self.relationship.lacks(strategy)
-
-    def quirk(self, setting: Setting, strategy: Strategy, sample: Sample) -> Outcome | None:
-        return None
 
     def query(self, strategy: Strategy, keys: Sequence[Any]) -> Select:
         query = self.relationship.query(_NO_OPTION, keys)
@@ -548,7 +605,7 @@ class Tree:
         return (self._row(node), tuple(nested))
 
     def _row(self, node: Any) -> tuple:
-        return _row(self.parent, self.relationship._parent_columns, node)
+        return _row(self.parent, self.relationship.parent_columns, node)
 
     def _ordered(self, children: Any) -> list[Any]:
         return sorted(children, key=lambda child: self.parent.primary_key_from_instance(child))
@@ -583,10 +640,268 @@ class Tree:
 
         # A level with no node sends no statement: recursion stops where the tree does.
         hops = tuple((n, n) for n in levels)
-        return Sample(keys, hops, [value(key, 1) for key in keys])
+        subclassed = self.relationship.subclassed(connection, keys)
+        return Sample(keys, hops, [value(key, 1) for key in keys], subclassed_parents=subclassed)
 
 
-Shape = Relationship | Chain | Tree  # what a relationship case loads
+# How a polymorphic class's subclass rows load, in the words a case's title gives.
+LOADING_WORDS = {
+    "subclasses": "each object's own, when read",
+    "selectin_polymorphic": "selectin_polymorphic()",
+    "with_polymorphic": "with_polymorphic(), joined to the relationship's statement",
+}
+SUBCLASS_LOADINGS = tuple(LOADING_WORDS)
+
+
+@dataclass(frozen=True)
+class Polymorphic(OnOneRelationship):
+    """A one-to-many collection of a class whose subclasses have tables of their own,
+    each related row read whole, its subclass's columns too (a teacher's office, a
+    student's year), the subclass rows loaded as ``loading`` says:
+
+    - ``subclasses``: no option for them. Each object loads its own subclass row when a
+      column of it is read, a SELECT each, which async code cannot do (MissingGreenlet);
+    - ``selectin_polymorphic``: ``.selectin_polymorphic([Teacher, Student])`` chained to
+      the loader option, a SELECT with IN over the rows of each subclass once the
+      relationship's rows are in (a lazy load's for each parent's rows on their own);
+    - ``with_polymorphic``: the relationship loaded ``of_type(with_polymorphic(Person,
+      "*", flat=True))``, a LEFT OUTER JOIN to each subclass table in the statement that
+      loads it. A load one parent at a time ignores it and loads as with none.
+
+    Each related row's class is the most derived whose table holds its key; a subclass's
+    own rows are loaded in one statement (an object of a subclass two levels down reads
+    both tables at once)."""
+
+    relationship: Relationship
+    loading: str  # one of SUBCLASS_LOADINGS
+
+    @property
+    def child(self) -> Mapper:
+        return self.relationship.child
+
+    @property
+    def title(self) -> str:
+        return f"{self.relationship.title}.{self.loading}"
+
+    @property
+    def kind(self) -> str:
+        return "polymorphic"
+
+    @property
+    def doc(self) -> str:
+        return (
+            f"polymorphic {self.relationship.kind} from {self.parent.class_.__name__} to "
+            f"{self.child.class_.__name__} and its subclasses, each row read whole, "
+            f"subclass rows: {LOADING_WORDS[self.loading]}"
+        )
+
+    @cached_property
+    def subclasses(self) -> tuple[Mapper, ...]:
+        return joined_subclasses(self.child)
+
+    @cached_property
+    def subclass_columns(self) -> tuple[tuple[Mapper, Column], ...]:
+        """Each subclass's columns of its own table that the related class lacks."""
+        inherited = {attribute.key for attribute in self.child.column_attrs}
+        return tuple(
+            (mapper, column)
+            for mapper in self.subclasses
+            for column in plain_columns(mapper)
+            if column.table is mapper.local_table
+            and mapper.get_property_by_column(column).key not in inherited
+        )
+
+    def query(self, strategy: Strategy, keys: Sequence[Any]) -> Select:
+        query = self.relationship.query(_NO_OPTION, keys)
+        attribute = getattr(self.parent.class_, self.relationship.name)
+        loader = strategy.option or defaultload  # default: the relationship's own loader
+        if self.loading == "with_polymorphic":
+            every = with_polymorphic(self.child.class_, "*", flat=True)
+            return query.options(loader(attribute.of_type(every)))
+        if self.loading == "selectin_polymorphic":
+            classes = [mapper.class_ for mapper in self.subclasses]
+            return query.options(loader(attribute).selectin_polymorphic(classes))
+        return query if strategy.option is None else query.options(loader(attribute))
+
+    def quirk(self, setting: Setting, strategy: Strategy, sample: Sample) -> Outcome | None:
+        """Async code reading a subclass column that each object would load on its own:
+        MissingGreenlet, once the relationship's rows are in."""
+        inherited = super().quirk(setting, strategy, sample)
+        if inherited is not None:
+            return inherited
+        reads_plainly = strategy.reader == "attribute" and not strategy.implicit_io
+        if setting.mode != "async" or not reads_plainly or strategy.refuses is not None:
+            return None
+        if not self._own_row_loads(strategy, sample):
+            return None
+        loaded = self.relationship.edge(strategy, sample, 0, len(sample.keys)).statements()
+        return missing_greenlet(setting, completed=1 + loaded)
+
+    def sql(self, strategy: Strategy, sample: Sample) -> LoadSql:
+        load = self.relationship.sql(strategy, sample)
+        return replace(load, edges=(*load.edges, *self._subclass_edges(strategy, sample)))
+
+    def _loads_each_own_row(self, strategy: Strategy) -> bool:
+        return self.loading == "subclasses" or (
+            self.loading == "with_polymorphic" and strategy.sql == PER_KEY
+        )
+
+    def _own_row_loads(self, strategy: Strategy, sample: Sample) -> int:
+        """SELECTs of one object's subclass row each, when its columns are read."""
+        if strategy.sql == NONE or not self._loads_each_own_row(strategy):
+            return 0
+        return sum(sum(per_parent) for _, per_parent in sample.subclass_rows)
+
+    def _subclass_edges(self, strategy: Strategy, sample: Sample) -> tuple[Edge, ...]:
+        name = f"{self.relationship.name} (subclass rows)"
+        own = self._own_row_loads(strategy, sample)
+        if own:
+            tables = _names([mapper.local_table for mapper in self.subclasses])
+            keys = len(self.subclasses[0].local_table.primary_key)
+            return (Edge(name, tables, PER_KEY, own, parameters=keys),)
+        if self.loading != "selectin_polymorphic" or strategy.sql == NONE:
+            return ()
+        # A lazy load is a query of its own, each parent's rows loaded on their own;
+        # immediateload's loads are part of the root query's, done for all rows at once.
+        apart = strategy.sql == PER_KEY and strategy.name != "immediate"
+        mappers = {mapper.class_.__name__: mapper for mapper in self.subclasses}
+        return tuple(
+            Edge(
+                name, mappers[class_name].local_table.name, IN, sum(per_parent),
+                SELECTIN_CHUNK, levels=tuple(n for n in per_parent if n) if apart else (),
+            )
+            for class_name, per_parent in sample.subclass_rows
+            if sum(per_parent)
+        )  # fmt: skip
+
+    def read(self, parent: Any) -> tuple:
+        related = getattr(parent, self.relationship.name)
+        rows = [self._row(child, self._columns_read(child)) for child in self._ordered(related)]
+        return (self._parent_row(parent), tuple(rows))
+
+    async def read_awaiting(self, parent: Any) -> tuple:
+        related = await getattr(parent.awaitable_attrs, self.relationship.name)
+        rows = []
+        for child in self._ordered(related):
+            values = [await getattr(child.awaitable_attrs, key) for key in self._keys_of(child)]
+            rows.append(self._row(child, values))
+        return (self._parent_row(parent), tuple(rows))
+
+    def _keys_of(self, child: Any) -> list[str]:
+        """The subclass attributes ``child`` has, in ``subclass_columns`` order."""
+        return [
+            mapper.get_property_by_column(column).key
+            for mapper, column in self.subclass_columns
+            if isinstance(child, mapper.class_)
+        ]
+
+    def _columns_read(self, child: Any) -> list[Any]:
+        return [getattr(child, key) for key in self._keys_of(child)]
+
+    def _row(self, child: Any, values: list[Any]) -> tuple:
+        """The base row, then each subclass column: its value, or None where ``child``
+        is not of that subclass."""
+        given = iter(values)
+        own = tuple(
+            next(given) if isinstance(child, mapper.class_) else None
+            for mapper, _ in self.subclass_columns
+        )
+        return _row(self.child, self.relationship.child_columns, child) + own
+
+    def _parent_row(self, parent: Any) -> tuple:
+        return _row(self.parent, self.relationship.parent_columns, parent)
+
+    def _ordered(self, children: Any) -> list[Any]:
+        return sorted(children, key=lambda child: self.child.primary_key_from_instance(child))
+
+    def sample(self, connection: Connection, limit: int) -> Sample:
+        """The relationship's sample with each related row's subclass columns, and the
+        rows of each subclass under each parent."""
+        relationship = self.relationship
+        keys, parents = relationship.parents(connection, limit)
+        related = relationship.related(connection, keys)
+        child_keys = sorted({key for rows in related.values() for key, _ in rows})
+        own = self._subclass_values(connection, child_keys)
+        nothing = (None,) * len(self.subclass_columns)
+        value = [
+            (row, relationship.related_value(
+                [(key, base + own.get(key, (None, nothing))[1]) for key, base in related.get(k, [])]
+            ))
+            for k, row in parents
+        ]  # fmt: skip
+        counts = tuple(
+            (mapper.class_.__name__, tuple(
+                sum(own.get(key, (None,))[0] is mapper for key, _ in related.get(k, []))
+                for k in keys
+            ))
+            for mapper in self.subclasses
+        )  # fmt: skip
+        hops = (relationship.key_counts(keys, set(child_keys)),)
+        subclassed = relationship.subclassed(connection, keys)
+        return Sample(keys, hops, value, counts, subclassed_parents=subclassed)
+
+    def _subclass_values(self, connection: Connection, keys: list[Any]) -> dict[Any, tuple]:
+        """Per related key found in a subclass table: (its most derived such class, the
+        subclass columns' values, None where the row is not of that subclass)."""
+        found: dict[Any, tuple[Mapper, dict[Column, Any]]] = {}
+        for mapper in self.subclasses:  # a subclass after the class it derives from
+            columns = [column for m, column in self.subclass_columns if m is mapper]
+            for key, values in subclass_rows(connection, self.child, mapper, columns, keys):
+                known = found.get(key, (None, {}))[1]
+                known.update(zip(columns, values, strict=True))
+                found[key] = (mapper, known)
+        return {
+            key: (mapper, tuple(values.get(c) for _, c in self.subclass_columns))
+            for key, (mapper, values) in found.items()
+        }
+
+
+Shape = Relationship | Chain | Tree | Polymorphic  # what a relationship case loads
+
+
+def polymorphic_loads(relationships: Sequence[Relationship]) -> list[Polymorphic]:
+    """Each one-to-many collection of a class with subclasses in tables of their own,
+    once per way of loading the subclass rows; none where the mapping itself already
+    says how they load (``with_polymorphic`` or ``polymorphic_load`` declared)."""
+    return [
+        Polymorphic(r, loading)
+        for r in relationships
+        if r.prop.direction is RelationshipDirection.ONETOMANY
+        and r.prop.uselist and joined_subclasses(r.child)
+        and r.child.with_polymorphic is None
+        and not any(m.polymorphic_load for m in r.child.self_and_descendants)
+        for loading in SUBCLASS_LOADINGS
+    ]  # fmt: skip
+
+
+def subclass_rows(
+    connection: Connection,
+    base: Mapper,
+    subclass: Mapper,
+    columns: Sequence[Column],
+    keys: Sequence[Any],
+) -> list[tuple[Any, tuple]]:
+    """(key, values of ``columns``) for each of ``keys`` (``base``'s) that has a row in
+    ``subclass``'s own table."""
+    by_name = {subclass.get_property_by_column(c).key: c for c in subclass.local_table.primary_key}
+    key_columns = [by_name[base.get_property_by_column(c).key] for c in base.primary_key]
+    key = key_columns[0] if len(key_columns) == 1 else tuple_(*key_columns)
+    found = []
+    for start in range(0, len(keys), SELECTIN_CHUNK):
+        chunk = keys[start : start + SELECTIN_CHUNK]
+        for row in connection.execute(select(*key_columns, *columns).where(key.in_(chunk))):
+            found.append((_plain_key(row[: len(key_columns)]), tuple(row[len(key_columns) :])))
+    return found
+
+
+def joined_subclasses(mapper: Mapper) -> tuple[Mapper, ...]:
+    """The subclasses of ``mapper`` with a table of their own joined to its, each after
+    the class it derives from."""
+    return tuple(
+        m
+        for m in mapper.self_and_descendants
+        if m is not mapper and not m.single and not m.concrete
+    )
 
 
 def trees(relationships: Sequence[Relationship]) -> list[Tree]:

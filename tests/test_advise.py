@@ -42,3 +42,36 @@ def test_an_option_that_returns_another_graph_is_named_and_never_recommended(
         engine.dispose()
     finally:
         sys.modules.pop("shop", None)
+
+
+def replays_costing(*per_option: list[float]) -> list[advise.Replay]:
+    """Replays whose rounds took the given milliseconds, option by option."""
+    return [
+        advise.Replay(f"option {index}", times_ns=[int(ms * 1e6) for ms in costs])
+        for index, costs in enumerate(per_option)
+    ]
+
+
+def test_a_recommendation_names_a_winner_only_where_both_passes_say_so_clearly() -> None:
+    def milliseconds(replay: advise.Replay) -> list[float]:
+        return [t / 1e6 for t in replay.times_ns]
+
+    wobble = [1.00, 1.01, 0.99, 1.02, 1.00, 0.98, 1.01, 1.00]
+    clear = replays_costing([2 * w for w in wobble * 2], wobble * 2)
+    said = advise._best(clear, milliseconds)
+    assert said.startswith("option 1: the next, option 0, took 2.00x [")
+    # Option 1 is twice as fast in the first pass and in the second now 1.5 times, now
+    # no faster: all the rounds together say "faster" (their interval is wholly above
+    # 1.02), the second pass does not, so no winner is named.
+    second = [1.5, 1.0] * 4
+    halved = replays_costing(
+        [2 * w for w in wobble] + [s * w for s, w in zip(second, wobble, strict=True)],
+        wobble * 2,
+    )
+    whole = advise.ratio(*(milliseconds(r) for r in halved))
+    assert whole is not None and whole.excludes(advise.MIN_EFFECT)
+    assert advise._best(halved, milliseconds).startswith("option 1 ≈ option 0 (within noise:")
+    # Within 2 %: no winner either.
+    close = replays_costing([1.01 * w for w in wobble * 2], wobble * 2)
+    assert "within noise" in advise._best(close, milliseconds)
+    assert "too few rounds" in advise._best(replays_costing([2, 2], [1, 1]), milliseconds)

@@ -16,6 +16,7 @@ from tests.test_ownership import sqla_bench
 # joined reads the users and their posts in one statement, selectin in two; the reference
 # workload measured selectin 1.3 to 1.7 times as long here.
 POINT = {"users": 100, "posts": 1, "payload": 0}
+DRIFT = 1.05  # a ratio measured side by side moves this much between passes
 
 
 def _sqla_bench_verdict(url: str, folder: Path):
@@ -45,6 +46,8 @@ def test_the_guide_names_the_winner_an_independent_measurement_finds(servers, tm
     (found,) = oracle.ratios(times)
     assert found.low > 1.02, f"the oracle found no clear winner: {found}"
     assert verdict.clear and verdict.best == "joined", verdict
-    # The two measure the same work two ways: their intervals of selectin over joined
-    # overlap (neither a margin the other rules out).
-    assert tool.low <= found.high and found.low <= tool.high, (tool, found)
+    # The two measure the same work two ways, a minute apart: their intervals of
+    # selectin over joined overlap (neither a margin the other rules out), once each is
+    # widened by how far such a ratio moves from one pass to the next on these machines
+    # (FACTS.md: a median of 0.05; seen here: 1.63 to 1.73 against 1.73 to 1.79).
+    assert tool.low / DRIFT <= found.high and found.low <= tool.high * DRIFT, (tool, found)

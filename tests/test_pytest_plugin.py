@@ -480,7 +480,7 @@ def test_advise_replays_each_n_plus_one_under_each_option_sync_and_async(shop) -
             "*sqla-bench advise: each N+1 replayed under each loader option*",
             "test_shop.py::test_products_of_every_order:",
             f"Order.product at {line_of(shop, 'order.product.name')} (an N+1 below "
-            "select(Customer); 7 replays of each, in turn):",
+            "select(Customer); 16 replays of each, in turn, in 2 passes):",
             "  as written * 8 statements * 15 rows *ms",
             f"  {chain} * 2 statements * 9 rows *ms",
             "  fastest here (sqlite, this test's data, this machine): *",

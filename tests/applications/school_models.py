@@ -4,8 +4,10 @@ Written for the tests and found in no other project: joined-table inheritance (p
 teachers, students), single-table inheritance (rooms and labs), an association object
 with columns of its own and a composite primary key (enrollments), a composite foreign
 key onto it (submissions), a self-referential adjacency list (topics), a viewonly
-relationship with a custom join condition, and a many-to-one onto a unique column that
-is not the primary key (departments by code). Fifteen relationships in all."""
+relationship with a custom join condition, a many-to-one onto a unique column that is
+not the primary key (departments by code), and a collection of a polymorphic class whose
+rows are of several subclasses (a department's people: teachers, students and others).
+Seventeen relationships in all."""
 
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ class Person(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))
     name: Mapped[str] = mapped_column(String(60))
+    department_id: Mapped[int | None] = mapped_column(ForeignKey("sch_departments.id"))
+    department: Mapped[Department | None] = relationship(back_populates="people")
     __mapper_args__: ClassVar[dict[str, Any]] = {
         "polymorphic_on": kind,
         "polymorphic_identity": "person",
@@ -54,6 +58,7 @@ class Department(Base):
     code: Mapped[str] = mapped_column(String(12), unique=True)
     name: Mapped[str] = mapped_column(String(60))
     courses: Mapped[list[Course]] = relationship(back_populates="department")
+    people: Mapped[list[Person]] = relationship(back_populates="department")
 
 
 class Room(Base):

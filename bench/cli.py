@@ -17,18 +17,20 @@ import argparse
 import gc
 import importlib
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
 import traceback
 import warnings
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, NoReturn
 
-from sqla_bench.errors import EXIT_SOFTWARE, EXIT_USAGE, ConfigError, fail, redact
+from sqla_bench.errors import EXIT_SOFTWARE, EXIT_USAGE, ConfigError, OutputError, fail, redact
 from sqla_bench.stopping import raise_stop, stopped_by
+
+SQLITE_FOLDER_PREFIX = "sqla-bench-run-"  # a command's own folder, its SQLite file in it
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -110,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     urls: list[URL] = []
     try:
         return _dispatch(args, urls)
-    except ConfigError as error:
+    except (ConfigError, OutputError) as error:
         fail(f"sqla-bench: error: {error}", EXIT_USAGE)
     except KeyboardInterrupt as interruption:
         what, status = stopped_by(interruption)
@@ -134,19 +136,24 @@ def quiet_abandoned_cursors() -> None:
 def _dispatch(args: argparse.Namespace, urls: list[URL]) -> int:
     """Run the command with the servers it may use, stopped however it ends; ``urls``
     collects their URLs, for a last-resort message to redact."""
+    from sqla_bench.owner import make_owned_folder, prune_ended_folders
     from sqla_bench.present import console, say_on_stderr
     from sqla_bench.targets import Servers
 
     execute = command_module(args.command).execute
-    with (
-        tempfile.TemporaryDirectory(prefix="sqla-bench-") as sqlite_dir,
-        Servers(Path(sqlite_dir), say=say_on_stderr) as servers,
-    ):
-        try:
-            return execute(args, servers, console())
-        except Exception:
-            urls += servers.urls()
-            raise
+    # The SQLite target's folder is the command's own; one a killed command left (SIGKILL
+    # skips the clean-up below) is removed by the next.
+    prune_ended_folders(SQLITE_FOLDER_PREFIX)
+    sqlite_dir = make_owned_folder(SQLITE_FOLDER_PREFIX)
+    try:
+        with Servers(sqlite_dir, say=say_on_stderr) as servers:
+            try:
+                return execute(args, servers, console())
+            except Exception:
+                urls += servers.urls()
+                raise
+    finally:
+        shutil.rmtree(sqlite_dir, ignore_errors=True)
 
 
 def _internal_error(error: Exception, argv: list[str], urls: list[URL]) -> NoReturn:

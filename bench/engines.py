@@ -193,7 +193,7 @@ def claim(engine: Engine, driver: Driver, names: Sequence[str], say: Callable[[s
     try:
         owned.claim_on(engine, names, say)
     except owned.NotOurs as refused:
-        raise ConfigError(owned.refusal(_where(driver), refused.found)) from None
+        raise ConfigError(owned.refusal(where_is(driver), refused.found)) from None
 
 
 def check_owned(driver: Driver, names: Sequence[str]) -> None:
@@ -209,10 +209,11 @@ def check_owned(driver: Driver, names: Sequence[str]) -> None:
     finally:
         engine.dispose()
     if found:
-        raise ConfigError(owned.refusal(_where(driver), found))
+        raise ConfigError(owned.refusal(where_is(driver), found))
 
 
-def _where(driver: Driver) -> str:
+def where_is(driver: Driver) -> str:
+    """The target and its URL, password masked: where a message says it happened."""
     return f"{driver.spec.target} at {safe_url(driver.url.set(drivername=driver.spec.target))}"
 
 

@@ -22,6 +22,12 @@ class ConfigError(Exception):
     """Bad configuration: shown to the user as one line, exit status 2."""
 
 
+class OutputError(Exception):
+    """A file the command writes cannot be written (a full disk, a read-only file
+    system, a folder removed meanwhile): one line, exit status 2. Not an OSError, so
+    that nothing on the way up reads it as the database gone."""
+
+
 def fail(message: str, status: int) -> NoReturn:
     """End the command: ``message`` as one line on stderr, and exit ``status``."""
     print(message, file=sys.stderr)

@@ -1,11 +1,22 @@
 """PgBouncer in front of a PostgreSQL target, as deployments run it (``--pgbouncer``).
 
 The suite starts Debian's ``pgbouncer`` binary on 127.0.0.1 with a configuration it
-writes into a private temporary folder (the target's user and password in an auth file
-of mode 0600, removed with the folder), waits until it accepts connections, and stops
+writes into a private temporary folder, waits until it accepts connections, and stops
 it afterwards: on leaving the ``with`` block, which a Ctrl-C or SIGTERM also does (the
 run turns both into KeyboardInterrupt). PgBouncer refuses to run as root; started by
 root it is told to switch to the owner of PostgreSQL's files (``-u``).
+
+The target's password never touches a disk: the auth file is an anonymous file in
+memory (``memfd_create``) that PgBouncer inherits and reads as ``/dev/fd/N``. A SCRAM
+verifier in its place would not do: PgBouncer logs in to PostgreSQL with SCRAM only from
+the plaintext password, or from the very verifier the server stores (its
+authentication-file documentation), which only a superuser can read.
+
+A run killed with SIGKILL cannot stop its PgBouncer (a session of its own, it outlives
+the run). Its folder holds an ``owner`` file (the run's ``host:pid:start`` and
+PgBouncer's PID), so the next run that starts a PgBouncer, and ``sqla-bench containers
+--prune``, stop the PgBouncers whose run has ended and remove their folders
+(``prune_leftovers``).
 """
 
 from __future__ import annotations
@@ -16,15 +27,18 @@ import pwd
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 from sqlalchemy.engine import URL
 
 from sqla_bench.children import ChildFailed
 from sqla_bench.errors import ConfigError, redact
+from sqla_bench.owner import OWNER_FILE, make_owned_folder, owned_folders, owner_alive
 
 MODES = ("session", "transaction")
 DIRECT = "direct"  # a --pgbouncer value: the same cells without PgBouncer, to compare
@@ -37,6 +51,7 @@ SETTLE_SECONDS = 1.0
 MAX_CLIENT_CONNECTIONS = 2_000
 # Whom PgBouncer runs as when the suite runs as root (it refuses root).
 RUN_AS = "postgres"
+FOLDER_PREFIX = "sqla-bench-pgbouncer-"  # its owner file: the run, then PgBouncer's PID
 
 
 def binary() -> str:
@@ -87,8 +102,15 @@ def settings(mode: str, pool_size: int) -> dict[str, Any]:
 class PgBouncer:
     """A PgBouncer process in ``mode`` in front of ``url``'s server; ``port`` is its own."""
 
-    def __init__(self, url: URL, mode: str, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+    def __init__(
+        self,
+        url: URL,
+        mode: str,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        say: Callable[[str], None] = lambda _: None,
+    ) -> None:
         self.mode = mode
+        self.say = say  # what was done besides starting it (an ended run's PgBouncer stopped)
         self.pool_size = pool_size
         self.upstream = url
         self.port = 0
@@ -165,23 +187,31 @@ class PgBouncer:
             console.close()
 
     def _start(self) -> None:
-        self._folder = Path(tempfile.mkdtemp(prefix="sqla-bench-pgbouncer-"))
+        prune_leftovers(say=self.say)
+        self._folder = make_owned_folder(FOLDER_PREFIX)
         self.port = _free_port()
-        config = self._write_config(self._folder)
-        command = [binary(), *(["-u", RUN_AS] if run_as() else []), str(config)]
-        log = os.open(self._folder / "pgbouncer.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self._log = os.fdopen(log, "wb")
-        # A session of its own: a terminal's Ctrl-C reaches the run, which stops it here.
-        self._process = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        auth = _auth_in_memory(self.upstream)
+        try:
+            config = self._write_config(self._folder, f"/dev/fd/{auth}")
+            command = [binary(), *(["-u", RUN_AS] if run_as() else []), str(config)]
+            log = os.open(
+                self._folder / "pgbouncer.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
+            )
+            self._log = os.fdopen(log, "wb")
+            # A session of its own: a terminal's Ctrl-C reaches the run, which stops it
+            # here. It inherits the auth file, which lives as long as one of us holds it.
+            self._process = subprocess.Popen(
+                command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+                pass_fds=(auth,),
+            )  # fmt: skip
+        finally:
+            os.close(auth)
+        with (self._folder / OWNER_FILE).open("a") as owner:
+            owner.write(f"{self._process.pid}\n")
         self._wait_until_listening()
 
-    def _write_config(self, folder: Path) -> Path:
+    def _write_config(self, folder: Path, auth_file: str) -> Path:
         url = self.upstream
-        auth = folder / "users.txt"
-        password = url.password or ""
-        _private(auth, f'"{_quoted(url.username or "")}" "{_quoted(str(password))}"\n')
         lines = [
             "[databases]",
             f"{url.database} = host={url.host or '127.0.0.1'} port={url.port or 5432} "
@@ -190,8 +220,8 @@ class PgBouncer:
             "listen_addr = 127.0.0.1",
             f"listen_port = {self.port}",
             "unix_socket_dir =",
-            f"auth_type = {'scram-sha-256' if password else 'trust'}",
-            f"auth_file = {auth}",
+            f"auth_type = {'scram-sha-256' if url.password else 'trust'}",
+            f"auth_file = {auth_file}",
             f"admin_users = {url.username}",  # for RECONNECT (fresh_servers)
             *(f"{name} = {value}" for name, value in self.settings().items()),
             # Drivers send startup parameters PgBouncer does not track; it would refuse them.
@@ -247,6 +277,72 @@ def _private(path: Path, text: str) -> None:
     if entry is not None:
         os.chown(path.parent, entry.pw_uid, entry.pw_gid)
         os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def _auth_in_memory(url: URL) -> int:
+    """A file descriptor of an anonymous in-memory file holding PgBouncer's auth file:
+    the user and password, never on a disk."""
+    descriptor = os.memfd_create("sqla-bench-pgbouncer-users")  # close-on-exec
+    entry = f'"{_quoted(url.username or "")}" "{_quoted(str(url.password or ""))}"\n'
+    os.write(descriptor, entry.encode())
+    return descriptor
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A PgBouncer a run started, found by its folder."""
+
+    folder: Path
+    owner: str  # the run's host:pid:start ("" when the run died before writing it)
+    pid: int | None  # PgBouncer's
+
+    @property
+    def owner_alive(self) -> bool | None:
+        return owner_alive(self.owner) if self.owner else False
+
+
+def leftovers() -> list[Leftover]:
+    """Every PgBouncer folder of a run in this machine's temporary folder."""
+    return [
+        Leftover(folder, lines[0], int(lines[1]) if len(lines) > 1 and lines[1].isdigit() else None)
+        for folder, lines in owned_folders(FOLDER_PREFIX)
+        if lines
+    ]
+
+
+def prune_leftovers(
+    everything: bool = False, say: Callable[[str], None] = lambda _: None
+) -> list[Leftover]:
+    """Stop the PgBouncers whose run has ended (or all of them) and remove their
+    folders; what went. A process is stopped only while its command line names its
+    folder's configuration: one that reused the PID is not ours."""
+    gone = []
+    for leftover in leftovers():
+        if not (everything or leftover.owner_alive is False):
+            continue
+        stopped = _stop_ours(leftover)
+        shutil.rmtree(leftover.folder, ignore_errors=True)
+        said = f", PgBouncer (PID {leftover.pid}) stopped" if stopped else ""
+        say(f"removed {leftover.folder}, left by ended run {leftover.owner or '?'}{said}")
+        gone.append(leftover)
+    return gone
+
+
+def _stop_ours(leftover: Leftover) -> bool:
+    if leftover.pid is None:
+        return False
+    try:
+        process = psutil.Process(leftover.pid)
+        if str(leftover.folder / "pgbouncer.ini") not in process.cmdline():
+            return False
+        process.terminate()
+        try:
+            process.wait(STOP_SECONDS)
+        except psutil.TimeoutExpired:
+            process.kill()
+        return True
+    except psutil.Error:
+        return False
 
 
 def _quoted(text: str) -> str:

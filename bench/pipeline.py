@@ -23,15 +23,17 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.console import Console
 
 from sqla_bench import present
+from sqla_bench.dblock import run_lock
 from sqla_bench.environment import run_header
-from sqla_bench.errors import fail, redact
+from sqla_bench.errors import OutputError, fail, redact
 from sqla_bench.plan import RunPlan
 from sqla_bench.results import ResultFile
 from sqla_bench.runner import Progress, Runner
@@ -47,8 +49,9 @@ def run_to_file(
 ) -> tuple[ResultFile, list[str]]:
     """Measure ``plan`` into a result file at ``path``; returns it and why any target
     stopped part-way."""
-    results = open_results(plan, path, command, started)
-    return results, measure_into(plan, results, progress or Progress())
+    with databases_held(plan):
+        results = open_results(plan, path, command, started)
+        return results, measure_into(plan, results, progress or Progress())
 
 
 def open_results(
@@ -86,6 +89,13 @@ def run_on_console(
 ) -> tuple[ResultFile, list[str]]:
     """``run_to_file`` with progress on the console and Ctrl-C taken at a safe point: an
     interruption exits 130 (143 for SIGTERM) saying where the finished cells are kept."""
+    with databases_held(plan, present.say_on_stderr):
+        return _run_on_console(plan, path, command, console, started)
+
+
+def _run_on_console(
+    plan: RunPlan, path: Path, command: Sequence[str], console: Console, started: datetime | None
+) -> tuple[ResultFile, list[str]]:
     results = open_results(plan, path, command, started)
     stop = StopOnInterrupt()
     try:
@@ -96,9 +106,25 @@ def run_on_console(
     except KeyboardInterrupt as interruption:
         what, status = stopped_by(interruption, stop.signal)
         fail(f"sqla-bench: {what}: {_kept(results)}", status)
+    except OutputError:
+        raise  # its own line says what the file holds
     except BaseException:
         print(f"sqla-bench: {_kept(results)}", file=sys.stderr)
         raise
+
+
+@contextmanager
+def databases_held(plan: RunPlan, say: Callable[[str], None] = lambda _: None) -> Iterator[None]:
+    """The run's lock on each server database it creates tables in (``bench.dblock``),
+    every one taken before any work and held until the run is done. A run on an
+    application's own data creates nothing: it takes none."""
+    if plan.workload is not None and plan.workload.existing:
+        yield
+        return
+    with ExitStack() as held:
+        for target in plan.targets:
+            held.enter_context(run_lock(target.drivers[0], plan.wait_for_lock, say))
+        yield
 
 
 def _kept(results: ResultFile) -> str:

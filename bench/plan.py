@@ -85,6 +85,8 @@ class RunPlan:
     # Calls per cell counted in instructions, after the timed run, in a child process
     # under callgrind (run --instructions, ``bench.instructions``); None: not counted.
     instructions: int | None = None
+    # How long to wait for another run's lock on a database (``bench.dblock``).
+    wait_for_lock: float = 0.0
 
     def __post_init__(self) -> None:
         if self.on_error not in ON_ERROR:

@@ -12,6 +12,7 @@ stored with their password masked, and every message is redacted before it is st
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -25,7 +26,7 @@ from typing import Any
 
 import jsonschema
 
-from sqla_bench.errors import ConfigError
+from sqla_bench.errors import ConfigError, OutputError
 from sqla_bench.owner import owner_alive
 from sqla_bench.stats import summarize
 
@@ -133,19 +134,30 @@ def default_path(started: datetime, targets: Iterable[str]) -> Path:
 
 
 class ResultFile:
-    """A run's result document on disk, rewritten atomically as cells finish."""
+    """A run's result document on disk, rewritten atomically as cells finish.
+
+    A write that fails (a full disk, say) leaves the file as the last good write left
+    it, no temporary file beside it, and ``cells`` what that file holds; it raises
+    OutputError, and later writes are not attempted."""
 
     def __init__(self, path: Path, header: dict[str, Any]) -> None:
         self.path = path
         self.header = header
         self.cells: list[CellRecord] = []
         self._encoded: list[str] = []  # cells are encoded once, not at every rewrite
+        self._failed: OutputError | None = None
+        self._written = 0  # the cells the file on disk holds
         self._write()
 
     def add(self, cell: CellRecord) -> None:
         self.cells.append(cell)
         self._encoded.append(_encoded(cell))
-        self._write()
+        try:
+            self._write()
+        except OutputError:
+            self.cells.pop()  # what the file holds, and no more
+            self._encoded.pop()
+            raise
 
     def rewrite_cells(self) -> None:
         """Write the file again, after a change to cells already added."""
@@ -161,6 +173,8 @@ class ResultFile:
         self._write()
 
     def _write(self) -> None:
+        if self._failed is not None:  # the file stays as its last good write left it
+            return
         # The header is indented for people; each cell is one line, so a diff of two
         # result files shows cells, and writing after every cell stays cheap.
         head = json.dumps(self.header, indent=2)
@@ -168,8 +182,18 @@ class ResultFile:
         body = f"[\n{cells}\n  ]" if cells else "[]"
         text = f'{head[:-2]},\n  "cells": {body}\n}}\n'  # head ends "\n}": reopen it
         temporary = self.path.with_name(f".{self.path.name}.tmp")
-        temporary.write_text(text)
-        os.replace(temporary, self.path)
+        try:
+            temporary.write_text(text)
+            os.replace(temporary, self.path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            self._failed = OutputError(
+                f"cannot write {self.path}: {error.strerror or error}; it holds the "
+                f"{self._written} cells written before"
+            )
+            raise self._failed from None
+        self._written = len(self._encoded)
 
 
 def _encoded(cell: CellRecord) -> str:
@@ -365,10 +389,13 @@ CSV_COLUMNS = (
 
 def write_csv(path: Path, cells: Iterable[CellRecord]) -> None:
     """One row per cell with its summary, for pandas or a spreadsheet."""
-    with path.open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(_csv_row(cell) for cell in cells)
+    try:
+        with path.open("w", newline="") as stream:
+            writer = csv.DictWriter(stream, CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows(_csv_row(cell) for cell in cells)
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def params_text(params: dict[str, Any], bare: tuple[str, ...] = (), sep: str = " ") -> str:

@@ -137,7 +137,9 @@ class Runner:
         try:
             for pgbouncer in self.plan.pgbouncer_modes():
                 proxied = self.plan.latencies is not None
-                with route_to(target, proxied, pgbouncer, self.plan.pgbouncer_pool) as route:
+                with route_to(
+                    target, proxied, pgbouncer, self.plan.pgbouncer_pool, self.progress.on_note
+                ) as route:
                     self._note_route(target, route)
                     lost = self._measure_route(target, route, loop)
                 if lost is not None:  # --on-error stop
@@ -551,14 +553,18 @@ def _entering(driver: Driver, entry: LatencyProxy | PgBouncer | None) -> Driver:
 
 @contextmanager
 def route_to(
-    target: Target, through_proxy: bool, pgbouncer: str | None = None, pgbouncer_pool: int = 0
+    target: Target,
+    through_proxy: bool,
+    pgbouncer: str | None = None,
+    pgbouncer_pool: int = 0,
+    say: Callable[[str], None] = lambda _: None,
 ) -> Iterator[Route]:
     """A route to ``target``: through PgBouncer in ``pgbouncer`` mode and a proxy process,
     when asked; each started here and stopped on leaving, whatever ends the block."""
     with ExitStack() as stack:
         bouncer, proxy = None, None
         if pgbouncer is not None:
-            bouncer = stack.enter_context(PgBouncer(target.url, pgbouncer, pgbouncer_pool))
+            bouncer = stack.enter_context(PgBouncer(target.url, pgbouncer, pgbouncer_pool, say))
         if through_proxy:  # never for SQLite (the plan refuses it): a server has a port
             url = target.url
             host, port = url.host or "127.0.0.1", url.port or PORTS[target.name]

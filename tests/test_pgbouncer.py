@@ -178,6 +178,42 @@ def test_a_terminated_run_stops_its_pgbouncer(servers, tmp_path):
 
 
 @pytest.mark.harness
+@pytest.mark.slow
+def test_a_killed_runs_pgbouncer_is_stopped_by_the_next_run_and_no_file_holds_the_password(
+    servers, tmp_path
+):
+    env, password = _postgresql_env(servers)
+    process, path = _start_run(tmp_path, "postgresql", env, "--pgbouncer", "transaction")
+    children = _signal_after_cells(process, path, signal.SIGKILL)
+    # PgBouncer, a session of its own, outlives the run; the latency proxy does not.
+    assert _pgbouncers_left()
+    assert not password or not _files_holding(password)
+    following = run(
+        "sqla_bench", "run", "--target", "postgresql", "--pgbouncer", "transaction",
+        "--scenario", "crud.get", "--min-time", "0", "--min-rounds", "1",
+        "--output", str(tmp_path / "next.json"), **env,
+    )  # fmt: skip
+    assert following.returncode == 0, following.stderr
+    assert "left by ended run" in following.stdout + following.stderr
+    assert not _still_running(children)
+    assert not _pgbouncers_left()
+
+
+def _files_holding(text: str) -> list[str]:
+    """The files under the temporary folder that hold ``text`` (as grep would find it)."""
+    needle = text.encode()
+    found = []
+    for path in Path(tempfile.gettempdir()).rglob("*"):
+        try:
+            small = path.is_file() and not path.is_symlink() and path.stat().st_size < 2**20
+            if small and needle in path.read_bytes():
+                found.append(str(path))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.harness
 @pytest.mark.parametrize(
     ("options", "words"),
     [

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,8 @@ from sqla_bench.results import CSV_COLUMNS, CellRecord, read_result, write_csv
 from sqla_bench.runner import Progress
 from sqla_bench.stats import percentile, summarize
 from sqla_bench.targets import resolve, said_by
+from tests.test_cli import assert_one_line_error
+from tests.test_cli import run as cli
 from tests.test_targets import PASSWORD
 
 QUICK = Policy(warmup=1, min_rounds=3, min_time=0.0)
@@ -103,3 +107,42 @@ def test_percentile_interpolates() -> None:
     assert percentile(list(range(1, 101)), 95) == pytest.approx(95.05)
     assert percentile([7], 95) == 7
     assert summarize([]) is None
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """Mount a file system of its own in a folder, sized by the test (a tmpfs: needs
+    root, as CI has); unmounted after."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+
+    def mount(size: int) -> Path:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+        return folder
+
+    yield mount
+    subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_a_full_disk_ends_the_run_in_one_line_with_the_last_good_file(tmp_path, small_disk):
+    options = ("--scenario", "load.users_with_posts", "--min-time", "0", "--min-rounds", "2")
+    whole = tmp_path / "whole.json"
+    assert cli("sqla_bench", "run", *options, "--output", str(whole)).returncode == 0
+    _, all_cells = read_result(whole)
+    # Room for the whole file but not for it and the next rewrite beside it: the disk
+    # fills about half-way through the run.
+    disk = small_disk(-(-whole.stat().st_size // 4096) * 4096)
+    out = disk / "r.json"
+    result = cli("sqla_bench", "run", *options, "--output", str(out))
+    assert_one_line_error(result, f"cannot write {out}: No space left on device")
+    held = int(result.stderr.split("it holds the ")[1].split(" cells")[0])
+    header, cells = read_result(out)  # the last good write: valid, and what it says
+    assert 0 < held == len(cells) < len(all_cells)
+    assert header["run"]["status"] == "running"  # its process is gone: interrupted
+    assert [p.name for p in disk.iterdir()] == ["r.json"]  # no temporary file left
+    assert "lost" not in result.stderr and "sqlite" not in result.stderr

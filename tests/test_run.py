@@ -10,11 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+from sqla_bench.cli import SQLITE_FOLDER_PREFIX
 from sqla_bench.engines import prepare_database, sqlalchemy_version
 from sqla_bench.measure import Policy
+from sqla_bench.owner import owned_folders
 from sqla_bench.pipeline import run_to_file
 from sqla_bench.plan import RunPlan
 from sqla_bench.results import read_result
@@ -252,6 +255,7 @@ def test_a_killed_run_is_told_from_a_running_one(tmp_path) -> None:
         report = run("sqla_bench", "report", str(out))  # while it runs: running
         assert report.returncode == 0, report.stderr
         assert f"{out}: running," in report.stdout
+        assert _folders_of(process.pid)  # its own, while it runs
     finally:
         process.kill()
         process.communicate(timeout=60)
@@ -263,6 +267,16 @@ def test_a_killed_run_is_told_from_a_running_one(tmp_path) -> None:
     compared = run("sqla_bench", "compare", str(out), str(out))
     assert "the new run started" in compared.stdout
     assert "is interrupted (its process is gone): its cells are what finished" in compared.stdout
+    # Its own folder (the SQLite file's) outlived it; the next command removed it.
+    assert not _folders_of(process.pid)
+
+
+def _folders_of(pid: int) -> list[Path]:
+    """The command folders (``sqla-bench-run-*``) that name process ``pid`` as owner."""
+    return [
+        folder for folder, lines in owned_folders(SQLITE_FOLDER_PREFIX)
+        if lines and f":{pid}:" in lines[0]
+    ]  # fmt: skip
 
 
 def _wait_for_cells(path, at_least: int, seconds: float) -> None:

@@ -1,4 +1,5 @@
-"""``sqla-bench containers``: the containers sqla-bench started that still exist."""
+"""``sqla-bench containers``: the containers sqla-bench started that still exist, and
+the PgBouncers runs started that outlived them."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 
 from rich.console import Console
 
+from sqla_bench import pgbouncer
 from sqla_bench.containers import ContainerError, Leftover, containers, prune
 from sqla_bench.errors import ConfigError
 from sqla_bench.options import add_prune, check_prune
@@ -14,10 +16,12 @@ from sqla_bench.present import table
 from sqla_bench.targets import Servers
 
 DESCRIPTION = (
-    "List every container labelled as sqla-bench's, with the process that owns it. "
-    "A run removes its containers when it ends, also on Ctrl-C; one that was killed "
-    "cannot, and testcontainers' reaper is off where no registry serves its image. "
-    "--prune removes the containers whose owning process has ended."
+    "List every container labelled as sqla-bench's, with the process that owns it, and "
+    "every PgBouncer a run started (run --pgbouncer) that is still there. A run removes "
+    "them when it ends, also on Ctrl-C or SIGTERM; one that was killed (SIGKILL) cannot, "
+    "and testcontainers' reaper is off where no registry serves its image. --prune "
+    "removes those whose owning process has ended (the next run that starts a PgBouncer "
+    "also does, for PgBouncers)."
 )
 
 
@@ -27,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int:
     check_prune(args)
+    if args.prune:  # no Docker engine needed for these
+        gone = pgbouncer.prune_leftovers(everything=args.all, say=console.print)
+        console.print(f"removed {len(gone)} PgBouncer(s)")
+    _list_pgbouncers(console)
     try:
         if args.prune:
             removed = prune(everything=args.all, say=lambda line: console.print(line))
@@ -40,6 +48,16 @@ def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int
         table("sqla-bench containers", columns, rows) if left else "no sqla-bench containers"
     )
     return 0
+
+
+def _list_pgbouncers(console: Console) -> None:
+    left = pgbouncer.leftovers()
+    if left:
+        rows = [
+            (str(b.pid or "?"), str(b.folder), f"{b.owner or '?'} ({owner_state(b.owner_alive)})")
+            for b in left
+        ]
+        console.print(table("sqla-bench PgBouncers", ("pid", "folder", "owner"), rows))
 
 
 def _owner(leftover: Leftover) -> str:

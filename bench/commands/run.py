@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from sqla_bench import instructions, present
+from sqla_bench import dblock, instructions, present
 from sqla_bench.environment import chosen_cpus, pin_to
 from sqla_bench.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError, fail
 from sqla_bench.options import (
@@ -151,6 +151,16 @@ def add_workload_arguments(run: argparse.ArgumentParser) -> None:
         "target (its other targets go on), or continue with the next cell, which finds the "
         "server back or records the same failure; either way the failed cell is kept with "
         "its error and the exit status is 3 (default: stop)",
+    )
+    run.add_argument(
+        "--wait-for-lock",
+        type=number(float, 0, dblock.MAX_WAIT_SECONDS),
+        default=0.0,
+        metavar="SECONDS",
+        help="when another sqla-bench run is using a server target's database (each run "
+        "locks the databases it creates tables in, until it is done), wait up to SECONDS "
+        "for it to end instead of stopping at once with the holder named, exit status 2 "
+        f"(default: 0; at most {dblock.MAX_WAIT_SECONDS:,})",
     )
 
 
@@ -359,6 +369,7 @@ def plan_from(args: argparse.Namespace, targets: Sequence[Target | Pending]) -> 
         pgbouncer=args.pgbouncer,
         pgbouncer_pool=args.pgbouncer_pool_size,
         instructions=args.instructions,
+        wait_for_lock=args.wait_for_lock,
     )
 
 

@@ -1,0 +1,89 @@
+"""One run at a time on a database (``sqla_bench.dblock``): a run holds its lock while
+it measures; a second run is refused with the holder named, or waits for it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sqla_bench.dblock import DatabaseBusy, run_lock
+from sqla_bench.owner import owner_label
+from sqla_bench.targets import URL_VARIABLES
+from tests.test_cli import assert_one_line_error
+from tests.test_ownership import sqla_bench, user_env
+
+pytestmark = pytest.mark.harness
+
+QUICK = ("--scenario", "crud.get", "--min-time", "0", "--min-rounds", "1", "--users", "20")
+SERVERS = ["postgresql", "mysql"]
+
+
+def named_holder(name: str) -> str:
+    """How the holder (this test) is named: ``host:pid:start``, but for MariaDB behind
+    Docker's port mapping, where the server sees the mapping's address, not ours."""
+    behind_docker = name == "mysql" and not os.environ.get(URL_VARIABLES["mysql"])
+    return "a session from " if behind_docker else f"run {owner_label()}"
+
+
+def sync_driver(servers, name: str):
+    return next(d for d in servers.target(name).drivers if d.spec.mode == "sync")
+
+
+def url_of(servers, name: str) -> str:
+    return servers.target(name).url.render_as_string(hide_password=False)
+
+
+@pytest.mark.parametrize("name", SERVERS)
+def test_a_second_run_is_refused_naming_the_holder_or_waits_for_it(servers, name, tmp_path):
+    driver, url = sync_driver(servers, name), url_of(servers, name)
+    out = tmp_path / "r.json"
+    with run_lock(driver):  # another run's lock, as a run takes it
+        refused = sqla_bench(name, url, "run", "--target", name, *QUICK, "--output", str(out),
+                             cwd=tmp_path)  # fmt: skip
+        assert_one_line_error(refused, "another sqla-bench run is using this database")
+        assert named_holder(name) in refused.stderr
+        assert not out.exists()  # nothing measured, nothing written
+
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "sqla_bench", "run", "--target", name, *QUICK,
+             "--wait-for-lock", "120", "--output", str(out)],
+            cwd=tmp_path, env=user_env(name, url), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(3)
+        assert waiting.poll() is None  # still waiting for the lock this test holds
+    _, stderr = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, stderr
+    assert "waiting for" in stderr and named_holder(name) in stderr
+    assert out.exists()
+
+
+@pytest.mark.parametrize("name", SERVERS)
+def test_a_run_holds_its_lock_until_it_is_done(servers, name, tmp_path) -> None:
+    driver, url = sync_driver(servers, name), url_of(servers, name)
+    longer = ("--scenario", "crud.get", "--min-time", "0.5", "--users", "20")
+    running = subprocess.Popen(
+        [sys.executable, "-m", "sqla_bench", "run", "--target", name, *longer,
+         "--output", str(tmp_path / "r.json")],
+        cwd=tmp_path, env=user_env(name, url), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    refusals = []
+    while running.poll() is None:
+        try:
+            with run_lock(driver):
+                pass
+        except DatabaseBusy as busy:
+            refusals.append(str(busy))
+        time.sleep(0.2)
+    assert running.wait() == 0, running.stderr.read() if running.stderr else ""
+    # While it ran, the lock was its own, named by its process; now it is free.
+    assert refusals, "the run never held the lock"
+    if named_holder(name).startswith("run "):
+        assert all(f":{running.pid}:" in said for said in refusals), refusals[:2]
+    with run_lock(driver):
+        pass

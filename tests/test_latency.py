@@ -87,26 +87,33 @@ ATTEMPTS = 3  # a spell of the machine passes; a proxy that adds time fails ever
 def test_a_round_trip_gains_twice_the_delay_and_little_more(echo, one_way_ms) -> None:
     times = 60 if one_way_ms < 10 else 30
     allowed_ms = EXCESS_MS + EXCESS_SHARE * 2 * one_way_ms
-    with connect(echo.port) as direct:
-        fastest_direct_ms = min(round_trips_ns(direct, 100)) / 1e6
     seen = []
     for _ in range(ATTEMPTS):
+        # The wire beside the delayed round trips, in the same attempt: one taken
+        # minutes apart failed in CI by 15 us, the machine slower when it was taken.
+        with connect(echo.port) as direct:
+            fastest_direct_ms = min(round_trips_ns(direct, 100)) / 1e6
         with LatencyProxy("127.0.0.1", echo.port) as proxy, connect(proxy.port) as sock:
             proxy.set_delay(one_way_ms / 1000)
             through_ms = _round_trip_ms(sock, times)
             release = _settled_release(proxy, chunks=2 * 30)
         where = f"round trip {through_ms:.3f} ms, direct >= {fastest_direct_ms:.3f}, {release}"
-        # Never faster than a wire: the proxy begins a send ahead of its due time by what
-        # a send costs the sender, never by what waking the receiver costs (which a wire
-        # costs too); by the median send it beat this by 18 us at 1 ms one way.
-        assert through_ms >= 2 * one_way_ms + fastest_direct_ms, where
         assert release["median_ahead_us"] <= release["median_send_us"], where
         # The proxy's own part: each chunk's send begins within 50 us of its planned time.
         assert release["chunks"] >= 2 * 30 and release["median_late_us"] <= 50, where
         seen.append(where)
-        if through_ms - 2 * one_way_ms <= allowed_ms:
+        # Never faster than a wire: the proxy begins a send ahead of its due time by what
+        # a send costs the sender, never by what waking the receiver costs (which a wire
+        # costs too); by the median send it beat this by 18 us at 1 ms one way. And
+        # little more than the delays. A proxy that sends early, or adds time, fails
+        # every attempt; a spell of the machine passes.
+        floor_ms = 2 * one_way_ms + fastest_direct_ms
+        if floor_ms <= through_ms <= 2 * one_way_ms + allowed_ms:
             return
-    pytest.fail(f"over 2 x {one_way_ms} ms + {allowed_ms:.3f} ms in {ATTEMPTS} tries: {seen}")
+    pytest.fail(
+        f"not within 2 x {one_way_ms} ms + a direct round trip and + {allowed_ms:.3f} ms in "
+        f"{ATTEMPTS} tries: {seen}"
+    )
 
 
 def test_a_delay_set_on_an_open_connection_holds_from_its_next_chunk(echo) -> None:

@@ -3,15 +3,22 @@
 Each runs ``target(control, *args, client_cpus)`` in a child process: ``control`` is its
 end of a pipe to the measuring process, and ``client_cpus`` the CPUs the measuring
 process uses, so that it can move to the others. It stops when told ``("stop",)`` or
-when the pipe closes; one that does not stop in time is killed.
+when the pipe closes; one that does not stop in time is killed. And it ends with the
+measuring process whatever ends that (Linux's ``PR_SET_PDEATHSIG``): a run killed with
+SIGKILL cannot stop its helpers, and a worker process in the middle of a load would go
+on loading the database until the load's end.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
 from collections.abc import Callable
 from typing import Any
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent ends
 
 
 class ChildFailed(RuntimeError):
@@ -29,7 +36,7 @@ class Child:
         self._control, child = context.Pipe()
         client_cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         self._process = context.Process(
-            target=target, args=(child, *args, client_cpus), daemon=daemon
+            target=_with_parent, args=(target, child, *args, client_cpus), daemon=daemon
         )
         self._process.start()
         child.close()  # the child's end lives in the child only: its exit closes the pipe
@@ -69,3 +76,15 @@ class Child:
     def _ask(self, *message: Any) -> Any:
         self._control.send(message)
         return self._control.recv()
+
+
+def _with_parent(target: Callable[..., None], *args: Any) -> None:
+    """Run ``target(*args)`` in a child that the kernel kills when its parent ends: the
+    measuring process (started from its main thread, which lives as long as it does),
+    or a fork server, which ends with the measuring process."""
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the pipe still tells
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it ended before the kernel was told
+        return
+    target(*args)

@@ -3,6 +3,10 @@ and cells marked as limited by a CPU rather than by the pool."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import psutil
 import pytest
 
@@ -125,3 +129,41 @@ def test_worker_processes_hold_the_server_connections_their_pools_allow(servers,
     assert peaks[1] <= 2 < peaks[2] <= 4  # each process has a pool of its own
     assert all(cell.load["server_max_connections"] >= 4 for cell in cells)
     assert all(cell.matches_expected for cell in cells)
+
+
+@pytest.mark.slow
+def test_a_killed_runs_worker_processes_end_with_it(tmp_path):
+    """SIGKILL leaves a run no chance to stop its workers: the kernel ends them with it,
+    rather than letting them load the database until the load's end (20 s here)."""
+    out = tmp_path / "killed.json"
+    run_command = [
+        sys.executable, "-m", "sqla_bench", "run", "--target", "sqlite", "--mode", "sync",
+        "--scenario", "crud.get", "--concurrency", "4", "--processes", "2",
+        "--load-seconds", "20", "--min-time", "0", "--output", str(out),
+    ]  # fmt: skip
+    running = subprocess.Popen(run_command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[psutil.Process] = []
+        while not _loading(workers) and time.monotonic() < deadline:
+            assert running.poll() is None, running.stderr.read() if running.stderr else ""
+            workers = [
+                child for child in psutil.Process(running.pid).children()
+                if "spawn_main" in " ".join(child.cmdline())
+            ]  # fmt: skip
+            time.sleep(0.2)
+        assert _loading(workers), "the workers did not start their load"
+    finally:
+        running.kill()
+        running.wait(timeout=60)
+    _, alive = psutil.wait_procs(workers, timeout=5)
+    assert not alive, [p.pid for p in alive]
+
+
+def _loading(workers: list[psutil.Process]) -> bool:
+    """Two workers, each busy with its load (a second of CPU: waiting for the run's
+    word, a worker would end with its pipe anyway)."""
+    try:
+        return len(workers) == 2 and all(sum(w.cpu_times()[:2]) > 1.0 for w in workers)
+    except psutil.Error:
+        return False

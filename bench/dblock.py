@@ -33,6 +33,7 @@ from sqlalchemy.pool import NullPool
 
 from sqla_bench.engines import sync_engine, where_is
 from sqla_bench.errors import ConfigError
+from sqla_bench.grants import check_privileges
 from sqla_bench.owner import owner_alive, owner_label, owner_of_port
 
 # The advisory lock's key on PostgreSQL: "sqlA" in ASCII, one 32-bit number, so that
@@ -63,6 +64,8 @@ def run_lock(
     try:
         with engine.connect() as connection:
             _acquire(connection, dialect, wait_seconds, say, where_is(driver))
+            # Before any work, as the lock: what a run does, the user may do here.
+            check_privileges(connection, dialect, where_is(driver))
             try:
                 yield
             finally:

@@ -228,7 +228,8 @@ def _outcomes(cells: list[CellRecord]) -> TableData:
 
 
 def _outcome_text(cell: CellRecord) -> str:
-    text = outcome(cell) if cell.outcome != "ok" else f"{cell.statements} stmts"
+    worked = cell.outcome == "ok" and cell.wrong_from is None
+    text = f"{cell.statements} stmts" if worked else outcome(cell)
     return text if cell.matches_expected else f"**{text}**"
 
 

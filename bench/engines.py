@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from sqla_bench import owned
+from sqla_bench.client_process import ClientProcess
 from sqla_bench.errors import ConfigError
 from sqla_bench.probes import RoundTripCounter, StatementCounter
 from sqla_bench.scenarios.dataset import TABLES, DatasetSize, rebuild
@@ -110,6 +111,13 @@ class DriverEnv:
         engine = factory(self._driver.url, **options)
         self.counter.attach(engine)
         return engine
+
+    def client_process(self, **options: Any) -> ClientProcess:
+        """A client on this driver's URL in a process of its own, with engine
+        ``options``; its statements count as this environment's. The caller closes it
+        (``with``); closing it ends that process, as a restart of it would."""
+        options.setdefault("connect_args", self._driver.connect_args())
+        return ClientProcess(self._driver.url, self.awaits, options, self.counter)
 
     def session(self, **options: Any) -> Session | AsyncSession:
         """A new session, on the default engine unless ``bind=`` says otherwise.

@@ -131,6 +131,15 @@ def print_differences(console: Console, cells: Iterable[CellRecord], word: str) 
         console.print(f"[red]{word}[/red] {escape(text)}", highlight=False, soft_wrap=True)
 
 
+def print_failed(console: Console, cells: Iterable[CellRecord]) -> None:
+    """One line per cell the server's going away cut short: ``FAILED crud.get[...] on
+    ...: the server went away (...)``, apart from the cells that differ."""
+    for cell in cells:
+        text = f"{case_text(cell.case, cell.params)} on {cell.target}-{cell.driver}-{cell.mode}: "
+        text += f"not measured, the server went away ({cell.failed})"
+        console.print(f"[red]FAILED[/red] {escape(text)}", highlight=False, soft_wrap=True)
+
+
 def print_incomplete(failures: list[str]) -> None:
     for failure in failures:
         print(f"sqla-bench: incomplete: {failure}", file=sys.stderr)
@@ -155,9 +164,11 @@ def _verified(cell: CellRecord) -> str:
 
 
 VERIFY_LEGEND = (
-    "Cells read 'ok N' (works, N statements) or 'Error C/S' (raised after C statements "
-    "completed, S started); StatementError(X) means X arrived wrapped. A cell that works "
-    "is also held to its value, its SQL and, for a write, what was committed."
+    "Cells read 'ok N' (works, N statements), 'Error C/S' (raised after C statements "
+    "completed, S started; StatementError(X) means X arrived wrapped), or 'WRONG\\[i] N' "
+    "(returned wrong results, the worst outcome: no error, and from value\\[i] on not what "
+    "the data holds). A cell that works is also held to its value, its SQL and, for a "
+    "write, what was committed."
 )
 
 

@@ -18,7 +18,7 @@ from sqla_bench.load import WARMUP_SHARE, pool_capacity
 from sqla_bench.load import cpu_bound as limited_by_cpu
 from sqla_bench.results import CellRecord, params_text
 from sqla_bench.scenarios.dataset import DatasetSize
-from sqla_bench.scenarios.expect import raises_text, works_text
+from sqla_bench.scenarios.expect import raises_text, works_text, wrong_text
 from sqla_bench.scenarios.registry import MODES, STRATEGY
 from sqla_bench.stats import Summary, percentile, summarize
 
@@ -230,8 +230,13 @@ def cpu_bound(cell: CellRecord) -> list[str]:
 
 
 def outcome(cell: CellRecord) -> str:
-    """``ok``, or the error (with its wrapper); flagged when it is not what is declared."""
+    """``ok``, ``wrong results``, or the error (with its wrapper); flagged when it is not
+    what is declared."""
     text = "ok" if cell.outcome == "ok" else error_name(cell)
+    if cell.wrong_from is not None:
+        text = "wrong results"
+    if cell.failed is not None:
+        return f"[bold red]failed: the server went away ({cell.failed})[/bold red]"
     if not cell.matches_expected:
         text = f"[bold red]{text}, catalogue: {cell.expected}[/bold red]"
     return text
@@ -244,13 +249,22 @@ def error_name(cell: CellRecord) -> str:
 
 def observed(cell: CellRecord) -> str:
     """What the cell did, in the catalogue's words (as ``expected`` is written)."""
+    if cell.failed is not None:
+        return f"failed: the server went away ({cell.failed})"
+    if cell.wrong_from is not None:
+        return wrong_text(cell.statements, cell.wrong_from)
     if cell.outcome == "ok":
         return works_text(cell.statements)
     return raises_text(error_name(cell), cell.statements, cell.statements_started)
 
 
 def short(cell: CellRecord) -> str:
-    """A matrix cell: ``ok 2``, or ``MissingGreenlet 1/2`` (completed/started)."""
+    """A matrix cell: ``ok 2``, ``WRONG[12] 14`` (returned wrong results from value[12],
+    14 statements), or ``MissingGreenlet 1/2`` (completed/started)."""
+    if cell.failed is not None:
+        return "FAILED (server gone)"
+    if cell.wrong_from is not None:
+        return f"WRONG{cell.wrong_from} {cell.statements}"
     if cell.outcome == "ok":
         return f"ok {cell.statements}"
     started = cell.statements_started

@@ -52,7 +52,7 @@ class CellRecord:
     target: str
     driver: str
     mode: str
-    outcome: str  # "ok" or "raised"
+    outcome: str  # "ok" or "raised" ("ok" with wrong_from set: it returned wrong results)
     error: str | None  # the exception's class name, when it raised
     wrapped_in: str | None  # e.g. StatementError, when SQLAlchemy wrapped the error
     message: str | None  # the exception's first line, redacted
@@ -92,6 +92,13 @@ class CellRecord:
     # The checked call's statements, each distinct text once with its count, in the
     # order each first ran (``sql_of``; schema 7): what compare shows for a change.
     sql: list[dict[str, Any]] | None = None
+    # Where a call that worked first returned what the data does not hold ("[12]"): it
+    # returned wrong results. None: it raised, or every value was right.
+    wrong_from: str | None = None
+    # Why the cell could not be measured: the server went away during it. Its samples up to
+    # then are dropped (a cut-off cell's figures are no timing), and it is counted apart
+    # from the cells that differ from the catalogue.
+    failed: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -48,7 +48,7 @@ from sqla_bench.scenarios.dataset import DatasetSize
 from sqla_bench.scenarios.expect import Raises
 from sqla_bench.scenarios.registry import Case
 from sqla_bench.targets import Driver, Target, failure, said_by
-from sqla_bench.verify import differences
+from sqla_bench.verify import differences, wrong_from
 
 if TYPE_CHECKING:
     from sqla_bench.application import Workload
@@ -58,6 +58,15 @@ if TYPE_CHECKING:
 CONNECTION_LOST = (OperationalError, InterfaceError, OSError)
 # One warm-up call (which opens the connection), then the one that counts.
 ONE_WARM_CALL = Policy(warmup=1, min_rounds=1, min_time=0.0, max_rounds=1)
+
+
+def _failed(cell: CellRecord, reason: str) -> None:
+    """A cell the server's going away cut short: failed, with no timing. Its samples
+    before the fault are dropped with the blocks they were taken in, and the outcome it
+    ended with (the connection error) is the outage's, not the case's."""
+    cell.failed = reason
+    cell.samples_ns, cell.blocks, cell.slots, cell.comparison = [], None, None, None
+    cell.differences = [f"failed: the server went away ({reason})"]
 
 
 def rows_in(value: Any) -> int:
@@ -229,16 +238,18 @@ class Runner:
 
         def record(case: Case, params: dict[str, Any], measurement: Measurement) -> bool:
             cell = self._record(target, route, env, (case, params), measurement, policy)
-            self.results.add(cell)
-            self.progress.on_cell(cell)
             failed = measurement.failure
             lost = failed is not None and isinstance(failed.error, CONNECTION_LOST)
             if lost and not cell.matches_expected:
                 reason = cell.message or cell.error or "connection lost"
+                _failed(cell, reason)
+            self.results.add(cell)
+            self.progress.on_cell(cell)
+            if cell.failed is not None:
                 if self.plan.on_error == "stop":
-                    stopped.append(reason)
+                    stopped.append(cell.failed)
                     return False
-                self.lost.append(reason)
+                self.lost.append(cell.failed)
             return True
 
         measure_driver(env, cells, policy, loop, record, self.progress.stop_requested)
@@ -317,6 +328,7 @@ class Runner:
         wire = measurement.on_the_wire
         wire_failed = wire.failure
         found = [redact(text, target.url) for text in differences(expected, observed, checked)]
+        wrong = wrong_from(expected, observed, checked)
         return CellRecord(
             case=case.id,
             table=case.table,
@@ -356,6 +368,7 @@ class Runner:
             calls=measurement.calls,
             instructions=measurement.instructions,
             sql=None if checked is None or checked.executed is None else sql_of(checked.executed),
+            wrong_from=wrong,
             **_design(measurement),
             run_pass=self.run_pass,
         )

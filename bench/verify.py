@@ -9,7 +9,9 @@ What it compares, for a call that raised: the exception's class, the exception i
 wrapped in, the statements completed and started before it. For a call that worked: the
 statements completed, the value returned (against the one computed from the dataset's
 definition), the SQL sent (against the declared rule), and for a write the COMMITs and
-ROLLBACKs and the committed state, read back on another connection.
+ROLLBACKs and the committed state, read back on another connection. A call that worked
+and returned what the data does not hold "returned wrong results", the worst outcome:
+where that is declared (``WrongResults``), where the first wrong value is must match.
 """
 
 from __future__ import annotations
@@ -31,14 +33,16 @@ from sqla_bench.scenarios.expect import (
     Raises,
     Setting,
     Works,
+    WrongResults,
+    wrong_text,
 )
 from sqla_bench.scenarios.registry import Case
 
 MAX_SHOWN = 160  # characters of a value shown in a difference
 
 
-def _signature(outcome: Works | Raises) -> tuple:
-    if isinstance(outcome, Works):
+def _signature(outcome: Works | Raises | WrongResults) -> tuple:
+    if isinstance(outcome, Works | WrongResults):  # a value tells the two apart
         return ("works", outcome.statements)
     return ("raises", outcome.error, outcome.wrapped_in, outcome.statements, outcome.started)
 
@@ -60,6 +64,8 @@ def differences(
         return []
     if observed is None:
         return ["it did not run"]
+    if isinstance(expected, WrongResults) and isinstance(observed, Works):
+        return _wrong_differences(expected, observed, checked)
     if type(observed) is not type(expected):
         return [f"expected it to {_verb(expected)}, it {_verb(observed, past=True)}"]
     if isinstance(expected, Raises):
@@ -72,7 +78,9 @@ def differences(
     return found
 
 
-def _verb(outcome: Works | Raises, past: bool = False) -> str:
+def _verb(outcome: Works | Raises | WrongResults, past: bool = False) -> str:
+    if isinstance(outcome, WrongResults):
+        return "return wrong results"
     if isinstance(outcome, Works):
         return "worked" if past else "work"
     return f"{'raised' if past else 'raise'} {_error_name(outcome)}"
@@ -104,16 +112,56 @@ def _name(error: type[BaseException] | None) -> str:
     return "nothing" if error is None else error.__name__
 
 
+def _wrong_differences(
+    expected: WrongResults, observed: Works, checked: Observation | None
+) -> list[str]:
+    found = _count("statements completed", expected.statements, observed.statements)
+    if checked is None or checked.error is not None:
+        return found
+    where = wrong_value(expected.value, checked.value)
+    declared = f"[{expected.first_wrong}]"
+    if where is None:
+        return [*found, f"expected wrong results from value{declared}, every value was right"]
+    if where[0] != declared:
+        found.append(f"first wrong value: expected at value{declared}, observed at value{where[0]}")
+    return found
+
+
 def _value_differences(expected: Works, checked: Observation) -> list[str]:
     if checked.error is not None:
         return []  # a warm-up that failed, before samples that worked: nothing to compare
     if expected.value is UNDECLARED:
         return [f"returned {_shown(checked.value)}; the catalogue declares no value to check it"]
-    where = first_difference(expected.value, checked.value)
+    where = wrong_value(expected.value, checked.value)
     if where is None:
         return []
     path, wanted, got = where
     return [f"value{path}: expected {_shown(wanted)}, observed {_shown(got)}"]
+
+
+def wrong_from(
+    expected: Outcome, observed: Works | Raises | None, checked: Observation | None
+) -> str | None:
+    """Where a call that worked first returned what the data does not hold (``[12]``
+    into the value it returned), or None: it raised, or every value is right."""
+    if not isinstance(observed, Works) or checked is None or checked.error is not None:
+        return None
+    right = expected.value if isinstance(expected, Works | WrongResults) else UNDECLARED
+    where = wrong_value(right, checked.value)
+    return None if where is None else where[0]
+
+
+def observed_text(observed: Works | Raises, wrong: str | None) -> str:
+    """What a call did, in the catalogue's words, wrong results included."""
+    return observed.describe() if wrong is None else wrong_text(observed.statements, wrong)
+
+
+def wrong_value(right: Any, returned: Any) -> tuple[str, Any, Any] | None:
+    """Where a call that worked first returned what the data does not hold (None where
+    every value is right, or no right value is declared)."""
+    if right is UNDECLARED:
+        return None
+    return first_difference(right, returned)
 
 
 def first_difference(expected: Any, observed: Any, path: str = "") -> tuple[str, Any, Any] | None:
@@ -182,8 +230,11 @@ class Check:
 
     def explain(self) -> str:
         observed = self.observed
+        said = "-"
+        if observed is not None:
+            said = observed_text(observed, wrong_from(self.expected, observed, self.observation))
         text = f"{case_text(self.case.id, self.params)} on {self.driver}: expected "
-        text += f"{self.expected.describe()}, observed {observed.describe() if observed else '-'}"
+        text += f"{self.expected.describe()}, observed {said}"
         if self.observation is not None and self.observation.error is not None:
             text += f" ({first_line(self.observation.error, named=True)})"
         found = self.differences

@@ -1,4 +1,5 @@
-"""Expected outcomes: "works, with N statements" or "raises X", per driver and version.
+"""Expected outcomes: "works, with N statements", "raises X", or "returns wrong results"
+(works, with no error, and returns what the data does not hold), per driver and version.
 
 Scenarios and patterns declare what they expect through these types; the harness
 observes what happened and compares. Where drivers or SQLAlchemy versions differ, the
@@ -105,6 +106,21 @@ class Raises:
 
 
 @dataclass(frozen=True)
+class WrongResults:
+    """The worst outcome: no error, ``statements`` completed, and from value
+    ``first_wrong`` on (an index into the list the call returns) the values are not
+    the data's. ``value`` is what the data does hold (from the dataset's definition),
+    so the wrong values are told apart from the right ones, not assumed."""
+
+    statements: int
+    first_wrong: int
+    value: Any = UNDECLARED
+
+    def describe(self) -> str:
+        return wrong_text(self.statements, f"[{self.first_wrong}]")
+
+
+@dataclass(frozen=True)
 class NotApplicable:
     reason: str
 
@@ -112,17 +128,27 @@ class NotApplicable:
         return f"n/a: {self.reason}"
 
 
-Outcome = Works | Raises | NotApplicable
+Outcome = Works | Raises | WrongResults | NotApplicable
 
 
 # An outcome in words, also for a result file's record of one (which keeps names, not
-# classes): "works, 2 statements", "raises StatementError(MissingGreenlet) after 1 (started 2)".
+# classes): "works, 2 statements", "raises StatementError(MissingGreenlet) after 1 (started 2)",
+# "returns wrong results from value[12], 14 statements".
 def works_text(statements: int) -> str:
-    return f"works, {statements} statement{'s' if statements != 1 else ''}"
+    return f"works, {_statements(statements)}"
+
+
+def _statements(count: int) -> str:
+    return f"{count} statement{'s' if count != 1 else ''}"
 
 
 def raises_text(name: str, statements: int, started: int) -> str:
     return f"raises {name} after {statements} (started {started})"
+
+
+def wrong_text(statements: int, first_wrong: str) -> str:
+    """``first_wrong``: where in the value the first wrong one is, e.g. ``[12]``."""
+    return f"returns wrong results from value{first_wrong}, {_statements(statements)}"
 
 
 # Async drivers whose adapter awaits while it creates a cursor. There an implicit load

@@ -38,6 +38,7 @@ from sqla_bench.scenarios.expect import (
     Outcome,
     Setting,
     Works,
+    WrongResults,
 )
 from sqla_bench.scenarios.sql import LoadSql, Writes
 from sqla_bench.scenarios.strategies import STRATEGIES
@@ -100,9 +101,24 @@ PARAMETERS = {
     STRATEGY: Parameter("the loading strategy", names=tuple(STRATEGIES)),
     "pre_ping": Parameter("the engine's pool_pre_ping", flag=True),
     "prepared": Parameter(
-        "the driver's prepared statements: as it comes, off (SQLAlchemy's advice for "
-        "PgBouncer), uniquely named (asyncpg), or under a NullPool",
-        names=("default", "off", "unique_names", "null_pool"),
+        "the driver's prepared statements: as it comes; off (asyncpg statement_cache_size=0, "
+        "psycopg prepare_threshold=None); SQLAlchemy's asyncpg cache off "
+        "(prepared_statement_cache_size=0); uniquely named (asyncpg "
+        "prepared_statement_name_func), with a pool or a NullPool; or under a NullPool",
+        names=(
+            "default",
+            "off",
+            "cache_off",
+            "unique_names",
+            "unique_names_null_pool",
+            "null_pool",
+        ),
+    ),
+    "processes": Parameter(
+        "where the second client runs: in a second process beside the first, or in a new "
+        "process after the first ended (a restart), first on the server connection the "
+        "first used or first on another",
+        names=("two", "restart", "restart_elsewhere"),
     ),
     "scope": Parameter(
         "how long a SET holds: the session, or the transaction (SET LOCAL)",
@@ -131,6 +147,7 @@ class PatternEnv(Protocol):
     def server_url(self) -> Any: ...
     def fresh_server_connections(self) -> None: ...
     def observer(self) -> Any: ...
+    def client_process(self, **options: Any) -> Any: ...
 
 
 @dataclass
@@ -183,6 +200,8 @@ class Case:
         if self.only is not None and setting.mode != self.only:
             return NotApplicable(f"{self.only} only")
         outcome = self.expect(setting, size, **params)
+        if isinstance(outcome, WrongResults):  # the right values, to tell the wrong ones
+            return replace(outcome, value=_resolve(self.returns, setting, size, params))
         if not isinstance(outcome, Works):
             return outcome
         value = _resolve(self.returns, setting, size, params)

@@ -21,6 +21,12 @@ to show that their verdicts hold the outcome and the value, not a count:
 
 - ``prepared_statements_kept``: "off" leaves the drivers' prepared statements on;
 - ``set_local_as_set``: the session_state pattern's ``SET LOCAL`` is sent as ``SET``.
+
+And one fault of the server's, for the tests of a target that fails part-way, after
+every check made before any work passed:
+
+- ``postgresql_gone_while_seeding``: seeding a PostgreSQL target raises the
+  ``OperationalError`` of a server that closed the connection.
 """
 
 from __future__ import annotations
@@ -109,6 +115,22 @@ def set_local_as_set() -> None:
     pooler._set_marker = lambda scope: setting("session")
 
 
+def postgresql_gone_while_seeding() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from sqla_bench import engines
+
+    rebuild = engines.rebuild
+
+    def gone(connection, size) -> None:
+        if connection.dialect.name == "postgresql":
+            cause = ConnectionError("server closed the connection unexpectedly")
+            raise OperationalError("INSERT INTO sqla_bench_users ...", None, cause)
+        rebuild(connection, size)
+
+    engines.rebuild = gone
+
+
 def _subclasses(cls: type) -> list[type]:
     found = []
     for sub in cls.__subclasses__():
@@ -121,6 +143,7 @@ FAULTS: dict[str, Callable[[], None]] = {
     for fault in (
         *(selectin_as_subquery, commit_rolls_back, rows_reversed, awaitable_attrs_reversed),
         *(prepared_statements_kept, set_local_as_set),
+        postgresql_gone_while_seeding,
     )
 }
 

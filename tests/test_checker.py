@@ -18,10 +18,11 @@ from sqla_bench.scenarios.expect import (
     NotApplicable,
     Raises,
     Works,
+    WrongResults,
     unchanged,
 )
 from sqla_bench.scenarios.sql import IN, PER_KEY, Edge, LoadSql, Writes
-from sqla_bench.verify import differences, first_difference
+from sqla_bench.verify import differences, first_difference, observed_text, wrong_from
 
 pytestmark = pytest.mark.harness
 
@@ -135,6 +136,32 @@ def test_the_value_is_compared_and_the_place_it_differs_is_named() -> None:
     reordered = [("alan-00001", (("post 2",), ("post 1",))), VALUE[1]]
     (found,) = _check(_works(), _worked(value=reordered))
     assert found == "value[0][1][0][0]: expected 'post 1', observed 'post 2'"
+
+
+def test_a_working_call_that_returned_what_the_data_does_not_hold_returned_wrong_results() -> None:
+    declared = _works(sql=None, committed=None, value=[40, 40, 45])
+    observation = _worked(value=[40, 40, 40], completed=2)
+    (found,) = _check(declared, observation)
+    assert found == "value[2]: expected 45, observed 40"
+    wrong = wrong_from(declared, observation.outcome(), observation)
+    assert observed_text(observation.outcome(), wrong) == (
+        "returns wrong results from value[2], 2 statements"
+    )
+    right = _worked(value=[40, 40, 45], completed=2)
+    assert wrong_from(declared, right.outcome(), right) is None
+
+
+def test_declared_wrong_results_hold_where_the_first_wrong_value_is() -> None:
+    declared = WrongResults(2, first_wrong=2, value=[40, 40, 45])
+    assert _check(declared, _worked(value=[40, 40, 40], completed=2)) == []
+    (found,) = _check(declared, _worked(value=[40, 45, 45], completed=2))
+    assert found == "first wrong value: expected at value[2], observed at value[1]"
+    (found,) = _check(declared, _worked(value=[40, 40, 45], completed=2))
+    assert found == "expected wrong results from value[2], every value was right"
+    (found,) = _check(declared, _raised(_greenlet(), completed=2, started=3))
+    assert found == "expected it to return wrong results, it raised MissingGreenlet"
+    (found,) = _check(declared, _worked(value=[40, 40, 40], completed=3))
+    assert found == "statements completed: expected 2, observed 3"
 
 
 def test_a_missing_row_is_a_difference_in_length() -> None:

@@ -36,6 +36,7 @@ from sqla_bench.scenarios.dataset import DatasetSize
 from sqla_bench.scenarios.faults import BACKEND_ID, kill_backend
 from sqla_bench.scenarios.registry import scenario
 from sqla_bench.targets import URL_VARIABLES, resolve
+from tests import outage_twins
 from tests.test_cli import VARIABLES
 
 SERVERS = ["postgresql", "mysql"]
@@ -96,10 +97,39 @@ def test_a_server_going_away_is_recorded_and_the_run_goes_on(request, tmp_path, 
     assert [cell.matches_expected for cell in cells[:3]] == [True] * 3  # kept as they were
     assert cells[3] in lost and cells[4] in lost  # the cells while it was away
     assert all(cell.outcome == "raised" and cell.message for cell in lost)
+    # Failed for the outage, not a difference of the case's: no timing, said apart.
+    assert all(cell.failed == cell.message and not cell.samples_ns for cell in lost)
+    assert all(
+        cell.differences == [f"failed: the server went away ({cell.failed})"] for cell in lost
+    )
+    assert all(cell.failed is None for cell in cells if cell not in lost)
     # Back: the next cell reconnects (the pool dropped the dead connections) and works.
     assert cells[5:] and all(cell.matches_expected for cell in cells[5:])
     assert len(cells) >= 7 and status == "incomplete"
     assert len(failures) == 1 and "2 cells failed" in failures[0]
+
+
+def test_a_cell_the_server_left_midway_is_failed_with_no_timing(request, tmp_path) -> None:
+    target = _server(request, "postgresql")
+    with LatencyProxy(target.url.host, target.url.port) as proxy:
+        outage_twins.CUTTING.append(proxy)
+        outage_twins.CALLS[0] = 0
+        proxied = _through_proxy(target, proxy, tmp_path)
+        plan = RunPlan(
+            targets=(proxied,), drivers=("psycopg2",), modes=("sync",),
+            modules=(outage_twins.__name__,),
+            scenarios=("test.cut_midway",), policy=Policy(warmup=1, min_rounds=8, min_time=0.0),
+            on_error="continue",
+        )  # fmt: skip
+        path = tmp_path / "midway.json"
+        results = ResultFile(path, run_header(plan, ["t"], datetime.now(timezone.utc)))
+        failures = Runner(plan, results, Progress(on_cell=lambda cell: proxy.restore())).run()
+        results.finish("incomplete" if failures else "complete", "; ".join(failures) or None)
+    assert outage_twins.CALLS[0] == 4  # a warm-up, the checked call's samples, then the fault
+    _, (cell,) = read_result(path)
+    assert cell.failed and cell.outcome == "raised" and cell.samples_ns == []
+    assert cell.blocks is None and cell.differences[0].startswith("failed: the server went away")
+    assert len(failures) == 1 and "1 cells failed" in failures[0]
 
 
 @pytest.mark.parametrize("name", SERVERS)

@@ -86,6 +86,34 @@ def test_verify_through_pgbouncer_shows_each_drivers_prepared_statements(servers
         assert psycopg["observed"] == "raises ProgrammingError after 11 (started 12)"
     psycopg2 = _check(document, prepared, default, "postgresql-psycopg2-sync", transaction)
     assert psycopg2["observed"] == "works, 13 statements"
+    # In two client processes, or across a client restart, a name prepared by one is
+    # another's statement on the server connection they meet on: the rows of the other
+    # process's count, with no error. Turned off, or with SQLAlchemy's recipe for asyncpg
+    # (unique names, a NullPool, a transaction per checkout), each count is right.
+    processes = "pgbouncer.client_processes"
+    for driver in ("asyncpg-async", "psycopg-sync", "psycopg-async"):
+        for where in ("two", "restart_elsewhere"):
+            cell = {"prepared": "default", "processes": where}
+            wrong = _check(document, processes, cell, f"postgresql-{driver}", transaction)
+            assert wrong["observed"].startswith("returns wrong results from value[12], ")
+        off = {"prepared": "off", "processes": "two"}
+        assert (
+            _check(document, processes, off, f"postgresql-{driver}", transaction)["observed"]
+            == "works, 14 statements"
+        )
+    restarted = {"prepared": "default", "processes": "restart"}
+    asyncpg = _check(document, processes, restarted, "postgresql-asyncpg-async", transaction)
+    assert asyncpg["observed"] == "raises ProgrammingError after 6 (started 6)"
+    for where in ("two", "restart", "restart_elsewhere"):
+        recipe = {"prepared": "unique_names_null_pool", "processes": where}
+        cell = _check(document, processes, recipe, "postgresql-asyncpg-async", transaction)
+        assert cell["observed"].startswith("works, ")
+        cell = _check(document, processes, {"prepared": "default", "processes": where},
+                      "postgresql-psycopg2-sync", transaction)  # fmt: skip
+        assert cell["observed"].startswith("works, ")
+        session = {"prepared": "default", "processes": where}
+        cell = _check(document, processes, session, "postgresql-asyncpg-async", "session")
+        assert cell["observed"].startswith("works, ")
     # Turned off, as SQLAlchemy documents, they work; so does everything in session
     # pooling. Without PgBouncer the patterns do not apply.
     assert not any(
@@ -116,6 +144,15 @@ def test_turning_prepared_statements_off_is_checked_not_assumed(servers):
             and "expected works, 13 statements" in line
             for line in mismatches
         ), (driver, mismatches)
+        # In two processes the same planted setting returns another count's rows, with no
+        # error: told as wrong results, from the values, not as an error.
+        two = "MISMATCH pgbouncer.client_processes[prepared=off, processes=two]"
+        two += f" on postgresql-{driver}"
+        (line,) = [line for line in mismatches if line.startswith(two)]
+        assert (
+            "expected works, 14 statements, observed returns wrong results from value[12]" in line
+        )
+        assert "raise" not in line
 
 
 def test_a_leaked_setting_is_told_by_its_value(servers):
@@ -127,8 +164,9 @@ def test_a_leaked_setting_is_told_by_its_value(servers):
     mismatches = [line for line in result.stdout.splitlines() if line.startswith("MISMATCH")]
     local = [line for line in mismatches if "pgbouncer.session_state[scope=local]" in line]
     assert len(local) == 4, mismatches  # every driver and mode
-    # The statements are as declared: only the value the second client read tells.
-    assert all("observed works, 3 statements" in line for line in local)
+    # The statements are as declared: only the value the second client read tells, as
+    # wrong results (a setting the data does not hold).
+    assert all("observed returns wrong results from value, 3 statements" in line for line in local)
     assert all("value: expected None, observed 'set by the first client'" in line for line in local)
 
 

@@ -450,14 +450,18 @@ def _print_plan(console: Console, plan: RunPlan) -> None:
 
 
 def _summary(console: Console, results: ResultFile, failures: list[str]) -> int:
-    differ = [cell for cell in results.cells if not cell.matches_expected]
-    raised = sum(cell.outcome == "raised" for cell in results.cells)
+    failed = [cell for cell in results.cells if cell.failed is not None]
+    measured = [cell for cell in results.cells if cell.failed is None]
+    differ = [cell for cell in measured if not cell.matches_expected]
+    raised = sum(cell.outcome == "raised" for cell in measured)
+    outage = f", {len(failed)} failed (the server went away)" if failed else ""
     console.print(
-        f"{len(results.cells)} cells measured, {raised} raised, "
-        f"{len(differ)} differ from the catalogue. Results: {results.path}",
+        f"{len(measured)} cells measured, {raised} raised, "
+        f"{len(differ)} differ from the catalogue{outage}. Results: {results.path}",
         highlight=False,
     )
     present.print_differences(console, differ, "DIFFERS")
+    present.print_failed(console, failed)
     present.print_incomplete(failures)
     if failures:
         return EXIT_INCOMPLETE

@@ -81,11 +81,15 @@ def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int
 def _print_summary(
     console: Console, cells: list[CellRecord], unavailable: list[Unavailable]
 ) -> None:
-    failed = [cell for cell in cells if not cell.matches_expected]
+    lost = [cell for cell in cells if cell.failed is not None]
+    failed = [cell for cell in cells if not cell.matches_expected and cell.failed is None]
     console.print(present.VERIFY_LEGEND)
     present.print_differences(console, failed, "MISMATCH")
+    present.print_failed(console, lost)
     present.print_lines(console, (f"Not verified: {target.reason}" for target in unavailable))
-    console.print(f"{len(cells) - len(failed)} passed, {len(failed)} failed")
+    outage = f", {len(lost)} not verified (the server went away)" if lost else ""
+    passed = len(cells) - len(failed) - len(lost)
+    console.print(f"{passed} passed, {len(failed)} failed{outage}")
 
 
 def _write_json(path: Path, cells: list[CellRecord], targets: list[Target]) -> None:

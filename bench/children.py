@@ -1,4 +1,5 @@
-"""Helper processes of the measuring process: the latency proxy, a served web app.
+"""Helper processes of the measuring process: the latency proxy, a served web app, a
+client process; and Locust's master and workers, started as commands.
 
 Each runs ``target(control, *args, client_cpus)`` in a child process: ``control`` is its
 end of a pipe to the measuring process, and ``client_cpus`` the CPUs the measuring
@@ -15,6 +16,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -82,9 +84,21 @@ def _with_parent(target: Callable[..., None], *args: Any) -> None:
     """Run ``target(*args)`` in a child that the kernel kills when its parent ends: the
     measuring process (started from its main thread, which lives as long as it does),
     or a fork server, which ends with the measuring process."""
-    parent = os.getppid()
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: the pipe still tells
+    if end_with_parent(os.getppid()):
+        target(*args)
+
+
+def end_with_parent(parent: int) -> bool:
+    """Have the kernel kill this process when its parent ends (Linux); False when the
+    parent, ``parent``, has already ended (before the kernel was told): then the caller
+    should end at once. Elsewhere than Linux, True: the caller's pipe still tells."""
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # it ended before the kernel was told
-        return
-    target(*args)
+    return os.getppid() == parent
+
+
+def with_parent_command(module: str, *args: str) -> list[str]:
+    """The command that runs ``python -m module args`` in a process that ends with this
+    one (``sqla_bench.with_parent``): for helpers started as commands, not as children
+    of multiprocessing (Locust's master and workers)."""
+    return [sys.executable, "-m", "sqla_bench.with_parent", str(os.getpid()), module, *args]

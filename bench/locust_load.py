@@ -8,7 +8,9 @@ attach to the master as Locust documents (``locust -f locustfile.py --worker
 --master-host HOST``), with ``--master-bind-host`` opened to them; this module starts
 the local ones only. Every worker keeps each answer raw (see ``bench.locustfile``), so
 the cell is the same as the built-in client's: samples in the measuring window,
-throughput, errors by status, and the workers' CPU seconds.
+throughput, errors by status, and the workers' CPU seconds. The master and the local
+workers end with the run whatever ends it, and the load's folder names the run, so the
+next load (or ``containers --prune``) removes what a killed run left.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ import math
 import shutil
 import socket
 import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +28,10 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from sqla_bench.children import ChildFailed
+from sqla_bench.children import ChildFailed, with_parent_command
 from sqla_bench.kernel import Window
 from sqla_bench.load import WARMUP_SHARE, Load, watch
+from sqla_bench.owner import make_owned_folder, prune_ended_folders
 from sqla_bench.scenarios.registry import Request
 from sqla_bench.web import per_request
 
@@ -38,6 +39,7 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 START_SECONDS = 60.0  # a master and its workers importing gevent and Locust
 SPAWN_RATE = 100_000  # users started per second: all at once
 FAILED_KEPT = 10_000
+FOLDER_PREFIX = "sqla-bench-locust-"  # its owner file names the run
 
 
 @dataclass(frozen=True)
@@ -75,13 +77,13 @@ def run_locust_load(
     load = Load(concurrency)
     server.reset()
     app_cpu = _app_cpu(server)
-    with tempfile.TemporaryDirectory(prefix="sqla-bench-locust-") as folder:
+    with _owned_folder() as folder:
         with watch(load, target, proxy_cpu, direct_url, app_cpu=app_cpu, clients_left=clients_left):
-            with _locust(server.port, request, concurrency, seconds, workers, folder):
+            with _locust(server.port, request, concurrency, seconds, workers, str(folder)):
                 pass  # the master quits by itself after the run time
             stats = {**server.stats(), "cpu_seconds": app_cpu()}
             server.close()  # its lifespan disposes of the engine; the watch counts what is left
-        records = _records(Path(folder))
+        records = _records(folder)
     _tally(load, records, seconds, request)
     _cpu(load, records, _test_seconds(seconds))
     load.extra |= {
@@ -92,6 +94,19 @@ def run_locust_load(
         "statements_per_request": per_request(stats),
     }
     return load
+
+
+@contextlib.contextmanager
+def _owned_folder() -> Iterator[Path]:
+    """The load's folder (Locust's log and answers), naming this process as its owner,
+    removed afterwards; those that a killed run left are removed first (and by
+    ``containers --prune``)."""
+    prune_ended_folders(FOLDER_PREFIX)
+    folder = make_owned_folder(FOLDER_PREFIX)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _test_seconds(seconds: float) -> int:
@@ -121,7 +136,8 @@ def _locust(
         "status": request.status,
     }  # fmt: skip
     bind_host, master_port = workers.address()
-    common = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--loglevel", "ERROR"]
+    # Each ends with this process, whatever ends it (children.with_parent_command).
+    common = with_parent_command("locust", "-f", str(LOCUSTFILE), "--loglevel", "ERROR")
     master = [
         *common, "--headless", "--master", "--master-bind-host", bind_host,
         "--master-bind-port", str(master_port), "--expect-workers", str(workers.total),

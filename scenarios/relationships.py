@@ -485,16 +485,14 @@ class Chain(Loaded):
 
     def read(self, parent: Any) -> tuple:
         children = getattr(parent, self.first.name)
-        return self._plain(parent, [self.second.read(child) for child in self._ordered(children)])
+        read = [self.second.read(child) for child in _by_key(self.first.child, children)]
+        return self._plain(parent, read)
 
     async def read_awaiting(self, parent: Any) -> tuple:
         children = await getattr(parent.awaitable_attrs, self.first.name)
-        read = [await self.second.read_awaiting(child) for child in self._ordered(children)]
+        ordered = _by_key(self.first.child, children)
+        read = [await self.second.read_awaiting(child) for child in ordered]
         return self._plain(parent, read)
-
-    def _ordered(self, children: Any) -> list[Any]:
-        mapper = self.first.child
-        return sorted(children, key=lambda child: mapper.primary_key_from_instance(child))
 
     def _plain(self, parent: Any, children: list[tuple]) -> tuple:
         first = self.first
@@ -588,27 +586,26 @@ class Tree(OnOneRelationship):
         if self.depth < 1:
             return (row,)
         children = await getattr(parent.awaitable_attrs, name)
-        nested = [await self._read_awaiting(child, 2) for child in self._ordered(children)]
+        nested = [await self._read_awaiting(child, 2) for child in _by_key(self.parent, children)]
         return (row, tuple(nested))
 
     async def _read_awaiting(self, node: Any, level: int) -> tuple:
         if level > self.depth:
             return (self._row(node),)
         children = await getattr(node.awaitable_attrs, self.relationship.name)
-        nested = [await self._read_awaiting(child, level + 1) for child in self._ordered(children)]
+        ordered = _by_key(self.parent, children)
+        nested = [await self._read_awaiting(child, level + 1) for child in ordered]
         return (self._row(node), tuple(nested))
 
     def _read(self, node: Any, level: int, children_of: Any) -> tuple:
         if level > self.depth:
             return (self._row(node),)
-        nested = [self._read(c, level + 1, children_of) for c in self._ordered(children_of(node))]
+        ordered = _by_key(self.parent, children_of(node))
+        nested = [self._read(child, level + 1, children_of) for child in ordered]
         return (self._row(node), tuple(nested))
 
     def _row(self, node: Any) -> tuple:
         return _row(self.parent, self.relationship.parent_columns, node)
-
-    def _ordered(self, children: Any) -> list[Any]:
-        return sorted(children, key=lambda child: self.parent.primary_key_from_instance(child))
 
     def sample(self, connection: Connection, limit: int) -> Sample:
         """The roots and their tree, read level by level with the relationship's own
@@ -776,13 +773,14 @@ class Polymorphic(OnOneRelationship):
 
     def read(self, parent: Any) -> tuple:
         related = getattr(parent, self.relationship.name)
-        rows = [self._row(child, self._columns_read(child)) for child in self._ordered(related)]
+        ordered = _by_key(self.child, related)
+        rows = [self._row(child, self._columns_read(child)) for child in ordered]
         return (self._parent_row(parent), tuple(rows))
 
     async def read_awaiting(self, parent: Any) -> tuple:
         related = await getattr(parent.awaitable_attrs, self.relationship.name)
         rows = []
-        for child in self._ordered(related):
+        for child in _by_key(self.child, related):
             values = [await getattr(child.awaitable_attrs, key) for key in self._keys_of(child)]
             rows.append(self._row(child, values))
         return (self._parent_row(parent), tuple(rows))
@@ -810,9 +808,6 @@ class Polymorphic(OnOneRelationship):
 
     def _parent_row(self, parent: Any) -> tuple:
         return _row(self.parent, self.relationship.parent_columns, parent)
-
-    def _ordered(self, children: Any) -> list[Any]:
-        return sorted(children, key=lambda child: self.child.primary_key_from_instance(child))
 
     def sample(self, connection: Connection, limit: int) -> Sample:
         """The relationship's sample with each related row's subclass columns, and the
@@ -979,6 +974,12 @@ def _identities(mapper: Mapper) -> tuple[Any, ...]:
 
 def _names(tables: Sequence[Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(table.name for table in tables))
+
+
+def _by_key(mapper: Mapper, objects: Any) -> list[Any]:
+    """``objects`` of ``mapper`` in the order of their primary keys, as the values read
+    with Core are (a collection's own order is the load's, which strategies differ on)."""
+    return sorted(objects, key=mapper.primary_key_from_instance)
 
 
 def _row(mapper: Mapper, columns: tuple[Column, ...], obj: Any) -> tuple:

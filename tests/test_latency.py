@@ -10,6 +10,8 @@ import asyncio
 import socket
 import statistics
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -184,7 +186,25 @@ def test_at_0_ms_the_samples_go_past_the_proxy_and_round_trips_are_counted_apart
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["postgresql", "mysql"])
 def test_time_per_operation_follows_round_trips_times_latency(request, tmp_path, name) -> None:
+    """Each cell's median within its round trips' delay and 15 % more, plus its time at
+    0 ms. Both latencies are measured in one run, minutes apart at most, on a shared
+    machine: an attempt passes when every cell is within its bounds, and another is made
+    if it was not (CI saw one cell of 18 over by 0.1 ms). A proxy that added a round
+    trip too many would add 100 %, in every attempt."""
     target = _target(request, name)
+    problems: list[str] = []
+    for attempt in range(ATTEMPTS):
+        results, problems = _latency_attempt(target, tmp_path / f"r{attempt}.json")
+        if not problems:
+            break
+    assert not problems, problems
+    (plot,) = write_plots(results.cells, tmp_path, "r")
+    assert plot.name == "r-latency-load.users_with_posts.png"
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def _latency_attempt(target, path: Path) -> tuple[Any, list[str]]:
+    """One run at 0 and 20 ms; the cells whose median is outside its bounds, in words."""
     size = DatasetSize(users=10, posts_per_user=2)
     # MariaDB pays about 1 ms per round trip after an idle wait, whatever the delay: at
     # 10 ms that used most of a single round trip's 15 % slack, at 20 ms it leaves 2 ms.
@@ -198,25 +218,24 @@ def test_time_per_operation_follows_round_trips_times_latency(request, tmp_path,
         policy=Policy(warmup=2, min_rounds=15, min_time=0.0),
     )
     try:
-        results, failures = run_to_file(plan, tmp_path / "r.json", ["t"])
+        results, failures = run_to_file(plan, path, ["t"])
         assert failures == []
     finally:
         prepare_database(target.drivers[0], SIZE)  # the rest of the suite expects its seed
     timed = [cell for cell in results.cells if cell.samples_ns]
     baseline = {_key(cell): cell for cell in timed if cell.latency_ms == 0}
-    checked = 0
+    checked, problems = 0, []
     for cell in (c for c in timed if c.latency_ms == round_trip_ms):
         zero = summarize(baseline[_key(cell)].samples_ns).median_ns / 1e6
         median = summarize(cell.samples_ns).median_ns / 1e6
         floor = cell.round_trips * round_trip_ms
         where = f"{cell.params} {cell.driver}-{cell.mode}: {cell.round_trips} round trips"
         assert cell.round_trips >= cell.statements, where
-        assert floor <= median <= floor * 1.15 + zero, f"{where}, {median:.1f} ms"
+        if not floor <= median <= floor * 1.15 + zero:
+            problems.append(f"{where}, {median:.1f} ms (at 0 ms {zero:.1f} ms)")
         checked += 1
     assert checked >= 5  # 3 strategies x 2 modes, less lazy loading in async
-    (plot,) = write_plots(results.cells, tmp_path, "r")
-    assert plot.name == "r-latency-load.users_with_posts.png"
-    assert plot.read_bytes().startswith(b"\x89PNG")
+    return results, problems
 
 
 def _key(cell) -> tuple:

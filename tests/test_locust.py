@@ -1,12 +1,19 @@
 """HTTP load from Locust (``--load-generator locust``): a master and two local workers
 on 127.0.0.1, read back into the same cell as the built-in client's, which ``report``
-and ``compare`` read; nothing of Locust left running afterwards."""
+and ``compare`` read; nothing of Locust left running afterwards, even after SIGKILL."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import psutil
 import pytest
 
+from sqla_bench.locust_load import FOLDER_PREFIX
 from sqla_bench.results import read_result
 from tests.test_cli import assert_one_line_error, run
 
@@ -68,3 +75,56 @@ def test_a_web_load_from_locust_lands_in_the_same_cell(tmp_path):
 )  # fmt: skip
 def test_bad_load_generator_options_are_one_line(options, words):
     assert_one_line_error(run("sqla_bench", "run", "--target", "sqlite", *options), words)
+
+
+def _locust_processes(run_pid: int) -> list[psutil.Process]:
+    """The run's Locust master and workers (children of the run, or of its fork server)."""
+    try:
+        family = psutil.Process(run_pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    return [p for p in family if "locustfile.py" in " ".join(_cmdline(p))]
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _locust_folders() -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*"))
+
+
+@pytest.mark.slow
+def test_a_killed_runs_locust_ends_with_it_and_its_folder_goes_at_the_next_prune(tmp_path):
+    """SIGKILL leaves a run no chance to stop Locust: the kernel ends its master and
+    workers with it, and the folder it left (named for the run) goes at the next
+    ``containers --prune``, while a live run's folder would stay."""
+    before = set(_locust_folders())
+    command = [
+        sys.executable, "-m", "sqla_bench", "run", "--target", "sqlite", "--mode", "async",
+        "--scenario", "web.get_user", "--concurrency", "4", "--load-seconds", "30",
+        "--load-generator", "locust", "--load-workers", "2", "--output", str(tmp_path / "k.json"),
+    ]  # fmt: skip
+    running = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        locusts: list[psutil.Process] = []
+        while len(locusts) < 3 and time.monotonic() < deadline:  # a master, two workers
+            assert running.poll() is None, running.stderr.read() if running.stderr else ""
+            locusts = _locust_processes(running.pid)
+            time.sleep(0.2)
+        assert len(locusts) == 3, "Locust did not start"
+        left = set(_locust_folders()) - before
+        assert len(left) == 1  # the load's, named for the run
+    finally:
+        running.kill()
+        running.wait(timeout=60)
+    _, alive = psutil.wait_procs(locusts, timeout=5)
+    assert not alive, [p.pid for p in alive]
+    assert all(folder.exists() for folder in left)  # SIGKILL: nothing could remove it
+    pruned = run("sqla_bench", "containers", "--prune")  # no Docker: its folders all the same
+    assert "removed 1 Locust folder(s) of ended runs" in pruned.stdout, pruned.stdout
+    assert not any(folder.exists() for folder in left)

@@ -7,11 +7,11 @@ import argparse
 
 from rich.console import Console
 
-from sqla_bench import pgbouncer
+from sqla_bench import locust_load, pgbouncer
 from sqla_bench.containers import ContainerError, Leftover, containers, prune
 from sqla_bench.errors import ConfigError
 from sqla_bench.options import add_prune, check_prune
-from sqla_bench.owner import owner_state
+from sqla_bench.owner import owner_state, prune_ended_folders
 from sqla_bench.present import table
 from sqla_bench.targets import Servers
 
@@ -20,8 +20,10 @@ DESCRIPTION = (
     "every PgBouncer a run started (run --pgbouncer) that is still there. A run removes "
     "them when it ends, also on Ctrl-C or SIGTERM; one that was killed (SIGKILL) cannot, "
     "and testcontainers' reaper is off where no registry serves its image. --prune "
-    "removes those whose owning process has ended (the next run that starts a PgBouncer "
-    "also does, for PgBouncers)."
+    "removes those whose owning process has ended, and the folders of Locust loads such "
+    "a run left (the next run that starts a PgBouncer, or a Locust load, also does). A "
+    "run's other helpers (the latency proxy, worker processes, the web app, Locust) end "
+    "with it, whatever ends it."
 )
 
 
@@ -34,6 +36,10 @@ def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int
     if args.prune:  # no Docker engine needed for these
         gone = pgbouncer.prune_leftovers(everything=args.all, say=console.print)
         console.print(f"removed {len(gone)} PgBouncer(s)")
+        # A killed run's Locust processes ended with it; their folder stays (a live
+        # run's, in use, never goes).
+        folders = prune_ended_folders(locust_load.FOLDER_PREFIX)
+        console.print(f"removed {len(folders)} Locust folder(s) of ended runs")
     _list_pgbouncers(console)
     try:
         if args.prune:

@@ -50,6 +50,7 @@ from sqla_bench.report import (
     tables,
 )
 from sqla_bench.results import CellRecord, params_text, read_verification, run_status
+from sqla_bench.scenarios.expect import WRONG_RESULTS
 from sqla_bench.scenarios.registry import STRATEGY
 from sqla_bench.stats import MIN_BLOCKS
 
@@ -126,7 +127,8 @@ def markdown_report(
         parts += ["## In short", "", *short_answers(shapes), ""]
     parts += ["## Decision guide", "", *decision_guide(single, lines, crossover_plots), ""]
     if checks is not None:
-        parts += ["## Verification catalogue", "", verification_matrix(checks).to_markdown(), ""]
+        parts += ["## Verification catalogue", "", VERIFICATION_LEGEND, ""]
+        parts += [verification_matrix(checks).to_markdown(), ""]
     parts += ["## Outcomes", "", _outcomes(single).to_markdown(), ""]
     async_cost_table = async_cost(single)
     if async_cost_table.rows:
@@ -198,6 +200,14 @@ def machine_words(state: dict | None) -> str:
     return f" (load average {start:g} to {end:g}, {state['steal']:.1%} of CPU time stolen{busy})"
 
 
+VERIFICATION_LEGEND = (
+    "Each cell: what the pattern did on that driver, as the catalogue words it. "
+    '"returns wrong results from value[i]" is the worst outcome: no error, and from '
+    "the i-th value on what the call returned is not what the data holds (through "
+    "PgBouncer's transaction pooling, another client's statement ran in its place)."
+)
+
+
 def verification_matrix(document: dict) -> TableData:
     """Each verified pattern and cell against each driver and mode: what it did."""
     checks = document["checks"]
@@ -211,7 +221,11 @@ def verification_matrix(document: dict) -> TableData:
 
 def _verified(check: dict) -> tuple[str, str, str]:
     name = f"{check['case']} {params_text(check['params'])}".strip()
+    if check.get("pgbouncer"):  # each pool mode a row of its own, as verify prints them
+        name += f" via PgBouncer {check['pgbouncer']}"
     observed = check["observed"]
+    if observed.startswith(WRONG_RESULTS):  # declared or not, the worst: seen at a glance
+        observed = f"*{observed}*"
     if not check["passed"]:
         observed = f"**{observed}, expected {check['expected']}**"
     return name, check["driver"], observed

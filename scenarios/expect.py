@@ -146,9 +146,12 @@ def raises_text(name: str, statements: int, started: int) -> str:
     return f"raises {name} after {statements} (started {started})"
 
 
+WRONG_RESULTS = "returns wrong results"
+
+
 def wrong_text(statements: int, first_wrong: str) -> str:
     """``first_wrong``: where in the value the first wrong one is, e.g. ``[12]``."""
-    return f"returns wrong results from value{first_wrong}, {_statements(statements)}"
+    return f"{WRONG_RESULTS} from value{first_wrong}, {_statements(statements)}"
 
 
 # Async drivers whose adapter awaits while it creates a cursor. There an implicit load

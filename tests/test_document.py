@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sqla_bench.document import STEM, markdown_report, read_runs
+from sqla_bench.document import STEM, markdown_report, read_runs, verification_matrix
 from sqla_bench.report import async_cost, count, describe_dataset, size
 from tests.test_cli import run
 
@@ -135,6 +135,27 @@ def test_the_verification_catalogue_joins_the_report(loading_run, tmp_path) -> N
     section = text.split("## Verification catalogue")[1].split("## Outcomes")[0]
     (lazy,) = [line for line in section.splitlines() if line.startswith("| lazy_load ")]
     assert "works, 2 statements" in lazy and "MissingGreenlet" in lazy
+
+
+def test_each_pgbouncer_mode_is_a_row_of_its_own_in_the_verification_matrix() -> None:
+    def check(mode: str, observed: str) -> dict:
+        return {
+            "case": "pgbouncer.client_processes",
+            "params": {"prepared": "default", "processes": "two"},
+            "driver": "postgresql-asyncpg-async", "pgbouncer": mode,
+            "expected": observed, "observed": observed, "passed": True,
+        }  # fmt: skip
+
+    wrong = "returns wrong results from value[12], 14 statements"
+    document = {"checks": [check("transaction", wrong), check("session", "works, 14 statements")]}
+    rows = [
+        line
+        for line in verification_matrix(document).to_markdown().splitlines()
+        if line.startswith("| pgbouncer.client_processes")
+    ]
+    assert len(rows) == 2, rows  # the session row once hid the transaction row's outcome
+    assert "via PgBouncer transaction" in rows[0] and wrong in rows[0]
+    assert "via PgBouncer session" in rows[1] and "works, 14 statements" in rows[1]
 
 
 def test_a_file_that_is_not_a_verification_matrix_is_one_line(loading_run, tmp_path) -> None:

@@ -133,6 +133,8 @@ def leftovers(connection: Connection) -> list[Record]:
 
 def prune(connection: Connection, everything: bool = False) -> list[Record]:
     """Remove the tables whose creator has ended (or all recorded ones); what went."""
+    if not _has_records(connection):  # nothing recorded: nothing of ours to remove
+        return []
     gone = [r for r in leftovers(connection) if everything or r.owner_alive is False]
     _drop(connection, [record.name for record in gone])
     _drop_records_if_empty(connection)

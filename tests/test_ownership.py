@@ -219,6 +219,11 @@ def test_what_a_killed_run_left_the_next_run_removes(planted, tmp_path) -> None:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
     assert f"removed {len(TABLES)} table(s) a run that ended left behind" in result.stdout
     assert sqla_bench_tables(engine) == []
+    # Nothing recorded any more (the record table went with the last record): nothing
+    # to prune, said as such.
+    pruned = sqla_bench(target, url, "tables", "--prune", cwd=tmp_path)
+    assert pruned.returncode == 0, pruned.stderr
+    assert "no sqla-bench tables" in pruned.stdout
     assert snapshot(engine, metadata) == before
 
 

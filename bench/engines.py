@@ -74,7 +74,7 @@ class DriverEnv:
         self._fresh_servers = fresh_servers  # PgBouncer's RECONNECT, on a route through it
         self.pool = pool or {}  # pool_size, max_overflow, pool_timeout for the default engine
         # Through PgBouncer's transaction pooling, the engine the scenarios use turns the
-        # driver's prepared statements off, as SQLAlchemy documents for it; the patterns
+        # driver's prepared statements off, as the drivers document it; the patterns
         # that show why build engines of their own (new_engine) without that.
         self._pooled_args = pooled_connect_args(self.driver, pgbouncer)
         self.default_engine = self.new_engine(connect_args=self.connect_args, **self.pool)

@@ -115,8 +115,9 @@ def add_pgbouncer(parser: argparse.ArgumentParser) -> None:
         help="measure through PgBouncer (Debian's pgbouncer, started on 127.0.0.1 in front "
         "of each PostgreSQL target and stopped afterwards) in each pool mode given: "
         "transaction, session, or direct for the same cells without it. Through transaction "
-        "pooling the scenarios' engines turn the driver's prepared statements off, as "
-        "SQLAlchemy documents; the pgbouncer.* patterns show what happens when they do not",
+        "pooling the scenarios' engines turn the driver's prepared statements off, as the "
+        "drivers document it (asyncpg statement_cache_size=0, psycopg prepare_threshold="
+        "None); the pgbouncer.* patterns show what happens when they do not",
     )
     parser.add_argument(
         "--pgbouncer-pool-size",

@@ -9,9 +9,10 @@ What a driver keeps on its server connection beyond a transaction then goes wron
   (two processes' clients would also collide on a name). psycopg 3 prepares a query
   once it ran ``prepare_threshold`` (5) times, as ``_pg3_0`` on every client
   connection, so two clients on one server connection collide.
-  SQLAlchemy documents turning them off for PgBouncer (asyncpg's
-  ``statement_cache_size=0``, psycopg's ``prepare_threshold=None``); its issue 6467
-  adds uniquely named statements (``prepared_statement_name_func``);
+  The drivers document turning them off (asyncpg's ``statement_cache_size=0``, in
+  its FAQ for PgBouncer; psycopg's ``prepare_threshold=None``); SQLAlchemy's asyncpg
+  documentation gives uniquely named statements under a NullPool instead
+  (``prepared_statement_name_func``, its issue 6467);
 - session state: a plain ``SET`` stays on the server connection, where the next client
   finds it; ``SET LOCAL`` ends with the transaction.
 
@@ -53,8 +54,9 @@ from sqla_bench.scenarios.expect import (
 from sqla_bench.scenarios.models import POSTS, USERS
 from sqla_bench.scenarios.registry import PARAMETERS, PatternEnv, pattern
 
-# The driver settings that turn prepared statements off, as SQLAlchemy's dialect docs
-# give them for PgBouncer's transaction pooling. psycopg2 prepares nothing.
+# The driver settings that turn prepared statements off, as the drivers document them
+# (asyncpg's FAQ, for PgBouncer; psycopg's prepared-statements page): what works through
+# transaction pooling in every sequence the patterns run. psycopg2 prepares nothing.
 PREPARED_STATEMENTS_OFF: dict[str, dict[str, Any]] = {
     "asyncpg": {"statement_cache_size": 0},
     "psycopg": {"prepare_threshold": None},

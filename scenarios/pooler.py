@@ -276,7 +276,7 @@ def processes_outcome(
     if prepared == "null_pool":
         return NotApplicable("one transaction per checkout: the same as default here")
     if size.posts == size.users:
-        return NotApplicable("needs as many posts as users to tell one count from the other")
+        return NotApplicable("as many posts as users: one count is not told from the other")
     declared = _ACROSS_PROCESSES.get((setting.driver, prepared, processes))
     if setting.pgbouncer == "transaction" and declared is not None:
         return declared

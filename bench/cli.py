@@ -1,9 +1,9 @@
 """The ``sqla-bench`` command: parse, dispatch, map what happened to an exit status.
 
-Each command lives in a module of its own (``bench.commands``), imported only when it
-runs, and measures through the one pipeline (``bench.pipeline``); this module knows
-the commands by name and one line each, so ``sqla-bench --help`` and a mistyped
-command answer before SQLAlchemy, scipy or matplotlib is loaded.
+Each command lives in a module of its own (``sqla_bench.commands``), imported only when
+it runs, and measures through the one pipeline (``sqla_bench.run.pipeline``); this
+module knows the commands by name and one line each, so ``sqla-bench --help`` and a
+mistyped command answer before SQLAlchemy, scipy or matplotlib is loaded.
 
 Errors in what the user asked for end in one line on stderr and exit status 2; an
 outcome that disagrees with the catalogue exits 1; a target that failed part-way exits
@@ -27,8 +27,8 @@ from collections.abc import Iterable, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, NoReturn
 
-from sqla_bench.errors import EXIT_SOFTWARE, EXIT_USAGE, ConfigError, OutputError, fail, redact
-from sqla_bench.stopping import raise_stop, stopped_by
+from sqla_bench.base.errors import EXIT_SOFTWARE, EXIT_USAGE, ConfigError, OutputError, fail, redact
+from sqla_bench.base.stopping import raise_stop, stopped_by
 
 SQLITE_FOLDER_PREFIX = "sqla-bench-run-"  # a command's own folder, its SQLite file in it
 
@@ -50,7 +50,6 @@ COMMANDS = {
     "tables": "list the tables sqla-bench created still in your databases; --prune removes them",
 }
 MODULES = {name: name for name in COMMANDS} | {"list": "listing"}
-
 EPILOG = (
     "Server targets come from SQLA_BENCH_POSTGRESQL_URL and SQLA_BENCH_MYSQL_URL "
     "(plain postgresql:// or mysql:// URLs; every driver's URL is derived from them). "
@@ -136,14 +135,20 @@ def quiet_abandoned_cursors() -> None:
 def _dispatch(args: argparse.Namespace, urls: list[URL]) -> int:
     """Run the command with the servers it may use, stopped however it ends; ``urls``
     collects their URLs, for a last-resort message to redact."""
-    from sqla_bench.owner import make_owned_folder, prune_ended_folders
-    from sqla_bench.present import console, say_on_stderr
-    from sqla_bench.targets import Servers
+    from sqla_bench.base.owner import make_owned_folder, prune_ended_folders
+    from sqla_bench.commands.present import console, say_on_stderr
 
-    execute = command_module(args.command).execute
+    module = command_module(args.command)
     # The SQLite target's folder is the command's own; one a killed command left (SIGKILL
-    # skips the clean-up below) is removed by the next.
+    # skips the clean-up below) is removed by the next, whichever it is.
     prune_ended_folders(SQLITE_FOLDER_PREFIX)
+    if not module.NEEDS_SERVERS:
+        # A command that reads result files only: no server, container or SQLite folder
+        # is set up for it, and none of the modules that do so is loaded.
+        return module.execute(args, None, console())
+    from sqla_bench.servers.targets import Servers
+
+    execute = module.execute
     sqlite_dir = make_owned_folder(SQLITE_FOLDER_PREFIX)
     try:
         with Servers(sqlite_dir, say=say_on_stderr) as servers:

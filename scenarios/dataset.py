@@ -261,8 +261,8 @@ def _post_tag_rows(size: DatasetSize) -> list[dict]:
 def rebuild(connection: Connection, size: DatasetSize) -> None:
     """Drop and create the schema, then seed it. Ids are assigned by the database.
 
-    The harness records ``TABLES`` as its own before calling this (``sqla_bench.owned``):
-    what it drops here, it created.
+    The harness records ``TABLES`` as its own before calling this
+    (``sqla_bench.servers.owned``): what it drops here, it created.
 
     Rows go in parent before child, in id order, into freshly created tables, so the
     database numbers them 1..N; child rows refer to those numbers. ``_check_ids`` proves

@@ -84,10 +84,10 @@ class Works:
 class Raises:
     """The operation raises ``error``; ``statements`` completed before it did.
 
-    ``attempted`` counts statements that started (``before_cursor_execute`` fired), which
-    exceeds ``statements`` when a driver fails inside ``cursor.execute``. ``wrapped_in``
-    is set when SQLAlchemy delivers the error as the ``.orig`` of another exception.
-    """
+    ``attempted`` counts statements that started (``before_cursor_execute`` fired),
+    which exceeds ``statements`` when a driver fails inside ``cursor.execute``.
+    ``wrapped_in`` is set when SQLAlchemy delivers the error as the ``.orig`` of another
+    exception."""
 
     error: type[BaseException]
     statements: int

@@ -28,16 +28,7 @@ from sqla_bench.scenarios.expect import (
     Works,
     missing_greenlet,
 )
-from sqla_bench.scenarios.models import (
-    POSTS,
-    USERS,
-    Base,
-    EagerPost,
-    EagerUser,
-    Post,
-    User,
-    label,
-)
+from sqla_bench.scenarios.models import POSTS, USERS, Base, EagerPost, EagerUser, Post, User, label
 from sqla_bench.scenarios.registry import scenario
 from sqla_bench.scenarios.sql import Edge, LoadSql
 from sqla_bench.scenarios.strategies import STRATEGIES, Strategy

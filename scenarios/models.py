@@ -15,7 +15,7 @@ rather than a schema of its own, because it is the same on every dialect (a MySQ
 no right beyond creating tables, holds in every process and every engine (no
 ``schema_translate_map`` or ``search_path`` to forget on one of them, or to lose through
 PgBouncer), and reaches the raw SQL the driver baseline sends. Which of these tables a
-run created is recorded in ``OWNER_TABLE`` (``sqla_bench.owned``).
+run created is recorded in ``OWNER_TABLE`` (``sqla_bench.servers.owned``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ PREFIX = "sqla_bench_"
 USERS, PROFILES, POSTS, COMMENTS, TAGS, POST_TAGS = (
     PREFIX + name for name in ("users", "profiles", "posts", "comments", "tags", "post_tags")
 )
-OWNER_TABLE = PREFIX + "owner"  # which run created which of them (sqla_bench.owned)
+OWNER_TABLE = PREFIX + "owner"  # which run created which of them (sqla_bench.servers.owned)
 # Indexes and constraints take their table's name (PostgreSQL's share one namespace per
 # schema with the application's), so every name sqla-bench gives starts with PREFIX.
 NAMING = {

@@ -2,30 +2,21 @@
 
 Each pattern is a pair of twins taking a ``PatternEnv`` (or one function with
 ``only="async"`` when the pattern exists only in async code) and declares its expected
-outcome: ``Works(N statements)`` or ``Raises(X)``, in the form each driver and SQLAlchemy
-version actually gives. The tests assert every pattern on every configured driver, and
-``sqla-bench verify`` prints the same catalogue as a matrix.
-"""
+outcome: ``Works(N statements)`` or ``Raises(X)``, in the form each driver and
+SQLAlchemy version actually gives. The tests assert every pattern on every configured
+driver, and ``sqla-bench verify`` prints the same catalogue as a matrix."""
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import replace
-
-from sqlalchemy import event, select, text
+from sqlalchemy import select
 from sqlalchemy.exc import (
-    ArgumentError,
     InvalidRequestError,
-    TimeoutError,
 )
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.orm import joinedload, lazyload, raiseload, selectinload
+from sqlalchemy.orm import lazyload, raiseload
 from sqlalchemy.orm.exc import DetachedInstanceError
-from sqlalchemy.pool import QueuePool
 
 from sqla_bench.scenarios.dataset import DatasetSize, post_body, user_name
 from sqla_bench.scenarios.expect import (
-    NotApplicable,
     Outcome,
     Raises,
     Setting,
@@ -35,7 +26,7 @@ from sqla_bench.scenarios.expect import (
 from sqla_bench.scenarios.models import POSTS, USERS, EagerUser, Post, User
 from sqla_bench.scenarios.registry import PatternEnv, pattern
 from sqla_bench.scenarios.sql import LoadSql
-from sqla_bench.scenarios.strategies import SELECTIN_CHUNK, STRATEGIES
+from sqla_bench.scenarios.strategies import STRATEGIES
 
 USER_ID = 1
 # What the patterns that work return, from the dataset's definition.
@@ -46,7 +37,7 @@ def posts_of_user(setting: Setting, size: DatasetSize) -> int:
     return len(size.posts_of(USER_ID))
 
 
-def _new_user(**extra: object) -> User:
+def new_user(**extra: object) -> User:
     return User(name="fresh", email="fresh@example.test", **extra)
 
 
@@ -157,9 +148,10 @@ async def dynamic_relationship_async(env: PatternEnv) -> int:
 
 @pattern("fresh_object_collection", expect=lambda s, d: sync_or_greenlet(s, 2, 1), returns=0)
 def fresh_object_collection(env: PatternEnv) -> int:
-    """Read a collection of an object just flushed without setting it (User() then .posts)."""
+    """Read a collection of an object just flushed without setting it (User() then
+    .posts)."""
     with env.session() as session:
-        user = _new_user()
+        user = new_user()
         session.add(user)
         session.flush()
         return len(user.posts)
@@ -168,7 +160,7 @@ def fresh_object_collection(env: PatternEnv) -> int:
 @fresh_object_collection.twin
 async def fresh_object_collection_async(env: PatternEnv) -> int:
     async with env.session() as session:
-        user = _new_user()
+        user = new_user()
         session.add(user)
         await session.flush()
         return len(user.posts)
@@ -178,7 +170,7 @@ async def fresh_object_collection_async(env: PatternEnv) -> int:
 def fresh_object_collection_set(env: PatternEnv) -> int:
     """The same with the collection given at construction (User(posts=[])): no load."""
     with env.session() as session:
-        user = _new_user(posts=[])
+        user = new_user(posts=[])
         session.add(user)
         session.flush()
         return len(user.posts)
@@ -187,7 +179,7 @@ def fresh_object_collection_set(env: PatternEnv) -> int:
 @fresh_object_collection_set.twin
 async def fresh_object_collection_set_async(env: PatternEnv) -> int:
     async with env.session() as session:
-        user = _new_user(posts=[])
+        user = new_user(posts=[])
         session.add(user)
         await session.flush()
         return len(user.posts)
@@ -453,215 +445,3 @@ def model_selectin_overridden(env: PatternEnv) -> int:
 async def model_selectin_overridden_async(env: PatternEnv) -> int:
     async with env.session() as session:
         return len((await session.scalars(_overridden())).one().posts)
-
-
-# --- statement counts that surprise ----------------------------------------------------
-
-
-def _every_user_selectin(size: DatasetSize, chunk: int) -> Works:
-    """Every user with selectinload(User.posts): the root SELECT, then one IN (...) of at
-    most ``chunk`` user ids per statement."""
-    edge = replace(STRATEGIES["selectin"].edge("posts", POSTS, size.users), chunk=chunk)
-    return Works(1 + edge.statements(), sql=LoadSql(USERS, (edge,)))
-
-
-@pattern(
-    "selectin_chunking",
-    expect=lambda s, size: _every_user_selectin(size, SELECTIN_CHUNK),
-    returns=lambda s, size: size.posts,
-)
-def selectin_chunking(env: PatternEnv) -> int:
-    """selectinload over every user: one SELECT per 500 parents (4 for 1,200 users)."""
-    with env.session() as session:
-        users = session.scalars(select(User).options(selectinload(User.posts))).all()
-        return sum(len(user.posts) for user in users)
-
-
-@selectin_chunking.twin
-async def selectin_chunking_async(env: PatternEnv) -> int:
-    async with env.session() as session:
-        users = (await session.scalars(select(User).options(selectinload(User.posts)))).all()
-        return sum(len(user.posts) for user in users)
-
-
-CHUNKSIZE = 100
-
-
-def _chunksize_outcome(setting: Setting, size: DatasetSize) -> Outcome:
-    if setting.sqlalchemy < (2, 1):
-        return NotApplicable("selectinload(chunksize=) is new in SQLAlchemy 2.1")
-    return _every_user_selectin(size, CHUNKSIZE)
-
-
-def _every_user_chunked():
-    return select(User).options(selectinload(User.posts, chunksize=CHUNKSIZE))
-
-
-@pattern("selectin_chunksize", expect=_chunksize_outcome, returns=lambda s, size: size.posts)
-def selectin_chunksize(env: PatternEnv) -> int:
-    """selectinload(User.posts, chunksize=100) over every user: IN lists of 100 ids."""
-    with env.session() as session:
-        return sum(len(user.posts) for user in session.scalars(_every_user_chunked()).all())
-
-
-@selectin_chunksize.twin
-async def selectin_chunksize_async(env: PatternEnv) -> int:
-    async with env.session() as session:
-        users = (await session.scalars(_every_user_chunked())).all()
-        return sum(len(user.posts) for user in users)
-
-
-@pattern("joinedload_without_unique", expect=lambda s, d: Raises(InvalidRequestError, 1))
-def joinedload_without_unique(env: PatternEnv) -> int:
-    """joinedload() of a collection without .unique() on the result."""
-    with env.session() as session:
-        return len(session.scalars(select(User).options(joinedload(User.posts))).all())
-
-
-@joinedload_without_unique.twin
-async def joinedload_without_unique_async(env: PatternEnv) -> int:
-    async with env.session() as session:
-        return len((await session.scalars(select(User).options(joinedload(User.posts)))).all())
-
-
-COUNT_USERS = text(f"SELECT count(*) FROM {USERS}")
-
-
-def _autoflush_before_text(setting: Setting, size: DatasetSize) -> Outcome:
-    # 2.1 autoflushes before a text() statement; 2.0 did not, so the INSERT waits.
-    return Works(2 if setting.sqlalchemy >= (2, 1) else 1)
-
-
-@pattern(
-    "autoflush_before_text",
-    expect=_autoflush_before_text,
-    # 2.1 counts the flushed new user; 2.0 sends the count before the INSERT.
-    returns=lambda s, size: size.users + (1 if s.sqlalchemy >= (2, 1) else 0),
-)
-def autoflush_before_text(env: PatternEnv) -> int:
-    """Add an object, then run a text() SELECT: is the pending INSERT flushed first?"""
-    with env.session() as session:
-        session.add(_new_user())
-        return session.execute(COUNT_USERS).scalar_one()
-
-
-@autoflush_before_text.twin
-async def autoflush_before_text_async(env: PatternEnv) -> int:
-    async with env.session() as session:
-        session.add(_new_user())
-        return (await session.execute(COUNT_USERS)).scalar_one()
-
-
-# --- engine and session configuration ----------------------------------------------------
-
-
-def _sync_url_in_async_engine(setting: Setting, size: DatasetSize) -> Outcome:
-    # psycopg (v3) is one driver with both modes: its URL is already an async URL.
-    if setting.driver == "psycopg":
-        return Works(0)
-    return Raises(InvalidRequestError, 0)
-
-
-@pattern("sync_url_in_async_engine", expect=_sync_url_in_async_engine, only="async", returns=None)
-async def sync_url_in_async_engine(env: PatternEnv) -> None:
-    """create_async_engine() given the URL of the target's sync driver."""
-    await create_async_engine(env.sync_driver_url()).dispose()
-
-
-@pattern("queuepool_in_async_engine", expect=lambda s, d: Raises(ArgumentError, 0), only="async")
-async def queuepool_in_async_engine(env: PatternEnv) -> None:
-    """create_async_engine(poolclass=QueuePool): async engines need an async pool."""
-    await env.new_engine(poolclass=QueuePool).dispose()
-
-
-def _on_statement(*_: object) -> None:
-    """A listener that does nothing: the patterns only check where it may be attached."""
-
-
-def _listen_on_engine(setting: Setting, size: DatasetSize) -> Outcome:
-    return Works(0) if setting.mode == "sync" else Raises(NotImplementedError, 0)
-
-
-@pattern("listen_on_engine", expect=_listen_on_engine, returns=None)
-def listen_on_engine(env: PatternEnv) -> None:
-    """event.listen() on the engine object the code holds (an AsyncEngine in async)."""
-    engine = env.new_engine()
-    try:
-        event.listen(engine, "before_cursor_execute", _on_statement)
-    finally:
-        engine.dispose()
-
-
-@listen_on_engine.twin
-async def listen_on_engine_async(env: PatternEnv) -> None:
-    engine = env.new_engine()
-    try:
-        event.listen(engine, "before_cursor_execute", _on_statement)
-    finally:
-        await engine.dispose()
-
-
-@pattern("listen_on_sync_engine", statements=0, only="async", returns=None)
-async def listen_on_sync_engine(env: PatternEnv) -> None:
-    """event.listen() on async_engine.sync_engine, where SQLAlchemy expects listeners."""
-    engine = env.new_engine()
-    try:
-        event.listen(engine.sync_engine, "before_cursor_execute", _on_statement)
-    finally:
-        await engine.dispose()
-
-
-SHARED_SESSION_TIMEOUT_SECONDS = 30
-
-
-@pattern(
-    "shared_async_session",
-    # The first task's SELECT completes; the second is refused (error code isce).
-    expect=lambda s, d: Raises(InvalidRequestError, 1),
-    only="async",
-)
-async def shared_async_session(env: PatternEnv) -> None:
-    """One AsyncSession used by two concurrent tasks while it opens its connection."""
-    # A fresh engine: the session must open a new connection, which awaits, and the
-    # second task arrives while the first is still provisioning it.
-    engine = env.new_engine()
-
-    async def two_tasks_one_session() -> list:
-        async with env.session(bind=engine) as session:
-            return await asyncio.gather(
-                session.execute(select(User.id).limit(1)),
-                session.execute(select(User.id).limit(1)),
-                return_exceptions=True,  # let both tasks finish before the session closes
-            )
-
-    try:
-        results = await asyncio.wait_for(two_tasks_one_session(), SHARED_SESSION_TIMEOUT_SECONDS)
-    finally:
-        await engine.dispose()
-    errors = [result for result in results if isinstance(result, BaseException)]
-    if errors:
-        raise errors[0]
-
-
-POOL_TIMEOUT_SECONDS = 0.2
-
-
-@pattern("pool_exhausted", expect=lambda s, d: Raises(TimeoutError, 0))
-def pool_exhausted(env: PatternEnv) -> None:
-    """Check out more connections than pool_size + max_overflow within pool_timeout."""
-    engine = env.new_engine(pool_size=1, max_overflow=0, pool_timeout=POOL_TIMEOUT_SECONDS)
-    try:
-        with engine.connect(), engine.connect():
-            pass
-    finally:
-        engine.dispose()
-
-
-@pool_exhausted.twin
-async def pool_exhausted_async(env: PatternEnv) -> None:
-    engine = env.new_engine(pool_size=1, max_overflow=0, pool_timeout=POOL_TIMEOUT_SECONDS)
-    try:
-        async with engine.connect(), engine.connect():
-            pass
-    finally:
-        await engine.dispose()

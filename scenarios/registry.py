@@ -14,11 +14,10 @@ about how engines and sessions are configured. Both are declared the same way::
 Discovery imports every module of this package and collects the declared objects, so
 adding a scenario touches one place and there is no list to keep.
 
-What the first argument is, is declared too (``receives``): a pattern gets the ``env``, a
-scenario a fresh ``session`` per call, and a driver baseline the ``driver_connection``
-(the DBAPI driver's own connection, with SQLAlchemy out of the way). The harness provides
-each of ``RECEIVES``; it never needs to know which scenario asked.
-"""
+What the first argument is, is declared too (``receives``): a pattern gets the ``env``,
+a scenario a fresh ``session`` per call, and a driver baseline the ``driver_connection``
+(the DBAPI driver's own connection, with SQLAlchemy out of the way). The harness
+provides each of ``RECEIVES``; it never needs to know which scenario asked."""
 
 from __future__ import annotations
 
@@ -134,7 +133,8 @@ Declared = Any
 
 
 class PatternEnv(Protocol):
-    """What a pattern may use; the harness provides it (``bench.engines.DriverEnv``)."""
+    """What a pattern may use; the harness provides it
+    (``sqla_bench.measuring.engines.DriverEnv``)."""
 
     mode: str
     driver: str

@@ -1,10 +1,10 @@
 """What SQL a case must send, checked against the statements the engine actually ran.
 
 The harness captures each statement's text and parameter count on the engine (see
-``bench.probes``); ``summarize`` reads what matters out of the text, whatever the
-dialect (placeholders ``?``, ``%s``, ``%(name)s`` or ``$1::INTEGER``, quoted or not):
-its verb, the table whose columns it loads first, the sizes of its ``IN (...)`` lists,
-whether it selects from a subquery and whether it has an outer join.
+``sqla_bench.measuring.probes``); ``summarize`` reads what matters out of the text,
+whatever the dialect (placeholders ``?``, ``%s``, ``%(name)s`` or ``$1::INTEGER``,
+quoted or not): its verb, the table whose columns it loads first, the sizes of its ``IN
+(...)`` lists, whether it selects from a subquery and whether it has an outer join.
 
 A rule is declared beside what it describes: a loading strategy's rule comes from the
 strategy (``scenarios.strategies``), a write's from its scenario. ``problems(observed)``

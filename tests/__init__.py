@@ -3,12 +3,12 @@ settled before anything imports sqla_bench.
 
 mutmut copies bench/ and scenarios/ into its mutants/ folder and runs the tests there,
 switching each mutated function on by its module's name as the folder makes it
-(``bench.verify``). Installed, those modules are ``sqla_bench.verify``: the tests would
-import the unmutated installed copy, and no mutant would ever be switched on. So, under
-mutmut only, ``sqla_bench[.x]`` is the module ``bench[.x]`` and ``sqla_bench.scenarios[.x]``
-the module ``scenarios[.x]``, both from mutants/, one module object under two names.
-(pyproject.toml's mutmut settings keep the plugin off: it would import sqla_bench first.)
-"""
+(``bench.measuring.verify``). Installed, those modules are
+``sqla_bench.measuring.verify``: the tests would import the unmutated installed copy,
+and no mutant would ever be switched on. So, under mutmut only, ``sqla_bench[.x]`` is
+the module ``bench[.x]`` and ``sqla_bench.scenarios[.x]`` the module ``scenarios[.x]``,
+both from mutants/, one module object under two names. (pyproject.toml's mutmut settings
+keep the plugin off: it would import sqla_bench first.)"""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ FOLDERS = (("sqla_bench.scenarios", "scenarios"), ("sqla_bench", "bench"))
 
 
 def _folder_module(name: str) -> str | None:
-    """``bench.verify`` for ``sqla_bench.verify``; None for a name outside the package."""
+    """``bench.measuring.verify`` for ``sqla_bench.measuring.verify``; None for a name
+    outside the package."""
     for package, folder in FOLDERS:
         if name == package or name.startswith(package + "."):
             return folder + name[len(package) :]

@@ -7,19 +7,19 @@ issue 28's acceptance asks for, computed with the guide itself from result files
 Each folder holds one run's result files. For every point (a shape, dataset and latency)
 and driver and mode, the verdict is the winner or "≈" (within noise, unstable or too few
 blocks); the verdicts agree when every run gives the same one. Printed for each pass on
-its own and for the passes together (the guide's verdict). With ``--pair SLOWER/FASTER``,
-each run's ratio of the two strategies at every point and driver instead, with its 95 %
-interval (every pass's blocks), to set beside the oracle's (``tests/oracle.py``).
-"""
+its own and for the passes together (the guide's verdict). With ``--pair
+SLOWER/FASTER``, each run's ratio of the two strategies at every point and driver
+instead, with its 95 % interval (every pass's blocks), to set beside the oracle's
+(``tests/oracle.py``)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from sqla_bench.guide import points
-from sqla_bench.results import CellRecord, read_result
-from sqla_bench.stats import Ratio, block_medians, ratio
+from sqla_bench.reporting.verdicts import points
+from sqla_bench.results.files import CellRecord, read_result
+from sqla_bench.results.stats import Ratio, block_medians, ratio
 
 
 def verdicts(cells: list[CellRecord]) -> dict[tuple, str]:

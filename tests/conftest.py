@@ -23,18 +23,19 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import Engine
 
-from sqla_bench import owned
-from sqla_bench.engines import (
+from sqla_bench.measuring.engines import (
     DriverEnv,
     prepare_database,
     release_database,
     setting_for,
     sync_engine,
 )
+from sqla_bench.measuring.verify import applicable_cells
 from sqla_bench.scenarios.dataset import DatasetSize
 from sqla_bench.scenarios.models import USERS
 from sqla_bench.scenarios.registry import IN_PROCESS, discover
-from sqla_bench.targets import (
+from sqla_bench.servers import owned
+from sqla_bench.servers.targets import (
     TARGETS,
     ConfigError,
     Driver,
@@ -45,7 +46,6 @@ from sqla_bench.targets import (
     check_reachable,
     required_targets,
 )
-from sqla_bench.verify import applicable_cells
 from tests import FOLDERS
 
 SIZE = DatasetSize()
@@ -118,7 +118,9 @@ def stale_installed_files() -> list[str]:
     install without -e) would test other code than the checkout's without a word."""
     stale = []
     for package, folder in FOLDERS:
-        installed = Path(importlib.import_module(package).__file__).resolve().parent
+        # Not resolved: a strict editable install links each file into a tree of its own,
+        # and a module added since is missing there until the install runs again.
+        installed = Path(importlib.import_module(package).__file__).parent
         for source in sorted((ROOT / folder).rglob("*.py")):
             copy = installed / source.relative_to(ROOT / folder)
             if not copy.is_file() or copy.read_bytes() != source.read_bytes():
@@ -131,7 +133,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if stale:
         raise pytest.UsageError(
             f"sqla-bench: the installed sqla_bench is not this checkout's ({len(stale)} "
-            f"files differ, first {stale[0]}): pip install -e '.[test]'"
+            f"files differ, first {stale[0]}): pip install -e '.[test]' "
+            "--config-settings editable_mode=strict"
         )
     try:
         config.stash[CONFIGURED] = Configured()
@@ -252,8 +255,9 @@ class Seeds:
     """Each server's database seeded with ``SIZE`` for the tests that take an env, and
     seeded again whenever a run that a test made in between (in this process or in a
     subprocess) removed the dataset when it was done, or seeded one of its own: the
-    dataset's record (``sqla_bench.owned``) then no longer names this session's seed.
-    The session's tables are removed at its end; its environments are opened once."""
+    dataset's record (``sqla_bench.servers.owned``) then no longer names this session's
+    seed. The session's tables are removed at its end; its environments are opened
+    once."""
 
     def __init__(self, servers: Configured) -> None:
         self.servers = servers

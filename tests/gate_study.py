@@ -132,8 +132,9 @@ def touched(base: Path, new: Path) -> set[str]:
 
 
 def cell_median_ns(result: Path, name: str) -> float:
-    from sqla_bench.compare import cell_name, load_run
-    from sqla_bench.stats import summarize
+    from sqla_bench.results.compare import load_run
+    from sqla_bench.results.files import cell_name
+    from sqla_bench.results.stats import summarize
 
     _, cells = load_run(result)
     (cell,) = [c for c in cells if cell_name(c) == name]
@@ -144,7 +145,8 @@ def analyse(folder: Path) -> dict:
     """Per plant and cell, over the study's pairs: how much the plant grew the cell's
     instructions and how often compare named it; and how far the A/A runs (BASE's)
     moved each cell."""
-    from sqla_bench.compare import cell_name, load_run
+    from sqla_bench.results.compare import load_run
+    from sqla_bench.results.files import cell_name
 
     study = json.loads((folder / "study.json").read_text())
     result = {"pairs": len(study["pairs"]), "plants": {}}

@@ -118,7 +118,7 @@ def set_local_as_set() -> None:
 def postgresql_gone_while_seeding() -> None:
     from sqlalchemy.exc import OperationalError
 
-    from sqla_bench import engines
+    from sqla_bench.measuring import engines
 
     rebuild = engines.rebuild
 

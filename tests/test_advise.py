@@ -1,5 +1,6 @@
-"""``pytest --sqla-advise``'s replays (sqla_bench.advise): an option that returns other
-objects or collections than the query as written is named and never recommended."""
+"""``pytest --sqla-advise``'s replays (sqla_bench.plugin.advise): an option that returns
+other objects or collections than the query as written is named and never
+recommended."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import sys
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from sqla_bench import advise
-from sqla_bench.pytest_plugin import Hop
-from tests.test_pytest_plugin import SHOP
+from sqla_bench.plugin import advise
+from sqla_bench.plugin.lazy_loads import Hop
+from tests.helpers import SHOP
 
 
 def test_an_option_that_returns_another_graph_is_named_and_never_recommended(

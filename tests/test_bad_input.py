@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sqla_bench.cli import main
-from sqla_bench.results import read_result
+from sqla_bench.results.files import read_result
 from sqla_bench.scenarios.dataset import TABLES
-from tests.test_cli import NO_DOCKER, VARIABLES, assert_one_line_error, run
+from tests.helpers import NO_DOCKER, VARIABLES, assert_one_line_error, run
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
 pytestmark = pytest.mark.harness
@@ -248,8 +248,8 @@ def test_an_error_no_check_foresaw_is_one_line_a_traceback_file_and_kept_cells(
     """The last-resort handler: a bug mid-run (planted: the progress callback raises at
     the third cell) exits 70 with one line naming a traceback file, and the result file
     keeps the cells that finished, marked failed."""
-    import sqla_bench.present as present
-    from sqla_bench.runner import Progress
+    import sqla_bench.commands.run_console as run_console
+    from sqla_bench.run.runner import Progress
 
     def failing_progress(console, progress, task, stop_requested) -> Progress:
         finished = []
@@ -261,7 +261,7 @@ def test_an_error_no_check_foresaw_is_one_line_a_traceback_file_and_kept_cells(
 
         return Progress(on_cell=on_cell, stop_requested=stop_requested)
 
-    monkeypatch.setattr(present, "run_progress", failing_progress)
+    monkeypatch.setattr(run_console, "run_progress", failing_progress)
     output = tmp_path / "run.json"
     argv = ["run", "--scenario", "crud", "--min-rounds", "1", "--min-time", "0"]
     status, stderr = _outcome([*argv, "--warmup", "0", "--output", str(output)])

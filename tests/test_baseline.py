@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sqla_bench.baseline import calls_not_held, changed_cells, check_baselines
-from sqla_bench.results import read_result
-from tests.test_cli import assert_one_line_error, run
+from sqla_bench.results.baseline import calls_not_held, changed_cells, check_baselines
+from sqla_bench.results.files import read_result
+from tests.helpers import assert_one_line_error, run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,7 +149,7 @@ def test_a_history_beside_the_baselines_widens_a_cell_s_tolerance_and_never_narr
     0.5 % floor."""
     from dataclasses import replace
 
-    from sqla_bench.history import History
+    from sqla_bench.results.history import History
 
     _, cells = read_result(sqlite_baseline / "sqlite.json")
     (get,) = [c for c in cells if c.case == "crud.get" and c.mode == "sync"]

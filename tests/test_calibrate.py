@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.test_cli import assert_one_line_error, run
+from tests.helpers import assert_one_line_error, run
 
 pytestmark = pytest.mark.harness
 

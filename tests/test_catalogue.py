@@ -10,8 +10,8 @@ from dataclasses import replace
 
 import pytest
 
+from sqla_bench.measuring.verify import applicable_cells, check, differences
 from sqla_bench.scenarios.registry import discover
-from sqla_bench.verify import applicable_cells, check, differences
 
 
 @pytest.mark.asyncio

@@ -1,17 +1,18 @@
 """The checker itself: for every field it compares, a wrong observation is a mismatch.
 
-``bench.verify.differences`` draws every verdict (tests, ``verify``, ``run``). Each test
-here builds what a case declares and what a call did, right but for one field, and
-requires that field, and only it, to be named; the right observation must pass.
-"""
+``sqla_bench.measuring.verify.differences`` draws every verdict (tests, ``verify``,
+``run``). Each test here builds what a case declares and what a call did, right but for
+one field, and requires that field, and only it, to be named; the right observation must
+pass."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy.exc import InvalidRequestError, MissingGreenlet, StatementError
 
-from sqla_bench.measure import Observation
-from sqla_bench.probes import Executed
+from sqla_bench.measuring.measure import Observation
+from sqla_bench.measuring.probes import Executed
+from sqla_bench.measuring.verify import differences, first_difference, observed_text, wrong_from
 from sqla_bench.scenarios.expect import (
     UNDECLARED,
     Committed,
@@ -22,7 +23,6 @@ from sqla_bench.scenarios.expect import (
     unchanged,
 )
 from sqla_bench.scenarios.sql import IN, PER_KEY, Edge, LoadSql, Writes
-from sqla_bench.verify import differences, first_difference, observed_text, wrong_from
 
 pytestmark = pytest.mark.harness
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sqla_bench.targets import URL_VARIABLES
-from tests.test_cli import VARIABLES
+from sqla_bench.servers.targets import URL_VARIABLES
+from tests.helpers import VARIABLES
 
 pytestmark = pytest.mark.harness
 

@@ -3,39 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.test_targets import PASSWORD, closed_port
+from tests.helpers import PASSWORD, assert_one_line_error, closed_port, run
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
 pytestmark = pytest.mark.harness
-
-VARIABLES = ("SQLA_BENCH_POSTGRESQL_URL", "SQLA_BENCH_MYSQL_URL", "SQLA_BENCH_REQUIRE")
-# A Docker engine that never answers: without a URL, a server target is then unavailable.
-NO_DOCKER = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
-
-
-def run(*args: str, **env: str) -> subprocess.CompletedProcess:
-    """``python -m ARGS`` without the server URLs and without Docker, unless ``env`` sets
-    them."""
-    clean = {k: v for k, v in os.environ.items() if k not in VARIABLES} | NO_DOCKER | env
-    return subprocess.run(
-        [sys.executable, "-m", *args], capture_output=True, text=True, env=clean, timeout=300
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0]
-    assert PASSWORD not in result.stderr + result.stdout
 
 
 def test_verify_on_sqlite_prints_the_matrix_and_writes_json(tmp_path) -> None:

@@ -14,24 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from sqla_bench.compare import Gate, compare, load_run, to_json
-from tests.test_cli import assert_one_line_error, run
+from sqla_bench.reporting.gate_formats import to_json
+from sqla_bench.results.compare import Gate, compare, load_run
+from tests.helpers import assert_one_line_error, run
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
 pytestmark = pytest.mark.harness
 
+DATA = Path(__file__).parent / "data"
 SAMPLES = 400  # enough for the test to see a 2x change many times over
 
 
 @pytest.fixture(scope="module")
-def measured(tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("compare") / "base.json"
-    result = run(
-        "sqla_bench", "run", "--scenario", "crud.get", "--min-time", "0", "--min-rounds", "5",
-        "--warmup", "2", "--output", str(out),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return json.loads(out.read_text())
+def measured() -> dict:
+    """A run of crud.get on SQLite, as stored (tests/data/README.md says how it was made)."""
+    return json.loads((DATA / "crud-get.json").read_text())
 
 
 def samples(scale: float, count: int = SAMPLES, seed: int = 7) -> list[int]:
@@ -151,7 +148,7 @@ def test_a_larger_minimum_effect_no_longer_calls_a_doubling_slower(measured, tmp
 def test_the_json_document_follows_its_schema_with_numbers_in_fields(measured, tmp_path) -> None:
     import jsonschema
 
-    from sqla_bench.compare import JSON_SCHEMA_PATH
+    from sqla_bench.reporting.gate_formats import JSON_SCHEMA_PATH
 
     base = write(tmp_path, "base", measured)
 
@@ -389,7 +386,7 @@ def test_github_format_annotates_counted_changes_as_errors_and_slower_timings_as
 
 
 def test_annotations_escape_what_would_end_them() -> None:
-    from sqla_bench.compare import _annotation
+    from sqla_bench.reporting.gate_formats import _annotation
 
     line = _annotation("error", "a: b, c", "50% done\nnext line")
     assert line == "::error title=sqla-bench%3A a%3A b%2C c::50%25 done%0Anext line"
@@ -437,7 +434,7 @@ def test_a_history_holds_each_cell_to_the_spread_its_own_runs_showed(measured, t
     plain = compare(load_run(runs[0]), load_run(new), Gate())
     verdicts = {c.new.mode: c.verdict for c in plain.cells if c.new.case == "crud.get"}
     assert verdicts == {"sync": "changed", "async": "unchanged"}
-    from sqla_bench.history import History
+    from sqla_bench.results.history import History
 
     held = compare(load_run(runs[0]), load_run(new), Gate(history=History.read(history)))
     by_mode = {c.new.mode: c for c in held.cells if c.new.case == "crud.get"}
@@ -477,8 +474,8 @@ def interleaved(
 
 
 def test_the_timing_gate_is_quiet_on_a_and_a_and_fails_a_clear_slowdown(measured, tmp_path) -> None:
-    from sqla_bench.compare import load_runs
-    from sqla_bench.timing_gate import gate_timing
+    from sqla_bench.results.compare import load_runs
+    from sqla_bench.results.timing_gate import gate_timing
 
     alarms = 0
     for seed in range(20):  # seeded: the same 20 pairs every time
@@ -498,7 +495,7 @@ def test_the_timing_gate_is_quiet_on_a_and_a_and_fails_a_clear_slowdown(measured
     assert document["gate"]["holds_timing"] and len(document["timing"]["slower"]) == 4
     import jsonschema
 
-    from sqla_bench.compare import JSON_SCHEMA_PATH
+    from sqla_bench.reporting.gate_formats import JSON_SCHEMA_PATH
 
     jsonschema.validate(document, json.loads(JSON_SCHEMA_PATH.read_text()))
     assert gate(*interleaved(tmp_path / "aa", measured, 5, 1.0, 3), "--gate-timing").returncode == 0
@@ -511,14 +508,14 @@ def test_the_timing_gate_is_quiet_on_a_and_a_and_fails_a_clear_slowdown(measured
 def test_a_history_of_the_machine_s_spread_lets_three_runs_a_side_find_what_alone_they_miss(
     measured, tmp_path
 ) -> None:
-    """Three runs a side leave Welch's t four degrees of freedom or fewer: at 2 % drift a
-    run, an 8 % slowdown is found in about a quarter of the cells. An A/A history of 20
-    runs with the same drift, pooled in, gives the test 24 and finds it in most (33 of
-    40 here), with no more false alarms on A/A pairs; a history from a noisier machine
-    (8 %) makes the test more careful, not less."""
-    from sqla_bench.compare import load_runs
-    from sqla_bench.history import History
-    from sqla_bench.timing_gate import gate_timing
+    """Three runs a side leave Welch's t four degrees of freedom or fewer: at 2 % drift
+    a run, an 8 % slowdown is found in about a quarter of the cells. An A/A history of
+    20 runs with the same drift, pooled in, gives the test 24 and finds it in most (33
+    of 40 here), with no more false alarms on A/A pairs; a history from a noisier
+    machine (8 %) makes the test more careful, not less."""
+    from sqla_bench.results.compare import load_runs
+    from sqla_bench.results.history import History
+    from sqla_bench.results.timing_gate import gate_timing
 
     def history(drift: float) -> History:
         rng, kept = random.Random(11), History()
@@ -559,8 +556,8 @@ def test_a_history_of_the_machine_s_spread_lets_three_runs_a_side_find_what_alon
 
 
 def test_a_run_on_a_busy_machine_gives_no_timing_verdict(measured, tmp_path) -> None:
-    from sqla_bench.compare import load_runs
-    from sqla_bench.timing_gate import gate_timing
+    from sqla_bench.results.compare import load_runs
+    from sqla_bench.results.timing_gate import gate_timing
 
     base, new = interleaved(tmp_path, measured, 3, 1.5, seed=5)
     busy = json.loads((new / "run-1.json").read_text())
@@ -575,7 +572,7 @@ def test_a_run_on_a_busy_machine_gives_no_timing_verdict(measured, tmp_path) -> 
 
 
 def test_holm_adjusts_in_order() -> None:
-    from sqla_bench.timing_gate import holm
+    from sqla_bench.results.timing_gate import holm
 
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])

@@ -16,7 +16,9 @@ import time
 
 import pytest
 
-from sqla_bench.containers import (
+from sqla_bench.base.owner import owner_alive, owner_label
+from sqla_bench.results.files import read_result
+from sqla_bench.servers.containers import (
     DEFAULT_IMAGES,
     ContainerError,
     ServerSettings,
@@ -24,10 +26,8 @@ from sqla_bench.containers import (
     docker_problem,
     server_settings,
 )
-from sqla_bench.owner import owner_alive, owner_label
-from sqla_bench.results import read_result
-from sqla_bench.targets import CONTAINERS, required_targets
-from tests.test_cli import VARIABLES, assert_one_line_error, run
+from sqla_bench.servers.targets import CONTAINERS, required_targets
+from tests.helpers import VARIABLES, assert_one_line_error, run
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
 pytestmark = pytest.mark.harness
@@ -217,7 +217,7 @@ def test_an_image_that_is_not_here_is_one_line(docker) -> None:
 def test_prune_removes_what_a_killed_run_left_behind(docker) -> None:
     script = (
         "import time\n"
-        "from sqla_bench.containers import ServerContainer, server_settings\n"
+        "from sqla_bench.servers.containers import ServerContainer, server_settings\n"
         "ServerContainer(server_settings('postgresql')).start()\n"
         "print('up', flush=True)\n"
         "time.sleep(120)\n"

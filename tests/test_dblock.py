@@ -1,5 +1,5 @@
-"""One run at a time on a database (``sqla_bench.dblock``): a run holds its lock while
-it measures; a second run is refused with the holder named, or waits for it."""
+"""One run at a time on a database (``sqla_bench.run.dblock``): a run holds its lock
+while it measures; a second run is refused with the holder named, or waits for it."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ import time
 
 import pytest
 
-from sqla_bench.dblock import DatabaseBusy, run_lock
-from sqla_bench.owner import owner_label
-from sqla_bench.targets import URL_VARIABLES
-from tests.test_cli import assert_one_line_error
-from tests.test_ownership import sqla_bench, user_env
+from sqla_bench.base.owner import owner_label
+from sqla_bench.run.dblock import DatabaseBusy, run_lock
+from sqla_bench.servers.targets import URL_VARIABLES
+from tests.helpers import assert_one_line_error, run_as_user, user_env
 
 pytestmark = pytest.mark.harness
 
@@ -42,7 +41,7 @@ def test_a_second_run_is_refused_naming_the_holder_or_waits_for_it(servers, name
     driver, url = sync_driver(servers, name), url_of(servers, name)
     out = tmp_path / "r.json"
     with run_lock(driver):  # another run's lock, as a run takes it
-        refused = sqla_bench(name, url, "run", "--target", name, *QUICK, "--output", str(out),
+        refused = run_as_user(name, url, "run", "--target", name, *QUICK, "--output", str(out),
                              cwd=tmp_path)  # fmt: skip
         assert_one_line_error(refused, "another sqla-bench run is using this database")
         assert named_holder(name) in refused.stderr
@@ -99,7 +98,7 @@ MYSQL_GRANT = "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP ON `informatio
 def test_a_user_without_the_rights_a_run_needs_is_told_the_grant_before_any_work(servers, tmp_path):
     url = servers.target("mysql").url.set(database=NO_RIGHTS_DATABASE)
     out = tmp_path / "r.json"
-    refused = sqla_bench("mysql", url.render_as_string(hide_password=False), "run",
+    refused = run_as_user("mysql", url.render_as_string(hide_password=False), "run",
                          "--target", "mysql", *QUICK, "--output", str(out),
                          cwd=tmp_path)  # fmt: skip
     assert_one_line_error(refused, MYSQL_GRANT)

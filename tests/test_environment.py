@@ -9,7 +9,7 @@ import sys
 import psutil
 import pytest
 
-from sqla_bench.environment import least_busy
+from sqla_bench.run.environment import least_busy
 
 pytestmark = pytest.mark.harness
 

@@ -9,35 +9,29 @@ never stopped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import psutil
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sqla_bench.engines import DriverEnv
-from sqla_bench.environment import run_header
-from sqla_bench.latency import LatencyProxy
-from sqla_bench.load import run_load
-from sqla_bench.measure import Policy
-from sqla_bench.plan import RunPlan
-from sqla_bench.results import ResultFile, read_result
-from sqla_bench.runner import Progress, Runner
+from sqla_bench.measuring.engines import DriverEnv
+from sqla_bench.measuring.measure import Policy
+from sqla_bench.measuring.watch import Watched
+from sqla_bench.measuring.workers import run_load
+from sqla_bench.results.files import ResultFile, read_result
+from sqla_bench.run.environment import run_header
+from sqla_bench.run.plan import RunPlan
+from sqla_bench.run.runner import Progress, Runner
 from sqla_bench.scenarios.dataset import DatasetSize
 from sqla_bench.scenarios.faults import BACKEND_ID, kill_backend
 from sqla_bench.scenarios.registry import scenario
-from sqla_bench.targets import URL_VARIABLES, resolve
+from sqla_bench.servers.latency import LatencyProxy
+from sqla_bench.servers.targets import URL_VARIABLES, resolve
 from tests import outage_twins
-from tests.test_cli import VARIABLES
+from tests.helpers import signal_after_cells, start_run_process, still_running
 
 SERVERS = ["postgresql", "mysql"]
 SLEEP_SECONDS = 0.5
@@ -226,7 +220,7 @@ def leaky(session) -> int:
 @pytest.mark.parametrize("name", SERVERS)
 def test_a_leaking_load_is_caught(request, monkeypatch, name) -> None:
     # Only the load's own leaks: one worker alone (the CPU per operation) would leak too.
-    monkeypatch.setattr("sqla_bench.load.cpu_alone", lambda operation, loop: None)
+    monkeypatch.setattr("sqla_bench.measuring.workers.cpu_alone", lambda operation, loop: None)
     target = _server(request, name)
     driver = next(d for d in target.drivers if d.spec.mode == "sync")
     env = DriverEnv(
@@ -234,7 +228,7 @@ def test_a_leaking_load_is_caught(request, monkeypatch, name) -> None:
     )
     loop = asyncio.new_event_loop()
     try:
-        load = run_load(env, leaky, {}, 2, 0.3, loop, None, driver.sync_url())
+        load = run_load(env, leaky, {}, 2, 0.3, loop, Watched(target.name, driver.sync_url()))
         kept = len(LEAKED)  # the worker's own session needs a connection too: 2 of 3
         assert kept >= 1 and load.checked_out_after == kept, load.to_json()
         assert load.connections_left == kept, load.to_json()
@@ -250,58 +244,6 @@ def test_a_leaking_load_is_caught(request, monkeypatch, name) -> None:
 # --- signals -----------------------------------------------------------------------------------
 
 
-def _start_run(
-    tmp_path: Path, target: str, env: dict[str, str], *options: str
-) -> tuple[subprocess.Popen, Path]:
-    path = tmp_path / "signalled.json"
-    command = [
-        sys.executable, "-m", "sqla_bench", "run", "--target", target, "--latency", "1",
-        "--scenario", "crud", "--scenario", "load", "--output", str(path), *options,
-    ]  # fmt: skip
-    clean = {k: v for k, v in os.environ.items() if k not in VARIABLES} | env
-    process = subprocess.Popen(
-        command, env=clean, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    return process, path
-
-
-def _cells_in(path: Path) -> int:
-    try:
-        return len(json.loads(path.read_text())["cells"])
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
-def _signal_after_cells(process: subprocess.Popen, path: Path, signum: int) -> list[int]:
-    """Wait for two finished cells, note the run's children, send ``signum``; returns the
-    children's pids."""
-    deadline = time.monotonic() + 120
-    while _cells_in(path) < 2:
-        assert process.poll() is None, process.stderr.read()
-        assert time.monotonic() < deadline, "the run did not finish two cells in 120 s"
-        time.sleep(0.1)
-    children = [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
-    process.send_signal(signum)
-    process.wait(timeout=60)
-    return children
-
-
-def _still_running(pids: list[int], within: float = 5.0) -> list[str]:
-    """Of ``pids``, those still running after ``within`` seconds (a child may take a
-    moment to see that its parent has gone; a zombie is not running)."""
-    deadline = time.monotonic() + within
-    while True:
-        running = []
-        for pid in pids:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process = psutil.Process(pid)
-                if process.status() != psutil.STATUS_ZOMBIE:
-                    running.append(" ".join(process.cmdline())[:120])
-        if not running or time.monotonic() > deadline:
-            return running
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize(
     ("signum", "status", "words"),
     [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
@@ -313,8 +255,8 @@ def test_a_signalled_run_stops_cleanly_and_keeps_its_cells(
     target = _server(request, "postgresql")
     variable = URL_VARIABLES["postgresql"]
     url = target.url.render_as_string(hide_password=False)
-    process, path = _start_run(tmp_path, "postgresql", {variable: url})
-    children = _signal_after_cells(process, path, signum)
+    process, path = start_run_process(tmp_path, "postgresql", {variable: url})
+    children = signal_after_cells(process, path, signum)
     stderr = process.stderr.read()
     assert process.returncode == status, stderr
     assert words in stderr and "Traceback" not in stderr
@@ -322,4 +264,4 @@ def test_a_signalled_run_stops_cleanly_and_keeps_its_cells(
     assert header["run"]["status"] == "interrupted" and header["run"]["reason"] == words
     assert len(cells) >= 2
     assert children, "the run had no proxy process to stop"
-    assert not _still_running(children), "children left running"
+    assert not still_running(children), "children left running"

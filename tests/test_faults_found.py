@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from sqla_bench.targets import URL_VARIABLES
-from tests.test_cli import run
+from sqla_bench.servers.targets import URL_VARIABLES
+from tests.helpers import run
 
 # Verdicts are SQLAlchemy's to change: CI runs these on 2.0 and 2.1.
 

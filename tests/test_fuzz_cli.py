@@ -8,10 +8,9 @@ must end within the timeout with exit status 0, 1, 2 or 3 and no traceback; exit
 exactly one line on stderr.
 
 A command line that parses could start real work, so each is bounded: ``run`` gets
-``--dry-run``, ``selfcheck`` a check that needs a server URL (none is set), ``calibrate``
-a result file to add instead of runs to make, and there
-is no server URL and no Docker engine, so only SQLite works, and it is quick.
-"""
+``--dry-run``, ``selfcheck`` a check that needs a server URL (none is set),
+``calibrate`` a result file to add instead of runs to make, and there is no server URL
+and no Docker engine, so only SQLite works, and it is quick."""
 
 from __future__ import annotations
 
@@ -29,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sqla_bench.cli import build_parser
-from tests.test_cli import NO_DOCKER, VARIABLES
+from tests.helpers import NO_DOCKER, VARIABLES
 
 pytestmark = [pytest.mark.harness, pytest.mark.slow]
 

@@ -7,8 +7,9 @@ import random
 
 import pytest
 
-from sqla_bench.guide import points, ranges, series, summary
-from sqla_bench.results import CellRecord
+from sqla_bench.reporting.guide import ranges, series, summary
+from sqla_bench.reporting.verdicts import points
+from sqla_bench.results.files import CellRecord
 
 pytestmark = pytest.mark.harness
 

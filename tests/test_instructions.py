@@ -20,11 +20,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sqla_bench.compare import Gate, compare, load_run
-from sqla_bench.instructions import read_window
-from sqla_bench.targets import VALGRIND, required_targets
+from sqla_bench.measuring.callgrind import read_window
+from sqla_bench.results.compare import Gate, compare, load_run
+from sqla_bench.servers.targets import VALGRIND, required_targets
 from tests.gate_study import planted_source
-from tests.test_cli import VARIABLES, assert_one_line_error, run
+from tests.helpers import VARIABLES, assert_one_line_error, run
 
 pytestmark = pytest.mark.harness
 
@@ -89,6 +89,7 @@ def by_case(path: Path) -> dict:
     return {cell.case: cell for cell in cells}
 
 
+@pytest.mark.slow  # each runs sqla-bench under valgrind: about 30 s
 def test_each_cell_gets_its_instructions_per_operation(counted) -> None:
     cells = by_case(counted)
     assert set(cells) == {"crud.get", "baseline.driver_get"}
@@ -100,6 +101,7 @@ def test_each_cell_gets_its_instructions_per_operation(counted) -> None:
     assert header["run"]["parameters"]["instructions"] == 3
 
 
+@pytest.mark.slow  # each runs sqla-bench under valgrind: about 30 s
 def test_a_loop_planted_in_session_get_fails_the_gate_in_crud_get_alone(counted, planted) -> None:
     comparison = compare(load_run(counted), load_run(planted), Gate())
     regressed = {cell.new.case: cell.changed for cell in comparison.cells if cell.regressed}
@@ -114,6 +116,7 @@ def test_a_loop_planted_in_session_get_fails_the_gate_in_crud_get_alone(counted,
     assert "instructions" in result.stdout
 
 
+@pytest.mark.slow  # each runs sqla-bench under valgrind: about 30 s
 def test_a_change_of_memory_layout_alone_moves_no_count_beyond_half_a_percent(
     counted, padded
 ) -> None:

@@ -15,19 +15,25 @@ from typing import Any
 
 import pytest
 
-from sqla_bench.engines import prepare_database
-from sqla_bench.latency import ECHO_MESSAGE, EchoServer, LatencyProxy, connect, round_trips_ns
-from sqla_bench.measure import COUNTED_CALLS, Policy, measure, subject_for
-from sqla_bench.pipeline import run_to_file
-from sqla_bench.plan import RunPlan
-from sqla_bench.plots import write_plots
-from sqla_bench.runner import driver_env, route_to
+from sqla_bench.measuring.engines import prepare_database
+from sqla_bench.measuring.measure import Policy, measure, subject_for
+from sqla_bench.measuring.policy import COUNTED_CALLS
+from sqla_bench.reporting.plots import write_plots
+from sqla_bench.results.stats import summarize
+from sqla_bench.run.pipeline import run_to_file
+from sqla_bench.run.plan import RunPlan
+from sqla_bench.run.runner import driver_env, route_to
 from sqla_bench.scenarios.dataset import DatasetSize
 from sqla_bench.scenarios.registry import discover
-from sqla_bench.stats import summarize
+from sqla_bench.servers.latency import (
+    ECHO_MESSAGE,
+    EchoServer,
+    LatencyProxy,
+    connect,
+    round_trips_ns,
+)
 from tests.conftest import SIZE
-from tests.test_cli import assert_one_line_error, run
-from tests.test_run import _target
+from tests.helpers import assert_one_line_error, configured_target, run
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
 pytestmark = pytest.mark.harness
@@ -155,7 +161,7 @@ def test_at_0_ms_the_samples_go_past_the_proxy_and_round_trips_are_counted_apart
     """At 0 ms the proxy adds only its own hops, so the samples go straight to the
     server, and the same calls, untimed and fewer, count round trips through it; with a
     delay to add, the samples go through it. What crossed the proxy tells which."""
-    target = _target(request, "postgresql")
+    target = configured_target(request, "postgresql")
     driver = next(d for d in target.drivers if d.spec.name == "psycopg2")
     request.getfixturevalue("seeds").seeded(driver)  # crud.get reads the seeded users
     case = next(case for case in discover("scenario") if case.id == "crud.get")
@@ -191,7 +197,7 @@ def test_time_per_operation_follows_round_trips_times_latency(request, tmp_path,
     machine: an attempt passes when every cell is within its bounds, and another is made
     if it was not (CI saw one cell of 18 over by 0.1 ms). A proxy that added a round
     trip too many would add 100 %, in every attempt."""
-    target = _target(request, name)
+    target = configured_target(request, name)
     problems: list[str] = []
     for attempt in range(ATTEMPTS):
         results, problems = _latency_attempt(target, tmp_path / f"r{attempt}.json")

@@ -7,20 +7,19 @@ from __future__ import annotations
 
 import pytest
 
-from sqla_bench.measure import Policy
-from sqla_bench.pipeline import run_to_file
-from sqla_bench.plan import RunPlan
-from sqla_bench.plots import write_plots
-from sqla_bench.results import read_result
-from tests.test_cli import assert_one_line_error, run
-from tests.test_run import _target
+from sqla_bench.measuring.measure import Policy
+from sqla_bench.reporting.plots import write_plots
+from sqla_bench.results.files import read_result
+from sqla_bench.run.pipeline import run_to_file
+from sqla_bench.run.plan import RunPlan
+from tests.helpers import assert_one_line_error, configured_target, run
 
 ROUND_TRIP_MS = 20.0
 
 
 def _load(request, tmp_path, name: str, **options) -> list:
     plan = RunPlan(
-        targets=(_target(request, name),),
+        targets=(configured_target(request, name),),
         scenarios=("crud.get",),
         latencies=(ROUND_TRIP_MS,),
         policy=Policy(warmup=0, min_rounds=1, min_time=0.0),

@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sqla_bench.locust_load import FOLDER_PREFIX
-from sqla_bench.results import read_result
-from tests.test_cli import assert_one_line_error, run
+from sqla_bench.measuring.locust_load import FOLDER_PREFIX
+from sqla_bench.results.files import read_result
+from tests.helpers import assert_one_line_error, run
 
 pytestmark = pytest.mark.harness
 

@@ -12,8 +12,9 @@ from dataclasses import replace
 
 import pytest
 
-from sqla_bench.measure import COUNTED_CALLS, ONCE, Policy, Subject, counting_policy, measure
-from sqla_bench.probes import StatementCounter
+from sqla_bench.measuring.measure import Policy, Subject, counting_policy, measure
+from sqla_bench.measuring.policy import COUNTED_CALLS, ONCE
+from sqla_bench.measuring.probes import StatementCounter
 from sqla_bench.scenarios.expect import Raises, Works
 
 

@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
-from sqla_bench.application import make_read_only
+from sqla_bench.run.application import make_read_only
 from sqla_bench.scenarios.dataset import DatasetSize
 from sqla_bench.scenarios.strategies import STRATEGIES
-from tests.test_cli import assert_one_line_error, run
+from tests.helpers import assert_one_line_error, run
 
 pytestmark = pytest.mark.harness
 STRATEGY_NAMES = set(STRATEGIES)
@@ -292,7 +292,7 @@ def test_generated_data_holds_the_servers_constraints_and_is_dropped_after(serve
 
 
 def test_a_change_to_existing_data_during_the_run_fails_the_target(servers, shop_database):
-    from sqla_bench.application import Workload
+    from sqla_bench.run.application import Workload
 
     target = servers.target("postgresql")
     workload = Workload("shop_models", ("Customer.orders",), existing=True)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqla_bench.guide import points
-from sqla_bench.results import read_result
+from sqla_bench.reporting.verdicts import points
+from sqla_bench.results.files import read_result
 from tests import oracle
-from tests.test_ownership import sqla_bench
+from tests.helpers import run_as_user
 
 # Where the answer is not close: one post per user, no payload, straight to PostgreSQL.
 # joined reads the users and their posts in one statement, selectin in two; the reference
@@ -21,7 +21,7 @@ DRIFT = 1.05  # a ratio measured side by side moves this much between passes
 
 def _sqla_bench_verdict(url: str, folder: Path):
     out = folder / "point.json"
-    result = sqla_bench(
+    result = run_as_user(
         "postgresql", url, "run", "--target", "postgresql",
         "--scenario", "load.users_with_posts", "--driver", "psycopg2",
         "--strategy", "joined", "--strategy", "selectin",

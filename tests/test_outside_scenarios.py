@@ -12,44 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import VARIABLES, assert_one_line_error
+from tests.helpers import TWINS, VARIABLES, application, assert_one_line_error
 
 pytestmark = pytest.mark.harness
-
-TWINS = '''
-"""The shop's own twins."""
-
-from sqlalchemy import func, select
-
-from sqla_bench.scenarios.models import User
-from sqla_bench.scenarios.registry import scenario
-
-
-def every_user(setting, size, **params):
-    return size.users + OFF_BY
-
-
-@scenario("shop.count_users", statements=1, returns=every_user)
-def count_users(session):
-    """Count the users in one SELECT count(*)."""
-    return session.scalar(select(func.count()).select_from(User))
-
-
-@count_users.twin
-async def count_users_async(session):
-    return await session.scalar(select(func.count()).select_from(User))
-'''
-
-
-def application(folder: Path, twins: str) -> Path:
-    """A project with a ``scenarios`` package holding ``twins`` and a ``bench`` package
-    that must never be imported (each is what a test suite often calls its own)."""
-    (folder / "scenarios").mkdir()
-    (folder / "scenarios" / "__init__.py").write_text("")
-    (folder / "scenarios" / "shop.py").write_text(twins)
-    (folder / "bench").mkdir()
-    (folder / "bench" / "__init__.py").write_text("raise ImportError('the application bench')")
-    return folder
 
 
 def sqla_bench(folder: Path, *args: str) -> subprocess.CompletedProcess:

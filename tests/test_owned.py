@@ -1,5 +1,5 @@
-"""The record of what sqla-bench created (``sqla_bench.owned``), on SQLite files of the
-test's own: what it refuses, what it drops, and what it leaves alone."""
+"""The record of what sqla-bench created (``sqla_bench.servers.owned``), on SQLite files
+of the test's own: what it refuses, what it drops, and what it leaves alone."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import Column, Connection, ForeignKey, Integer, MetaData, Table, create_engine
 from sqlalchemy import inspect as inspect_database
 
-from sqla_bench import owned
-from sqla_bench.owner import owner_label
+from sqla_bench.base.owner import owner_label
 from sqla_bench.scenarios.models import OWNER_TABLE
+from sqla_bench.servers import owned
 
 pytestmark = pytest.mark.harness
 

@@ -1,4 +1,4 @@
-"""sqla-bench never touches a table it did not create (``sqla_bench.owned``).
+"""sqla-bench never touches a table it did not create (``sqla_bench.servers.owned``).
 
 An application's tables are planted in the database a user points sqla-bench at: named
 as sqla-bench's own tables were named before they took the ``sqla_bench_`` prefix
@@ -13,7 +13,6 @@ killed by SIGKILL leaves them to the next run, which removes them.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import signal
 import sqlite3
@@ -27,14 +26,13 @@ import pytest
 from sqlalchemy import Column, Engine, ForeignKey, Integer, MetaData, String, Table, create_engine
 from sqlalchemy import inspect as inspect_database
 
-from sqla_bench.errors import ConfigError
-from sqla_bench.owned import leftovers
-from sqla_bench.pgbouncer import binary as pgbouncer_binary
+from sqla_bench.base.errors import ConfigError
 from sqla_bench.scenarios.dataset import TABLES
 from sqla_bench.scenarios.models import OWNER_TABLE, PREFIX
-from sqla_bench.targets import SQLITE_FILE, URL_VARIABLES
-from tests.test_cli import VARIABLES, assert_one_line_error
-from tests.test_outside_scenarios import TWINS, application
+from sqla_bench.servers.owned import leftovers
+from sqla_bench.servers.pgbouncer import binary as pgbouncer_binary
+from sqla_bench.servers.targets import SQLITE_FILE
+from tests.helpers import TWINS, application, assert_one_line_error, run_as_user, user_env
 
 pytestmark = pytest.mark.harness
 
@@ -107,29 +105,6 @@ def planted(request, servers) -> Iterator[tuple[str, str, Engine, MetaData]]:
         engine.dispose()
 
 
-def user_env(target: str, url: str, **extra: str) -> dict[str, str]:
-    """The environment a user runs sqla-bench in: only ``target``'s URL set (none for
-    SQLite), no container."""
-    env = {k: v for k, v in os.environ.items() if k not in VARIABLES} | extra
-    env["SQLA_BENCH_CONTAINERS"] = "off"
-    if target in URL_VARIABLES:
-        env[URL_VARIABLES[target]] = url
-    return env
-
-
-def sqla_bench(target: str, url: str, *args: str, cwd: Path, **extra: str):
-    """The command as a user runs it, with only ``target``'s URL set."""
-    env = user_env(target, url, **extra)
-    return subprocess.run(
-        [sys.executable, "-m", "sqla_bench", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def commands(target: str, folder: Path) -> dict[str, tuple[str, ...]]:
     """Every command that creates tables, each as narrow as it can be made."""
     shutil.copy(APPLICATION / "shop_models.py", folder / "shop_models.py")
@@ -166,7 +141,7 @@ def test_every_command_leaves_an_applications_tables_as_they_were(planted, tmp_p
     target, url, engine, metadata = planted
     before = snapshot(engine, metadata)
     for name, args in commands(target, tmp_path).items():
-        result = sqla_bench(target, url, *args, cwd=tmp_path, PYTHONPATH=str(tmp_path))
+        result = run_as_user(target, url, *args, cwd=tmp_path, PYTHONPATH=str(tmp_path))
         assert result.returncode == 0, f"{name}: {result.stdout[-2000:]}{result.stderr}"
         assert snapshot(engine, metadata) == before, name
         assert sqla_bench_tables(engine) == [], f"{name} left its tables behind"
@@ -182,7 +157,7 @@ def test_a_table_named_as_sqla_benchs_own_is_refused_before_any_work(planted, tm
     target, url, engine, metadata = planted
     before = snapshot(engine, metadata)
     for name, args in commands(target, tmp_path).items():
-        result = sqla_bench(target, url, *args, cwd=tmp_path, PYTHONPATH=str(tmp_path))
+        result = run_as_user(target, url, *args, cwd=tmp_path, PYTHONPATH=str(tmp_path))
         assert_one_line_error(result, "exists and sqla-bench did not create it", "nothing was")
         assert snapshot(engine, metadata) == before, name
         assert not list(tmp_path.glob("results/local/*")), f"{name} wrote a result file"
@@ -212,16 +187,16 @@ def test_what_a_killed_run_left_the_next_run_removes(planted, tmp_path) -> None:
     killed.wait(timeout=60)
     # Left behind, with their records: nobody removed them.
     assert sqla_bench_tables(engine) == sorted([*TABLES, OWNER_TABLE])
-    listed = sqla_bench(target, url, "tables", cwd=tmp_path)
+    listed = run_as_user(target, url, "tables", cwd=tmp_path)
     assert listed.returncode == 0 and "ended: --prune removes it" in listed.stdout
     args = ("run", "--target", target, "--scenario", "crud.get", *QUICK)
-    result = sqla_bench(target, url, *args, cwd=tmp_path)
+    result = run_as_user(target, url, *args, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
     assert f"removed {len(TABLES)} table(s) a run that ended left behind" in result.stdout
     assert sqla_bench_tables(engine) == []
     # Nothing recorded any more (the record table went with the last record): nothing
     # to prune, said as such.
-    pruned = sqla_bench(target, url, "tables", "--prune", cwd=tmp_path)
+    pruned = run_as_user(target, url, "tables", "--prune", cwd=tmp_path)
     assert pruned.returncode == 0, pruned.stderr
     assert "no sqla-bench tables" in pruned.stdout
     assert snapshot(engine, metadata) == before
@@ -236,7 +211,7 @@ def test_the_sqlite_target_never_opens_a_database_of_the_folder(tmp_path) -> Non
     engine.dispose()
     digest = hashlib.sha256(theirs.read_bytes()).hexdigest()
     for name, args in commands("sqlite", tmp_path).items():
-        result = sqla_bench("sqlite", "", *args, cwd=tmp_path, PYTHONPATH=str(tmp_path))
+        result = run_as_user("sqlite", "", *args, cwd=tmp_path, PYTHONPATH=str(tmp_path))
         assert result.returncode == 0, f"{name}: {result.stdout[-2000:]}{result.stderr}"
         assert hashlib.sha256(theirs.read_bytes()).hexdigest() == digest, name
     with sqlite3.connect(theirs) as connection:

@@ -17,10 +17,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sqla_bench.results import read_result
-from sqla_bench.targets import URL_VARIABLES
-from tests.test_cli import assert_one_line_error, run
-from tests.test_faults import _signal_after_cells, _start_run, _still_running
+from sqla_bench.results.files import read_result
+from sqla_bench.servers.targets import URL_VARIABLES
+from tests.helpers import (
+    assert_one_line_error,
+    run,
+    signal_after_cells,
+    start_run_process,
+    still_running,
+)
 
 pytestmark = pytest.mark.skipif(
     shutil.which("pgbouncer") is None and not Path("/usr/sbin/pgbouncer").exists(),
@@ -204,14 +209,14 @@ def test_a_load_through_pgbouncer_stays_within_its_server_connections(servers, t
 @pytest.mark.slow
 def test_a_terminated_run_stops_its_pgbouncer(servers, tmp_path):
     env, _ = _postgresql_env(servers)
-    process, path = _start_run(tmp_path, "postgresql", env, "--pgbouncer", "transaction")
-    children = _signal_after_cells(process, path, signal.SIGTERM)
+    process, path = start_run_process(tmp_path, "postgresql", env, "--pgbouncer", "transaction")
+    children = signal_after_cells(process, path, signal.SIGTERM)
     stderr = process.stderr.read()
     assert process.returncode == 143, stderr
     assert "Traceback" not in stderr
     header, _ = read_result(path)
     assert header["targets"]["postgresql"]["pgbouncer"]["modes"]  # it ran
-    assert not _still_running(children)
+    assert not still_running(children)
     assert not _pgbouncers_left()
 
 
@@ -221,8 +226,8 @@ def test_a_killed_runs_pgbouncer_is_stopped_by_the_next_run_and_no_file_holds_th
     servers, tmp_path
 ):
     env, password = _postgresql_env(servers)
-    process, path = _start_run(tmp_path, "postgresql", env, "--pgbouncer", "transaction")
-    children = _signal_after_cells(process, path, signal.SIGKILL)
+    process, path = start_run_process(tmp_path, "postgresql", env, "--pgbouncer", "transaction")
+    children = signal_after_cells(process, path, signal.SIGKILL)
     # PgBouncer, a session of its own, outlives the run; the latency proxy does not.
     assert _pgbouncers_left()
     assert not password or not _files_holding(password)
@@ -233,7 +238,7 @@ def test_a_killed_runs_pgbouncer_is_stopped_by_the_next_run_and_no_file_holds_th
     )  # fmt: skip
     assert following.returncode == 0, following.stderr
     assert "left by ended run" in following.stdout + following.stderr
-    assert not _still_running(children)
+    assert not still_running(children)
     assert not _pgbouncers_left()
 
 
@@ -268,7 +273,7 @@ def test_bad_pgbouncer_options_are_one_line(options, words):
 def test_pgbouncer_counts_the_clients_an_engine_left_and_cleans_up(servers):
     from sqlalchemy import create_engine, text
 
-    from sqla_bench.pgbouncer import PgBouncer
+    from sqla_bench.servers.pgbouncer import PgBouncer
 
     target = servers.target("postgresql")
     with PgBouncer(target.url, "transaction", pool_size=2) as bouncer:
@@ -291,8 +296,8 @@ def test_root_without_a_user_for_pgbouncer_is_told_before_any_work(servers, monk
     import os
     import pwd
 
-    from sqla_bench.errors import ConfigError
-    from sqla_bench.plan import RunPlan
+    from sqla_bench.base.errors import ConfigError
+    from sqla_bench.run.plan import RunPlan
 
     if os.geteuid() != 0:
         pytest.skip("only root hands PgBouncer to another user")

@@ -7,7 +7,13 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from sqla_bench.probes import MAX_SQL_CHARS, MAX_SQL_TEXTS, Executed, StatementCounter, sql_of
+from sqla_bench.measuring.probes import (
+    MAX_SQL_CHARS,
+    MAX_SQL_TEXTS,
+    Executed,
+    StatementCounter,
+    sql_of,
+)
 
 
 def test_a_statement_failing_in_execute_is_started_not_completed(tmp_path) -> None:

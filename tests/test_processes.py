@@ -10,11 +10,11 @@ import time
 import psutil
 import pytest
 
-from sqla_bench.load import CpuBusy, cpu_bound
-from sqla_bench.processes import shares
-from sqla_bench.results import read_result
-from sqla_bench.targets import URL_VARIABLES
-from tests.test_cli import assert_one_line_error, run
+from sqla_bench.measuring.processes import shares
+from sqla_bench.results.files import read_result
+from sqla_bench.results.load_figures import CpuBusy, cpu_bound
+from sqla_bench.servers.targets import URL_VARIABLES
+from tests.helpers import assert_one_line_error, run
 
 pytestmark = pytest.mark.harness
 

@@ -9,74 +9,10 @@ from importlib.metadata import entry_points
 
 import pytest
 
+from tests.helpers import SHOP
+
 pytest_plugins = ["pytester"]
 
-SHOP = '''
-"""A shop: customers and their orders."""
-
-from sqlalchemy import ForeignKey, create_engine
-from sqlalchemy.ext.asyncio import AsyncAttrs, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
-
-CUSTOMERS, ORDERS_EACH = 3, 2
-
-
-class Base(AsyncAttrs, DeclarativeBase):
-    pass
-
-
-class Customer(Base):
-    __tablename__ = "customers"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str]
-    orders: Mapped[list["Order"]] = relationship(back_populates="customer")
-
-
-class Order(Base):
-    __tablename__ = "orders"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
-    product_id: Mapped[int | None] = mapped_column(ForeignKey("products.id"))
-    customer: Mapped[Customer] = relationship(back_populates="orders")
-    product: Mapped["Product | None"] = relationship()
-
-
-class Product(Base):
-    __tablename__ = "products"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str]
-
-
-class Category(Base):
-    """A tree: one top category, two under it, two under each of those."""
-
-    __tablename__ = "categories"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("categories.id"))
-    children: Mapped[list["Category"]] = relationship()
-
-
-def seeded(path):
-    engine = create_engine(f"sqlite:///{path}")
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        products = [Product(id=p, name=f"p{p}") for p in range(1, CUSTOMERS * ORDERS_EACH + 1)]
-        session.add_all(
-            Customer(
-                id=c,
-                name=f"c{c}",
-                orders=[Order(product=products.pop()) for _ in range(ORDERS_EACH)],
-            )
-            for c in range(1, CUSTOMERS + 1)
-        )
-        session.add_all(Category(id=i, parent_id=i // 2 or None) for i in range(1, 8))
-        session.commit()
-    return engine
-
-
-def async_engine(path):
-    return create_async_engine(f"sqlite+aiosqlite:///{path}")
-'''
 
 CONFTEST = """
 import pytest

@@ -9,17 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from sqla_bench.errors import ConfigError
-from sqla_bench.measure import Policy
-from sqla_bench.pipeline import run_to_file
-from sqla_bench.plan import RunPlan
-from sqla_bench.results import CSV_COLUMNS, CellRecord, read_result, write_csv
-from sqla_bench.runner import Progress
-from sqla_bench.stats import percentile, summarize
-from sqla_bench.targets import resolve, said_by
-from tests.test_cli import assert_one_line_error
-from tests.test_cli import run as cli
-from tests.test_targets import PASSWORD
+from sqla_bench.base.errors import ConfigError
+from sqla_bench.measuring.measure import Policy
+from sqla_bench.results.files import (
+    CSV_COLUMNS,
+    SCHEMA_VERSION,
+    CellRecord,
+    read_result,
+    write_csv,
+)
+from sqla_bench.results.stats import percentile, summarize
+from sqla_bench.run.pipeline import run_to_file
+from sqla_bench.run.plan import RunPlan
+from sqla_bench.run.runner import Progress
+from sqla_bench.servers.targets import resolve, said_by
+from tests.helpers import PASSWORD, assert_one_line_error, run_in_process
+from tests.helpers import run as cli
 
 QUICK = Policy(warmup=1, min_rounds=3, min_time=0.0)
 
@@ -146,3 +151,22 @@ def test_a_full_disk_ends_the_run_in_one_line_with_the_last_good_file(tmp_path, 
     assert header["run"]["status"] == "running"  # its process is gone: interrupted
     assert [p.name for p in disk.iterdir()] == ["r.json"]  # no temporary file left
     assert "lost" not in result.stderr and "sqlite" not in result.stderr
+
+
+STORED = sorted((Path(__file__).parent / "data").glob("schema-v*.json"))
+
+
+def test_a_result_file_of_each_older_schema_version_is_stored() -> None:
+    versions = {int(path.stem.removeprefix("schema-v")) for path in STORED}
+    assert versions == set(range(1, SCHEMA_VERSION)), "store a file of each version upgraded"
+
+
+@pytest.mark.parametrize("path", STORED, ids=lambda path: path.stem)
+def test_every_schema_version_is_read_upgraded_reported_and_compared(path, tmp_path) -> None:
+    header, cells = read_result(path)  # upgraded, then validated against the schema
+    assert header["schema_version"] == SCHEMA_VERSION and cells
+    reported = run_in_process(["report", str(path), "--out", str(tmp_path)])
+    assert reported.returncode == 0, reported.stderr
+    assert cells[0].case in (tmp_path / "report.md").read_text()
+    compared = run_in_process(["compare", str(path), str(path)])
+    assert compared.returncode == 0, compared.stderr

@@ -14,30 +14,26 @@ from pathlib import Path
 
 import pytest
 
+from sqla_bench.base.owner import owned_folders
 from sqla_bench.cli import SQLITE_FOLDER_PREFIX
-from sqla_bench.engines import prepare_database, sqlalchemy_version
-from sqla_bench.measure import Policy
-from sqla_bench.owner import owned_folders
-from sqla_bench.pipeline import run_to_file
-from sqla_bench.plan import RunPlan
-from sqla_bench.results import read_result
+from sqla_bench.measuring.engines import prepare_database, sqlalchemy_version
+from sqla_bench.measuring.measure import Policy
+from sqla_bench.results.files import read_result
+from sqla_bench.run.pipeline import run_to_file
+from sqla_bench.run.plan import RunPlan
 from sqla_bench.scenarios.dataset import DatasetSize
 from sqla_bench.scenarios.expect import Setting, Works
 from sqla_bench.scenarios.registry import discover
-from sqla_bench.targets import TARGETS, ConfigError, Target, resolve
+from sqla_bench.servers.targets import TARGETS, ConfigError, resolve
 from tests.conftest import SIZE
-from tests.test_cli import (
+from tests.helpers import (
     VARIABLES,
     assert_one_line_error,
+    configured_target,
     run,
 )
 
 QUICK = ("--min-time", "0", "--min-rounds", "3", "--warmup", "1")
-
-
-def _target(request: pytest.FixtureRequest, name: str) -> Target:
-    """The configured target, its container started if need be (skips if unavailable)."""
-    return request.getfixturevalue("servers").target(name)
 
 
 def _expected(cell) -> Works:
@@ -54,7 +50,7 @@ def reseeded_target(request, tmp_path):
     if name == "sqlite":
         yield resolve("sqlite", tmp_path)
         return
-    target = _target(request, name)
+    target = configured_target(request, name)
     try:
         yield target
     finally:
@@ -194,7 +190,7 @@ def test_run_on_sqlite_prints_tables_and_writes_a_valid_file(tmp_path) -> None:
 @pytest.mark.harness
 def test_run_on_the_server_targets_writes_no_password(request, tmp_path) -> None:
     urls = {
-        f"SQLA_BENCH_{name.upper()}_URL": _target(request, name).url.render_as_string(
+        f"SQLA_BENCH_{name.upper()}_URL": configured_target(request, name).url.render_as_string(
             hide_password=False
         )
         for name in ("postgresql", "mysql")

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from sqla_bench.scenarios.dataset import DatasetSize
-from tests.test_cli import assert_one_line_error, run
+from tests.helpers import assert_one_line_error, run
 
 pytestmark = pytest.mark.harness
 
@@ -69,7 +69,7 @@ def school_database(servers, school, monkeypatch):
     sqla-bench: to a run they are the application's), and dropped after."""
     url = servers.target("postgresql").url.render_as_string(hide_password=False)
     monkeypatch.syspath_prepend(str(school))
-    from sqla_bench.application import Workload
+    from sqla_bench.run.application import Workload
 
     workload = Workload("school_models", None, existing=False)
     sys.modules.pop("school_models", None)
@@ -224,7 +224,7 @@ def test_a_tree_loaded_whole_needs_no_lazy_load_upwards(school) -> None:
 
 def test_the_generated_data_fits_the_schema(school, monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(school))
-    from sqla_bench.application import Workload
+    from sqla_bench.run.application import Workload
 
     workload = Workload("school_models", None, existing=False)
     engine = create_engine("sqlite://")
@@ -292,7 +292,7 @@ def test_a_fan_out_sweep_runs_on_the_models(school) -> None:
 
 def test_the_default_rows_per_table_shrink_to_fit_a_deep_fan_out(school, monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(school))
-    from sqla_bench.application import Workload
+    from sqla_bench.run.application import Workload
 
     workload = Workload("school_models", None, existing=False)
     sys.modules.pop("school_models", None)

@@ -14,8 +14,8 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from sqla_bench.targets import URL_VARIABLES
-from tests.test_cli import run
+from sqla_bench.servers.targets import URL_VARIABLES
+from tests.helpers import run
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
 pytestmark = pytest.mark.harness

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sqla_bench.selfcheck import Figure, ProxyRound, _proxy_figures, _variation_figures
-from tests.test_cli import assert_one_line_error, run
+from sqla_bench.run.selfcheck import Figure, ProxyRound, _proxy_figures, _variation_figures
+from tests.helpers import assert_one_line_error, run
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
 pytestmark = pytest.mark.harness

@@ -14,8 +14,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from sqla_bench.guide import MIN_EFFECT, points, repeatability, verdict
-from sqla_bench.measure import (
+from sqla_bench.measuring.measure import (
     Design,
     Measurement,
     Policy,
@@ -23,9 +22,10 @@ from sqla_bench.measure import (
     measure,
     measure_side_by_side,
 )
-from sqla_bench.probes import StatementCounter
-from sqla_bench.results import CellRecord
-from sqla_bench.stats import MIN_BLOCKS, block_medians, ratio
+from sqla_bench.measuring.probes import StatementCounter
+from sqla_bench.reporting.verdicts import MIN_EFFECT, points, repeatability, verdict
+from sqla_bench.results.files import CellRecord
+from sqla_bench.results.stats import MIN_BLOCKS, block_medians, ratio
 
 pytestmark = pytest.mark.harness
 
@@ -208,7 +208,7 @@ def test_the_winner_is_read_within_blocks_not_from_a_few_slow_ones() -> None:
 
 
 def test_the_machine_state_marks_a_comparison_busier_than_the_cpus() -> None:
-    from sqla_bench.machine import Snapshot, cpus, state_between
+    from sqla_bench.measuring.machine import Snapshot, cpus, state_between
 
     before = Snapshot(load=0.5, busy_seconds=100.0, steal_seconds=1.0)
     quiet = state_between(before, Snapshot(load=0.7, busy_seconds=110.0, steal_seconds=1.5))
@@ -260,8 +260,8 @@ def test_asked_to_stop_after_a_block_the_comparison_keeps_what_it_measured() -> 
 
 
 def test_passes_are_recorded_and_the_report_gives_their_agreement(tmp_path) -> None:
-    from sqla_bench.results import read_result
-    from tests.test_cli import run
+    from sqla_bench.results.files import read_result
+    from tests.helpers import run
 
     out = tmp_path / "passes.json"
     result = run(

@@ -1,6 +1,6 @@
 """The command line starts at once: it imports what a command uses when that command runs.
 
-Guarded by what a fresh interpreter has imported once ``bench.cli.main`` is done, not by
+Guarded by what a fresh interpreter has imported once ``sqla_bench.cli.main`` is done, not by
 wall time, which these shared machines make too noisy to hold (the figure itself comes
 from ``hyperfine``: see bench/README.md). ``--help`` loads no library of the measuring
 side at all; no command loads scipy or matplotlib unless it compares timings or draws.
@@ -12,10 +12,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.test_cli import NO_DOCKER, VARIABLES
+from tests.helpers import NO_DOCKER, VARIABLES
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
 pytestmark = pytest.mark.harness
@@ -32,13 +33,18 @@ try:
     main(sys.argv[1:])
 except SystemExit:
     pass
-print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+print(json.dumps(sorted(sys.modules)))
 """
 
 
 def imported_by(*argv: str) -> set[str]:
-    """The top-level packages a fresh interpreter has imported after ``sqla-bench ARGV``
-    (run as the command-line tests run it: no server URL, no Docker engine)."""
+    """The top-level packages a fresh interpreter has imported after ``sqla-bench ARGV``."""
+    return {name.split(".")[0] for name in modules_imported_by(*argv)}
+
+
+def modules_imported_by(*argv: str) -> set[str]:
+    """Every module a fresh interpreter has imported after ``sqla-bench ARGV`` (run as the
+    command-line tests run it: no server URL, no Docker engine)."""
     env = {k: v for k, v in os.environ.items() if k not in VARIABLES} | NO_DOCKER
     result = subprocess.run(
         [sys.executable, "-c", REPORT_IMPORTS, *argv],
@@ -75,3 +81,31 @@ def test_a_run_that_plots_does_import_matplotlib(tmp_path) -> None:
     argv = ["run", "--scenario", "crud.get", "--mode", "sync", "--min-rounds", "1"]
     argv += ["--min-time", "0", "--plot", "--output", str(tmp_path / "run.json")]
     assert "matplotlib" in imported_by(*argv)
+
+
+# The layers that measure (bench/README.md): reading result files needs none of them.
+MEASURING_LAYERS = ("sqla_bench.run", "sqla_bench.measuring", "sqla_bench.servers")
+REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["report", str(REFERENCE / "sqlite-other.json")],
+        ["report", str(REFERENCE / "sqlite-other.json"), "--out", "{tmp}"],
+        ["compare", str(REFERENCE / "sqlite-other.json"), str(REFERENCE / "sqlite-other.json")],
+        ["compare", str(REFERENCE), str(REFERENCE), "--format", "json"],
+    ],
+    ids=["report", "report-out", "compare", "compare-json"],
+)
+def test_reading_result_files_loads_no_module_that_measures(argv, tmp_path) -> None:
+    imported = modules_imported_by(*(arg.replace("{tmp}", str(tmp_path)) for arg in argv))
+    assert "sqla_bench.results.files" in imported  # it did read the files
+    measuring = sorted(name for name in imported if name.startswith(MEASURING_LAYERS))
+    assert not measuring, measuring
+
+
+def test_a_run_does_load_the_modules_that_measure() -> None:
+    """The positive control: the check above sees a command that measures."""
+    imported = modules_imported_by("run", "--dry-run")
+    assert {"sqla_bench.run.plan", "sqla_bench.servers.targets"} <= imported

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
-from sqla_bench.targets import (
+from sqla_bench.servers.targets import (
     ConfigError,
     Target,
     Unavailable,
@@ -15,15 +13,7 @@ from sqla_bench.targets import (
     resolve,
     safe_url,
 )
-
-PASSWORD = "Pw-9f3b-never-printed"
-
-
-def closed_port() -> int:
-    """A local port with nothing listening on it (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.helpers import PASSWORD, closed_port
 
 
 def test_sqlite_is_always_available(tmp_path) -> None:

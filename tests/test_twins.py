@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from sqla_bench.measuring.verify import applicable_cells, check
 from sqla_bench.scenarios.expect import Works
 from sqla_bench.scenarios.registry import IN_PROCESS, discover
 from sqla_bench.scenarios.strategies import STRATEGIES
-from sqla_bench.verify import applicable_cells, check
 
 
 def _working_in_both(sync_env, async_env):

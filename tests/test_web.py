@@ -19,17 +19,17 @@ from sqlalchemy import Engine, bindparam, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from sqla_bench.engines import DriverEnv
-from sqla_bench.measure import Observation
-from sqla_bench.results import read_result
+from sqla_bench.measuring.engines import DriverEnv
+from sqla_bench.measuring.measure import Observation
+from sqla_bench.measuring.served_app import observed_error
+from sqla_bench.measuring.verify import matches
+from sqla_bench.results.files import read_result
 from sqla_bench.scenarios.expect import Raises
 from sqla_bench.scenarios.models import POST_TAGS, POSTS, TAGS, USERS
 from sqla_bench.scenarios.registry import discover
 from sqla_bench.scenarios.web import STRATEGIES
 from sqla_bench.scenarios.web.app import create_app
-from sqla_bench.verify import matches
-from sqla_bench.web import observed_error
-from tests.test_cli import run
+from tests.helpers import run
 
 WEB = {case.id: case for case in discover("web")}
 EAGER = ("selectin", "joined", "subquery")

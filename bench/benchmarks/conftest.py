@@ -1,10 +1,9 @@
 """Targets for the pytest-benchmark entry, provisioned as everywhere else in sqla-bench.
 
 SQLite always; PostgreSQL and MySQL from their URL variables, or from containers when a
-Docker engine answers (``bench.targets.Servers``), each database seeded once. Every
-async cell of the session runs on one event loop, created before any timing: a round is
-``loop.run_until_complete(call)`` on it, never ``asyncio.run``.
-"""
+Docker engine answers (``sqla_bench.servers.targets.Servers``), each database seeded
+once. Every async cell of the session runs on one event loop, created before any timing:
+a round is ``loop.run_until_complete(call)`` on it, never ``asyncio.run``."""
 
 from __future__ import annotations
 
@@ -15,12 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from sqla_bench.engines import DriverEnv, prepare_database, setting_for
+from sqla_bench.measuring.engines import DriverEnv, prepare_database, setting_for
+from sqla_bench.measuring.verify import applicable_cells
 from sqla_bench.scenarios.dataset import DatasetSize
 from sqla_bench.scenarios.expect import Raises
 from sqla_bench.scenarios.registry import discover
-from sqla_bench.targets import TARGETS, ConfigError, Servers, Target, Unavailable, check_reachable
-from sqla_bench.verify import applicable_cells
+from sqla_bench.servers.targets import (
+    TARGETS,
+    ConfigError,
+    Servers,
+    Target,
+    Unavailable,
+    check_reachable,
+)
 
 SIZE = DatasetSize()
 ROUNDS = 50

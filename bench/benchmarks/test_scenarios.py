@@ -12,7 +12,7 @@ The statements per operation go into ``extra_info``.
 from __future__ import annotations
 
 from sqla_bench.benchmarks.conftest import WARMUP_ROUNDS
-from sqla_bench.measure import subject_for
+from sqla_bench.measuring.measure import subject_for
 
 
 def test_scenario(benchmark, cell, envs, loop, request) -> None:

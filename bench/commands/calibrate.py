@@ -1,5 +1,6 @@
 """``sqla-bench calibrate``: measure the same workload N times and keep how far each
-cell moved, as an A/A history (``bench.history``) that ``compare --history`` reads."""
+cell moved, as an A/A history (``sqla_bench.results.history``) that ``compare
+--history`` reads."""
 
 from __future__ import annotations
 
@@ -10,19 +11,25 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from sqla_bench import instructions
-from sqla_bench.commands.run import add_workload_arguments, count_instructions, plan_from
-from sqla_bench.compare import load_run
-from sqla_bench.environment import chosen_cpus, pin_to
-from sqla_bench.errors import EXIT_INCOMPLETE, ConfigError
-from sqla_bench.history import FLOOR, MARGIN, MIN_RUNS, History, cell_id
-from sqla_bench.options import add_affinity, number
-from sqla_bench.pipeline import run_on_console
-from sqla_bench.results import LOCAL_RESULTS, CellRecord, check_writable
-from sqla_bench.targets import Servers, planned_targets, selected_targets
+from sqla_bench.base.errors import EXIT_INCOMPLETE, ConfigError
+from sqla_bench.commands.option_groups import add_affinity
+from sqla_bench.commands.options import number
+from sqla_bench.commands.run import (
+    add_workload_arguments,
+    count_instructions,
+    plan_from,
+    with_targets,
+)
+from sqla_bench.commands.run_console import run_on_console
+from sqla_bench.results.compare import load_run
+from sqla_bench.results.files import LOCAL_RESULTS, CellRecord, check_writable
+from sqla_bench.results.history import FLOOR, MARGIN, MIN_RUNS, History, cell_id
+from sqla_bench.run import instructions
+from sqla_bench.run.environment import chosen_cpus, pin_to
+from sqla_bench.servers.targets import Servers, planned_targets, selected_targets
 
 MAX_RUNS = 50
-
+NEEDS_SERVERS = True  # targets come from URLs, containers or SQLite (cli._dispatch)
 DESCRIPTION = (
     "Measure the same workload --runs times, one run after another, and add each run's "
     "counts (function calls; instructions with --instructions) and median time per cell "
@@ -84,7 +91,7 @@ def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int
 
 def _measure(args: argparse.Namespace, servers: Servers, console: Console, history: History) -> int:
     names = args.target or ["sqlite"]
-    plan_from(args, planned_targets(names, servers))  # every option checked before any work
+    planned = plan_from(args, planned_targets(names, servers))  # checked before any work
     chosen_cpus(args.affinity)
     if args.instructions:
         instructions.valgrind()
@@ -92,7 +99,7 @@ def _measure(args: argparse.Namespace, servers: Servers, console: Console, histo
     folder = args.folder or LOCAL_RESULTS / f"calibrate-{stamp}"
     check_writable(folder / "run-1.json")
     targets, _ = selected_targets(names, servers)
-    plan = plan_from(args, targets)
+    plan = with_targets(planned, targets)
     pin_to(args.affinity)
     cells: list[CellRecord] = []
     for run in range(1, args.runs + 1):

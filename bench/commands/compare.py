@@ -10,31 +10,34 @@ from typing import TextIO
 
 from rich.console import Console
 
-from sqla_bench import present
-from sqla_bench.compare import (
+from sqla_bench.base.errors import EXIT_MISMATCH, EXIT_SLOWER, ConfigError
+from sqla_bench.commands import present
+from sqla_bench.commands.options import number
+from sqla_bench.reporting.gate_formats import (
     COLUMNS,
-    DEFAULT_ALPHA,
-    DEFAULT_CALLS_TOLERANCE,
-    DEFAULT_INSTRUCTIONS_TOLERANCE,
-    DEFAULT_MIN_EFFECT,
-    Comparison,
-    Gate,
-    cell_name,
-    compare,
-    load_runs,
-    merged,
     rows,
     summary_line,
     to_github,
     to_json,
     to_markdown,
 )
-from sqla_bench.errors import EXIT_MISMATCH, EXIT_SLOWER, ConfigError
-from sqla_bench.history import History
-from sqla_bench.options import number
-from sqla_bench.targets import Servers
-from sqla_bench.timing_gate import MIN_RUNS, REPORTED_EFFECT, TimingVerdict, gate_timing
+from sqla_bench.results.compare import (
+    DEFAULT_ALPHA,
+    DEFAULT_CALLS_TOLERANCE,
+    DEFAULT_INSTRUCTIONS_TOLERANCE,
+    DEFAULT_MIN_EFFECT,
+    Comparison,
+    Gate,
+    compare,
+    load_runs,
+    merged,
+)
+from sqla_bench.results.files import cell_name
+from sqla_bench.results.history import History
+from sqla_bench.results.timing_gate import MIN_RUNS, REPORTED_EFFECT, TimingVerdict, gate_timing
 
+# Reads result files only: run without servers (cli._dispatch).
+NEEDS_SERVERS = False
 DESCRIPTION = (
     "Compare NEW against BASE (result files, or folders of them). What is counted "
     "decides: outcome, statements, round trips and rows per operation must match "
@@ -122,7 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int:
+def execute(args: argparse.Namespace, servers: None, console: Console) -> int:
     gate = Gate(
         min_effect=args.min_effect,
         alpha=args.alpha,

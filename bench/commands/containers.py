@@ -7,14 +7,16 @@ import argparse
 
 from rich.console import Console
 
-from sqla_bench import locust_load, pgbouncer
-from sqla_bench.containers import ContainerError, Leftover, containers, prune
-from sqla_bench.errors import ConfigError
-from sqla_bench.options import add_prune, check_prune
-from sqla_bench.owner import owner_state, prune_ended_folders
-from sqla_bench.present import table
-from sqla_bench.targets import Servers
+from sqla_bench.base.errors import ConfigError
+from sqla_bench.base.owner import owner_state, prune_ended_folders
+from sqla_bench.commands.option_groups import add_prune, check_prune
+from sqla_bench.commands.present import table
+from sqla_bench.measuring import locust_load
+from sqla_bench.servers import pgbouncer
+from sqla_bench.servers.containers import ContainerError, Leftover, containers, prune
+from sqla_bench.servers.targets import Servers
 
+NEEDS_SERVERS = True  # targets come from URLs, containers or SQLite (cli._dispatch)
 DESCRIPTION = (
     "List every container labelled as sqla-bench's, with the process that owns it, and "
     "every PgBouncer a run started (run --pgbouncer) that is still there. A run removes "

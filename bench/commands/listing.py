@@ -6,12 +6,13 @@ import argparse
 
 from rich.console import Console
 
-from sqla_bench.present import table
+from sqla_bench.commands.present import table
 from sqla_bench.scenarios.registry import discover
 from sqla_bench.scenarios.sql import KIND_WORDS
 from sqla_bench.scenarios.strategies import STRATEGIES, Strategy
-from sqla_bench.targets import TARGETS, Pending, Servers, Unavailable
+from sqla_bench.servers.targets import TARGETS, Pending, Servers, Unavailable
 
+NEEDS_SERVERS = True  # targets come from URLs, containers or SQLite (cli._dispatch)
 DESCRIPTION = "List what can be run here, and why any target is unavailable."
 
 

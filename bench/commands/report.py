@@ -8,11 +8,12 @@ from typing import Any
 
 from rich.console import Console
 
-from sqla_bench import present
-from sqla_bench.compare import load_run
-from sqla_bench.results import check_writable, read_verification, run_status
-from sqla_bench.targets import Servers
+from sqla_bench.commands import present
+from sqla_bench.results.compare import load_run
+from sqla_bench.results.files import check_writable, read_verification, run_status
 
+# Reads result files only: run without servers (cli._dispatch).
+NEEDS_SERVERS = False
 DESCRIPTION = (
     "Read result files written by run (each is validated against the schema; a "
     "folder stands for the result files in it) and print their tables. --out DIR "
@@ -44,27 +45,29 @@ def add_arguments(report: argparse.ArgumentParser) -> None:
     )
 
 
-def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int:
+def execute(args: argparse.Namespace, servers: None, console: Console) -> int:
     first = args.results[0]
     plots = args.output or (first if first.is_dir() else first.parent)
     if args.plot:
         check_writable(plots / "probe.png")
     if args.out:
         check_writable(args.out / "report.md")
-    if args.verification:
-        read_verification(args.verification)  # a wrong file is one line before any output
+    # A wrong verification file is one line before any output; each file is read once.
+    checks = read_verification(args.verification) if args.verification else None
     runs = [(source, *load_run(source)) for source in args.results]
-    cells: dict[tuple, Any] = {}
-    for source, headers, run_cells in runs:
-        present.print_lines(console, _describe(source, headers, len(run_cells)))
+    headers: list[dict] = []
+    cells: dict[tuple, Any] = {}  # a cell in several files: the last file's
+    for source, run_headers, run_cells in runs:
+        present.print_lines(console, _describe(source, run_headers, len(run_cells)))
+        headers += run_headers
         cells |= {cell.key: cell for cell in run_cells}
     present.print_tables(console, list(cells.values()))
     if args.plot:
         present.plot(console, list(cells.values()), plots, first.stem)
     if args.out:
-        from sqla_bench.document import write_report  # draws plots: matplotlib
+        from sqla_bench.reporting.document import write_report  # draws plots: matplotlib
 
-        written = write_report(args.results, args.out, args.verification)
+        written = write_report(headers, list(cells.values()), args.out, checks)
         present.print_lines(console, (f"written: {path}" for path in written))
     return 0
 

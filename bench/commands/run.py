@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -11,13 +12,10 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from sqla_bench import dblock, instructions, present
-from sqla_bench.environment import chosen_cpus, pin_to
-from sqla_bench.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError, fail
-from sqla_bench.options import (
-    MAX_PROCESSES,
-    MAX_SECONDS,
-    MAX_WORKERS,
+from sqla_bench.base.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError, fail
+from sqla_bench.base.stopping import stopped_by
+from sqla_bench.commands import present
+from sqla_bench.commands.option_groups import (
     DefaultSizes,
     add_affinity,
     add_datasets,
@@ -25,16 +23,20 @@ from sqla_bench.options import (
     add_policy,
     add_target,
     datasets_from,
+    policy_from,
+)
+from sqla_bench.commands.options import (
+    MAX_PROCESSES,
+    MAX_SECONDS,
+    MAX_WORKERS,
     grid_values,
     latencies,
     number,
     numbers,
-    policy_from,
     workers,
 )
-from sqla_bench.pipeline import run_on_console
-from sqla_bench.plan import LOAD_GENERATORS, ON_ERROR, RunPlan
-from sqla_bench.results import (
+from sqla_bench.commands.run_console import run_on_console
+from sqla_bench.results.files import (
     LOCAL_RESULTS,
     ResultFile,
     check_output_path,
@@ -42,9 +44,11 @@ from sqla_bench.results import (
     default_path,
     write_csv,
 )
+from sqla_bench.run import dblock, instructions
+from sqla_bench.run.environment import chosen_cpus, pin_to
+from sqla_bench.run.plan import LOAD_GENERATORS, ON_ERROR, RunPlan
 from sqla_bench.scenarios.registry import MODES, PARAMETERS
-from sqla_bench.stopping import stopped_by
-from sqla_bench.targets import (
+from sqla_bench.servers.targets import (
     URL_VARIABLES,
     Pending,
     Servers,
@@ -54,10 +58,10 @@ from sqla_bench.targets import (
 )
 
 if TYPE_CHECKING:
-    from sqla_bench.application import Workload
+    from sqla_bench.run.application import Workload
 
 MAX_PASSES = 10
-
+NEEDS_SERVERS = True  # targets come from URLs, containers or SQLite (cli._dispatch)
 DESCRIPTION = (
     "Measure every selected scenario cell on every selected driver and mode: "
     "statements and rows per operation, and the time of each call (after warm-up, "
@@ -320,7 +324,7 @@ def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int
         return 0
     check_writable(path)
     targets, _ = selected_targets(names, servers)
-    plan = plan_from(args, targets)
+    plan = with_targets(planned, targets)
     pin_to(args.affinity)
     results, failures = run_on_console(plan, path, args.argv, console, started)
     if plan.instructions and not failures:
@@ -331,6 +335,13 @@ def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int
     if args.plot:
         present.plot(console, results.cells, path.parent, path.stem)
     return _summary(console, results, failures)
+
+
+def with_targets(planned: RunPlan, targets: Sequence[Target]) -> RunPlan:
+    """The plan checked on the planned targets, on the targets as they run (a container
+    started, its URL known): checked again there, its workload (``--models``) not built
+    again."""
+    return replace(planned, targets=tuple(targets))
 
 
 def plan_from(args: argparse.Namespace, targets: Sequence[Target | Pending]) -> RunPlan:
@@ -377,8 +388,9 @@ def count_instructions(
     plan: RunPlan, results: ResultFile, run_words: list[str], console: Console
 ) -> list[str]:
     """The instructions of every cell measured one call at a time, counted in a child
-    under callgrind (``bench.instructions``) and written into the run's result file; why
-    not, when the child failed (the timed run's cells are kept as they were)."""
+    under callgrind (``sqla_bench.run.instructions``) and written into the run's result
+    file; why not, when the child failed (the timed run's cells are kept as they
+    were)."""
     urls = {
         URL_VARIABLES[target.name]: target.url.render_as_string(hide_password=False)
         for target in plan.targets
@@ -408,7 +420,7 @@ def _workload(args: argparse.Namespace) -> Workload | None:
         if args.relationship or args.use_existing_data:
             raise ConfigError("--relationship and --use-existing-data go with --models")
         return None
-    from sqla_bench.application import Workload  # polyfactory, only when asked for
+    from sqla_bench.run.application import Workload  # polyfactory, only when asked for
 
     return Workload(args.models, _names(args.relationship), args.use_existing_data)
 

@@ -8,12 +8,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sqla_bench import present
-from sqla_bench.environment import pin_to
-from sqla_bench.errors import EXIT_MISMATCH, ConfigError
-from sqla_bench.options import MAX_SECONDS, add_affinity, number
-from sqla_bench.results import LOCAL_RESULTS, check_writable
-from sqla_bench.selfcheck import (
+from sqla_bench.base.errors import EXIT_MISMATCH, ConfigError
+from sqla_bench.commands import present
+from sqla_bench.commands.option_groups import add_affinity
+from sqla_bench.commands.options import MAX_SECONDS, number
+from sqla_bench.results.files import LOCAL_RESULTS, check_writable
+from sqla_bench.run.environment import pin_to
+from sqla_bench.run.selfcheck import (
     CHECKS,
     Figure,
     driver_against_pgbench,
@@ -21,10 +22,10 @@ from sqla_bench.selfcheck import (
     proxy_cost,
     repeat_variation,
 )
-from sqla_bench.targets import Servers, Unavailable, check_reachable
+from sqla_bench.servers.targets import Servers, Unavailable, check_reachable
 
 NEEDS_POSTGRESQL = ("driver", "proxy")
-
+NEEDS_SERVERS = True  # targets come from URLs, containers or SQLite (cli._dispatch)
 DESCRIPTION = (
     "Benchmarks of the harness, each printed beside its goal: (overhead) the time "
     "the harness adds per sample, sync and async, with asyncio.run and "

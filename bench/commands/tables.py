@@ -8,14 +8,15 @@ import argparse
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
-from sqla_bench import owned
-from sqla_bench.engines import sync_engine
-from sqla_bench.errors import ConfigError
-from sqla_bench.options import add_prune, add_target, check_prune
-from sqla_bench.owner import owner_state
-from sqla_bench.present import table
-from sqla_bench.targets import URL_VARIABLES, Servers, Target, check_reachable, said_by
+from sqla_bench.base.errors import ConfigError
+from sqla_bench.base.owner import owner_state
+from sqla_bench.commands.option_groups import add_prune, add_target, check_prune
+from sqla_bench.commands.present import table
+from sqla_bench.measuring.engines import sync_engine
+from sqla_bench.servers import owned
+from sqla_bench.servers.targets import URL_VARIABLES, Servers, Target, check_reachable, said_by
 
+NEEDS_SERVERS = True  # targets come from URLs, containers or SQLite (cli._dispatch)
 DESCRIPTION = (
     "List the tables sqla-bench created that are still in the databases of "
     f"{' and '.join(URL_VARIABLES.values())}, with the process that created each. A run "

@@ -12,20 +12,25 @@ from typing import Any
 
 from rich.console import Console
 
-from sqla_bench import present
-from sqla_bench.engines import sqlalchemy_version
-from sqla_bench.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError
-from sqla_bench.measure import ONCE
-from sqla_bench.options import add_pgbouncer, add_target
-from sqla_bench.pipeline import run_on_console
-from sqla_bench.plan import RunPlan
-from sqla_bench.report import observed
-from sqla_bench.results import LOCAL_RESULTS, VERIFY_SCHEMA_VERSION, CellRecord, check_writable
+from sqla_bench.base.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError
+from sqla_bench.commands import present
+from sqla_bench.commands.option_groups import add_pgbouncer, add_target
+from sqla_bench.commands.run_console import run_on_console
+from sqla_bench.measuring.engines import sqlalchemy_version
+from sqla_bench.measuring.policy import ONCE
+from sqla_bench.reporting.report import observed
+from sqla_bench.results.files import (
+    LOCAL_RESULTS,
+    VERIFY_SCHEMA_VERSION,
+    CellRecord,
+    check_writable,
+)
+from sqla_bench.run.plan import RunPlan
 from sqla_bench.scenarios.registry import IN_PROCESS
-from sqla_bench.targets import Servers, Target, Unavailable, selected_targets
+from sqla_bench.servers.targets import Servers, Target, Unavailable, selected_targets
 
 KINDS = {"all": IN_PROCESS, "patterns": ("pattern",), "scenarios": ("scenario",)}
-
+NEEDS_SERVERS = True  # targets come from URLs, containers or SQLite (cli._dispatch)
 DESCRIPTION = (
     "Run every pattern and scenario cell once per driver and mode, and print what "
     "happened (works with N statements, or raises X) beside what the catalogue "

@@ -50,6 +50,7 @@ COMMANDS = {
     "tables": "list the tables sqla-bench created still in your databases; --prune removes them",
 }
 MODULES = {name: name for name in COMMANDS} | {"list": "listing"}
+
 EPILOG = (
     "Server targets come from SQLA_BENCH_POSTGRESQL_URL and SQLA_BENCH_MYSQL_URL "
     "(plain postgresql:// or mysql:// URLs; every driver's URL is derived from them). "

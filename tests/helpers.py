@@ -22,8 +22,6 @@ import pytest
 from sqla_bench.servers.targets import URL_VARIABLES, Target
 
 VARIABLES = ("SQLA_BENCH_POSTGRESQL_URL", "SQLA_BENCH_MYSQL_URL", "SQLA_BENCH_REQUIRE")
-
-
 # A Docker engine that never answers: without a URL, a server target is then unavailable.
 NO_DOCKER = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
 

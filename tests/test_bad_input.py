@@ -7,22 +7,17 @@ checks before it starts a container, measures or writes anything.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
 import socket
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sqla_bench.cli import main
 from sqla_bench.results.files import read_result
 from sqla_bench.scenarios.dataset import TABLES
-from tests.helpers import NO_DOCKER, VARIABLES, assert_one_line_error, run
+from tests.helpers import VARIABLES, assert_one_line_error, run, run_in_process
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
 pytestmark = pytest.mark.harness
@@ -61,26 +56,10 @@ environment_values = st.one_of(
 options = st.lists(st.tuples(st.sampled_from(RUN_OPTIONS), values), max_size=4)
 
 
-@contextlib.contextmanager
-def _environment(changes: dict[str, str]) -> Iterator[None]:
-    saved = dict(os.environ)
-    os.environ.update(changes)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def _outcome(argv: list[str]) -> tuple[int, str]:
+def _outcome(argv: list[str], **env: str) -> tuple[int, str]:
     """``main(argv)`` in process: its exit status and what it wrote to stderr."""
-    stderr, stdout = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
-        try:
-            status = main(argv)
-        except SystemExit as exit_:
-            status = exit_.code
-    return status, stderr.getvalue()
+    result = run_in_process(argv, **env)
+    return result.returncode, result.stderr
 
 
 def _assert_clear(status: int, stderr: str, argv: list[str]) -> None:
@@ -95,8 +74,7 @@ def _assert_clear(status: int, stderr: str, argv: list[str]) -> None:
 def test_no_run_options_produce_a_traceback(chosen: list[tuple[str, str]]) -> None:
     argv = ["run", "--dry-run", *(part for pair in chosen for part in pair)]
     # Dry runs see no server and no Docker: a server target is then a clear "unavailable".
-    with _environment(NO_DOCKER | {name: "" for name in VARIABLES}):
-        status, stderr = _outcome(argv)
+    status, stderr = _outcome(argv, **{name: "" for name in VARIABLES})
     _assert_clear(status, stderr, argv)
 
 
@@ -108,8 +86,7 @@ def test_no_run_options_produce_a_traceback(chosen: list[tuple[str, str]]) -> No
 )
 def test_no_environment_values_produce_a_traceback(environment: dict[str, str]) -> None:
     argv = ["run", "--dry-run", "--target", "sqlite", "--target", "postgresql"]
-    with _environment(NO_DOCKER | environment):
-        status, stderr = _outcome(argv)
+    status, stderr = _outcome(argv, **environment)
     _assert_clear(status, stderr, argv)
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -133,16 +132,18 @@ def count(
 
 def _run_child(command: list[str], spec: str) -> int:
     """Run the child to its end, or kill it when we are stopped (Ctrl-C, SIGTERM). It
-    starts with Ctrl-C ignored: a terminal sends it to the whole process group, and the
-    child, interrupted anywhere (in its first imports, under valgrind for seconds),
-    would print a traceback where this process says what happened in one line."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited through exec
-    try:
-        process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, text=True, env=child_environment()
-        )
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    runs in a session of its own, out of reach of the signals a terminal or a CI runner
+    sends the whole process group: interrupted anywhere (in its first imports, under
+    valgrind for seconds), it would print a traceback where this process says what
+    happened in one line. (Ignoring SIGINT while starting it, as before, lost a Ctrl-C
+    that came in that moment: this process ignored it too.)"""
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        text=True,
+        env=child_environment(),
+        start_new_session=True,
+    )
     with process:
         try:
             process.communicate(spec)

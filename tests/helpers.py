@@ -5,6 +5,7 @@ tests bring. Test modules import from here, never from one another."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -31,8 +32,9 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess:
     them. The command line (``sqla_bench``) runs in this process, its output captured: a
     process of its own costs about a second of start-up a call. ``run_process`` starts
     one, for what only a process shows (signals, what start-up imports, the exit of a
-    process, ``PYTHONPATH``)."""
-    if args[:1] == ("sqla_bench",) and "PYTHONPATH" not in env:
+    process). ``PYTHONPATH`` holds for the call as it would for a process
+    (``_application_path``)."""
+    if args[:1] == ("sqla_bench",):
         return run_in_process(list(args[1:]), **env)
     return run_process(*args, **env)
 
@@ -54,6 +56,7 @@ def run_in_process(argv: list[str], **env: str) -> subprocess.CompletedProcess:
     stdout, stderr = io.StringIO(), io.StringIO()
     with (
         _environment(_user_environment(env)),
+        _application_path(env.get("PYTHONPATH")),
         _own_sigterm_handler(),
         contextlib.redirect_stdout(stdout),
         contextlib.redirect_stderr(stderr),
@@ -65,6 +68,27 @@ def run_in_process(argv: list[str], **env: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(
         ["sqla-bench", *argv], status or 0, stdout.getvalue(), stderr.getvalue()
     )
+
+
+@contextlib.contextmanager
+def _application_path(pythonpath: str | None) -> Iterator[None]:
+    """``PYTHONPATH``'s folders first on ``sys.path`` for the call, and the modules
+    imported from them forgotten after it, so that the next call imports its own (an
+    application's models of the same name from another folder, say), as a process of
+    its own would."""
+    named = (pythonpath or "").split(os.pathsep)
+    folders = [str(Path(folder).resolve()) for folder in named if folder]
+    saved, before = list(sys.path), set(sys.modules)
+    sys.path[:0] = folders
+    importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+        for name in set(sys.modules) - before:
+            file = str(getattr(sys.modules[name], "__file__", None) or "")
+            if any(file.startswith(folder + os.sep) for folder in folders):
+                del sys.modules[name]
 
 
 def _user_environment(env: dict[str, str]) -> dict[str, str]:

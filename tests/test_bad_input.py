@@ -156,6 +156,7 @@ def test_a_dry_run_measures_and_writes_nothing_but_plans_what_a_run_measures(tmp
     assert f"dropped when done: {', '.join(TABLES)}" in result.stdout.replace("\n", " ")
 
 
+@pytest.mark.slow  # waits out a connect timeout: 10 s
 def test_a_url_whose_host_does_not_answer_times_out_in_one_line() -> None:
     # A listening socket on loopback that never accepts: the kernel completes the TCP
     # handshake, and the client waits for a server greeting that never comes, until its

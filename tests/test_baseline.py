@@ -61,6 +61,7 @@ def edited(source: Path, folder: Path, edit, whole: bool = False) -> Path:
     return folder
 
 
+@pytest.mark.slow  # measures every baseline cell: 13 s on a slow machine
 def test_the_committed_sqlite_baseline_holds() -> None:
     result = run(
         "sqla_bench", "baseline", "--target", "sqlite", "--folder", str(ROOT / "results/baselines")
@@ -73,6 +74,7 @@ def test_the_committed_sqlite_baseline_holds() -> None:
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
 
 
+@pytest.mark.slow  # measures the baselines' cells twice: 27 s on a slow machine
 @pytest.mark.harness
 def test_a_fresh_baseline_holds(sqlite_baseline) -> None:
     result = check(sqlite_baseline)

@@ -43,6 +43,7 @@ def test_each_cell_is_timed_with_its_statements_in_extra_info(saved) -> None:
     assert found["async"]["extra_info"]["driver"] == "aiosqlite"
 
 
+@pytest.mark.slow  # pytest-benchmark sessions, each a process: 11 s on a slow machine
 def test_compare_fail_passes_within_its_threshold_and_fails_beyond(saved) -> None:
     storage = saved.parent.parent
     compare = ("--benchmark-compare=0001", "--benchmark-compare-fail=median:1000%")

@@ -473,6 +473,7 @@ def interleaved(
     return sides
 
 
+@pytest.mark.slow  # a study, pairs of A/A and A/B runs: 62 s on a slow machine
 def test_the_timing_gate_is_quiet_on_a_and_a_and_fails_a_clear_slowdown(measured, tmp_path) -> None:
     from sqla_bench.results.compare import load_runs
     from sqla_bench.results.timing_gate import gate_timing
@@ -505,6 +506,7 @@ def test_the_timing_gate_is_quiet_on_a_and_a_and_fails_a_clear_slowdown(measured
     assert_one_line_error(gate(lone, new, "--gate-timing"), "at least 3 runs a side")
 
 
+@pytest.mark.slow  # a study, three runs a side and a history: 33 s on a slow machine
 def test_a_history_of_the_machine_s_spread_lets_three_runs_a_side_find_what_alone_they_miss(
     measured, tmp_path
 ) -> None:

@@ -8,6 +8,7 @@ instructions' alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,8 +21,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from sqla_bench.base.stopping import Terminated, raise_stop
 from sqla_bench.measuring.callgrind import read_window
 from sqla_bench.results.compare import Gate, compare, load_run
+from sqla_bench.run import instructions
 from sqla_bench.servers.targets import VALGRIND, required_targets
 from tests.gate_study import planted_source
 from tests.helpers import VARIABLES, assert_one_line_error, run
@@ -153,6 +156,7 @@ def test_the_type_cache_misses_are_read_from_the_calls_the_lookup_makes(tmp_path
     assert (window.trigger, window.total, window.cut) == ("os_getppid", 1000, 320)
 
 
+@pytest.mark.slow  # a run under valgrind, signalled: 4 s each on a slow machine
 @pytest.mark.parametrize(
     ("signum", "status", "words"),
     [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
@@ -186,7 +190,15 @@ def test_a_signal_while_counting_keeps_the_timed_run_and_leaves_nothing(
         children = _children_within(process.pid, seconds=30)
         assert children, "no counting child"
         os.killpg(process.pid, signum)
-        stdout, stderr = process.communicate(timeout=60)
+        try:
+            stdout, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # nothing left behind, and say what was seen
+            for child in children:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
+            process.kill()
+            stdout, stderr = process.communicate()
+            pytest.fail(f"the run or its child did not stop: {stdout[-1000:]}{stderr[-2000:]}")
     assert process.returncode == status, stdout + stderr
     assert f"{words} while counting instructions" in stderr and "Traceback" not in stderr
     _, gone = psutil.wait_procs(children, timeout=10)
@@ -195,6 +207,34 @@ def test_a_signal_while_counting_keeps_the_timed_run_and_leaves_nothing(
     header, cells = load_run(out)
     assert header[0]["run"]["status"] == "complete" and len(cells) == 2
     assert all(cell.instructions is None for cell in cells)
+
+
+@pytest.mark.parametrize(
+    ("signum", "stop"), [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)]
+)
+def test_a_stop_while_the_child_starts_is_taken_once_it_can_be_killed(
+    monkeypatch, signum, stop
+) -> None:
+    """The signal the test above sends as soon as the child exists may land while
+    ``subprocess.Popen`` has forked and not yet returned: it is held back until the
+    child's handle is there, and then the child is killed, not left running alone. Made
+    certain here: the signal is sent inside Popen, after the start."""
+    started: list[subprocess.Popen] = []
+    popen = subprocess.Popen
+
+    def popen_then_signal(*args, **kwargs) -> subprocess.Popen:
+        started.append(popen(*args, **kwargs))
+        os.kill(os.getpid(), signum)
+        return started[0]
+
+    monkeypatch.setattr(subprocess, "Popen", popen_then_signal)
+    previous = signal.signal(signal.SIGTERM, raise_stop)
+    try:
+        with pytest.raises(stop):
+            instructions._run_child([sys.executable, "-c", "import time; time.sleep(60)"], "")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert started[0].poll() is not None, "the child was left running"
 
 
 def _children_within(pid: int, seconds: float) -> list[psutil.Process]:

@@ -79,6 +79,7 @@ def measure(shop: Path, *options: str, **env: str):
     return result, (json.loads(out.read_text()) if out.exists() else None)
 
 
+@pytest.mark.slow  # every relationship of the shop measured, sync and async: 24 s on a slow machine
 def test_every_relationship_is_verified_on_generated_data_and_the_rest_listed(shop) -> None:
     result, data = measure(shop)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
@@ -141,6 +142,7 @@ def test_the_dataset_options_set_each_relationships_fan_out(shop) -> None:
     assert lazy["rows"] == 7 and lazy["statements"] == 1 + 3
 
 
+@pytest.mark.slow  # each a process with a fault planted in SQLAlchemy: 7 s on a slow machine
 @pytest.mark.parametrize(
     ("fault", "named"),
     [

@@ -202,6 +202,7 @@ def test_what_a_killed_run_left_the_next_run_removes(planted, tmp_path) -> None:
     assert snapshot(engine, metadata) == before
 
 
+@pytest.mark.slow  # every command in a process of its own: 33 s on a slow machine
 def test_the_sqlite_target_never_opens_a_database_of_the_folder(tmp_path) -> None:
     """The SQLite file is in a temporary folder of the run's own: an application's file
     of the same name, in the folder every command starts in, stays as it was."""

@@ -61,8 +61,12 @@ def shop(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def run(shop: pytest.Pytester, tests: str, *args: str) -> pytest.RunResult:
+    """pytest on ``tests``, in this process: a process of its own took seconds to start
+    (pytest rewrites the asserts of every plugin's modules, sqla-bench's and
+    Hypothesis's among them), and pytester restores ``sys.modules`` after each run, so
+    each imports its own ``shop``."""
     shop.makepyfile(test_shop=HEADER + tests)
-    return shop.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    return shop.runpytest_inprocess("-p", "no:cacheprovider", *args)
 
 
 def line_of(shop: pytest.Pytester, text: str) -> str:

@@ -134,6 +134,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(folder)], capture_output=True)
 
 
+@pytest.mark.slow  # a run into a small filesystem of its own: 19 s on a slow machine
 def test_a_full_disk_ends_the_run_in_one_line_with_the_last_good_file(tmp_path, small_disk):
     options = ("--scenario", "load.users_with_posts", "--min-time", "0", "--min-rounds", "2")
     whole = tmp_path / "whole.json"

@@ -108,6 +108,7 @@ def target_options(servers, name: str) -> tuple[tuple[str, ...], dict[str, str]]
     return options, {f"SQLA_BENCH_{name.upper()}_URL": url}
 
 
+@pytest.mark.slow  # a whole schema measured and verified, sync and async: 99 s on a slow machine
 @pytest.mark.parametrize("name", ["sqlite", "postgresql", "mysql"])
 def test_every_relationship_kind_is_measured_and_verified(servers, school, name) -> None:
     options, env = target_options(servers, name)
@@ -270,6 +271,7 @@ def test_the_generated_data_fits_the_schema(school, monkeypatch) -> None:
     assert workload.dataset(size) == {"rows_per_table": 30, "children_per_parent": 3}
 
 
+@pytest.mark.slow  # three data sizes of a whole schema: 24 s on a slow machine
 def test_a_fan_out_sweep_runs_on_the_models(school) -> None:
     chosen = ("--relationship", "Course.enrollments", "--relationship", "Topic.children")
     # The dataset options under the names they have on any models.
@@ -320,10 +322,40 @@ def test_a_mistake_in_the_models_is_the_users_one_line(tmp_path: Path) -> None:
     assert "Nowhere" in result.stderr and "internal error" not in result.stderr
 
 
+def test_another_registry_that_does_not_configure_is_not_the_models_mistake(
+    school, monkeypatch
+) -> None:
+    """A process can hold other mappers than the application's (a test suite's, the
+    plugin's users'): only the models' registries are configured, so a broken one
+    elsewhere neither fails them nor is blamed on them."""
+    from sqlalchemy import Column, Integer
+    from sqlalchemy.orm import DeclarativeBase, relationship
+
+    from sqla_bench.run.mappers import load_mappers
+
+    class Elsewhere(DeclarativeBase):
+        pass
+
+    class Broken(Elsewhere):
+        __tablename__ = "broken_elsewhere"
+        id = Column(Integer, primary_key=True)
+        other = relationship("Nowhere")
+
+    monkeypatch.syspath_prepend(str(school))
+    monkeypatch.delitem(sys.modules, "school_models", raising=False)
+    try:
+        names = {mapper.class_.__name__ for mapper in load_mappers("school_models")}
+        assert {"Course", "Student", "Topic"} <= names and "Broken" not in names
+    finally:
+        Elsewhere.registry.dispose()  # the next test's process holds no broken mapper
+        sys.modules.pop("school_models", None)
+
+
 def twin_cells(data: dict) -> list[dict]:
     return [cell for cell in data["cells"] if cell["case"] == "school.first_departments"]
 
 
+@pytest.mark.slow  # a whole schema generated and measured: 15 s on a slow machine
 def test_twins_of_the_application_run_on_its_generated_data(school) -> None:
     chosen = ("--relationship", "Course.teacher", "--scenarios", "school_twins")
     result, data = measure(school, *chosen)

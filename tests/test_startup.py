@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,7 @@ def test_a_run_that_plots_does_import_matplotlib(tmp_path) -> None:
 # The layers that measure (bench/README.md): reading result files needs none of them.
 MEASURING_LAYERS = ("sqla_bench.run", "sqla_bench.measuring", "sqla_bench.servers")
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
+STORED = Path(__file__).resolve().parent / "data"  # small result files, tests/data/README.md
 
 
 @pytest.mark.parametrize(
@@ -94,12 +96,17 @@ REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
         ["report", str(REFERENCE / "sqlite-other.json")],
         ["report", str(REFERENCE / "sqlite-other.json"), "--out", "{tmp}"],
         ["compare", str(REFERENCE / "sqlite-other.json"), str(REFERENCE / "sqlite-other.json")],
-        ["compare", str(REFERENCE), str(REFERENCE), "--format", "json"],
+        ["compare", "{data}", "{data}", "--format", "json"],  # folders of result files
     ],
     ids=["report", "report-out", "compare", "compare-json"],
 )
 def test_reading_result_files_loads_no_module_that_measures(argv, tmp_path) -> None:
-    imported = modules_imported_by(*(arg.replace("{tmp}", str(tmp_path)) for arg in argv))
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("crud-get.json", "users-with-posts.json"):
+        shutil.copy(STORED / name, data / name)
+    argv = [arg.replace("{tmp}", str(tmp_path)).replace("{data}", str(data)) for arg in argv]
+    imported = modules_imported_by(*argv)
     assert "sqla_bench.results.files" in imported  # it did read the files
     measuring = sorted(name for name in imported if name.startswith(MEASURING_LAYERS))
     assert not measuring, measuring

@@ -4,6 +4,8 @@ next safe point, clean up (containers, proxies) and keep a valid file of what fi
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -52,3 +54,24 @@ class StopOnInterrupt:
     def _request(self, signum: int, frame: object) -> None:
         self.signal = signum
         signal.signal(signum, raise_stop)
+
+
+@contextmanager
+def stop_signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back while the block runs and delivered as it ends, to
+    the handlers there were before: a step that must not be cut in two (starting a child
+    process, whose handle is what stops it) still stops, just after. Ignoring the signals
+    instead would lose one that came in that moment. Main thread only, as
+    ``signal.signal`` is."""
+    received: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda signum, frame: received.append(signum))
+        for signum in STOP_SIGNALS
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            signal.raise_signal(received[0])

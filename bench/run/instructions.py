@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqla_bench.base.errors import ConfigError
+from sqla_bench.base.stopping import stop_signals_deferred
 from sqla_bench.measuring.callgrind import CLOSE_MARK, DUMPS, OPEN_MARK
 
 if TYPE_CHECKING:
@@ -135,21 +136,26 @@ def _run_child(command: list[str], spec: str) -> int:
     runs in a session of its own, out of reach of the signals a terminal or a CI runner
     sends the whole process group: interrupted anywhere (in its first imports, under
     valgrind for seconds), it would print a traceback where this process says what
-    happened in one line. (Ignoring SIGINT while starting it, as before, lost a Ctrl-C
-    that came in that moment: this process ignored it too.)"""
-    process = subprocess.Popen(
-        command,
-        stdin=subprocess.PIPE,
-        text=True,
-        env=child_environment(),
-        start_new_session=True,
-    )
-    with process:
-        try:
-            process.communicate(spec)
-        except BaseException:
+    happened in one line. A stop that comes while it starts waits until its handle is
+    ours to kill it by: raised inside ``subprocess.Popen``, after the fork, it would
+    leave the child running on its own (seen in a loaded test run: the child kept the
+    run's output open after the run had gone)."""
+    process = None
+    try:
+        with stop_signals_deferred():
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                text=True,
+                env=child_environment(),
+                start_new_session=True,
+            )
+        process.communicate(spec)
+    except BaseException:
+        if process is not None:
             process.kill()
-            raise
+            process.wait()
+        raise
     return process.returncode
 
 

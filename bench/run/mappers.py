@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapper, configure_mappers, registry
+from sqlalchemy.orm import DeclarativeBase, Mapper, registry
 
 from sqla_bench.base.errors import ConfigError, first_line, shown
 from sqla_bench.run.application_modules import import_application
@@ -39,7 +39,7 @@ def load_mappers(spec: str) -> list[Mapper]:
     else:
         values = vars(module).values()
     registries = {id(found): found for found in map(_registry_of, values) if found is not None}
-    _configure(spec)
+    _configure(spec, registries.values())
     mappers = sorted(
         (mapper for found in registries.values() for mapper in found.mappers),
         key=lambda mapper: mapper.class_.__name__,
@@ -52,11 +52,14 @@ def load_mappers(spec: str) -> list[Mapper]:
     return mappers
 
 
-def _configure(spec: str) -> None:
-    """Set up every mapper now, so that a mistake in the models is the user's, said in
-    SQLAlchemy's words, and not an error in the middle of a run."""
+def _configure(spec: str, registries: Iterable[registry]) -> None:
+    """Set up the models' mappers now (and those of registries they refer to), so that
+    a mistake in them is the user's, said in SQLAlchemy's words, and not an error in the
+    middle of a run. Only theirs: another registry in the process (a test suite's, say)
+    that does not configure is not their models' mistake."""
     try:
-        configure_mappers()
+        for found in registries:
+            found.configure(cascade=True)
     except SQLAlchemyError as error:
         raise ConfigError(
             f"--models {shown(spec)}: your models do not configure: {first_line(error)}"

@@ -13,8 +13,8 @@ pyproject.toml), because pooled async connections belong to the loop that opened
 
 from __future__ import annotations
 
+import gc
 import importlib
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -47,6 +47,7 @@ from sqla_bench.servers.targets import (
     required_targets,
 )
 from tests import FOLDERS
+from tests.quick_suite import SLOW_VARIABLE, processes_for, slow_tests_run
 
 SIZE = DatasetSize()
 
@@ -142,6 +143,16 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"sqla-bench: {error}") from None
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads its options
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    processes = processes_for(config)  # tests/quick_suite.py says when, and why
+    if processes:
+        config.option.numprocesses = processes
+        # A process that runs out of tests takes half of another's: the longest tests
+        # (seconds each) then do not leave one process working alone at the end.
+        config.option.dist = "worksteal"
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     # The ``servers`` fixture stops the containers at the end of the session; this is
     # the backstop for a session that ends before its fixtures are torn down.
@@ -150,23 +161,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         configured.close()
 
 
-# Slow harness tests (processes, latency physics, load windows, web serving, containers)
-# run in CI and when asked; a plain ``pytest`` on a new machine skips them, saying how to
-# run them, so that the README's test command stays quick. The seconds a mark's comment
-# gives were measured on a slow machine of this project's kind, one where
-# ``python -m timeit "sum(range(10**7))"`` takes 330 ms (a recent laptop: about 120 ms).
-SLOW_VARIABLE = "SQLA_BENCH_SLOW_TESTS"
-
-
-def _slow_tests_run() -> bool:
-    asked = os.environ.get(SLOW_VARIABLE, "").strip().lower()
-    if asked in ("0", "false", "no", "off"):
-        return False
-    return bool(asked) or os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _slow_tests_run():
+    if slow_tests_run():
         return
     skip = pytest.mark.skip(reason=f"slow: runs in CI (CI=true) or with {SLOW_VARIABLE}=1")
     for item in items:
@@ -174,12 +170,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Every command run in process ends in a full garbage collection (bench/cli.py says
+    # why), which walks the whole heap: here every test module, Hypothesis, SQLAlchemy,
+    # 80 ms a command, about a sixth of the quick suite. What collection built lives as
+    # long as the session does; frozen, the collector passes over it.
+    gc.collect()
+    gc.freeze()
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     configured = config.stash[CONFIGURED]
-    slow = "run" if _slow_tests_run() else f"skipped (CI=true or {SLOW_VARIABLE}=1 runs them)"
+    slow = "run" if slow_tests_run() else f"skipped (CI=true or {SLOW_VARIABLE}=1 runs them)"
+    processes = config.option.numprocesses if config.pluginmanager.hasplugin("xdist") else None
+    in_parallel = (
+        f"{processes} processes (pytest-xdist; -n 0 runs it in one)" if processes else "one process"
+    )
     return [
         *(f"sqla-bench {name}: {_where(target)}" for name, target in configured.targets.items()),
         f"sqla-bench slow tests: {slow}",
+        f"sqla-bench tests run on {in_parallel}",
     ]
 
 

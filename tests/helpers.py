@@ -58,6 +58,7 @@ def run_in_process(argv: list[str], **env: str) -> subprocess.CompletedProcess:
         _environment(_user_environment(env)),
         _application_path(env.get("PYTHONPATH")),
         _own_sigterm_handler(),
+        _own_cpus(),
         contextlib.redirect_stdout(stdout),
         contextlib.redirect_stderr(stderr),
     ):
@@ -92,7 +93,13 @@ def _application_path(pythonpath: str | None) -> Iterator[None]:
 
 
 def _user_environment(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in VARIABLES} | NO_DOCKER | env
+    # Not a worker's of pytest-xdist either: the pytest a test starts would take itself for
+    # one (pytest-benchmark then refuses to time).
+    kept = {k: v for k, v in os.environ.items() if k not in VARIABLES and not k.startswith(XDIST)}
+    return kept | NO_DOCKER | env
+
+
+XDIST = "PYTEST_XDIST_"
 
 
 def _exit_status(code: object, stderr: io.StringIO) -> int:
@@ -124,6 +131,20 @@ def _own_sigterm_handler() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, saved)
+
+
+@contextlib.contextmanager
+def _own_cpus() -> Iterator[None]:
+    """A run pins its process to one CPU (``--affinity auto``); the test process gets all
+    of its own back, as a run's own process would end: left pinned, every later test and
+    the processes they start shared that CPU, and two pytest-xdist workers often the same
+    one."""
+    saved = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.sched_setaffinity(0, saved)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:

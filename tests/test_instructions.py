@@ -228,12 +228,18 @@ def test_a_stop_while_the_child_starts_is_taken_once_it_can_be_killed(
         return started[0]
 
     monkeypatch.setattr(subprocess, "Popen", popen_then_signal)
-    previous = signal.signal(signal.SIGTERM, raise_stop)
+    # Both handlers set here: a pytest started in the background by a script inherits
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt for it.
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, raise_stop),
+    }
     try:
         with pytest.raises(stop):
             instructions._run_child([sys.executable, "-c", "import time; time.sleep(60)"], "")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     assert started[0].poll() is not None, "the child was left running"
 
 

@@ -29,6 +29,7 @@ import jsonschema
 from sqla_bench.base.errors import ConfigError, OutputError
 from sqla_bench.base.owner import owner_alive
 from sqla_bench.results.stats import summarize
+from sqla_bench.results.upgrades import upgrade
 
 SCHEMA_VERSION = 7
 # ``sqla-bench verify --json``: the outcome matrix, one record per case, cell and driver.
@@ -258,9 +259,22 @@ def schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text())
 
 
+@cache
+def _validator() -> jsonschema.protocols.Validator:
+    """The schema's validator, the schema itself checked once: ``jsonschema.validate``
+    checks the schema again on every call, which took nine tenths of the time to read a
+    result file (a ``compare`` of a history reads dozens)."""
+    validator_class = jsonschema.validators.validator_for(schema())
+    validator_class.check_schema(schema())
+    return validator_class(schema())
+
+
 def validate(document: dict[str, Any]) -> None:
-    """Raise ``jsonschema.ValidationError`` unless ``document`` follows the schema."""
-    jsonschema.validate(document, schema())
+    """Raise ``jsonschema.ValidationError`` unless ``document`` follows the schema; the
+    error raised is the one ``jsonschema.validate`` would raise (its best match)."""
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(document))
+    if error is not None:
+        raise error
 
 
 def read_json(path: Path) -> Any:
@@ -311,84 +325,6 @@ def read_result(path: Path) -> tuple[dict[str, Any], list[CellRecord]]:
         raise ConfigError(f"{path} is not a valid result file: {where}: {error.message}") from None
     cells = [CellRecord.from_json(cell) for cell in document.pop("cells")]
     return document, cells
-
-
-def upgrade(document: dict[str, Any], version: int) -> dict[str, Any]:
-    """A document of an older ``version`` as the current one."""
-    if version == 1:
-        document = upgrade_v1(document)
-    if version <= 2:
-        document = upgrade_v2(document)
-    if version <= 3:
-        document = upgrade_v3(document)
-    if version <= 4:
-        document = upgrade_v4(document)
-    if version <= 5:
-        document = upgrade_v5(document)
-    if version <= 6:
-        document = upgrade_v6(document)
-    return document
-
-
-def upgrade_v6(document: dict[str, Any]) -> dict[str, Any]:
-    """A version 6 document as version 7: it kept no SQL."""
-    for cell in document.get("cells", []):
-        if isinstance(cell, dict):
-            cell.setdefault("sql", None)
-    return {**document, "schema_version": 7}
-
-
-def upgrade_v5(document: dict[str, Any]) -> dict[str, Any]:
-    """A version 5 document as version 6: it counted no instructions."""
-    for cell in document.get("cells", []):
-        if isinstance(cell, dict):
-            cell.setdefault("instructions", None)
-    return {**document, "schema_version": 6}
-
-
-def upgrade_v4(document: dict[str, Any]) -> dict[str, Any]:
-    """A version 4 document as version 5: every cell was measured alone, one after
-    another (no blocks, no comparison design), in one pass."""
-    for cell in document.get("cells", []):
-        if isinstance(cell, dict):
-            cell.update(blocks=None, slots=None, comparison=None, run_pass=1)
-    return {**document, "schema_version": 5}
-
-
-def upgrade_v3(document: dict[str, Any]) -> dict[str, Any]:
-    """A version 3 document as version 4: every cell with a latency, 0 ms included, was
-    timed through the proxy."""
-    for cell in document.get("cells", []):
-        if isinstance(cell, dict):
-            cell.setdefault("timed_through_proxy", cell.get("latency_ms") is not None)
-    return {**document, "schema_version": 4}
-
-
-def upgrade_v2(document: dict[str, Any]) -> dict[str, Any]:
-    """A version 2 document as version 3: it counted no function calls."""
-    for cell in document.get("cells", []):
-        if isinstance(cell, dict):
-            cell.setdefault("calls", None)
-    return {**document, "schema_version": 3}
-
-
-def upgrade_v1(document: dict[str, Any]) -> dict[str, Any]:
-    """A version 1 document as version 2: its datasets had no payload (0 bytes), and it
-    measured neither rows fetched, bytes, memory, nor recorded differences in words."""
-    datasets = document.get("run", {}).get("parameters", {}).get("datasets", [])
-    cells = document.get("cells", [])
-    for dataset in [
-        *datasets,
-        *(cell.get("dataset", {}) for cell in cells if isinstance(cell, dict)),
-    ]:
-        if isinstance(dataset, dict):
-            dataset.setdefault("payload", 0)
-    for cell in cells:
-        if isinstance(cell, dict):
-            for name in ("rows_fetched", "bytes_up", "bytes_down", "peak_memory"):
-                cell.setdefault(name, None)
-            cell.setdefault("differences", [])
-    return {**document, "schema_version": 2}
 
 
 CSV_COLUMNS = (

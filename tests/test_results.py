@@ -38,7 +38,9 @@ def _run(tmp_path, on_cell=lambda cell: None, **plan_options):
 
 
 def test_a_run_round_trips_through_its_schema(tmp_path) -> None:
-    path, results, failures = _run(tmp_path, scenarios=("crud.get", "load.users_with_posts"))
+    path, results, failures = _run(
+        tmp_path, scenarios=("crud.get", "load.users_with_posts"), strategies=("joined", "selectin")
+    )
     assert failures == []
     header, cells = read_result(path)  # validates against result.schema.json
     assert cells == results.cells
@@ -51,6 +53,8 @@ def test_a_run_round_trips_through_its_schema(tmp_path) -> None:
     assert ok and all(len(cell.samples_ns) >= 3 for cell in ok)
     # crud.get's table also holds the driver baseline, selected with it.
     assert {"crud.get", "baseline.driver_get"} <= {cell.case for cell in cells}
+    # Two strategies measured side by side: their blocks and comparison round trip too.
+    assert any(cell.comparison and cell.blocks for cell in cells)
 
 
 def test_the_file_is_valid_after_every_cell(tmp_path) -> None:

@@ -61,7 +61,7 @@ def reseeded_target(request, tmp_path):
 def test_statements_in_results_equal_the_catalogue(tmp_path, reseeded_target) -> None:
     size = DatasetSize(users=30, posts_per_user=3)  # not the default: counts must follow it
     # Counts only: one block of side-by-side sampling, two samples a cell.
-    policy = Policy(1, 2, 0.0, block_time=0.0, min_blocks=1)
+    policy = Policy(1, 2, 0.0, block_time=0.0, min_blocks=1, max_blocks=1)
     plan = RunPlan(targets=(reseeded_target,), datasets=(size,), policy=policy)
     assert run_to_file(plan, tmp_path / "r.json", ["t"])[1] == []
     _, cells = read_result(tmp_path / "r.json")
@@ -88,9 +88,11 @@ def test_rows_fetched_bytes_and_memory_follow_the_workload(tmp_path, reseeded_ta
     datasets = tuple(
         DatasetSize(users=30, posts_per_user=p, payload=b) for p in (2, 8) for b in (0, 500)
     )
+    # Rows, bytes and memory come from the warm-up's calls: one block of sampling is enough.
+    policy = Policy(3, 2, 0.0, block_time=0.0, min_blocks=1, max_blocks=1)
     plan = RunPlan(
         targets=(reseeded_target,), scenarios=("load.users_with_posts",),
-        strategies=("joined", "selectin"), datasets=datasets, policy=Policy(3, 2, 0.0),
+        strategies=("joined", "selectin"), datasets=datasets, policy=policy,
         latencies=(0.0,) if server else None,
     )  # fmt: skip
     assert run_to_file(plan, tmp_path / "r.json", ["t"])[1] == []

@@ -14,6 +14,13 @@ CPUS = min(len(os.sched_getaffinity(0)), MAX_PROCESSES)
 QUICK = dict(NO_DOCKER)  # no URL, no Docker engine, not CI
 
 
+@pytest.fixture(autouse=True)
+def no_docker_engine(monkeypatch) -> None:
+    """Whether an engine answers is asked of this process's environment (CI starts one)."""
+    for name, value in NO_DOCKER.items():
+        monkeypatch.setenv(name, value)
+
+
 def session(xdist: bool = True, tests_named: bool = False, **options: object) -> SimpleNamespace:
     """What ``processes_for`` reads of a pytest configuration: ``pytest`` as typed, with
     pytest-xdist installed, unless told otherwise."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,28 @@ def test_every_schema_version_is_read_upgraded_reported_and_compared(path, tmp_p
     assert cells[0].case in (tmp_path / "report.md").read_text()
     compared = run_in_process(["compare", str(path), str(path)])
     assert compared.returncode == 0, compared.stderr
+
+
+# A process that rewrites one result file again and again, as a run does after each cell.
+REWRITER = """
+import sys
+from pathlib import Path
+from sqla_bench.results.files import ResultFile
+results = ResultFile(Path(sys.argv[1]), {"run": {"writer": sys.argv[2]}})
+for _ in range(400):
+    results.flush()
+"""
+
+
+def test_two_processes_writing_one_result_file_both_finish_it_whole(tmp_path) -> None:
+    """Two runs started in the same second get the same default name: each must write
+    whole files, not move or remove the other's temporary one (they shared its name)."""
+    path = tmp_path / "run.json"
+    writers = [
+        subprocess.Popen([sys.executable, "-c", REWRITER, str(path), name], stderr=subprocess.PIPE)
+        for name in ("a", "b")
+    ]
+    errors = [writer.communicate(timeout=120)[1].decode() for writer in writers]
+    assert [writer.returncode for writer in writers] == [0, 0], errors
+    assert json.loads(path.read_text())["run"]["writer"] in ("a", "b")
+    assert [file.name for file in tmp_path.iterdir()] == ["run.json"]

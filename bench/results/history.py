@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sqla_bench.base.errors import ConfigError
-from sqla_bench.results.files import CellRecord, read_json
+from sqla_bench.results.files import CellRecord, read_json, temporary_beside
 from sqla_bench.results.stats import summarize
 
 HISTORY_VERSION = 1
@@ -78,7 +78,7 @@ class History:
 
     def write(self, path: Path) -> None:
         document = {"version": HISTORY_VERSION, "cells": self.cells}
-        temporary = path.with_name(f".{path.name}.tmp")
+        temporary = temporary_beside(path)
         temporary.write_text(json.dumps(document, indent=1, sort_keys=True))
         temporary.replace(path)
 

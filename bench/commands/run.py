@@ -15,6 +15,7 @@ from rich.console import Console
 from sqla_bench.base.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError, fail
 from sqla_bench.base.stopping import stopped_by
 from sqla_bench.commands import present
+from sqla_bench.commands.config_file import apply_config
 from sqla_bench.commands.option_groups import (
     DefaultSizes,
     add_affinity,
@@ -81,6 +82,14 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
     add_workload_arguments(run)
     _add_output_options(run)
     add_affinity(run)
+    run.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="take any of these options from a TOML file (a key per option, without its "
+        'dashes: min-rounds = 5, target = ["postgresql"]); options given here win. '
+        "Without it, the [tool.sqla-bench] table of ./pyproject.toml, if it has one",
+    )
 
 
 def add_workload_arguments(run: argparse.ArgumentParser) -> None:
@@ -307,6 +316,9 @@ def _add_output_options(run: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int:
+    read = apply_config(args, args.argv[args.argv.index("run") + 1 :], add_arguments)
+    if read is not None:
+        console.print(read, markup=False, highlight=False)
     names = args.target or ["sqlite"]
     # Every option is checked against the planned targets before a container starts.
     planned = plan_from(args, planned_targets(names, servers))

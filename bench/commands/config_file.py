@@ -1,0 +1,159 @@
+"""A command's options from a TOML file: ``run --config FILE``, or else the
+``[tool.sqla-bench]`` table of the ``pyproject.toml`` in the current directory.
+
+A key is a long option without its dashes (``min-rounds = 5``; ``min_rounds`` too); an
+option that may be repeated takes a list (``target = ["postgresql", "mysql"]``), and an
+option that takes a comma list takes a list or the same text as on the command line
+(``posts = [1, 5, 20]`` or ``posts = "1,5,20"``). Each value goes through the option's
+own parser, so a file accepts exactly what the command line does and is refused the
+same way: one line naming the file and the key, exit status 2. Options given on the
+command line win over the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import stat
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqla_bench.base.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, before it joined the standard library
+    import tomli as tomllib
+
+PYPROJECT = Path("pyproject.toml")
+TABLE = ("tool", "sqla-bench")
+MAX_BYTES = 1 << 20  # a configuration file, not data
+FLAGS = (argparse._StoreTrueAction, argparse._StoreFalseAction)
+
+
+def apply_config(
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+) -> str | None:
+    """Set on ``args`` every option of the configuration that ``argv`` (the command's
+    own words) does not give; what was read, in words, or None when there is nothing."""
+    source, table = _read(args.config)
+    if not table:
+        return None
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    values = {action.dest: value for action, value in _converted(parser, table, source)}
+    given = _given(parser, argv)
+    for dest, value in values.items():
+        if dest not in given:
+            setattr(args, dest, value)
+    return f"options from {source}: {', '.join(sorted(table))}"
+
+
+def _read(path: Path | None) -> tuple[str, dict[str, Any]]:
+    """The table of options, and where it came from, in words."""
+    if path is None:
+        if not PYPROJECT.is_file():
+            return "", {}
+        return _tool_table(PYPROJECT, _load(PYPROJECT))
+    document = _load(path)
+    if path.name == PYPROJECT.name:
+        return _tool_table(path, document)
+    return str(path), document
+
+
+def _tool_table(path: Path, document: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    table = document.get(TABLE[0], {}).get(TABLE[1], {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{'.'.join(TABLE)}] must be a table of options")
+    return f"{path} [{'.'.join(TABLE)}]", table
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"cannot read {path}: not a regular file")
+        if info.st_size > MAX_BYTES:
+            raise ConfigError(f"cannot read {path}: {info.st_size:,} bytes, over {MAX_BYTES:,}")
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {error.start})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not TOML: {error}") from None
+
+
+def _converted(
+    parser: argparse.ArgumentParser, table: dict[str, Any], source: str
+) -> list[tuple[argparse.Action, Any]]:
+    """Each key's option and its value as the command line would have stored it."""
+    options = {
+        option[2:]: action
+        for action in parser._actions
+        for option in action.option_strings
+        if option.startswith("--") and action.dest not in ("help", "config")
+    }
+    converted = []
+    for key, value in table.items():
+        action = options.get(key.replace("_", "-"))
+        if action is None:
+            known = ", ".join(sorted(options))
+            raise ConfigError(f"{source}: unknown option {key!r}; the options: {known}")
+        converted.append((action, _value(action, key, value, source)))
+    return converted
+
+
+def _value(action: argparse.Action, key: str, value: Any, source: str) -> Any:
+    def refuse(problem: str) -> ConfigError:
+        return ConfigError(f"{source}: {key} = {_shown(value)}: {problem}")
+
+    if isinstance(action, FLAGS):
+        if not isinstance(value, bool):
+            raise refuse("expected true or false")
+        return action.const if value else action.default
+    if isinstance(action, argparse._AppendAction):
+        items = value if isinstance(value, list) else [value]
+        return [_one(action, item, refuse) for item in items]
+    if isinstance(value, list):  # a comma list, as the command line writes it
+        if any(isinstance(item, (bool, list, dict)) for item in value):
+            raise refuse("expected a list of numbers or words")
+        value = ",".join(str(item) for item in value)
+    return _one(action, value, refuse)
+
+
+def _one(action: argparse.Action, item: Any, refuse: Callable[[str], ConfigError]) -> Any:
+    """One value through the option's own type and choices."""
+    if isinstance(item, (bool, list, dict)) or item is None:
+        raise refuse(f"expected {action.metavar or 'a value'}, as on the command line")
+    text = str(item)
+    try:
+        converted = action.type(text) if callable(action.type) else text
+    except (argparse.ArgumentTypeError, TypeError, ValueError) as error:
+        raise refuse(str(error) or f"not a valid {action.metavar or 'value'}") from None
+    if action.choices is not None and converted not in action.choices:
+        raise refuse(f"expected one of {', '.join(map(str, action.choices))}")
+    return converted
+
+
+def _shown(value: Any) -> str:
+    """A value as the file writes it (true, "text", [1, 2]), cut short if long."""
+    shown = json.dumps(value, default=str)
+    return shown if len(shown) <= 60 else f"{shown[:57]}..."
+
+
+def _given(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The options ``argv`` gives itself: parsed with no defaults, only they are set."""
+    saved = {action: action.default for action in parser._actions}
+    try:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+        given, _ = parser.parse_known_args(list(argv))
+    finally:
+        for action, default in saved.items():
+            action.default = default
+    return set(vars(given))

@@ -133,3 +133,16 @@ def test_a_tool_entry_that_is_not_a_table_is_one_line(tmp_path, monkeypatch) -> 
     config(tmp_path, "[tool]\nsqla-bench = 3\n", "pyproject.toml")
     result = run("sqla_bench", "run", "--dry-run")
     assert_one_line_error(result, "pyproject.toml", "[tool.sqla-bench] must be a table")
+
+
+def test_the_counting_child_plans_the_workload_the_file_gave_the_run(tmp_path) -> None:
+    """``--instructions`` counts in a child that rebuilds the run's plan from the run's
+    words: it reads the same file, or it would count another workload than was timed."""
+    from sqla_bench.instructions_child import _child_plan
+    from sqla_bench.servers.targets import Servers
+
+    words = ["run", "--config", str(config(tmp_path, ONE_SCENARIO)), "--instructions", "10"]
+    (tmp_path / "sqlite").mkdir()
+    with Servers(tmp_path / "sqlite") as servers:
+        plan = _child_plan({"run": words, "calls": 10}, servers)
+    assert plan.scenarios == ("crud.get",) and plan.modes == ("sync",)

@@ -88,7 +88,8 @@ def test_rows_fetched_bytes_and_memory_follow_the_workload(tmp_path, reseeded_ta
     datasets = tuple(
         DatasetSize(users=30, posts_per_user=p, payload=b) for p in (2, 8) for b in (0, 500)
     )
-    # Rows, bytes and memory come from the warm-up's calls: one block of sampling is enough.
+    # Rows and memory come from calls with roles, bytes from calls of their own through the
+    # proxy, none from the timed samples: one block of sampling is enough.
     policy = Policy(3, 2, 0.0, block_time=0.0, min_blocks=1, max_blocks=1)
     plan = RunPlan(
         targets=(reseeded_target,), scenarios=("load.users_with_posts",),

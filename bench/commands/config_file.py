@@ -30,6 +30,8 @@ else:  # the same parser, before it joined the standard library
 PYPROJECT = Path("pyproject.toml")
 TABLE = ("tool", "sqla-bench")
 MAX_BYTES = 1 << 20  # a configuration file, not data
+# argparse has no public way to list a parser's options or to tell a flag from an option
+# that takes a value; documentation generators (sphinx-argparse) read ``_actions`` too.
 FLAGS = (argparse._StoreTrueAction, argparse._StoreFalseAction)
 
 

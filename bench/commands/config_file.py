@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqla_bench.base.errors import ConfigError
+from sqla_bench.base.reading import read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -75,17 +75,9 @@ def _tool_table(path: Path, document: dict[str, Any]) -> tuple[str, dict[str, An
 
 
 def _load(path: Path) -> dict[str, Any]:
+    text = read_text(path, MAX_BYTES)
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"cannot read {path}: not a regular file")
-        if info.st_size > MAX_BYTES:
-            raise ConfigError(f"cannot read {path}: {info.st_size:,} bytes, over {MAX_BYTES:,}")
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{path} is not UTF-8 text (byte {error.start})") from None
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not TOML: {error}") from None
 

@@ -16,7 +16,6 @@ import contextlib
 import csv
 import json
 import os
-import stat
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -28,6 +27,7 @@ import jsonschema
 
 from sqla_bench.base.errors import ConfigError, OutputError
 from sqla_bench.base.owner import owner_alive
+from sqla_bench.base.reading import read_text
 from sqla_bench.results.stats import summarize
 from sqla_bench.results.upgrades import upgrade
 
@@ -288,12 +288,7 @@ def validate(document: dict[str, Any]) -> None:
 def read_json(path: Path) -> Any:
     """A JSON file's content, or a one-line ConfigError saying why it cannot be read."""
     try:
-        _check_readable(Path(path))
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{path} is not UTF-8 text (byte {error.start})") from None
+        return json.loads(read_text(Path(path), MAX_READ_BYTES))
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path} is not JSON: {error.msg} at line {error.lineno}") from None
     except RecursionError:  # nested deeper than the parser goes
@@ -302,18 +297,6 @@ def read_json(path: Path) -> Any:
 
 # The largest file read: a result file of a long sweep is tens of MB.
 MAX_READ_BYTES = 1 << 30
-
-
-def _check_readable(path: Path) -> None:
-    """A regular file of bounded size: /dev/zero or a FIFO would be read for ever."""
-    info = path.stat()
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"cannot read {path}: not a regular file")
-    if info.st_size > MAX_READ_BYTES:
-        raise ConfigError(
-            f"cannot read {path}: {info.st_size:,} bytes; sqla-bench reads files of at most "
-            f"{MAX_READ_BYTES:,}"
-        )
 
 
 def read_result(path: Path) -> tuple[dict[str, Any], list[CellRecord]]:

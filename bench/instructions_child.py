@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sqla_bench.cli import build_parser, quiet_abandoned_cursors
-from sqla_bench.commands.config_file import apply_config
+from sqla_bench.commands.config_file import configured_runs
 from sqla_bench.commands.run import add_arguments, plan_from
 from sqla_bench.measuring import callgrind
 from sqla_bench.measuring.callgrind import CUT_CALLER
@@ -29,7 +29,7 @@ def _child_plan(spec: dict[str, Any], servers: Servers) -> RunPlan:
     args = build_parser(["run"]).parse_args(spec["run"])
     # The options the run took from a file too (--config, or ./pyproject.toml: the child
     # starts in the run's folder), or it would count another workload than it timed.
-    apply_config(args, spec["run"][1:], add_arguments)
+    (args,), _ = configured_runs(args, spec["run"][1:], add_arguments)
     targets, _ = selected_targets(args.target or ["sqlite"], servers)
     plan = plan_from(args, targets)
     return replace(

@@ -3,12 +3,18 @@ command line winning, bad files refused in one line (bench/commands/config_file.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from sqla_bench.results.files import read_result
 from tests.helpers import assert_one_line_error, run
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 # The harness itself, not SQLAlchemy: CI runs these on one SQLAlchemy version only.
 pytestmark = pytest.mark.harness
@@ -143,6 +149,92 @@ def test_the_counting_child_plans_the_workload_the_file_gave_the_run(tmp_path) -
 
     words = ["run", "--config", str(config(tmp_path, ONE_SCENARIO)), "--instructions", "10"]
     (tmp_path / "sqlite").mkdir()
+    runs = config(tmp_path, TWO_RUNS.format(folder=tmp_path), "runs.toml")
+    second = ["run", "--config", str(runs), "--config-run", "2", "--instructions", "10"]
     with Servers(tmp_path / "sqlite") as servers:
         plan = _child_plan({"run": words, "calls": 10}, servers)
+        of_two = _child_plan({"run": second, "calls": 10}, servers)
     assert plan.scenarios == ("crud.get",) and plan.modes == ("sync",)
+    assert of_two.scenarios == ("tx.manual_commit",)
+
+
+TWO_RUNS = """
+mode = ["sync"]
+min-rounds = 2
+min-time = 0
+
+[[run]]
+scenario = ["crud.get"]
+output = "{folder}/one.json"
+
+[[run]]
+scenario = ["tx.manual_commit"]
+min-rounds = 3
+output = "{folder}/two.json"
+"""
+
+
+def test_a_file_of_runs_makes_each_with_its_own_options_and_file(tmp_path) -> None:
+    path = config(tmp_path, TWO_RUNS.format(folder=tmp_path))
+    result = run("sqla_bench", "run", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert f"2 runs in {path}" in result.stdout
+    expected = {"one": (["crud.get"], 2), "two": (["tx.manual_commit"], 3)}
+    for number, (name, (scenarios, rounds)) in enumerate(expected.items(), 1):
+        header, cells = read_result(tmp_path / f"{name}.json")
+        parameters = header["run"]["parameters"]
+        assert parameters["scenarios"] == scenarios and parameters["modes"] == ["sync"]
+        assert parameters["policy"]["min_rounds"] == rounds
+        assert cells and all(len(cell.samples_ns) >= rounds for cell in cells)
+        # What makes this file again: the file and the run's number in it.
+        assert header["run"]["command"][-4:] == ["--config", str(path), "--config-run", str(number)]
+
+
+def test_config_run_makes_only_the_table_it_names(tmp_path) -> None:
+    path = config(tmp_path, TWO_RUNS.format(folder=tmp_path))
+    result = run("sqla_bench", "run", "--config", str(path), "--config-run", "2", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "[[run]] 2" in result.stdout and "[[run]] 1" not in result.stdout
+    assert "sqlite-pysqlite-sync: 1 cells per setting" in result.stdout  # tx.manual_commit
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "needles"),
+    [
+        (TWO_RUNS.replace("min-rounds = 3", "min-rounds = 0"), (), ("[[run]] 2", "min-rounds")),
+        (TWO_RUNS.replace('["tx.manual_commit"]', '["no.such"]'), (), ("no.such",)),
+        (TWO_RUNS, ("--output", "{folder}/x.json"), ("--output names one file", "2 runs")),
+        (TWO_RUNS, ("--config-run", "3"), ("--config-run 3", "has 2 runs")),
+        (ONE_SCENARIO, ("--config-run", "1"), ("--config-run 1", "no [[run]] tables")),
+        ("run = 3", (), ("run must be [[run]] tables",)),
+    ],
+    ids=["bad-value", "bad-plan", "one-output", "no-such-run", "no-runs", "not-tables"],
+)
+def test_every_run_is_checked_before_the_first_starts(tmp_path, text, options, needles) -> None:
+    path = config(tmp_path, text.format(folder=tmp_path))
+    words = [word.format(folder=tmp_path) for word in options]
+    result = run("sqla_bench", "run", "--config", str(path), *words)  # small runs, if made
+    assert_one_line_error(result, *needles)
+    assert not list(tmp_path.glob("*.json"))
+
+
+REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
+
+
+def test_the_reference_file_makes_every_result_file_of_the_reference(monkeypatch) -> None:
+    """``run --config results/reference/reference.toml`` makes the reference again: its
+    runs plan on every target (URLs that are never dialled: a dry run connects to
+    nothing) and name each result file in the folder once."""
+    monkeypatch.chdir(REFERENCE.parent.parent)
+    unreachable = {
+        "SQLA_BENCH_POSTGRESQL_URL": "postgresql://nobody@127.0.0.1:1/nothing",
+        "SQLA_BENCH_MYSQL_URL": "mysql://nobody@127.0.0.1:1/nothing",
+    }
+    path = REFERENCE / "reference.toml"
+    result = run("sqla_bench", "run", "--config", str(path), "--dry-run", **unreachable)
+    assert result.returncode == 0, result.stderr
+    runs = tomllib.loads(path.read_text())["run"]
+    assert f"{len(runs)} runs in {path}" in result.stdout
+    assert result.stdout.count("cells per setting") >= len(runs)
+    outputs = sorted(Path(one["output"]).name for one in runs)
+    assert outputs == sorted(p.name for p in REFERENCE.glob("*.json") if p.name != "verify.json")

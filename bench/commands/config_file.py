@@ -8,6 +8,10 @@ option that takes a comma list takes a list or the same text as on the command l
 own parser, so a file accepts exactly what the command line does and is refused the
 same way: one line naming the file and the key, exit status 2. Options given on the
 command line win over the file.
+
+A file of several runs has a ``[[run]]`` table for each, its keys over the file's
+others: ``sqla-bench run --config FILE`` makes them one after another, every run's
+options checked before the first starts; ``--config-run N`` makes only the Nth.
 """
 
 from __future__ import annotations
@@ -35,24 +39,65 @@ MAX_BYTES = 1 << 20  # a configuration file, not data
 FLAGS = (argparse._StoreTrueAction, argparse._StoreFalseAction)
 
 
-def apply_config(
+def configured_runs(
     args: argparse.Namespace,
     argv: Sequence[str],
     add_arguments: Callable[[argparse.ArgumentParser], None],
-) -> str | None:
-    """Set on ``args`` every option of the configuration that ``argv`` (the command's
-    own words) does not give; what was read, in words, or None when there is nothing."""
+) -> tuple[list[argparse.Namespace], str | None]:
+    """The runs ``args`` asks for: itself with the file's options that ``argv`` (the
+    command's own words) does not give; with ``[[run]]`` tables in the file, one run per
+    table (its options over the file's others), or only the one ``--config-run`` names.
+    Also what was read, in words (None when there is no file)."""
     source, table = _read(args.config)
-    if not table:
-        return None
+    entries = table.pop("run", None)
+    if args.config_run is not None and entries is None:
+        where = source or "no --config FILE, and no [tool.sqla-bench] in ./pyproject.toml"
+        raise ConfigError(f"--config-run {args.config_run}: no [[run]] tables ({where})")
+    if not table and entries is None:
+        return [args], None
     parser = argparse.ArgumentParser(add_help=False)
     add_arguments(parser)
-    values = {action.dest: value for action, value in _converted(parser, table, source)}
     given = _given(parser, argv)
+    shared = _values(parser, table, source)
+    if entries is None:
+        return [_with(args, shared, given)], f"options from {source}: {', '.join(sorted(table))}"
+    tables = _run_tables(entries, source)
+    runs = [
+        _with(args, shared | _values(parser, entry, f"{source} [[run]] {number}"), given)
+        for number, entry in enumerate(tables, 1)
+    ]
+    for number, one in enumerate(runs, 1):
+        one.config_run = number
+    if args.config_run is not None:
+        if args.config_run > len(runs):
+            raise ConfigError(f"--config-run {args.config_run}: {source} has {len(runs)} runs")
+        runs = [runs[args.config_run - 1]]
+    if "output" in given and len(runs) > 1:
+        raise ConfigError(f"--output names one file for the {len(runs)} runs of {source}")
+    return runs, f"{len(tables)} runs in {source}"
+
+
+def _with(args: argparse.Namespace, values: dict[str, Any], given: set[str]) -> argparse.Namespace:
+    """``args`` with ``values`` for every option the command line does not give."""
+    one = argparse.Namespace(**vars(args))
     for dest, value in values.items():
         if dest not in given:
-            setattr(args, dest, value)
-    return f"options from {source}: {', '.join(sorted(table))}"
+            setattr(one, dest, value)
+    return one
+
+
+def _run_tables(entries: Any, source: str) -> list[dict[str, Any]]:
+    if (
+        not isinstance(entries, list)
+        or not entries
+        or not all(isinstance(e, dict) for e in entries)
+    ):
+        raise ConfigError(f"{source}: run must be [[run]] tables, each a table of options")
+    return entries
+
+
+def _values(parser: argparse.ArgumentParser, table: dict[str, Any], source: str) -> dict[str, Any]:
+    return {action.dest: value for action, value in _converted(parser, table, source)}
 
 
 def _read(path: Path | None) -> tuple[str, dict[str, Any]]:
@@ -64,14 +109,14 @@ def _read(path: Path | None) -> tuple[str, dict[str, Any]]:
     document = _load(path)
     if path.name == PYPROJECT.name:
         return _tool_table(path, document)
-    return str(path), document
+    return str(path), dict(document)
 
 
 def _tool_table(path: Path, document: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     table = document.get(TABLE[0], {}).get(TABLE[1], {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [{'.'.join(TABLE)}] must be a table of options")
-    return f"{path} [{'.'.join(TABLE)}]", table
+    return f"{path} [{'.'.join(TABLE)}]", dict(table)
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -90,7 +135,7 @@ def _converted(
         option[2:]: action
         for action in parser._actions
         for option in action.option_strings
-        if option.startswith("--") and action.dest not in ("help", "config")
+        if option.startswith("--") and action.dest not in ("help", "config", "config_run")
     }
     converted = []
     for key, value in table.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -18,6 +18,9 @@ from rich.table import Table
 from sqla_bench.reporting.load_tables import LOAD_NOTE, load_tables
 from sqla_bench.reporting.report import NOTE, observed, outcome_matrix, short, tables
 from sqla_bench.results.files import CellRecord, case_text
+
+if TYPE_CHECKING:
+    from sqla_bench.run.plan import RunPlan
 
 PIPED_WIDTH = 200
 
@@ -142,3 +145,36 @@ def comparison_table(title: str, columns: tuple[str, ...], rows: Iterable[dict])
     for row in rows:
         drawn.add_row(*(row[c] for c in columns), style=style.get(row["verdict"]))
     return drawn
+
+
+def print_unhandled(console: Console, plan: RunPlan) -> None:
+    """What ``--models`` leaves out of an application's models, and why."""
+    if plan.workload is None:
+        return
+    unhandled = plan.workload.unhandled
+    lines = [f"left out {item.name}: {reason}" for item in unhandled for reason in item.reasons]
+    if unhandled:
+        lines.append(plan.workload.next_step)
+    if plan.workload.fitted is not None:
+        lines.append(plan.workload.fitted)
+    print_lines(console, lines, style="yellow")
+
+
+def print_plan(console: Console, plan: RunPlan) -> None:
+    """What a run with these options would measure, without measuring (--dry-run)."""
+    lines = [f"{target.name}: {target.source}" for target in plan.targets]
+    for driver in plan.selected_drivers():
+        cells = sum(len(plan.cells(driver, size)) for size in plan.datasets)
+        lines.append(f"  {driver.id}: {cells} cells per setting")
+    lines.append(
+        f"{len(plan.datasets)} datasets, latencies {plan.latencies or 'none (direct)'}, "
+        f"pools {plan.pools()}, concurrency {plan.concurrency or 'one call at a time'}, "
+        f"{plan.passes} pass{'es' if plan.passes > 1 else ''} over the workload"
+    )
+    created = plan.tables_created()
+    lines.append(
+        f"tables created on each target and dropped when done: {', '.join(created)}"
+        if created
+        else "no table created: the data is read where it is"
+    )
+    print_lines(console, lines)

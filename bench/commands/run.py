@@ -15,7 +15,7 @@ from rich.console import Console
 from sqla_bench.base.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError, fail
 from sqla_bench.base.stopping import stopped_by
 from sqla_bench.commands import present
-from sqla_bench.commands.config_file import apply_config
+from sqla_bench.commands.config_file import configured_runs
 from sqla_bench.commands.option_groups import (
     DefaultSizes,
     add_affinity,
@@ -88,7 +88,14 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="take any of these options from a TOML file (a key per option, without its "
         'dashes: min-rounds = 5, target = ["postgresql"]); options given here win. '
-        "Without it, the [tool.sqla-bench] table of ./pyproject.toml, if it has one",
+        "Without it, the [tool.sqla-bench] table of ./pyproject.toml, if it has one. A "
+        "file with [[run]] tables holds several runs, made one after another",
+    )
+    run.add_argument(
+        "--config-run",
+        type=number(int, 1, 1000),
+        metavar="N",
+        help="of the file's [[run]] tables, only the Nth",
     )
 
 
@@ -316,37 +323,63 @@ def _add_output_options(run: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int:
-    read = apply_config(args, args.argv[args.argv.index("run") + 1 :], add_arguments)
+    own_words = args.argv[args.argv.index("run") + 1 :]
+    runs, read = configured_runs(args, own_words, add_arguments)
     if read is not None:
         console.print(read, markup=False, highlight=False)
-    names = args.target or ["sqlite"]
-    # Every option is checked against the planned targets before a container starts.
-    planned = plan_from(args, planned_targets(names, servers))
+    # Every run's options are checked against the planned targets before a container
+    # starts or anything is measured.
+    planned = [_checked(one, servers) for one in runs]
+    statuses = []
+    for one, plan in zip(runs, planned, strict=True):
+        if one.config_run is not None:
+            console.print(f"[[run]] {one.config_run}", markup=False, highlight=False)
+        statuses.append(_measure(one, plan, servers, console))
+    return max(statuses)
+
+
+def _checked(args: argparse.Namespace, servers: Servers) -> RunPlan:
+    planned = plan_from(args, planned_targets(args.target or ["sqlite"], servers))
     chosen_cpus(args.affinity)
-    started = datetime.now(timezone.utc)
-    path = args.output or default_path(started, list(dict.fromkeys(names)))
-    if args.csv and path.suffix == ".csv":  # the CSV would replace the result file
-        raise ConfigError(f"--csv writes {path} itself: give --output a .json name")
-    _print_unhandled(console, planned)
+    if args.csv and args.output is not None and args.output.suffix == ".csv":
+        raise ConfigError(f"--csv writes {args.output} itself: give --output a .json name")
+    if args.output is not None:
+        check_output_path(args.output)
     if args.instructions:
         instructions.valgrind()  # before anything is measured: one line if it is missing
+    return planned
+
+
+def _measure(args: argparse.Namespace, planned: RunPlan, servers: Servers, console: Console) -> int:
+    names = args.target or ["sqlite"]
+    started = datetime.now(timezone.utc)
+    path = args.output or default_path(started, list(dict.fromkeys(names)))
+    present.print_unhandled(console, planned)
     if args.dry_run:
         check_output_path(path)
-        _print_plan(console, planned)
+        present.print_plan(console, planned)
         return 0
     check_writable(path)
     targets, _ = selected_targets(names, servers)
     plan = with_targets(planned, targets)
     pin_to(args.affinity)
-    results, failures = run_on_console(plan, path, args.argv, console, started)
+    words = _run_words(args)  # kept in the result file: they make this run again
+    results, failures = run_on_console(plan, path, ["sqla-bench", *words], console, started)
     if plan.instructions and not failures:
-        failures += count_instructions(plan, results, args.argv[1:], console)
+        failures += count_instructions(plan, results, words, console)
     present.print_tables(console, results.cells)
     if args.csv:
         write_csv(path.with_suffix(".csv"), results.cells)
     if args.plot:
         present.plot(console, results.cells, path.parent, path.stem)
     return _summary(console, results, failures)
+
+
+def _run_words(args: argparse.Namespace) -> list[str]:
+    """The words that make this run again (the counting child's): one of a file's
+    ``[[run]]`` tables is named by its number."""
+    words = args.argv[1:]
+    return words if args.config_run is None else [*words, "--config-run", str(args.config_run)]
 
 
 def with_targets(planned: RunPlan, targets: Sequence[Target]) -> RunPlan:
@@ -437,40 +470,8 @@ def _workload(args: argparse.Namespace) -> Workload | None:
     return Workload(args.models, _names(args.relationship), args.use_existing_data)
 
 
-def _print_unhandled(console: Console, plan: RunPlan) -> None:
-    if plan.workload is None:
-        return
-    unhandled = plan.workload.unhandled
-    lines = [f"left out {item.name}: {reason}" for item in unhandled for reason in item.reasons]
-    if unhandled:
-        lines.append(plan.workload.next_step)
-    if plan.workload.fitted is not None:
-        lines.append(plan.workload.fitted)
-    present.print_lines(console, lines, style="yellow")
-
-
 def _names(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(values)) if values else None
-
-
-def _print_plan(console: Console, plan: RunPlan) -> None:
-    """What a run with these options would measure, without measuring (--dry-run)."""
-    lines = [f"{target.name}: {target.source}" for target in plan.targets]
-    for driver in plan.selected_drivers():
-        cells = sum(len(plan.cells(driver, size)) for size in plan.datasets)
-        lines.append(f"  {driver.id}: {cells} cells per setting")
-    lines.append(
-        f"{len(plan.datasets)} datasets, latencies {plan.latencies or 'none (direct)'}, "
-        f"pools {plan.pools()}, concurrency {plan.concurrency or 'one call at a time'}, "
-        f"{plan.passes} pass{'es' if plan.passes > 1 else ''} over the workload"
-    )
-    created = plan.tables_created()
-    lines.append(
-        f"tables created on each target and dropped when done: {', '.join(created)}"
-        if created
-        else "no table created: the data is read where it is"
-    )
-    present.print_lines(console, lines)
 
 
 def _summary(console: Console, results: ResultFile, failures: list[str]) -> int:

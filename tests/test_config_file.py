@@ -134,9 +134,10 @@ def test_a_file_that_cannot_be_read_is_one_line(tmp_path, name) -> None:
     assert_one_line_error(result, "cannot read")
 
 
-def test_a_tool_entry_that_is_not_a_table_is_one_line(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("text", ["[tool]\nsqla-bench = 3\n", "tool = 3\n"], ids=["entry", "tool"])
+def test_a_tool_entry_that_is_not_a_table_is_one_line(tmp_path, monkeypatch, text) -> None:
     monkeypatch.chdir(tmp_path)
-    config(tmp_path, "[tool]\nsqla-bench = 3\n", "pyproject.toml")
+    config(tmp_path, text, "pyproject.toml")
     result = run("sqla_bench", "run", "--dry-run")
     assert_one_line_error(result, "pyproject.toml", "[tool.sqla-bench] must be a table")
 

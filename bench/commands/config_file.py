@@ -113,7 +113,8 @@ def _read(path: Path | None) -> tuple[str, dict[str, Any]]:
 
 
 def _tool_table(path: Path, document: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    table = document.get(TABLE[0], {}).get(TABLE[1], {})
+    tool = document.get(TABLE[0], {})
+    table = tool.get(TABLE[1], {}) if isinstance(tool, dict) else None
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [{'.'.join(TABLE)}] must be a table of options")
     return f"{path} [{'.'.join(TABLE)}]", dict(table)

@@ -40,11 +40,18 @@ def processes_for(config: pytest.Config, environ: Mapping[str, str] = os.environ
     """How many processes the session should run on (0: pytest-xdist is not asked to)."""
     if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
         return 0  # without pytest-xdist, or inside one of its workers
-    cpus = min(len(os.sched_getaffinity(0)), MAX_PROCESSES)
+    cpus = min(usable_cpus(), MAX_PROCESSES)
     quick = not slow_tests_run(environ) and not any_server(environ)
     if cpus < 2 or not quick or _asked_otherwise(config):
         return 0
     return cpus
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (where the platform cannot tell: all of them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _asked_otherwise(config: pytest.Config) -> bool:

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from tests.helpers import NO_DOCKER, run
-from tests.quick_suite import MAX_PROCESSES, processes_for
+from tests.quick_suite import MAX_PROCESSES, processes_for, usable_cpus
 
-CPUS = min(len(os.sched_getaffinity(0)), MAX_PROCESSES)
+CPUS = min(usable_cpus(), MAX_PROCESSES)
 QUICK = dict(NO_DOCKER)  # no URL, no Docker engine, not CI
 
 
@@ -76,7 +76,9 @@ def test_a_worker_of_pytest_xdist_starts_no_workers_of_its_own() -> None:
     assert processes_for(worker, QUICK) == 0
 
 
-@pytest.mark.skipif(CPUS < 2, reason="one CPU: nothing to give back")
+@pytest.mark.skipif(
+    CPUS < 2 or not hasattr(os, "sched_getaffinity"), reason="no CPU a run could keep"
+)
 def test_a_run_in_this_process_gives_the_cpus_back(tmp_path) -> None:
     """``--affinity auto`` pins the run's process to one CPU: run in the test process, it
     must not leave every later test (and the other worker's) on that one CPU."""

@@ -1,19 +1,23 @@
 """The CI recipe (``ci/``): ``ci/gate.sh`` runs as the GitHub Actions and GitLab jobs call
 it, against PostgreSQL, with BASE and NEW both this checkout (an A/A pair): it measures
-the runs interleaved, writes the annotations and the job summary, and passes."""
+the runs interleaved, writes the annotations and the job summary, and passes; and the
+GitHub Actions job's steps, run in order as written, fail a pull request that adds a
+statement, with an annotation naming the cell and the change in the job summary."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sqla_bench.servers.targets import URL_VARIABLES
-from tests.helpers import VARIABLES
+from tests.helpers import NO_DOCKER, VARIABLES
 
 pytestmark = pytest.mark.harness
 
@@ -63,7 +67,110 @@ def test_the_gate_runs_as_written_against_postgresql(servers, tmp_path) -> None:
     assert password and not any(password in text for text in written)
 
 
+def test_fewer_than_three_runs_compare_counts_only(tmp_path) -> None:
+    out = tmp_path / "gate-results"
+    result = gate(sys.executable, sys.executable, str(out), GATE_RUNS="1", GATE_INSTRUCTIONS="0",
+                  GATE_RUN_OPTIONS="--target sqlite --scenario crud.get --min-time 0 "
+                  "--min-rounds 1", **NO_DOCKER)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "GATE_RUNS is 1: counts only" in result.stdout
+    assert "timing gate" not in result.stdout and "no regression" in result.stdout
+
+
 def test_a_wrong_call_is_one_line() -> None:
     result = gate("only-one")
     assert result.returncode == 2
     assert result.stderr.strip() == "usage: bash ci/gate.sh BASE_PYTHON NEW_PYTHON OUT_DIR"
+
+
+# The GitHub Actions job, step by step as written, on a pull request that adds a statement.
+# What a runner provides is provided here: the two checkouts (this one as the base branch,
+# a copy with the plant as the pull request), Python, the service's URL, the job summary's
+# file. The job's settings are narrowed to one scenario on one driver (they are the user's
+# to set); a step that installs system packages with sudo is checked instead (this
+# machine has them; CI's runs as root without sudo).
+GET = '    """Get a user by primary key with session.get."""\n'
+GET += "    user = session.get(User, user_id)\n"
+PLANT = (GET, GET + "    session.refresh(user)  # planted\n")
+NARROWED = {
+    "GATE_RUN_OPTIONS": "--target postgresql --driver psycopg2 --scenario crud.get "
+    "--min-time 0.05 --min-rounds 5",
+    "GATE_RUNS": "3",  # the fewest the timing gate takes
+    "GATE_INSTRUCTIONS": "0",
+}
+
+
+@pytest.mark.slow
+def test_the_github_job_runs_as_written_and_fails_a_planted_statement(servers, tmp_path):
+    job = yaml.safe_load((ROOT / "ci" / "github-actions.yml").read_text())["jobs"]["gate"]
+    url = servers.target("postgresql").url.render_as_string(hide_password=False)
+    summary = tmp_path / "summary.md"
+    env = _runner_environment(job["env"], url, summary, tmp_path)
+    gate_status = None
+    for step in job["steps"]:
+        if "uses" in step:
+            _provide(step, tmp_path)
+            continue
+        if step["run"].startswith("sudo apt-get"):
+            assert all(shutil.which(p) for p in step["run"].split("-qq ")[-1].split()), step
+            continue
+        done = subprocess.run(["bash", "-e", "-c", step["run"]],
+                              cwd=tmp_path / step.get("working-directory", "."), env=env,
+                              capture_output=True, text=True, timeout=900)  # fmt: skip
+        if step.get("name") == "the gate":
+            gate_status, gate_output = done.returncode, done.stdout + done.stderr
+        else:
+            assert done.returncode == 0, f"{step.get('name')}: {done.stdout}{done.stderr}"
+    assert gate_status == 1, gate_output  # a counted change fails the job
+    cell = "crud.get user_id=1 postgresql+psycopg2 sync"
+    changed = [line for line in gate_output.splitlines() if line.startswith("::error") and
+               "changed::" in line]  # fmt: skip
+    assert len(changed) == 1 and cell in changed[0], gate_output  # the sync cell alone
+    assert "statements 1 -> 2" in changed[0] and "SQL added: 1 x SELECT" in changed[0]
+    table = summary.read_text()
+    assert "statements 1 -> 2" in table and "sqla-bench compare" in table, table
+    assert sorted(p.name for p in (tmp_path / "gate-results" / "new").iterdir()) == [
+        "run-1.json", "run-2.json", "run-3.json"]  # fmt: skip
+    password = str(servers.target("postgresql").url.password or "")
+    assert not password or password not in gate_output + table
+
+
+def _runner_environment(job_env: dict, url: str, summary: Path, home: Path) -> dict[str, str]:
+    """The job's environment on a runner: its env block (narrowed), the service's URL,
+    GitHub's variables, and ``python`` the interpreter setup-python gave."""
+    shims = home / "runner-bin"
+    shims.mkdir()
+    (shims / "python").symlink_to(sys.executable)
+    env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+    env |= {k: str(v) for k, v in job_env.items()} | NARROWED
+    env |= {URL_VARIABLES["postgresql"]: url, "GITHUB_ACTIONS": "true",
+            "GITHUB_STEP_SUMMARY": str(summary)}  # fmt: skip
+    env["PATH"] = f"{shims}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def _provide(step: dict, workspace: Path) -> None:
+    """What a ``uses:`` step gives the job: the checkouts; Python is already there, and
+    the artifact is the folder the test reads."""
+    action = step["uses"].split("@")[0]
+    if action == "actions/checkout":
+        where = workspace / step["with"]["path"]
+        _check_out(where)
+        if "ref" not in step["with"]:  # the pull request's own checkout
+            crud = where / "scenarios" / "crud.py"
+            text = crud.read_text()
+            assert text.count(PLANT[0]) == 1  # the sync twin of crud.get
+            crud.write_text(text.replace(*PLANT))
+    else:
+        assert action in ("actions/setup-python", "actions/upload-artifact"), action
+
+
+def _check_out(where: Path) -> None:
+    """This checkout's files as a clone holds them (what git tracks, and new files it
+    does not ignore): no build folder, virtual environment or local result."""
+    listing = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+    listed = subprocess.run(listing, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in filter(None, listed.split("\0")):
+        if (ROOT / name).is_file():
+            (where / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, where / name)

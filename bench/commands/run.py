@@ -266,7 +266,7 @@ def _add_load_options(run: argparse.ArgumentParser) -> None:
         help="what sends the web scenarios' HTTP load: the built-in aiohttp client in this "
         "process, or Locust (pip install 'sqla-bench[locust]'): a master and "
         "--load-workers workers in processes of their own, on 127.0.0.1; workers on other "
-        "machines attach as the README says (default: aiohttp)",
+        "machines attach as docs/howto/load.md says (default: aiohttp)",
     )
     run.add_argument(
         "--load-workers",
@@ -283,7 +283,7 @@ def _add_load_options(run: argparse.ArgumentParser) -> None:
         metavar="M",
         help="Locust workers on other machines to wait for, beside the local ones: each runs "
         "'locust -f LOCUSTFILE --worker --master-host HOST --master-port PORT' with "
-        "sqla-bench's locustfile, as the README says (default: 0)",
+        "sqla-bench's locustfile, as docs/howto/load.md says (default: 0)",
     )
     run.add_argument(
         "--locust-master",

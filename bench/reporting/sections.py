@@ -99,7 +99,7 @@ MODELS_NOTE = (
 
 LEFT_OUT_NOTE = (
     "To measure one of these, write the query it serves as a scenario with an async twin in "
-    "a module of your own and run it with --scenarios MODULE (README: On your own code)"
+    "a module of your own and run it with --scenarios MODULE (docs/howto/own-scenarios.md)"
 )
 
 

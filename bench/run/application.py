@@ -59,8 +59,8 @@ class Workload:
     # What a user can do about a relationship left out, said once after the list.
     next_step = (
         "next step for one left out: write the query it serves as a scenario with a twin, "
-        "in a module of your own, and measure it with --scenarios MODULE (README: On your "
-        "own code)"
+        "in a module of your own, and measure it with --scenarios MODULE (docs/howto/"
+        "own-scenarios.md)"
     )
 
     def __init__(self, spec: str, selected: Sequence[str] | None, existing: bool) -> None:

@@ -127,6 +127,9 @@ def test_the_github_job_runs_as_written_and_fails_a_planted_statement(servers, t
                "changed::" in line]  # fmt: skip
     assert len(changed) == 1 and cell in changed[0], gate_output  # the sync cell alone
     assert "statements 1 -> 2" in changed[0] and "SQL added: 1 x SELECT" in changed[0]
+    # GATE_TIMING is 0: whatever the timing gate says is a warning, never an error.
+    errors = [line for line in gate_output.splitlines() if line.startswith("::error")]
+    assert errors == changed, gate_output
     table = summary.read_text()
     assert "statements 1 -> 2" in table and "sqla-bench compare" in table, table
     assert sorted(p.name for p in (tmp_path / "gate-results" / "new").iterdir()) == [

@@ -499,6 +499,14 @@ def test_the_timing_gate_is_quiet_on_a_and_a_and_fails_a_clear_slowdown(measured
     from sqla_bench.reporting.gate_formats import JSON_SCHEMA_PATH
 
     jsonschema.validate(document, json.loads(JSON_SCHEMA_PATH.read_text()))
+    # As advice (ci/gate.sh unless GATE_TIMING=1): the same verdict, warnings, exit 0.
+    advised = gate(base, new, "--gate-timing", "--timing-advises", "--format", "github")
+    assert advised.returncode == 0 and "advises and does not fail" in advised.stderr
+    lines = advised.stdout.splitlines()
+    slower = [line for line in lines if "slower (timing gate)::" in line]
+    assert len(slower) == 4 and all(line.startswith("::warning") for line in slower), lines
+    assert "::error" not in advised.stdout
+    assert_one_line_error(gate(base, new, "--timing-advises"), "goes with --gate-timing")
     assert gate(*interleaved(tmp_path / "aa", measured, 5, 1.0, 3), "--gate-timing").returncode == 0
     lone = tmp_path / "lone"
     lone.mkdir()

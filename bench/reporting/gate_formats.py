@@ -118,10 +118,16 @@ def to_markdown(comparison: Comparison, gate: Gate, timing: TimingVerdict | None
     return "\n".join(lines) + "\n"
 
 
-def to_github(comparison: Comparison, gate: Gate, timing: TimingVerdict | None = None) -> str:
+def to_github(
+    comparison: Comparison,
+    gate: Gate,
+    timing: TimingVerdict | None = None,
+    timing_fails: bool = True,
+) -> str:
     """GitHub Actions workflow commands: an error annotation per counted change, a
     warning per timing the test calls slower (advice) and per warning about the runs, a
-    notice per cell one run lacks, and the summary line last."""
+    notice per cell one run lacks, and the summary line last. A slowdown by the timing
+    gate is an error where it fails the job, a warning where it advises."""
     lines = [
         _annotation("error", f"{cell.new.case} changed", f"{cell_name(cell.new)}: {changes}")
         for cell in comparison.cells
@@ -141,14 +147,15 @@ def to_github(comparison: Comparison, gate: Gate, timing: TimingVerdict | None =
     if timing is not None:
         lines += [
             _annotation(
-                "error",
+                "error" if timing_fails else "warning",
                 "slower (timing gate)",
                 f"{cell.name}: new/base {cell.ratio:.3f} over {len(cell.new_medians)} runs a "
                 f"side, Holm-adjusted p {cell.p_adjusted:.2g}",
             )
             for cell in timing.slower
         ]
-        level = "warning" if not timing.judged else "error" if timing.slower else "notice"
+        failed = "error" if timing_fails else "warning"
+        level = "warning" if not timing.judged else failed if timing.slower else "notice"
         lines.append(_annotation(level, "timing gate", timing.summary()))
     lines += [_annotation("warning", "sqla-bench compare", w) for w in comparison.warnings]
     lines += [

@@ -1,8 +1,9 @@
 """The CI recipe (``ci/``): ``ci/gate.sh`` runs as the GitHub Actions and GitLab jobs call
 it, against PostgreSQL, with BASE and NEW both this checkout (an A/A pair): it measures
 the runs interleaved, writes the annotations and the job summary, and passes; and the
-GitHub Actions job's steps, run in order as written, fail a pull request that adds a
-statement, with an annotation naming the cell and the change in the job summary."""
+GitHub Actions job's steps and the GitLab job's script, run in order as written, fail a
+change that adds a statement, naming the cell (GitHub: an annotation, and the change in
+the job summary)."""
 
 from __future__ import annotations
 
@@ -112,7 +113,7 @@ def test_the_github_job_runs_as_written_and_fails_a_planted_statement(servers, t
             _provide(step, tmp_path)
             continue
         if step["run"].startswith("sudo apt-get"):
-            assert all(shutil.which(p) for p in step["run"].split("-qq ")[-1].split()), step
+            assert _installed(step["run"]), step
             continue
         done = subprocess.run(["bash", "-e", "-c", step["run"]],
                               cwd=tmp_path / step.get("working-directory", "."), env=env,
@@ -139,17 +140,27 @@ def test_the_github_job_runs_as_written_and_fails_a_planted_statement(servers, t
 
 
 def _runner_environment(job_env: dict, url: str, summary: Path, home: Path) -> dict[str, str]:
-    """The job's environment on a runner: its env block (narrowed), the service's URL,
-    GitHub's variables, and ``python`` the interpreter setup-python gave."""
+    """The GitHub job's environment on a runner: GitHub's variables beside the job's."""
+    env = _job_environment(job_env, url, home)
+    return env | {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
+
+
+def _job_environment(variables: dict, url: str, home: Path) -> dict[str, str]:
+    """A job's environment: its variables (narrowed), the service's URL in place of the
+    service's own, and ``python`` the interpreter the job's image or setup step gives."""
     shims = home / "runner-bin"
     shims.mkdir()
     (shims / "python").symlink_to(sys.executable)
     env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
-    env |= {k: str(v) for k, v in job_env.items()} | NARROWED
-    env |= {URL_VARIABLES["postgresql"]: url, "GITHUB_ACTIONS": "true",
-            "GITHUB_STEP_SUMMARY": str(summary)}  # fmt: skip
+    env |= {k: str(v) for k, v in variables.items()} | NARROWED
+    env[URL_VARIABLES["postgresql"]] = url
     env["PATH"] = f"{shims}{os.pathsep}{env['PATH']}"
     return env
+
+
+def _installed(apt_line: str) -> bool:
+    """Whether the packages an ``apt-get install`` line asks for are on this machine."""
+    return all(shutil.which(package) for package in apt_line.split("-qq ")[-1].split())
 
 
 def _provide(step: dict, workspace: Path) -> None:
@@ -177,3 +188,51 @@ def _check_out(where: Path) -> None:
         if (ROOT / name).is_file():
             (where / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, where / name)
+
+
+# The GitLab job, script line by line as written, in a clone of a merge request's branch
+# whose target branch is this checkout; the service's URL is the test's server.
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost",
+                "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@localhost"}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_gitlab_job_runs_as_written_and_fails_a_planted_statement(servers, tmp_path):
+    job = yaml.safe_load((ROOT / "ci" / "gitlab-ci.yml").read_text())["sqla-bench-gate"]
+    url = servers.target("postgresql").url.render_as_string(hide_password=False)
+    project = _merge_request(tmp_path)
+    env = _job_environment(job["variables"], url, tmp_path)
+    env["CI_MERGE_REQUEST_TARGET_BRANCH_NAME"] = "main"
+    gate_status = None
+    for line in job["script"]:
+        if line.startswith("apt-get"):
+            assert _installed(line), line
+            continue
+        done = subprocess.run(["bash", "-e", "-c", line], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=900)  # fmt: skip
+        if "ci/gate.sh" in line:
+            gate_status, gate_output = done.returncode, done.stdout + done.stderr
+        else:
+            assert done.returncode == 0, f"{line}: {done.stdout}{done.stderr}"
+    assert gate_status == 1, gate_output  # a counted change fails the job
+    assert "REGRESSION" in gate_output and "statements 1 -> 2" in gate_output, gate_output
+    artifacts = project / job["artifacts"]["paths"][0]
+    assert sorted(p.name for p in (artifacts / "base").iterdir()) == [
+        "run-1.json", "run-2.json", "run-3.json"]  # fmt: skip
+
+
+def _merge_request(folder: Path) -> Path:
+    """A repository whose ``main`` is this checkout and whose ``feature`` branch adds
+    the planted statement, and the job's clone of ``feature`` (its ``origin`` is it)."""
+    origin = folder / "origin"
+    _check_out(origin)
+    env = {**os.environ, **GIT_IDENTITY}
+    for command in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "base"],
+                    ["checkout", "-q", "-b", "feature"]):  # fmt: skip
+        subprocess.run(["git", *command], cwd=origin, env=env, check=True)
+    crud = origin / "scenarios" / "crud.py"
+    crud.write_text(crud.read_text().replace(*PLANT))
+    subprocess.run(["git", "commit", "-q", "-am", "plant"], cwd=origin, env=env, check=True)
+    subprocess.run(["git", "clone", "-q", "--branch", "feature", str(origin), "project"],
+                   cwd=folder, env=env, check=True)  # fmt: skip
+    return folder / "project"

@@ -146,6 +146,7 @@ def test_shown_output_matches_within_the_declared_tolerances() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.harness  # the CLI and the pages, not SQLAlchemy: CI's last stage only
 @pytest.mark.parametrize("path", PAGES_WITH_EXAMPLES, ids=lambda p: p.name)
 def test_a_pages_examples_print_what_it_shows(path: Path, servers, tmp_path: Path) -> None:
     page = read_page(path, ROOT)
@@ -182,6 +183,7 @@ DRY_RUNS = [(path, command) for path in TUTORIAL_AND_HOW_TOS for command in run_
 
 
 @pytest.mark.slow
+@pytest.mark.harness  # the CLI and the pages, not SQLAlchemy: CI's last stage only
 @pytest.mark.parametrize(("path", "command"), DRY_RUNS,
                          ids=[f"{p.name}:{c[:60]}" for p, c in DRY_RUNS])  # fmt: skip
 def test_a_run_command_a_page_shows_passes_a_dry_run(path, command, servers, tmp_path) -> None:

@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent / "_ext"))
 
 project = "sqla-bench"
 author = "the sqla-bench developers"
+copyright = "2026, the sqla-bench developers"
 extensions = ["myst_parser", "sphinxarg.ext", "sqla_reference"]
 source_suffix = {".md": "markdown"}
 exclude_patterns = ["_build"]

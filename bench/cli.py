@@ -48,8 +48,9 @@ COMMANDS = {
     "baseline": "hold every scenario's counts to the committed baselines (--update rewrites them)",
     "containers": "list the containers sqla-bench started that still exist; --prune removes them",
     "tables": "list the tables sqla-bench created still in your databases; --prune removes them",
+    "load-worker": "send a run's HTTP load from another machine (a Locust worker for the run)",
 }
-MODULES = {name: name for name in COMMANDS} | {"list": "listing"}
+MODULES = {name: name for name in COMMANDS} | {"list": "listing", "load-worker": "load_worker"}
 
 EPILOG = (
     "Server targets come from SQLA_BENCH_POSTGRESQL_URL and SQLA_BENCH_MYSQL_URL "

@@ -65,7 +65,17 @@ def test_ci_runs_the_readme_main_command() -> None:
 
 @pytest.mark.parametrize(
     "command",
-    ["run", "selfcheck", "verify", "report", "compare", "calibrate", "baseline", "containers"],
+    [
+        "run",
+        "selfcheck",
+        "verify",
+        "report",
+        "compare",
+        "calibrate",
+        "baseline",
+        "containers",
+        "load-worker",
+    ],
 )
 def test_every_option_is_explained_in_the_pages(command) -> None:
     """The reference lists every option by itself; a page that explains one in prose is

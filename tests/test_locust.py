@@ -51,9 +51,15 @@ def test_a_web_load_from_locust_lands_in_the_same_cell(tmp_path):
     assert load["completed"] > 0 and len(cell.samples_ns) >= load["completed"]
     assert load["errors"] == {} and cell.matches_expected
     assert load["cpu_seconds"]["client"] > 0  # the Locust processes' own
+    # Each worker process, where it ran and what it did: both sent, every request answered.
+    processes = load["worker_processes"]
+    assert len(processes) == 2 and len({p["pid"] for p in processes}) == 2, processes
+    assert sum(p["users"] for p in processes) == 4 and load["failure"] is None
+    assert all(p["ok"] == p["requests"] > 0 and p["unanswered"] == 0 for p in processes)
     assert not _locusts()
     report = run("sqla_bench", "report", str(locust))
     assert report.returncode == 0 and "web.get_user under load" in report.stdout
+    assert "Locust worker processes" in report.stdout, report.stdout
     aiohttp = _web_load(tmp_path, "aiohttp")
     compared = run("sqla_bench", "compare", str(aiohttp), str(locust))
     assert compared.returncode in (0, 1), compared.stderr  # timings may differ; it reads both
@@ -62,19 +68,51 @@ def test_a_web_load_from_locust_lands_in_the_same_cell(tmp_path):
     )
 
 
+@pytest.mark.slow
+def test_a_load_that_never_reached_the_app_fails_its_cell_naming_the_exception(tmp_path):
+    # The workers are told an address where nothing listens: every request is refused.
+    out = tmp_path / "r.json"
+    result = run(
+        "sqla_bench", "run", "--target", "sqlite", "--mode", "async", "--scenario",
+        "web.get_user", "--concurrency", "2", "--load-seconds", "1", "--output", str(out),
+        "--load-generator", "locust", "--load-workers", "1", "--advertise-host", "127.0.0.2",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr
+    (cell,) = read_result(out)[1]
+    assert not cell.matches_expected and cell.load["failure"].startswith("Locust worker ")
+    assert "ConnectionRefusedError" in cell.load["failure"]  # the cause, not CatchResponseError
+    (process,) = cell.load["worker_processes"]
+    assert process["ok"] == 0 and process["unanswered"] == process["requests"] > 0
+    assert "load failed: Locust worker" in result.stdout
+    assert "CatchResponseError" not in result.stdout
+    assert not _locusts()
+
+
+WEB_LOCUST = ("--load-generator", "locust", "--scenario", "web", "--concurrency", "2")
+REMOTE = (*WEB_LOCUST, "--load-remote-workers", "1")
+
+
 @pytest.mark.parametrize(
     ("options", "words"),
     [
         (("--load-generator", "locust", "--scenario", "crud"), "sends the web scenarios"),
-        (
-            ("--load-generator", "locust", "--scenario", "web", "--concurrency", "2",
-             "--locust-master", "nowhere"),
-            "--locust-master: expected HOST:PORT",
-        ),
+        ((*WEB_LOCUST, "--locust-master", "nowhere"), "--locust-master: expected HOST:PORT"),
+        ((*WEB_LOCUST, "--load-workers", "0"), "--load-workers 0 needs --load-remote-workers"),
+        ((*REMOTE, "--locust-master", "0.0.0.0:0"), "must be told the master's port"),
+        ((*REMOTE, "--locust-master", "127.0.0.1:5557"), "--locust-master 127.0.0.1: other"),
+        ((*REMOTE, "--locust-master", "0.0.0.0:5557"), "--serve-host 127.0.0.1: other"),
+        ((*REMOTE, "--locust-master", "0.0.0.0:5557", "--serve-host", "0.0.0.0"),
+         "give --advertise-host"),
+        ((*WEB_LOCUST, "--serve-port", "70000"), "--serve-port"),
     ],
 )  # fmt: skip
 def test_bad_load_generator_options_are_one_line(options, words):
     assert_one_line_error(run("sqla_bench", "run", "--target", "sqlite", *options), words)
+
+
+@pytest.mark.parametrize("master", ["nowhere", "host:0", "host:99999", ":5557"])
+def test_a_load_worker_told_a_bad_master_is_one_line(master):
+    assert_one_line_error(run("sqla_bench", "load-worker", "--master", master), "--master")
 
 
 def _locust_processes(run_pid: int) -> list[psutil.Process]:

@@ -82,9 +82,10 @@ def print_differences(console: Console, cells: Iterable[CellRecord], word: str) 
         text = f"{case_text(cell.case, cell.params)} on {cell.target}-{cell.driver}-{cell.mode}: "
         text += "expected "
         text += f"{cell.expected}, observed {observed(cell)}"
-        if cell.message:
-            text += f" ({cell.error}: {cell.message})"
-        text += ": " + ("; ".join(cell.differences) or "see the outcome")
+        if cell.message:  # what was raised, or a load's leak or failure (no exception)
+            text += f" ({cell.error}: {cell.message})" if cell.error else f" ({cell.message})"
+        if cell.differences or not cell.message:
+            text += ": " + ("; ".join(cell.differences) or "see the outcome")
         console.print(f"[red]{word}[/red] {escape(text)}", highlight=False, soft_wrap=True)
 
 

@@ -16,6 +16,7 @@ from sqla_bench.base.errors import EXIT_INCOMPLETE, EXIT_MISMATCH, ConfigError, 
 from sqla_bench.base.stopping import stopped_by
 from sqla_bench.commands import present
 from sqla_bench.commands.config_file import configured_runs
+from sqla_bench.commands.locust_options import add_locust_options, locust_settings
 from sqla_bench.commands.option_groups import (
     DefaultSizes,
     add_affinity,
@@ -47,7 +48,7 @@ from sqla_bench.results.files import (
 )
 from sqla_bench.run import dblock, instructions
 from sqla_bench.run.environment import chosen_cpus, pin_to
-from sqla_bench.run.plan import LOAD_GENERATORS, ON_ERROR, RunPlan
+from sqla_bench.run.plan import ON_ERROR, RunPlan
 from sqla_bench.scenarios.registry import MODES, PARAMETERS
 from sqla_bench.servers.targets import (
     URL_VARIABLES,
@@ -259,39 +260,7 @@ def _add_load_options(run: argparse.ArgumentParser) -> None:
         help="engine pool_timeout: a checkout that waits longer fails with TimeoutError, "
         "counted per cell",
     )
-    run.add_argument(
-        "--load-generator",
-        choices=LOAD_GENERATORS,
-        default="aiohttp",
-        help="what sends the web scenarios' HTTP load: the built-in aiohttp client in this "
-        "process, or Locust (pip install 'sqla-bench[locust]'): a master and "
-        "--load-workers workers in processes of their own, on 127.0.0.1; workers on other "
-        "machines attach as docs/howto/load.md says (default: aiohttp)",
-    )
-    run.add_argument(
-        "--load-workers",
-        type=number(int, 1, MAX_PROCESSES),
-        default=2,
-        metavar="N",
-        help=f"local Locust workers with --load-generator locust (default: 2, at most "
-        f"{MAX_PROCESSES})",
-    )
-    run.add_argument(
-        "--load-remote-workers",
-        type=number(int, 0, MAX_PROCESSES),
-        default=0,
-        metavar="M",
-        help="Locust workers on other machines to wait for, beside the local ones: each runs "
-        "'locust -f LOCUSTFILE --worker --master-host HOST --master-port PORT' with "
-        "sqla-bench's locustfile, as docs/howto/load.md says (default: 0)",
-    )
-    run.add_argument(
-        "--locust-master",
-        default="127.0.0.1:0",
-        metavar="HOST:PORT",
-        help="where Locust's master listens for its workers (default: 127.0.0.1 on a free "
-        "port, which only local workers find)",
-    )
+    add_locust_options(run)
     run.add_argument(
         "--load-seconds",
         type=number(float, 0.1, MAX_SECONDS),
@@ -413,10 +382,6 @@ def plan_from(args: argparse.Namespace, targets: Sequence[Target | Pending]) -> 
         grid=tuple(dict(args.param or ()).items()),
         concurrency=args.concurrency,
         processes=args.processes,
-        load_generator=args.load_generator,
-        load_workers=args.load_workers,
-        remote_workers=args.load_remote_workers,
-        locust_master=args.locust_master,
         pool_sizes=args.pool_size,
         max_overflow=args.max_overflow,
         pool_timeout=args.pool_timeout,
@@ -426,6 +391,7 @@ def plan_from(args: argparse.Namespace, targets: Sequence[Target | Pending]) -> 
         pgbouncer_pool=args.pgbouncer_pool_size,
         instructions=args.instructions,
         wait_for_lock=args.wait_for_lock,
+        **locust_settings(args),
     )
 
 

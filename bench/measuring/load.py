@@ -62,6 +62,9 @@ class Load:
     worker_cpu: list[float] | None = None
     processes: int | None = None  # the worker processes it ran in; None: this process
     cpu_busy: CpuBusy | None = None  # how busy each CPU was over the load
+    # Why the load did not measure what it claims (a load generator's worker that never
+    # reached the app, say), in words: it fails the cell. None when it did.
+    failure: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # what one kind of load adds
 
     @property
@@ -116,6 +119,7 @@ class Load:
                 self.cpu_seconds, self.watched_seconds, self.worker_cpu, busy=self.cpu_busy
             ),
             "cpu_per_operation": self.cpu_per_operation(),
+            "failure": self.failure,
             **self.extra,
         }
 

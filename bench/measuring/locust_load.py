@@ -4,9 +4,12 @@
 Locust runs in processes of its own (it runs on gevent, which must not patch the
 measuring process): a master and N local workers, started here on 127.0.0.1 with
 ``bench/measuring/locustfile.py`` and stopped when the load is done. Workers on other
-machines attach to the master as Locust documents (``locust -f locustfile.py --worker
---master-host HOST``), with ``--master-bind-host`` opened to them; this module starts
-the local ones only. Every worker keeps each answer raw (see
+machines attach to the master (``sqla-bench load-worker``, which runs one worker after
+another for a whole run), the master listening where they reach it and the app served
+and advertised where they reach it (``LocustWorkers``); this module starts the local
+ones only. A load that a worker process never made (nothing sent, nothing answered as
+expected, or no HTTP answer for more than ``MAX_UNANSWERED_SHARE`` of its requests)
+fails the cell, the process and its first error named. Every worker keeps each answer raw (see
 ``sqla_bench.measuring.locustfile``), so the cell is the same as the built-in client's:
 samples in the measuring window, throughput, errors by status, and the workers' CPU
 seconds. The master and the local workers end with the run whatever ends it, and the
@@ -40,17 +43,28 @@ START_SECONDS = 60.0  # a master and its workers importing gevent and Locust
 SPAWN_RATE = 100_000  # users started per second: all at once
 FAILED_KEPT = 10_000
 FOLDER_PREFIX = "sqla-bench-locust-"  # its owner file names the run
+# A worker process whose requests got no HTTP answer more often than this failed its load.
+MAX_UNANSWERED_SHARE = 0.01
+
+
+ANY_ADDRESS = ("0.0.0.0", "::", "*")  # listen on every interface: not an address to use
 
 
 @dataclass(frozen=True)
 class LocustWorkers:
     """Locust's workers: ``local`` started here; ``remote`` more that attach from other
     machines to the master, which listens on ``bind`` (``HOST:PORT``; port 0: any free
-    one, which only local workers can find)."""
+    one, which only local workers can find). The app they load listens on
+    ``serve_host:serve_port`` (port 0: a free one per load) and workers are told to send
+    to ``advertise_host`` (default: the serving address, or 127.0.0.1 where that is
+    every interface)."""
 
     local: int = 2
     remote: int = 0
     bind: str = "127.0.0.1:0"
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 0
+    advertise_host: str | None = None
 
     @property
     def total(self) -> int:
@@ -59,6 +73,15 @@ class LocustWorkers:
     def address(self) -> tuple[str, int]:
         host, _, port = self.bind.rpartition(":")
         return host, int(port) or _free_port()
+
+    def app_host(self) -> str:
+        """The host workers send their requests to."""
+        return self.advertise_host or _usable(self.serve_host)
+
+
+def _usable(host: str) -> str:
+    """An address to connect to where ``host`` is one to listen on."""
+    return "127.0.0.1" if host in ANY_ADDRESS else host
 
 
 def run_locust_load(
@@ -76,16 +99,21 @@ def run_locust_load(
     app_cpu = _app_cpu(server)
     with _owned_folder() as folder:
         with watch(load, watched, app_cpu=app_cpu):
-            with _locust(server.port, request, concurrency, seconds, workers, str(folder)):
+            app = f"http://{_url_host(workers.app_host())}:{server.port}"
+            with _locust(app, request, concurrency, seconds, workers, str(folder)):
                 pass  # the master quits by itself after the run time
             stats = {**server.stats(), "cpu_seconds": app_cpu()}
             server.close()  # its lifespan disposes of the engine; the watch counts what is left
         records = _records(folder)
     _tally(load, records, seconds, request)
     _cpu(load, records, _test_seconds(seconds))
+    processes = worker_processes(records, request)
+    load.failure = load_failure(processes, workers.total)
+    load.first_error = next((p["first_error"] for p in processes if p["first_error"]), None)
     load.extra |= {
         "generator": "locust",
         "load_workers": workers.total,
+        "worker_processes": processes,
         "server_errors": dict(stats["errors"]),
         "requests_sent": load.operations,
         "statements_per_request": per_request(stats),
@@ -124,10 +152,12 @@ def _app_cpu(server: Any) -> Callable[[], float]:
 
 @contextlib.contextmanager
 def _locust(
-    port: int, request: Request, users: int, seconds: float, workers: LocustWorkers, folder: str
+    app: str, request: Request, users: int, seconds: float, workers: LocustWorkers, folder: str
 ) -> Iterator[None]:
     """A Locust master and its local workers, until the master quits (after the run
-    time, once every worker, local or remote, has attached and the load ran)."""
+    time, once every worker, local or remote, has attached and the load ran). Every
+    worker sends its requests to ``app`` (``http://HOST:PORT``), which the master hands
+    it."""
     settings = {
         "method": request.method, "path": request.path, "json": request.json,
         "status": request.status,
@@ -140,11 +170,12 @@ def _locust(
         "--master-bind-port", str(master_port), "--expect-workers", str(workers.total),
         "--expect-workers-max-wait", str(int(START_SECONDS)),
         "-u", str(users), "-r", str(SPAWN_RATE), "-t", f"{_test_seconds(seconds)}s",
-        "--host", f"http://127.0.0.1:{port}", "--only-summary", "--stop-timeout", "5",
+        "--host", app, "--only-summary", "--stop-timeout", "5",
         "--exit-code-on-error", "0",
         "--sqla-bench-request", json.dumps(settings), "--sqla-bench-folder", folder,
     ]  # fmt: skip
-    worker = [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port)]
+    worker = [*common, "--worker", "--master-host", _usable(bind_host), "--master-port",
+              str(master_port)]  # fmt: skip
     log = Path(folder) / "locust.log"
     with log.open("wb") as output, contextlib.ExitStack() as stack:
         started = [_start(master, output)]
@@ -217,6 +248,47 @@ def _tally(load: Load, records: list[dict[str, Any]], seconds: float, request: R
     load.extra = {"failed_ns": failed}
 
 
+def worker_processes(records: list[dict[str, Any]], request: Request) -> list[dict[str, Any]]:
+    """Per Locust worker process: where it ran, its users, its requests (warm-up
+    included), how many were answered as the request expects, how many failed and how
+    many of those got no HTTP answer at all, its CPU seconds and its first error."""
+    processes = []
+    for record in records:
+        outcomes = [outcome for _, _, outcome, _ in record["answers"]]
+        ok = sum(1 for outcome in outcomes if outcome == request.status)
+        process = record.get("process", {})
+        processes.append({
+            "host": process.get("host"), "pid": process.get("pid"),
+            "users": process.get("users"), "requests": len(outcomes), "ok": ok,
+            "errors": len(outcomes) - ok,
+            "unanswered": sum(1 for outcome in outcomes if isinstance(outcome, str)),
+            "cpu_seconds": round(record["cpu_seconds"], 3),
+            "first_error": process.get("first_error"),
+        })  # fmt: skip
+    return processes
+
+
+def load_failure(processes: list[dict[str, Any]], expected: int) -> str | None:
+    """Why the load did not measure what it claims, in words; None when it did. A
+    worker process that sent nothing, or had no request answered as expected, or whose
+    requests got no HTTP answer more often than ``MAX_UNANSWERED_SHARE`` (the app out of
+    its reach): its share of the load was never made. An HTTP error status is the app's
+    own answer, counted as the built-in client counts it."""
+    if len(processes) < expected:
+        return f"{expected - len(processes)} of {expected} Locust worker processes sent no answer"
+    for process in processes:
+        name = f"Locust worker {process['host']}:{process['pid']}"
+        first = f"; first: {process['first_error']}" if process["first_error"] else ""
+        if not process["ok"]:
+            return f"{name} had no request answered as expected ({process['errors']} failed{first})"
+        if process["unanswered"] > MAX_UNANSWERED_SHARE * process["requests"]:
+            return (
+                f"{name}: {process['unanswered']} of {process['requests']} requests got no "
+                f"answer{first}"
+            )
+    return None
+
+
 def _cpu(load: Load, records: list[dict[str, Any]], ran: float) -> None:
     """The Locust processes' CPU seconds over the test (their imports left out) are the
     client's. A worker's share is of the time it ran the test (``ran``), which the
@@ -238,6 +310,11 @@ def _importable(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+def _url_host(host: str) -> str:
+    """``host`` as a URL holds it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 def _free_port() -> int:

@@ -8,8 +8,10 @@ run starts, so a worker elsewhere needs only this file and the master's address.
 user sends the request again as soon as the answer is in, as the built-in client's
 workers do.
 
-Every answer is kept raw: when it ended, how long it took, its status or error, and the
-user. Workers send theirs to the master every ``BATCH_SECONDS`` with Locust's custom
+Every answer is kept raw: when it ended, how long it took, its status or error (the
+exception's own name where no answer came, not Locust's CatchResponseError), and the
+user; and per worker process, its host, PID, users and first error in words. Workers
+send theirs to the master every ``BATCH_SECONDS`` with Locust's custom
 messages (so a worker on another machine reports as a local one does), stamped with
 the worker's clock; the master restates each batch on its own clock (what it received
 at, less what the worker sent at: the transfer, well under a millisecond on one
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -35,6 +39,9 @@ ANSWERS: list[list] = []  # a worker's unsent [ended_ns, elapsed_ns, status or e
 SENT = [0]  # a worker's answers so far
 CPU_AT_START = [0.0]  # its CPU seconds when the test started (its imports before)
 NUMBERS = itertools.count()
+USERS = [0]  # a worker's users that started
+FIRST_ERROR: list[str | None] = [None]  # a worker's first failed answer, in words
+NOTES = [""]  # a worker's folder for sqla-bench load-worker's notes, if it has one
 RECEIVED: dict[str, dict] = {}  # the master's: per worker, its answers and CPU seconds
 
 
@@ -46,6 +53,7 @@ class Client(FastHttpUser):
 
     def on_start(self) -> None:
         self.number = next(NUMBERS)
+        USERS[0] += 1
         self.request = json.loads(self.environment.parsed_options.sqla_bench_request)
 
     @task
@@ -55,7 +63,10 @@ class Client(FastHttpUser):
             request["method"], request["path"], json=request.get("json"), catch_response=True
         ) as response:
             if response.status_code != request["status"]:
-                response.failure(f"HTTP {response.status_code}")
+                # The exception itself where the request never got an answer (a refused
+                # connection, a name that does not resolve): Locust would wrap text in a
+                # CatchResponseError and hide it.
+                response.failure(getattr(response, "error", None) or f"HTTP {response.status_code}")
 
 
 @events.request.add_listener
@@ -65,6 +76,8 @@ def _answered(response_time, response, exception, context, **_) -> None:
     ended = time.perf_counter_ns()
     status = getattr(response, "status_code", 0) or 0
     outcome = status if status else type(exception).__name__
+    if exception is not None and FIRST_ERROR[0] is None:
+        FIRST_ERROR[0] = f"{type(exception).__name__}: {exception}"[:200]
     ANSWERS.append([ended, round(response_time * 1e6), outcome, context.get("user", 0)])
 
 
@@ -72,6 +85,9 @@ def _answered(response_time, response, exception, context, **_) -> None:
 def _options(parser) -> None:
     parser.add_argument("--sqla-bench-request", default="{}", include_in_web_ui=False)
     parser.add_argument("--sqla-bench-folder", default="", include_in_web_ui=False)
+    # A worker that sqla-bench load-worker runs: a folder where it notes that it has
+    # connected to a master ("connected") and that a load began ("loading").
+    parser.add_argument("--sqla-bench-notes", default="", include_in_web_ui=False)
 
 
 @events.init.add_listener
@@ -80,11 +96,20 @@ def _init(environment, **_) -> None:
         environment.runner.register_message(MESSAGE, _receive)
     if isinstance(environment.runner, WorkerRunner):
         gevent.spawn(_send_batches, environment.runner)
+        # Read now: the master's options replace a worker's own when a load starts.
+        NOTES[0] = environment.parsed_options.sqla_bench_notes
+        _note("connected")  # a worker's runner exists once it has connected
 
 
 @events.test_start.add_listener
 def _started(**_) -> None:
     CPU_AT_START[0] = time.process_time()
+    _note("loading")
+
+
+def _note(name: str) -> None:
+    if NOTES[0]:
+        Path(NOTES[0], name).touch()
 
 
 def _send_batches(runner) -> None:
@@ -98,7 +123,11 @@ def _send(runner) -> None:
     del ANSWERS[: len(batch)]
     SENT[0] += len(batch)
     cpu = time.process_time() - CPU_AT_START[0] if CPU_AT_START[0] else 0.0
-    runner.send_message(MESSAGE, {"now": time.perf_counter_ns(), "answers": batch, "cpu": cpu})
+    runner.send_message(MESSAGE, {
+        "now": time.perf_counter_ns(), "answers": batch, "cpu": cpu,
+        "process": {"host": socket.gethostname(), "pid": os.getpid(), "users": USERS[0],
+                    "first_error": FIRST_ERROR[0]},
+    })  # fmt: skip
 
 
 @events.test_stop.add_listener
@@ -112,6 +141,7 @@ def _receive(environment, msg, **_) -> None:
     worker = RECEIVED.setdefault(msg.node_id, {"answers": [], "cpu_seconds": 0.0})
     worker["answers"] += [[ended + offset, *rest] for ended, *rest in msg.data["answers"]]
     worker["cpu_seconds"] = msg.data["cpu"]
+    worker["process"] = msg.data["process"]  # where it ran, its users, its first error
 
 
 @events.quitting.add_listener

@@ -115,7 +115,8 @@ class _Instrumented:
 
 
 def serve_app(control: Connection, app: dict[str, Any], client_cpus: set[int] | None) -> None:
-    """The child: build the app, serve it on 127.0.0.1, answer the measuring process."""
+    """The child: build the app, serve it on 127.0.0.1 (or the address ``app["listen"]``
+    names), answer the measuring process."""
     from sqla_bench.servers.latency import leave_the_clients_cpus
 
     leave_the_clients_cpus(client_cpus)
@@ -154,7 +155,8 @@ def _uvicorn(app: dict[str, Any], counts: _Counts) -> tuple[Any, socket.socket]:
     event.listen(Engine, "after_cursor_execute", counts.statement_completed)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    host, port = app.get("listen", ("127.0.0.1", 0))
+    sock.bind((host, port))
     config = uvicorn.Config(
         _Instrumented(asgi, counts),
         log_level="critical",

@@ -74,7 +74,9 @@ class AppError(Exception):
 
 
 class AppServer(Child):
-    """A web scenario's app under uvicorn, in a child process, on 127.0.0.1."""
+    """A web scenario's app under uvicorn, in a child process, on 127.0.0.1 (or where
+    ``listen`` says, ``(host, port)``, port 0 for any: for load generators on other
+    machines)."""
 
     stop_seconds = 10.0  # a graceful shutdown, then the app's lifespan (dispose)
 
@@ -85,8 +87,10 @@ class AppServer(Child):
         mode: str,
         url: URL,
         engine_options: dict[str, Any],
+        listen: tuple[str, int] = ("127.0.0.1", 0),
     ) -> None:
         app = {
+            "listen": listen,
             "factory": case.app,
             "mode": mode,
             # Only through the pipe: the URL carries the password, so it never goes on a

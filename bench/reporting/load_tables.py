@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from rich.markup import escape
+
 from sqla_bench.reporting.report import TableData, _dataset_key, cpu_bound, variant_of
 from sqla_bench.results.files import CellRecord, duration
 from sqla_bench.results.load_figures import pool_capacity
@@ -38,17 +40,45 @@ LOAD_NOTE = (
     "the server's), machine CPUs when all were: such a cell measured that CPU, not the "
     "pool, and the plots leave it out of Little's law. Web scenarios (web.*) time each HTTP "
     "request from sending it to its answer; their errors are by HTTP status, with the "
-    "median time to a failed answer and the app's exceptions in brackets"
+    "median time to a failed answer and the app's exceptions in brackets. With Locust, a "
+    "table of its worker processes follows: requests include the warm-up, no answer counts "
+    "those that got no HTTP answer at all"
 )
 
 
 def load_tables(cells: Iterable[CellRecord]) -> list[TableData]:
-    """One table per scenario table, rtt and dataset for cells measured under load."""
+    """One table per scenario table, rtt and dataset for cells measured under load;
+    after it, where Locust made the load, one of its worker processes."""
     grouped: dict[tuple, list[CellRecord]] = {}
     for cell in cells:
         key = (cell.table, cell.timed_latency, _dataset_key(cell), cell.pgbouncer)
         grouped.setdefault(key, []).append(cell)
-    return [_load_table(group) for group in grouped.values()]
+    tables = []
+    for group in grouped.values():
+        tables.append(_load_table(group))
+        if any(cell.load.get("worker_processes") for cell in group):
+            tables.append(_processes_table(group, tables[-1].title))
+    return tables
+
+
+PROCESS_COLUMNS = (
+    "variant", "workers", "host", "pid", "users", "requests", "ok", "errors", "no answer",
+    "cpu s", "first error",
+)  # fmt: skip
+
+
+def _processes_table(cells: list[CellRecord], title: str) -> TableData:
+    """Per Locust worker process of each cell: where it ran and what it did."""
+    left = ("variant", "host", "first error")
+    columns = [(name, "left" if name in left else "right") for name in PROCESS_COLUMNS]
+    rows = [
+        [variant_of(cell, cells), str(cell.concurrency), str(p["host"]), str(p["pid"]),
+         str(p["users"]), f"{p['requests']:,}", f"{p['ok']:,}", f"{p['errors']:,}",
+         f"{p['unanswered']:,}", f"{p['cpu_seconds']:.2f}", escape(p["first_error"] or "-")]
+        for cell in cells
+        for p in cell.load.get("worker_processes") or []
+    ]  # fmt: skip
+    return TableData(f"{title}: Locust worker processes", columns, rows)
 
 
 def _load_table(cells: list[CellRecord]) -> TableData:

@@ -72,9 +72,9 @@ def served_loads(case: Case, params: dict[str, Any], where: LoadPlace) -> Loads:
     env, route, loop = where.env, where.route, where.loop
     request = case.function(env.mode)(**params)
 
-    def serve(on: DriverEnv = env) -> AppServer:
+    def serve(on: DriverEnv = env, listen: tuple[str, int] = ("127.0.0.1", 0)) -> AppServer:
         options = {**on.pool, "connect_args": on.connect_args}
-        return AppServer(case, request, on.mode, on.url, options)
+        return AppServer(case, request, on.mode, on.url, options, listen)
 
     # Alone, the app is served through the proxy, when the run has one, for the round trips.
     counting = env.counting
@@ -85,13 +85,13 @@ def served_loads(case: Case, params: dict[str, Any], where: LoadPlace) -> Loads:
     def load(workers: int, processes: int | None) -> Load:
         route.before_load()  # a served load runs in the app's one process
         watched = route.watched(env.setting.target, where.direct)
-        with serve() as server:
-            if where.locust:  # Locust's master and workers, in processes of their own
+        locust = where.locust
+        listen = (locust.serve_host, locust.serve_port) if locust else ("127.0.0.1", 0)
+        with serve(listen=listen) as server:
+            if locust:  # Locust's master and workers, in processes of their own
                 from sqla_bench.measuring.locust_load import run_locust_load
 
-                return run_locust_load(
-                    server, request, workers, where.seconds, where.locust, watched
-                )
+                return run_locust_load(server, request, workers, where.seconds, locust, watched)
             return run_web_load(server, request, workers, where.seconds, loop, watched)
 
     yield alone, load

@@ -74,6 +74,9 @@ class RunPlan:
     load_workers: int = 2
     remote_workers: int = 0  # Locust workers that attach from other machines
     locust_master: str = "127.0.0.1:0"  # where Locust's master listens for its workers
+    serve_host: str = "127.0.0.1"  # where a web app Locust loads listens
+    serve_port: int = 0  # 0: a free port for each load
+    advertise_host: str | None = None  # where Locust's workers send to; None: serve_host
     # PgBouncer's pool modes to measure through ("direct": without it), and its server
     # connections per database and user; None: no PgBouncer.
     pgbouncer: tuple[str, ...] | None = None
@@ -114,7 +117,7 @@ class RunPlan:
         if self.concurrency is not None and any(c.receives == "http" for c in cases):
             _check_web_extra()
             if self.load_generator == "locust":
-                _check_locust(self.locust_master)
+                _check_locust(self)
             if self.processes is not None:
                 raise ConfigError(
                     "--processes splits in-process loads; a web scenario's app serves in "
@@ -200,7 +203,10 @@ class RunPlan:
             return None
         from sqla_bench.measuring.locust_load import LocustWorkers
 
-        return LocustWorkers(self.load_workers, self.remote_workers, self.locust_master)
+        return LocustWorkers(
+            self.load_workers, self.remote_workers, self.locust_master,
+            self.serve_host, self.serve_port, self.advertise_host,
+        )  # fmt: skip
 
     def selected_drivers(self) -> list[Driver]:
         return [
@@ -324,14 +330,48 @@ WEB_MODULES = ("fastapi", "uvicorn", "aiohttp")
 LOAD_GENERATORS = ("aiohttp", "locust")
 
 
-def _check_locust(master: str) -> None:
-    host, _, port = master.rpartition(":")
+def _check_locust(plan: RunPlan) -> None:
+    host, _, port = plan.locust_master.rpartition(":")
     if not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"--locust-master: expected HOST:PORT (port 0 for any), got {master!r}")
+        raise ConfigError(
+            f"--locust-master: expected HOST:PORT (port 0 for any), got {plan.locust_master!r}"
+        )
+    if plan.load_workers + plan.remote_workers == 0:
+        raise ConfigError("--load-workers 0 needs --load-remote-workers M: no worker would load")
+    if plan.remote_workers:
+        _check_reachable(plan, host, int(port))
     if importlib.util.find_spec("locust") is None:
         raise ConfigError(
             "--load-generator locust needs Locust: pip install 'sqla-bench[locust]' "
             "(or '.[locust]' from a checkout)"
+        )
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _check_reachable(plan: RunPlan, master_host: str, master_port: int) -> None:
+    """Remote workers must find the master and the app: neither on this machine's
+    loopback, and the master on a port they can be told."""
+    if master_port == 0:
+        raise ConfigError(
+            "--load-remote-workers: remote workers must be told the master's port: give "
+            "--locust-master HOST:PORT with a port"
+        )
+    for option, host in (
+        ("--locust-master", master_host),
+        ("--serve-host", plan.serve_host),
+        ("--advertise-host", plan.advertise_host),
+    ):
+        if host in LOOPBACK or (host or "").startswith("127."):
+            raise ConfigError(
+                f"{option} {host}: other machines cannot reach this machine's loopback; give "
+                "an address of this machine they reach (or 0.0.0.0 to listen on every one)"
+            )
+    if plan.advertise_host is None and plan.serve_host in ("0.0.0.0", "::", "*"):
+        raise ConfigError(
+            "--serve-host listens on every interface: give --advertise-host, the address "
+            "remote workers reach this machine at"
         )
 
 

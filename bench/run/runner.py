@@ -279,10 +279,16 @@ class Runner:
     ) -> None:
         if load.first_error:  # it goes into the result file
             load.first_error = redact(load.first_error, target.url)
+        if load.failure:
+            load.failure = redact(load.failure, target.url)
         record = self._record(target, route, env, cell, alone, ONE_WARM_CALL)
-        if load.leak:  # loudly: a cell that leaks connections does not pass
+        # Loudly: a cell that leaks connections, or whose load was not made, does not pass.
+        problem = (load.leak and f"leak: {load.leak}") or (
+            load.failure and f"load failed: {load.failure}"
+        )
+        if problem:
             record.matches_expected = False
-            record.message = f"leak: {load.leak}"
+            record.message = problem
         record.samples_ns = load.samples_ns  # the load's, not the call's alone
         record.concurrency, record.pool, record.load = load.concurrency, env.pool, load.to_json()
         record.processes = load.processes

@@ -104,6 +104,8 @@ REMOTE = (*WEB_LOCUST, "--load-remote-workers", "1")
         ((*REMOTE, "--locust-master", "0.0.0.0:5557", "--serve-host", "0.0.0.0"),
          "give --advertise-host"),
         ((*WEB_LOCUST, "--serve-port", "70000"), "--serve-port"),
+        (("--scenario", "web", "--concurrency", "2", "--serve-host", "10.0.0.5"),
+         "add --load-generator locust"),
     ],
 )  # fmt: skip
 def test_bad_load_generator_options_are_one_line(options, words):

@@ -125,6 +125,12 @@ class RunPlan:
                 )
         if self.load_generator not in LOAD_GENERATORS:
             raise ConfigError(f"--load-generator: one of {', '.join(LOAD_GENERATORS)}")
+        served_elsewhere = (self.serve_host, self.serve_port, self.advertise_host)
+        if self.load_generator != "locust" and served_elsewhere != ("127.0.0.1", 0, None):
+            raise ConfigError(
+                "--serve-host, --serve-port and --advertise-host place the app for Locust's "
+                "workers: add --load-generator locust"
+            )
         if self.load_generator != "aiohttp" and not any(c.receives == "http" for c in cases):
             raise ConfigError(
                 "--load-generator locust sends the web scenarios' HTTP load: add "

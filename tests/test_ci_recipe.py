@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -147,15 +149,46 @@ def _runner_environment(job_env: dict, url: str, summary: Path, home: Path) -> d
 
 def _job_environment(variables: dict, url: str, home: Path) -> dict[str, str]:
     """A job's environment: its variables (narrowed), the service's URL in place of the
-    service's own, and ``python`` the interpreter the job's image or setup step gives."""
+    service's own, and ``python`` the interpreter the job's image or setup step gives.
+    A runner without a network (a test stays on this machine): pip reads no index and
+    builds without isolation, and each virtual environment the job makes sees this
+    test's own packages (as a runner's cache would hold them), so ``pip install`` adds
+    only sqla-bench itself."""
     shims = home / "runner-bin"
     shims.mkdir()
-    (shims / "python").symlink_to(sys.executable)
+    python = shims / "python"
+    python.write_text(
+        OFFLINE_PYTHON.format(python=shlex.quote(sys.executable), packages=_our_packages())
+    )
+    python.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
     env |= {k: str(v) for k, v in variables.items()} | NARROWED
     env[URL_VARIABLES["postgresql"]] = url
     env["PATH"] = f"{shims}{os.pathsep}{env['PATH']}"
-    return env
+    # pip reads PIP_NO_BUILD_ISOLATION backwards: 0 turns the isolation off.
+    return env | {"PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0"}
+
+
+# ``python``, as the runner's: ``python -m venv DIR`` makes an environment that uses this
+# test's packages, pip and setuptools included (none of its own to shadow them).
+OFFLINE_PYTHON = """#!/usr/bin/env bash
+if [[ "$1" == -m && "$2" == venv ]]; then
+  venv="${{@: -1}}"
+  {python} -m venv --without-pip "$venv" || exit
+  for folder in "$venv"/lib/python*/site-packages; do
+    printf '%s\\n' {packages} > "$folder/_runner_packages.pth"
+  done
+  printf '#!/bin/sh\\nexec "%s/bin/python" -m pip "$@"\\n' "$(cd "$venv" && pwd)" > "$venv/bin/pip"
+  chmod +x "$venv/bin/pip"
+  exit
+fi
+exec {python} "$@"
+"""
+
+
+def _our_packages() -> str:
+    """This interpreter's site-packages folders, quoted for the shell."""
+    return " ".join(shlex.quote(folder) for folder in site.getsitepackages())
 
 
 def _installed(apt_line: str) -> bool:

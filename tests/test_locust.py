@@ -4,6 +4,7 @@ and ``compare`` read; nothing of Locust left running afterwards, even after SIGK
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -13,9 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sqla_bench.measuring.locust_load import FOLDER_PREFIX
+from sqla_bench.measuring.locust_load import FOLDER_PREFIX, WORKER_FOLDER_PREFIX
 from sqla_bench.results.files import read_result
-from tests.helpers import assert_one_line_error, run
+from tests.helpers import assert_one_line_error, closed_port, run
 
 pytestmark = pytest.mark.harness
 
@@ -168,3 +169,30 @@ def test_a_killed_runs_locust_ends_with_it_and_its_folder_goes_at_the_next_prune
     pruned = run("sqla_bench", "containers", "--prune")  # no Docker: its folders all the same
     assert "removed 1 Locust folder(s) of ended runs" in pruned.stdout, pruned.stdout
     assert not any(folder.exists() for folder in left)
+
+
+def _worker_folders(pid: int) -> list[Path]:
+    return [
+        folder
+        for folder in Path(tempfile.gettempdir()).glob(f"{WORKER_FOLDER_PREFIX}*")
+        if f":{pid}:" in (folder / "owner").read_text()
+    ]
+
+
+@pytest.mark.slow
+def test_a_killed_load_worker_s_folder_goes_when_the_next_starts(tmp_path):
+    command = [sys.executable, "-m", "sqla_bench", "load-worker", "--master",
+               f"127.0.0.1:{closed_port()}"]  # fmt: skip
+    killed = subprocess.Popen([*command, "--idle-seconds", "60"], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not _worker_folders(killed.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (left,) = _worker_folders(killed.pid)
+    killed.kill()  # SIGKILL: nothing of its own clean-up runs
+    killed.wait()
+    assert left.exists()
+    nobody = subprocess.run([*command, "--idle-seconds", "1"], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert nobody.returncode == 3 and "leaving after 0 loads" in nobody.stdout, nobody
+    assert not left.exists()  # the next one removed what the killed one left
+    assert not _worker_folders(os.getpid()) and not _locusts()

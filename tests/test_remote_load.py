@@ -91,9 +91,13 @@ def test_a_worker_on_another_machine_loads_every_cell_of_a_run(other_machine, tm
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr
         said, _ = worker.communicate(timeout=60)  # it leaves once no master comes
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
+        if worker.poll() is None:  # SIGTERM: it removes its folder on the way out
+            worker.terminate()
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
     cells = read_result(Path(out))[1]
     assert [cell.concurrency for cell in cells] == [4, 8]
     for cell in cells:  # each cell's load came from the worker over there, and only from it

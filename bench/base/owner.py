@@ -8,6 +8,8 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -81,3 +83,16 @@ def prune_ended_folders(prefix: str) -> list[Path]:
             shutil.rmtree(folder, ignore_errors=True)
             gone.append(folder)
     return gone
+
+
+@contextmanager
+def owned_folder(prefix: str) -> Iterator[Path]:
+    """A folder of this process's own (``make_owned_folder``) for the block, removed
+    afterwards; those that ended processes left under ``prefix`` are removed first (a
+    process killed with SIGKILL removes nothing)."""
+    prune_ended_folders(prefix)
+    folder = make_owned_folder(prefix)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -41,6 +41,7 @@ def execute(args: argparse.Namespace, servers: Servers, console: Console) -> int
         # A killed run's Locust processes ended with it; their folder stays (a live
         # run's, in use, never goes).
         folders = prune_ended_folders(locust_load.FOLDER_PREFIX)
+        folders += prune_ended_folders(locust_load.WORKER_FOLDER_PREFIX)
         console.print(f"removed {len(folders)} Locust folder(s) of ended runs")
     _list_pgbouncers(console)
     try:

@@ -13,14 +13,15 @@ import argparse
 import contextlib
 import importlib.util
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 from rich.console import Console
 
 from sqla_bench.base.errors import EXIT_INCOMPLETE, ConfigError
+from sqla_bench.base.owner import owned_folder
 from sqla_bench.commands.options import number
+from sqla_bench.measuring.locust_load import LOCUSTFILE, WORKER_FOLDER_PREFIX
 from sqla_bench.servers.children import with_parent_command
 
 # Nothing of the run's servers: the worker loads the run's app over HTTP.
@@ -62,10 +63,12 @@ def execute(args: argparse.Namespace, servers: None, console: Console) -> int:
     loads = 0
     console.print(f"waiting for a master at {host}:{port}", highlight=False)
     while True:
-        with tempfile.TemporaryDirectory(prefix="sqla-bench-load-worker-") as notes:
-            if not _one_load(host, port, Path(notes), args.idle_seconds):
+        # A worker's notes and log: a killed load-worker's go at the next one's start,
+        # or with containers --prune.
+        with owned_folder(WORKER_FOLDER_PREFIX) as notes:
+            if not _one_load(host, port, notes, args.idle_seconds):
                 break
-            if (Path(notes) / "loading").exists():
+            if (notes / "loading").exists():
                 loads += 1
                 console.print(f"load {loads} done", highlight=False)
     console.print(
@@ -85,8 +88,6 @@ def _master(text: str) -> tuple[str, int]:
 
 def _one_load(host: str, port: int, notes: Path, idle_seconds: float) -> bool:
     """One worker, until its master quits; False when none came within ``idle_seconds``."""
-    from sqla_bench.measuring.locust_load import LOCUSTFILE
-
     command = with_parent_command(
         "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", host,
         "--master-port", str(port), "--loglevel", "ERROR", "--sqla-bench-notes", str(notes),

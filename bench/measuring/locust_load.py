@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqla_bench.base.owner import make_owned_folder, prune_ended_folders
+from sqla_bench.base.owner import owned_folder
 from sqla_bench.measuring.kernel import Window
 from sqla_bench.measuring.load import Load
 from sqla_bench.measuring.watch import Watched, watch
@@ -43,6 +43,8 @@ START_SECONDS = 60.0  # a master and its workers importing gevent and Locust
 SPAWN_RATE = 100_000  # users started per second: all at once
 FAILED_KEPT = 10_000
 FOLDER_PREFIX = "sqla-bench-locust-"  # its owner file names the run
+# sqla-bench load-worker's folder for a worker's notes and log, its owner file naming it.
+WORKER_FOLDER_PREFIX = "sqla-bench-load-worker-"
 # A worker process whose requests got no HTTP answer more often than this failed its load.
 MAX_UNANSWERED_SHARE = 0.01
 
@@ -97,7 +99,8 @@ def run_locust_load(
     load = Load(concurrency)
     server.reset()
     app_cpu = _app_cpu(server)
-    with _owned_folder() as folder:
+    # The load's folder (Locust's log and answers): a killed run's goes at the next load.
+    with owned_folder(FOLDER_PREFIX) as folder:
         with watch(load, watched, app_cpu=app_cpu):
             app = f"http://{_url_host(workers.app_host())}:{server.port}"
             with _locust(app, request, concurrency, seconds, workers, str(folder)):
@@ -119,19 +122,6 @@ def run_locust_load(
         "statements_per_request": per_request(stats),
     }
     return load
-
-
-@contextlib.contextmanager
-def _owned_folder() -> Iterator[Path]:
-    """The load's folder (Locust's log and answers), naming this process as its owner,
-    removed afterwards; those that a killed run left are removed first (and by
-    ``containers --prune``)."""
-    prune_ended_folders(FOLDER_PREFIX)
-    folder = make_owned_folder(FOLDER_PREFIX)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _test_seconds(seconds: float) -> int:

@@ -126,6 +126,7 @@ def test_an_option_the_parser_lacks_is_found_wherever_it_is_named() -> None:
         "`--no-such-option` and `--min-time`",
         "sqla-bench compare A B \\",
         "  --gate-timing --no-such-compare-option",
+        "sqla-bench load-worker --master 10.0.0.5:5557 --no-such-worker-option",
     ])  # fmt: skip
     found = [(option, command) for _, option, command in unknown_options(page)]
     assert found == [
@@ -133,6 +134,7 @@ def test_an_option_the_parser_lacks_is_found_wherever_it_is_named() -> None:
         ("--gate-timing", "run"),
         ("--no-such-option", None),
         ("--no-such-compare-option", "compare"),
+        ("--no-such-worker-option", "load-worker"),  # a command with a hyphen in its name
     ]
 
 

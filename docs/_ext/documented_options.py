@@ -23,7 +23,7 @@ OTHER_TOOLS = frozenset(
 )  # fmt: skip
 
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
-COMMAND_USE = re.compile(r"sqla-bench\s+([a-z]+)\b([^`|;&\n]*)")
+COMMAND_USE = re.compile(r"sqla-bench\s+([a-z][a-z-]*)\b([^`|;&\n]*)")
 INLINE_CODE = re.compile(r"`([^`\n]+)`")
 
 
